@@ -1,0 +1,2 @@
+//! `shiftnas-agent`: measures ONNX model latency on a board.
+fn main() {}

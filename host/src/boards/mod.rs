@@ -1,0 +1,1 @@
+//! Boards: `boards.toml`, SSH and local boards, deployment and the measuring pool.

@@ -1,0 +1,7 @@
+//! Arguments of `shiftnas eval`.
+
+use clap::Args;
+
+/// Arguments of `shiftnas eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {}

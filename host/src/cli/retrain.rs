@@ -1,0 +1,7 @@
+//! Arguments of `shiftnas retrain`.
+
+use clap::Args;
+
+/// Arguments of `shiftnas retrain`.
+#[derive(Debug, Args)]
+pub struct RetrainArgs {}

@@ -1,0 +1,1 @@
+//! Datasets: readers (IDX, CIFAR, image folders, the embedded Fashion-MNIST subset), splits, augmentation.

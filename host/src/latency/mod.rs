@@ -1,0 +1,1 @@
+//! Latency sources for the search: `flops`, `predictor:FILE`, `board:NAME[,NAME…]`.

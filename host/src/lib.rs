@@ -1,0 +1,17 @@
+//! The `shiftnas` host: command line, datasets, training, search, boards and reports.
+//!
+//! `main.rs` only parses and maps the outcome to an exit code; everything else is library code
+//! that the integration tests and `examples/` call directly.
+
+pub mod boards;
+pub mod cache;
+pub mod cli;
+pub mod commands;
+pub mod compute;
+pub mod data;
+pub mod latency;
+pub mod output;
+pub mod report;
+pub mod run_dir;
+pub mod search;
+pub mod train;

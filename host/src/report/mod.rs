@@ -1,0 +1,1 @@
+//! Reports: Pareto fronts as JSON, CSV and SVG, tables.

@@ -1,0 +1,1 @@
+//! Search: NSGA-II, SPOS evolution and random search, with Supernet Shifting.

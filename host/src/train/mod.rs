@@ -1,0 +1,1 @@
+//! Supernet training: uniform single-path sampling, SGD with momentum, BN calibration.

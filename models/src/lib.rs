@@ -1,0 +1,21 @@
+//! What a network is: search spaces, architectures, their cost, the weight-sharing supernet, the
+//! standalone subnet and its ONNX export.
+//!
+//! Data flows space → arch → supernet → subnet → ONNX:
+//!
+//! ```
+//! use shiftnas_models::{Arch, Space};
+//! let space = Space::by_name("spos-imagenet").unwrap();
+//! let arch: Arch = "21012020202300003233".parse().unwrap();
+//! space.check_arch(&arch).unwrap();
+//! assert_eq!(arch.to_string(), "21012020202300003233");
+//! ```
+#![deny(missing_docs)]
+
+pub mod arch;
+pub mod error;
+pub mod space;
+
+pub use arch::Arch;
+pub use error::{ArchError, Error, Result};
+pub use space::{BlockShape, Choice, Space, Stage, Stem};
