@@ -312,11 +312,7 @@ impl Space {
                     b.index, b.in_channels, b.out_channels, b.stage
                 ));
             }
-            if b.out_channels % 2 != 0
-                || b.branch_out() == 0
-                || b.mid() == 0
-                || b.out_channels <= b.branch_in()
-            {
+            if b.out_channels <= b.branch_in() || b.out_channels % 2 != 0 {
                 return bad(format!(
                     "block {}: {} → {} channels leaves an empty branch; stage {} needs more than {} even output channels",
                     b.index,
