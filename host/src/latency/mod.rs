@@ -1,1 +1,127 @@
-//! Latency sources for the search: `flops`, `predictor:FILE`, `board:NAME[,NAME…]`.
+//! Latency sources for the search: one trait, three sources chosen by `--latency`:
+//! `flops` (a proxy, always available), `predictor:FILE` (a calibrated predictor) and
+//! `board:NAME[,NAME…]` (measured on boards through the pool).
+//!
+//! Every value carries the name of its source ([`LatencySource::describe`]), so an archive never
+//! mixes numbers from different boards or runtimes silently.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::Result;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use shiftnas_models::{Arch, Space};
+
+/// Gives the latency objective of archs.
+pub trait LatencySource: Send {
+    /// What the numbers are and where they come from, recorded with every archive entry:
+    /// `flops`, `predictor:<board fingerprint>` or `board:<board fingerprint>`.
+    fn describe(&self) -> String;
+
+    /// The unit of the numbers (`ms`, or `MFLOPs` for the proxy).
+    fn unit(&self) -> &'static str {
+        "ms"
+    }
+
+    /// The latency of each arch, in order. Sources that can work in parallel (boards) get the
+    /// whole batch at once.
+    ///
+    /// # Errors
+    /// When no value can be had for some arch (every board down, predictor for another space…).
+    fn latencies(&mut self, space: &Space, archs: &[Arch]) -> Result<Vec<f64>>;
+}
+
+/// `--latency` as typed: which source to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LatencySpec {
+    /// Multiply-adds of the subnet, in millions.
+    Flops,
+    /// A predictor JSON written by `shiftnas calibrate`.
+    Predictor(PathBuf),
+    /// One or more boards of `boards.toml`, by name.
+    Board(Vec<String>),
+}
+
+impl fmt::Display for LatencySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LatencySpec::Flops => write!(f, "flops"),
+            LatencySpec::Predictor(p) => write!(f, "predictor:{}", p.display()),
+            LatencySpec::Board(names) => write!(f, "board:{}", names.join(",")),
+        }
+    }
+}
+
+impl FromStr for LatencySpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LatencySpec, String> {
+        let usage = "write `flops`, `predictor:FILE` or `board:NAME[,NAME…]`";
+        match s.split_once(':') {
+            None if s == "flops" => Ok(LatencySpec::Flops),
+            Some(("predictor", path)) if !path.is_empty() => {
+                Ok(LatencySpec::Predictor(PathBuf::from(path)))
+            }
+            Some(("board", names)) => {
+                let names: Vec<String> =
+                    names.split(',').map(str::trim).map(String::from).collect();
+                if names.iter().any(String::is_empty) {
+                    return Err(format!(
+                        "latency source {s:?} has an empty board name; {usage}"
+                    ));
+                }
+                Ok(LatencySpec::Board(names))
+            }
+            _ => Err(format!("unknown latency source {s:?}; {usage}")),
+        }
+    }
+}
+
+impl Serialize for LatencySpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for LatencySpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<LatencySpec, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_spelling() {
+        assert_eq!("flops".parse(), Ok(LatencySpec::Flops));
+        assert_eq!(
+            "predictor:p.json".parse(),
+            Ok(LatencySpec::Predictor("p.json".into()))
+        );
+        assert_eq!(
+            "board:rk1,rk2".parse(),
+            Ok(LatencySpec::Board(vec!["rk1".into(), "rk2".into()]))
+        );
+        assert!(
+            "board:rk1,"
+                .parse::<LatencySpec>()
+                .unwrap_err()
+                .contains("empty board name")
+        );
+        assert!(
+            "gpu"
+                .parse::<LatencySpec>()
+                .unwrap_err()
+                .contains("predictor:FILE")
+        );
+        assert_eq!(
+            "board:a,b".parse::<LatencySpec>().unwrap().to_string(),
+            "board:a,b"
+        );
+    }
+}
