@@ -180,10 +180,12 @@ impl LinearPredictor {
             return Err(Error::Field {
                 field: "coef".into(),
                 reason: format!(
-                    "has {} entries but feature set `{}` with {:?} needs {want}",
+                    "has {} entries but feature set `{}` on {} blocks × {} choices in {} stages needs {want}",
                     self.coef.len(),
                     self.features,
-                    self.layout
+                    self.layout.n_blocks,
+                    self.layout.n_choices,
+                    self.layout.n_stages
                 ),
             });
         }
