@@ -8,18 +8,33 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cache="${SHIFTNAS_CACHE:-$root/.cache}"
 threads="${THREADS:-2}"
 venv="$cache/bench-venv"
-if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
-if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
-  echo "bench: installing torch (CPU use, --no-deps) into $venv" >&2
-  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps torch
-  "$venv/bin/pip" install -q --disable-pip-version-check typing_extensions sympy networkx jinja2 \
-    filelock fsspec mpmath MarkupSafe numpy
+# TORCH_PYTHON: a python whose `import torch` works on CPU (overrides the throwaway venv).
+py="${TORCH_PYTHON:-$venv/bin/python}"
+if [ -z "${TORCH_PYTHON:-}" ]; then
+  if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
+  if ! "$py" -c "import torch" 2>/dev/null; then
+    echo "bench: installing torch (--no-deps) into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check --no-deps torch
+    "$venv/bin/pip" install -q --disable-pip-version-check typing_extensions sympy networkx \
+      jinja2 filelock fsspec mpmath MarkupSafe numpy
+  fi
+fi
+if ! "$py" -c "import torch" 2>"$cache/bench-torch-import.log"; then
+  # Measured (torch 2.15.0): the PyPI Linux wheel preloads libcudart/libcublasLt at import even
+  # for CPU use, so --no-deps is not enough. Give TORCH_PYTHON a full torch install instead.
+  echo "bench: 'import torch' fails with $py (see $cache/bench-torch-import.log);" \
+       "set TORCH_PYTHON to a python with a working torch. Timing candle only." >&2
+  py=""
 fi
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 export RAYON_NUM_THREADS="$threads" CANDLE_NUM_THREADS="$threads"
 cargo run --release -q -p shiftnas-models --example bench_dwconv -- --batch 64 > "$tmp/candle.tsv"
-"$venv/bin/python" "$root/scripts/bench/dwconv_torch.py" --threads "$threads" --batch 64 \
-  < "$tmp/candle.tsv" > "$tmp/torch.tsv"
+if [ -n "$py" ]; then
+  "$py" "$root/scripts/bench/dwconv_torch.py" --threads "$threads" --batch 64 \
+    < "$tmp/candle.tsv" > "$tmp/torch.tsv"
+else
+  : > "$tmp/torch.tsv"
+fi
 python3 - "$tmp/candle.tsv" "$tmp/torch.tsv" <<'PY'
 import sys
 def rows(p):
