@@ -13,8 +13,11 @@ fi
 pop="${1:-100}"; gens="${2:-250}"; shift 2 || true
 seeds=("$@"); [ ${#seeds[@]} -eq 0 ] && seeds=(1 2 3)
 cd "$root"
-cargo build -q --release -p shiftnas --example nsga2_zdt
-bin="${CARGO_TARGET_DIR:-$root/target}/release/examples/nsga2_zdt"
+# NSGA2_PROFILE=dev reuses the shared, optimised dev build (opt-level 2) instead of a release build.
+profile="${NSGA2_PROFILE:-release}"
+cargo build -q --profile "$profile" -p shiftnas --example nsga2_zdt
+dir="$profile"; [ "$profile" = dev ] && dir=debug
+bin="${CARGO_TARGET_DIR:-$root/target}/$dir/examples/nsga2_zdt"
 echo "pymoo $("$venv/bin/python" -c 'import pymoo; print(pymoo.__version__)'), pop $pop, gens $gens"
 for p in zdt1 zdt2 zdt3; do
   for s in "${seeds[@]}"; do

@@ -28,6 +28,7 @@
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+pub mod archive;
 pub mod evolution;
 pub mod hypervolume;
 pub mod nds;
