@@ -1,0 +1,353 @@
+//! SPOS evolution (Guo et al. 2020, `evolution_search` of the reference code): single objective,
+//! a hard cap checked before evaluation (FLOPs ≤ cap) as a [`Precheck`].
+//!
+//! Generation 1 samples `population` genomes that pass the precheck. Afterwards each generation
+//! makes `n_mutation` children by mutating a random member of the top-k, `n_crossover` by
+//! crossing two random top-k members, and tops up with random samples to `population`; every
+//! candidate must pass the precheck and be new (never evaluated before), with bounded retries.
+//! The top-k is the best `top_k` of everything ever evaluated, by (violation, objective).
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::observer::GenerationSummary;
+use super::operators::{Crossover, Mutation, Sampling};
+use super::problem::{Evaluation, check_evaluations};
+use super::{Individual, Search};
+
+/// A cheap constraint check run before evaluation: the violation (0 = acceptable).
+pub type Precheck<G> = Box<dyn Fn(&G) -> f64 + Send>;
+
+/// SPOS evolution settings (SPOS defaults in [`EvolutionConfig::default`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvolutionConfig {
+    /// Candidates per generation (50).
+    pub population: usize,
+    /// Parents kept: the best this many ever evaluated (10).
+    pub top_k: usize,
+    /// Mutated children per generation (25).
+    pub n_mutation: usize,
+    /// Crossed children per generation (25).
+    pub n_crossover: usize,
+    /// Attempts per wanted candidate before giving up on it (precheck or duplicate failures).
+    pub max_tries: usize,
+}
+
+impl Default for EvolutionConfig {
+    fn default() -> Self {
+        EvolutionConfig {
+            population: 50,
+            top_k: 10,
+            n_mutation: 25,
+            n_crossover: 25,
+            max_tries: 100,
+        }
+    }
+}
+
+/// The resumable state of an [`Evolution`] run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(serialize = "G: Serialize", deserialize = "G: Deserialize<'de>"))]
+pub struct EvolutionState<G> {
+    /// Completed generations.
+    pub generation: usize,
+    /// Everything evaluated so far, in order.
+    pub history: Vec<Individual<G>>,
+    /// The current top-k, best first.
+    pub top: Vec<Individual<G>>,
+    /// Asked, not yet told.
+    pub pending: Vec<G>,
+}
+
+/// SPOS evolution over genomes `G`.
+pub struct Evolution<G, S, C, M> {
+    config: EvolutionConfig,
+    sampling: S,
+    crossover: C,
+    mutation: M,
+    precheck: Precheck<G>,
+    state: EvolutionState<G>,
+}
+
+impl<G, S, C, M> Evolution<G, S, C, M>
+where
+    G: Clone + PartialEq,
+    S: Sampling<G>,
+    C: Crossover<G>,
+    M: Mutation<G>,
+{
+    /// A fresh search (pass `Box::new(|_| 0.0)` as `precheck` for no cap).
+    pub fn new(
+        config: EvolutionConfig,
+        sampling: S,
+        crossover: C,
+        mutation: M,
+        precheck: Precheck<G>,
+    ) -> Self {
+        let state = EvolutionState {
+            generation: 0,
+            history: Vec::new(),
+            top: Vec::new(),
+            pending: Vec::new(),
+        };
+        Self::resume(config, sampling, crossover, mutation, precheck, state)
+    }
+
+    /// Continues from a saved state.
+    pub fn resume(
+        config: EvolutionConfig,
+        sampling: S,
+        crossover: C,
+        mutation: M,
+        precheck: Precheck<G>,
+        state: EvolutionState<G>,
+    ) -> Self {
+        Evolution {
+            config,
+            sampling,
+            crossover,
+            mutation,
+            precheck,
+            state,
+        }
+    }
+
+    /// The state to checkpoint.
+    pub fn state(&self) -> &EvolutionState<G> {
+        &self.state
+    }
+
+    fn is_new(&self, g: &G, accepted: &[G]) -> bool {
+        (self.precheck)(g) <= 0.0
+            && !accepted.contains(g)
+            && !self.state.history.iter().any(|i| &i.genome == g)
+    }
+
+    /// Adds up to `n` new candidates made by `make` (bounded tries per candidate).
+    fn fill(
+        &self,
+        accepted: &mut Vec<G>,
+        n: usize,
+        rng: &mut ChaCha8Rng,
+        mut make: impl FnMut(&Self, &mut ChaCha8Rng) -> G,
+    ) {
+        let target = accepted.len() + n;
+        let mut tries = 0;
+        while accepted.len() < target && tries < n * self.config.max_tries {
+            tries += 1;
+            let g = make(self, rng);
+            if self.is_new(&g, accepted) {
+                accepted.push(g);
+            }
+        }
+    }
+}
+
+impl<G, S, C, M> Search<G> for Evolution<G, S, C, M>
+where
+    G: Clone + PartialEq,
+    S: Sampling<G>,
+    C: Crossover<G>,
+    M: Mutation<G>,
+{
+    fn ask(&mut self, rng: &mut ChaCha8Rng) -> Vec<G> {
+        if !self.state.pending.is_empty() {
+            return self.state.pending.clone();
+        }
+        let mut cands = Vec::with_capacity(self.config.population);
+        if !self.state.top.is_empty() {
+            let k = self.state.top.len();
+            self.fill(&mut cands, self.config.n_mutation, rng, |s, rng| {
+                let parent = &s.state.top[rng.random_range(0..k)].genome;
+                s.mutation.mutate(parent, rng)
+            });
+            self.fill(&mut cands, self.config.n_crossover, rng, |s, rng| {
+                let a = &s.state.top[rng.random_range(0..k)].genome;
+                let b = &s.state.top[rng.random_range(0..k)].genome;
+                s.crossover.cross(&[a, b], rng).swap_remove(0)
+            });
+        }
+        let missing = self.config.population.saturating_sub(cands.len());
+        self.fill(&mut cands, missing, rng, |s, rng| s.sampling.sample(rng));
+        self.state.pending = cands;
+        self.state.pending.clone()
+    }
+
+    fn tell(
+        &mut self,
+        evals: Vec<Evaluation>,
+        _rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<GenerationSummary> {
+        check_evaluations(&evals, self.state.pending.len(), 1)
+            .map_err(|e| e.context("SPOS evolution is single-objective"))?;
+        let told = evals.len();
+        let pending = std::mem::take(&mut self.state.pending);
+        self.state.history.extend(
+            pending
+                .into_iter()
+                .zip(evals)
+                .map(|(g, e)| Individual::new(g, e)),
+        );
+        let mut order: Vec<usize> = (0..self.state.history.len()).collect();
+        let key = |i: usize| {
+            let e = &self.state.history[i].eval;
+            (e.violation, e.objectives[0])
+        };
+        order.sort_by(|&a, &b| {
+            let (ka, kb) = (key(a), key(b));
+            ka.0.total_cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+        });
+        self.state.top = order
+            .into_iter()
+            .take(self.config.top_k)
+            .enumerate()
+            .map(|(rank, i)| Individual {
+                rank,
+                ..self.state.history[i].clone()
+            })
+            .collect();
+        self.state.generation += 1;
+        Ok(GenerationSummary::new(
+            self.state.generation,
+            self.state.history.len(),
+            told,
+            &self.state.top,
+        ))
+    }
+
+    fn population(&self) -> &[Individual<G>] {
+        &self.state.top
+    }
+
+    fn generation(&self) -> usize {
+        self.state.generation
+    }
+
+    fn n_evals(&self) -> usize {
+        self.state.history.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::minimize;
+    use crate::search::operators::{ArchSampling, GeneMutation, UniformCrossover};
+    use crate::search::problem::Problem;
+    use crate::search::random::{RandomConfig, RandomSearch};
+    use crate::search::termination::MaxGenerations;
+    use rand::SeedableRng;
+    use shiftnas_models::Arch;
+
+    /// Minimise the gene sum's distance to 30 under the cap "sum ≤ 30" (20 genes, 4 choices).
+    struct Target;
+    impl Problem for Target {
+        type Genome = Arch;
+        fn n_obj(&self) -> usize {
+            1
+        }
+        fn n_constr(&self) -> usize {
+            1
+        }
+        fn evaluate(&mut self, gs: &[Arch]) -> anyhow::Result<Vec<Evaluation>> {
+            Ok(gs
+                .iter()
+                .map(|a| {
+                    let s: f64 = a.genes().iter().map(|&g| g as f64).sum();
+                    Evaluation::with_constraints(vec![(30.0 - s).abs()], &[s - 30.0])
+                })
+                .collect())
+        }
+    }
+
+    fn cap(a: &Arch) -> f64 {
+        (a.genes().iter().map(|&g| g as f64).sum::<f64>() - 30.0).max(0.0)
+    }
+
+    #[test]
+    fn spos_evolution_respects_the_cap_and_improves() {
+        let mut alg = Evolution::new(
+            EvolutionConfig::default(),
+            ArchSampling {
+                blocks: 20,
+                choices: 4,
+            },
+            UniformCrossover,
+            GeneMutation { p: 0.1, choices: 4 },
+            Box::new(cap),
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let mut log: Vec<GenerationSummary> = Vec::new();
+        minimize(
+            &mut alg,
+            &mut Target,
+            &MaxGenerations(20),
+            &mut log,
+            &mut rng,
+        )
+        .unwrap();
+        let hist = &alg.state().history;
+        assert!(
+            hist.iter().all(|i| cap(&i.genome) == 0.0),
+            "precheck let one through"
+        );
+        for (i, a) in hist.iter().enumerate() {
+            assert!(
+                hist[i + 1..].iter().all(|b| b.genome != a.genome),
+                "re-evaluated"
+            );
+        }
+        assert_eq!(alg.population().len(), 10);
+        assert_eq!(alg.population()[0].eval.objectives[0], 0.0);
+        assert!(log[19].best[0] <= log[0].best[0]);
+        // The state round-trips through JSON.
+        let json = serde_json::to_string(alg.state()).unwrap();
+        let back: EvolutionState<Arch> = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, alg.state());
+    }
+
+    #[test]
+    fn random_search_respects_the_cap() {
+        let cfg = RandomConfig {
+            batch: 30,
+            keep: 10,
+            max_tries: 100,
+        };
+        let mut alg = RandomSearch::new(
+            cfg,
+            ArchSampling {
+                blocks: 20,
+                choices: 4,
+            },
+            Box::new(cap),
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        minimize(&mut alg, &mut Target, &MaxGenerations(3), &mut (), &mut rng).unwrap();
+        assert_eq!(alg.n_evals(), 90);
+        assert!(alg.state().history.iter().all(|i| cap(&i.genome) == 0.0));
+        assert_eq!(alg.population().len(), 10);
+    }
+
+    #[test]
+    fn evolution_is_single_objective() {
+        let mut alg = Evolution::new(
+            EvolutionConfig::default(),
+            ArchSampling {
+                blocks: 4,
+                choices: 2,
+            },
+            UniformCrossover,
+            GeneMutation { p: 0.1, choices: 2 },
+            Box::new(|_| 0.0),
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let g = alg.ask(&mut rng);
+        // Only 16 archs exist: the sample stops short instead of looping forever.
+        assert_eq!(g.len(), 16);
+        let evals = vec![Evaluation::feasible(vec![1.0, 2.0]); g.len()];
+        let err = format!("{:#}", alg.tell(evals, &mut rng).unwrap_err());
+        assert!(err.contains("single-objective"), "{err}");
+    }
+}

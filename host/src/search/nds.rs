@@ -1,0 +1,273 @@
+//! Fast non-dominated sorting (Deb et al. 2002) with constrained domination, and crowding distance.
+//!
+//! *Constrained domination* (Deb 2000): a feasible solution beats an infeasible one; of two
+//! infeasible solutions the one with lower violation wins (equal violations: neither); of two
+//! feasible ones, `a` dominates `b` when it is no worse in every objective and better in one.
+//! Fronts are therefore: feasible Pareto fronts first, then infeasible solutions in levels of
+//! increasing violation.
+//!
+//! *Crowding distance* follows Deb's definition, as pymoo's `calc_crowding_distance` does: per
+//! objective, sort the front (stable, by index on ties), give the two ends `∞` and each inner
+//! point `(f[next] − f[prev]) / (max − min)`, and sum over objectives. Two details follow pymoo:
+//! an objective whose range on the front is 0 adds nothing (not even the ends' `∞`), and exact
+//! duplicates of an earlier point get distance 0 (the first copy is scored as if the others were
+//! absent), so survival drops duplicates first. Fronts of at most two distinct points are all `∞`.
+//! Unlike pymoo we do not divide the sum by the number of objectives (it changes no ordering).
+
+use std::cmp::Ordering;
+
+use super::problem::Evaluation;
+
+/// The outcome of comparing two evaluations under constrained domination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dominance {
+    /// The first argument dominates the second.
+    Dominates,
+    /// The second argument dominates the first.
+    Dominated,
+    /// Neither dominates (mutually non-dominated, equal, or equally infeasible).
+    Neither,
+}
+
+/// Pareto domination between two objective vectors (minimisation).
+pub fn pareto(a: &[f64], b: &[f64]) -> Dominance {
+    let (mut a_better, mut b_better) = (false, false);
+    for (x, y) in a.iter().zip(b) {
+        match x.partial_cmp(y) {
+            Some(Ordering::Less) => a_better = true,
+            Some(Ordering::Greater) => b_better = true,
+            _ => {}
+        }
+        if a_better && b_better {
+            return Dominance::Neither;
+        }
+    }
+    match (a_better, b_better) {
+        (true, false) => Dominance::Dominates,
+        (false, true) => Dominance::Dominated,
+        _ => Dominance::Neither,
+    }
+}
+
+/// Constrained domination (feasibility, then violation, then Pareto) between two evaluations.
+pub fn constrained(a: &Evaluation, b: &Evaluation) -> Dominance {
+    match (a.is_feasible(), b.is_feasible()) {
+        (true, true) => pareto(&a.objectives, &b.objectives),
+        (true, false) => Dominance::Dominates,
+        (false, true) => Dominance::Dominated,
+        (false, false) => match a.violation.partial_cmp(&b.violation) {
+            Some(Ordering::Less) => Dominance::Dominates,
+            Some(Ordering::Greater) => Dominance::Dominated,
+            _ => Dominance::Neither,
+        },
+    }
+}
+
+/// Sorts `evals` into fronts of indices (front 0 is non-dominated), each front in index order.
+///
+/// Deb's O(M N²) algorithm: count how many dominate each point, peel off the zero-count points,
+/// and decrement the counts of those they dominate.
+pub fn non_dominated_sort(evals: &[Evaluation]) -> Vec<Vec<usize>> {
+    let n = evals.len();
+    let mut dominated_by_me: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut n_dominating = vec![0usize; n];
+    for i in 0..n {
+        for j in i + 1..n {
+            match constrained(&evals[i], &evals[j]) {
+                Dominance::Dominates => {
+                    dominated_by_me[i].push(j);
+                    n_dominating[j] += 1;
+                }
+                Dominance::Dominated => {
+                    dominated_by_me[j].push(i);
+                    n_dominating[i] += 1;
+                }
+                Dominance::Neither => {}
+            }
+        }
+    }
+    let mut fronts = Vec::new();
+    let mut current: Vec<usize> = (0..n).filter(|&i| n_dominating[i] == 0).collect();
+    while !current.is_empty() {
+        let mut next = Vec::new();
+        for &i in &current {
+            for &j in &dominated_by_me[i] {
+                n_dominating[j] -= 1;
+                if n_dominating[j] == 0 {
+                    next.push(j);
+                }
+            }
+        }
+        next.sort_unstable();
+        fronts.push(std::mem::replace(&mut current, next));
+    }
+    fronts
+}
+
+/// The rank (front number, 0 = best) of every evaluation.
+pub fn ranks(fronts: &[Vec<usize>], n: usize) -> Vec<usize> {
+    let mut rank = vec![usize::MAX; n];
+    for (r, front) in fronts.iter().enumerate() {
+        for &i in front {
+            rank[i] = r;
+        }
+    }
+    rank
+}
+
+/// Crowding distance of each point of one front (`objectives[k]` is point k's vector).
+pub fn crowding_distance(objectives: &[&[f64]]) -> Vec<f64> {
+    let n = objectives.len();
+    let mut distance = vec![0.0; n];
+    // Representatives: the first copy of each distinct vector; later copies keep distance 0.
+    let unique: Vec<usize> = (0..n)
+        .filter(|&i| !(0..i).any(|j| objectives[j] == objectives[i]))
+        .collect();
+    if unique.len() <= 2 {
+        for &i in &unique {
+            distance[i] = f64::INFINITY;
+        }
+        return distance;
+    }
+    let n_obj = objectives[unique[0]].len();
+    let mut order = unique.clone();
+    for m in 0..n_obj {
+        let value = |i: usize| objectives[i][m];
+        order.sort_by(|&a, &b| value(a).total_cmp(&value(b)));
+        let (lo, hi) = (value(order[0]), value(order[order.len() - 1]));
+        let range = hi - lo;
+        if range <= 0.0 {
+            continue;
+        }
+        distance[order[0]] = f64::INFINITY;
+        distance[order[order.len() - 1]] = f64::INFINITY;
+        for w in order.windows(3) {
+            distance[w[1]] += (value(w[2]) - value(w[0])) / range;
+        }
+    }
+    distance
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(f: &[f64]) -> Evaluation {
+        Evaluation::feasible(f.to_vec())
+    }
+
+    fn inf(f: &[f64], v: f64) -> Evaluation {
+        Evaluation {
+            objectives: f.to_vec(),
+            violation: v,
+        }
+    }
+
+    #[test]
+    fn pareto_domination_cases() {
+        assert_eq!(pareto(&[1.0, 2.0], &[2.0, 3.0]), Dominance::Dominates);
+        assert_eq!(pareto(&[1.0, 3.0], &[1.0, 2.0]), Dominance::Dominated);
+        assert_eq!(pareto(&[1.0, 3.0], &[2.0, 2.0]), Dominance::Neither);
+        // Equal vectors dominate neither way.
+        assert_eq!(pareto(&[1.0, 2.0], &[1.0, 2.0]), Dominance::Neither);
+    }
+
+    #[test]
+    fn constrained_domination_cases() {
+        // Feasible beats infeasible even with much worse objectives.
+        assert_eq!(
+            constrained(&ev(&[9.0, 9.0]), &inf(&[0.0, 0.0], 0.1)),
+            Dominance::Dominates
+        );
+        // Two infeasible: lower violation wins regardless of objectives.
+        assert_eq!(
+            constrained(&inf(&[9.0, 9.0], 0.5), &inf(&[0.0, 0.0], 0.2)),
+            Dominance::Dominated
+        );
+        // Equal violation: neither.
+        assert_eq!(
+            constrained(&inf(&[9.0, 9.0], 0.5), &inf(&[0.0, 0.0], 0.5)),
+            Dominance::Neither
+        );
+    }
+
+    #[test]
+    fn fronts_hand_worked() {
+        // Points (index: f1, f2):
+        //   0: (1, 5)   1: (2, 3)   2: (4, 1)      <- mutually non-dominated: front 0
+        //   3: (3, 4)  dominated by 1 only          <- front 1
+        //   4: (2, 3)  duplicate of 1: not dominated by it, so front 0 too
+        //   5: (5, 5)  dominated by 0..4, incl. 3   <- front 2
+        //   6: (0, 0) violation 1.0   infeasible: behind all feasible, and behind 7  <- front 4
+        //   7: (0, 0) violation 0.5   infeasible, lower violation than 6              <- front 3
+        let evals = vec![
+            ev(&[1.0, 5.0]),
+            ev(&[2.0, 3.0]),
+            ev(&[4.0, 1.0]),
+            ev(&[3.0, 4.0]),
+            ev(&[2.0, 3.0]),
+            ev(&[5.0, 5.0]),
+            inf(&[0.0, 0.0], 1.0),
+            inf(&[0.0, 0.0], 0.5),
+        ];
+        let fronts = non_dominated_sort(&evals);
+        assert_eq!(
+            fronts,
+            vec![vec![0, 1, 2, 4], vec![3], vec![5], vec![7], vec![6]]
+        );
+        assert_eq!(ranks(&fronts, 8), vec![0, 0, 0, 1, 0, 2, 4, 3]);
+        assert!(non_dominated_sort(&[]).is_empty());
+    }
+
+    #[test]
+    fn equally_infeasible_share_a_front() {
+        let evals = vec![inf(&[1.0], 2.0), inf(&[5.0], 2.0), ev(&[7.0])];
+        assert_eq!(non_dominated_sort(&evals), vec![vec![2], vec![0, 1]]);
+    }
+
+    #[test]
+    fn crowding_hand_worked() {
+        // Front of 4 points: A(0, 4) B(1, 2) C(3, 1) D(4, 0).
+        // f1 range 4: sorted A B C D; B gets (3-0)/4 = 0.75, C gets (4-1)/4 = 0.75.
+        // f2 range 4: sorted D C B A; C gets (2-0)/4 = 0.5, B gets (4-1)/4 = 0.75.
+        // Totals: A ∞, B 1.5, C 1.25, D ∞.
+        let pts = [[0.0, 4.0], [1.0, 2.0], [3.0, 1.0], [4.0, 0.0]];
+        let refs: Vec<&[f64]> = pts.iter().map(|p| p.as_slice()).collect();
+        let d = crowding_distance(&refs);
+        assert_eq!(d[0], f64::INFINITY);
+        assert!((d[1] - 1.5).abs() < 1e-12);
+        assert!((d[2] - 1.25).abs() < 1e-12);
+        assert_eq!(d[3], f64::INFINITY);
+    }
+
+    #[test]
+    fn crowding_duplicates_and_ties() {
+        // A(0, 4) B(1, 2) B'(1, 2) C(3, 1) D(4, 0): B' is a copy of B and gets 0; the others are
+        // scored as in `crowding_hand_worked`.
+        let pts = [[0.0, 4.0], [1.0, 2.0], [1.0, 2.0], [3.0, 1.0], [4.0, 0.0]];
+        let refs: Vec<&[f64]> = pts.iter().map(|p| p.as_slice()).collect();
+        let d = crowding_distance(&refs);
+        assert_eq!(d[0], f64::INFINITY);
+        assert!((d[1] - 1.5).abs() < 1e-12);
+        assert_eq!(d[2], 0.0);
+        assert!((d[3] - 1.25).abs() < 1e-12);
+        assert_eq!(d[4], f64::INFINITY);
+
+        // Tie in f2 (range 0): it adds nothing. f1: P(0,1) Q(1,1) R(3,1): P ∞, Q (3-0)/3 = 1, R ∞.
+        let pts = [[0.0, 1.0], [1.0, 1.0], [3.0, 1.0]];
+        let refs: Vec<&[f64]> = pts.iter().map(|p| p.as_slice()).collect();
+        let d = crowding_distance(&refs);
+        assert_eq!(d, vec![f64::INFINITY, 1.0, f64::INFINITY]);
+
+        // Two distinct points (plus a copy): both ∞, the copy 0. All copies of one point: ∞, 0, 0.
+        let pts = [[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]];
+        let refs: Vec<&[f64]> = pts.iter().map(|p| p.as_slice()).collect();
+        assert_eq!(
+            crowding_distance(&refs),
+            vec![f64::INFINITY, f64::INFINITY, 0.0]
+        );
+        let pts = [[2.0, 2.0]; 3];
+        let refs: Vec<&[f64]> = pts.iter().map(|p| p.as_slice()).collect();
+        assert_eq!(crowding_distance(&refs), vec![f64::INFINITY, 0.0, 0.0]);
+    }
+}

@@ -1,0 +1,153 @@
+//! Random search: each generation samples `batch` new genomes that pass the precheck; the
+//! population is the best `keep` of everything evaluated by rank and crowding (so it works for
+//! one objective or several). The baseline every NAS paper compares against.
+
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::evolution::Precheck;
+use super::observer::GenerationSummary;
+use super::operators::Sampling;
+use super::problem::{Evaluation, check_evaluations};
+use super::survival::rank_and_crowding;
+use super::{Individual, Search};
+
+/// Random search settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomConfig {
+    /// New genomes per generation.
+    pub batch: usize,
+    /// Population kept (rank and crowding over all evaluated).
+    pub keep: usize,
+    /// Attempts per wanted genome (precheck or duplicate failures).
+    pub max_tries: usize,
+}
+
+/// The resumable state of a [`RandomSearch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(serialize = "G: Serialize", deserialize = "G: Deserialize<'de>"))]
+pub struct RandomState<G> {
+    /// Completed generations.
+    pub generation: usize,
+    /// Everything evaluated.
+    pub history: Vec<Individual<G>>,
+    /// The kept population, best first.
+    pub population: Vec<Individual<G>>,
+    /// Asked, not yet told.
+    pub pending: Vec<G>,
+}
+
+/// Random search over genomes `G`.
+pub struct RandomSearch<G, S> {
+    config: RandomConfig,
+    sampling: S,
+    precheck: Precheck<G>,
+    state: RandomState<G>,
+}
+
+impl<G: Clone + PartialEq, S: Sampling<G>> RandomSearch<G, S> {
+    /// A fresh search.
+    pub fn new(config: RandomConfig, sampling: S, precheck: Precheck<G>) -> Self {
+        let state = RandomState {
+            generation: 0,
+            history: Vec::new(),
+            population: Vec::new(),
+            pending: Vec::new(),
+        };
+        Self::resume(config, sampling, precheck, state)
+    }
+
+    /// Continues from a saved state.
+    pub fn resume(
+        config: RandomConfig,
+        sampling: S,
+        precheck: Precheck<G>,
+        state: RandomState<G>,
+    ) -> Self {
+        RandomSearch {
+            config,
+            sampling,
+            precheck,
+            state,
+        }
+    }
+
+    /// The state to checkpoint.
+    pub fn state(&self) -> &RandomState<G> {
+        &self.state
+    }
+}
+
+impl<G: Clone + PartialEq, S: Sampling<G>> Search<G> for RandomSearch<G, S> {
+    fn ask(&mut self, rng: &mut ChaCha8Rng) -> Vec<G> {
+        if !self.state.pending.is_empty() {
+            return self.state.pending.clone();
+        }
+        let mut cands: Vec<G> = Vec::with_capacity(self.config.batch);
+        let mut tries = 0;
+        while cands.len() < self.config.batch && tries < self.config.batch * self.config.max_tries {
+            tries += 1;
+            let g = self.sampling.sample(rng);
+            if (self.precheck)(&g) <= 0.0
+                && !cands.contains(&g)
+                && !self.state.history.iter().any(|i| i.genome == g)
+            {
+                cands.push(g);
+            }
+        }
+        self.state.pending = cands;
+        self.state.pending.clone()
+    }
+
+    fn tell(
+        &mut self,
+        evals: Vec<Evaluation>,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<GenerationSummary> {
+        let n_obj = self
+            .state
+            .history
+            .first()
+            .map(|i| i.eval.objectives.len())
+            .or_else(|| evals.first().map(|e| e.objectives.len()))
+            .unwrap_or(0);
+        check_evaluations(&evals, self.state.pending.len(), n_obj)?;
+        let told = evals.len();
+        let pending = std::mem::take(&mut self.state.pending);
+        self.state.history.extend(
+            pending
+                .into_iter()
+                .zip(evals)
+                .map(|(g, e)| Individual::new(g, e)),
+        );
+        let all: Vec<Evaluation> = self.state.history.iter().map(|i| i.eval.clone()).collect();
+        self.state.population = rank_and_crowding(&all, self.config.keep, rng)
+            .into_iter()
+            .map(|s| Individual {
+                rank: s.rank,
+                crowding: s.crowding,
+                ..self.state.history[s.index].clone()
+            })
+            .collect();
+        self.state.generation += 1;
+        Ok(GenerationSummary::new(
+            self.state.generation,
+            self.state.history.len(),
+            told,
+            &self.state.population,
+        ))
+    }
+
+    fn population(&self) -> &[Individual<G>] {
+        &self.state.population
+    }
+
+    fn generation(&self) -> usize {
+        self.state.generation
+    }
+
+    fn n_evals(&self) -> usize {
+        self.state.history.len()
+    }
+}
