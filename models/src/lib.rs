@@ -15,7 +15,9 @@
 pub mod arch;
 pub mod cost;
 pub mod error;
+pub mod onnx;
 pub mod space;
+pub mod subnet;
 
 pub use arch::Arch;
 pub use error::{ArchError, Error, Result};

@@ -1,0 +1,2 @@
+//! ONNX export.
+pub mod pb;
