@@ -221,27 +221,56 @@ impl Subnet {
     ) -> Result<Subnet> {
         space.validate()?;
         space.check_arch(arch)?;
-        let (stem, block_slots, last) = slots(space, arch);
+        Subnet::assemble(space, arch, None, |slot, _| fold(slot, tensors), tensors)
+    }
+
+    /// Builds the subnet conv by conv with `make`. With a `probe` batch, the probe is run through
+    /// the layers already built and `make` gets each conv's input (for BN statistics).
+    fn assemble(
+        space: &Space,
+        arch: &Arch,
+        probe: Option<Tensor>,
+        mut make: impl FnMut(&ConvSlot, Option<&Tensor>) -> Result<FoldedConv>,
+        tensors: &BTreeMap<String, Tensor>,
+    ) -> Result<Subnet> {
+        let (stem_slot, block_slots, last_slot) = slots(space, arch);
+        let step = |c: &FoldedConv, x: Option<Tensor>| x.map(|x| c.forward(&x)).transpose();
+        let stem = make(&stem_slot, probe.as_ref())?;
+        let mut h = step(&stem, probe)?;
         let shapes = space.blocks();
         let mut blocks = Vec::with_capacity(shapes.len());
         for (shape, slots) in shapes.iter().zip(&block_slots) {
-            let mut main = Vec::new();
-            let mut proj = Vec::new();
+            let (mut side, mut main) = match &h {
+                Some(x) if shape.stride == 1 => {
+                    let (a, b) = split_channels(x)?;
+                    (Some(a), Some(b))
+                }
+                other => (other.clone(), other.clone()),
+            };
+            let (mut proj_convs, mut main_convs) = (Vec::new(), Vec::new());
             for slot in slots {
-                let folded = fold(slot, tensors)?;
                 if slot.spec.name.starts_with("proj.") {
-                    proj.push(folded);
+                    let c = make(slot, side.as_ref())?;
+                    side = step(&c, side)?;
+                    proj_convs.push(c);
                 } else {
-                    main.push(folded);
+                    let c = make(slot, main.as_ref())?;
+                    main = step(&c, main)?;
+                    main_convs.push(c);
                 }
             }
+            h = match (side, main) {
+                (Some(a), Some(b)) => Some(Tensor::cat(&[a, b], 1)?),
+                _ => None,
+            };
             blocks.push(SubnetBlock {
                 shape: *shape,
                 choice: space.choice(arch, shape.index),
-                main,
-                proj,
+                main: main_convs,
+                proj: proj_convs,
             });
         }
+        let last = make(&last_slot, h.as_ref())?;
         let classifier = tensor(
             tensors,
             "classifier.weight",
@@ -251,15 +280,20 @@ impl Subnet {
         Ok(Subnet {
             space: space.clone(),
             arch: arch.clone(),
-            stem: fold(&stem, tensors)?,
+            stem,
             blocks,
-            last: fold(&last, tensors)?,
+            last,
             classifier,
         })
     }
 
-    /// A subnet with random weights (He-normal convs, N(0, 1/last_channels) classifier) and random
-    /// but valid BN statistics and affine parameters, seeded: for latency-only exports and tests.
+    /// A subnet with random weights, seeded: for latency-only exports and tests.
+    ///
+    /// Convs are He-normal, the classifier N(0, 1/last_channels), BN γ ∈ [0.5, 1.5] and
+    /// β ∈ [−0.2, 0.2] uniform. BN running statistics are measured on a random N(0, 1) probe batch
+    /// (2 to 16 images; variances floored at 5 % of the layer mean), as a BN calibration would, so activations stay O(1) through all blocks
+    /// (with made-up statistics they grow geometrically with depth and the logits are useless for
+    /// numeric comparisons).
     ///
     /// # Errors
     /// As [`Subnet::from_tensors`] for a bad space or arch.
@@ -310,7 +344,41 @@ impl Subnet {
             &[k, l],
             (0..k * l).map(|_| normal.sample(&mut rng)).collect(),
         )?;
-        Subnet::from_tensors(space, arch, &map)
+        let n = space.input_size;
+        // Enough probe images for ≥ 64 samples per channel at the last blocks' resolution.
+        let final_px = space.final_size().pow(2).max(1);
+        let batch = 64usize.div_ceil(final_px).clamp(2, 16);
+        let probe: Vec<f32> = {
+            let normal = Normal::new(0.0f32, 1.0).expect("positive std");
+            (0..batch * space.input_channels * n * n)
+                .map(|_| normal.sample(&mut rng))
+                .collect()
+        };
+        let probe = Tensor::from_vec(probe, (batch, space.input_channels, n, n), &Device::Cpu)?;
+        let mut stats = map.clone();
+        Subnet::assemble(
+            space,
+            arch,
+            Some(probe),
+            |slot, x| {
+                if let Some(x) = x {
+                    let s = &slot.spec;
+                    let w = &map[&format!("{}.weight", slot.source)];
+                    let y = x.conv2d(w, s.padding(), s.stride, 1, s.groups)?;
+                    let mean = y.mean_keepdim((0, 2, 3))?;
+                    let var = y.broadcast_sub(&mean)?.sqr()?.mean((0, 2, 3))?;
+                    // A floor at 5 % of the layer's mean variance keeps a near-constant channel
+                    // from being scaled up by orders of magnitude.
+                    let floor = (var.mean_all()?.to_scalar::<f32>()? * 0.05).max(1e-6);
+                    let var = var.clamp(floor, f32::MAX)?;
+                    let bn = slot.bn_prefix();
+                    stats.insert(format!("{bn}.running_mean"), mean.flatten_all()?);
+                    stats.insert(format!("{bn}.running_var"), var);
+                }
+                fold(slot, &stats)
+            },
+            &map,
+        )
     }
 
     /// The space this subnet belongs to.
