@@ -291,7 +291,7 @@ impl Subnet {
     ///
     /// Convs are He-normal, the classifier N(0, 1/last_channels), BN γ ∈ [0.5, 1.5] and
     /// β ∈ [−0.2, 0.2] uniform. BN running statistics are measured on a random N(0, 1) probe batch
-    /// (2 to 16 images; variances floored at 5 % of the layer mean), as a BN calibration would, so activations stay O(1) through all blocks
+    /// (2 to 16 images; variances floored at 25 % of the layer mean), as a BN calibration would, so activations stay O(1) through all blocks
     /// (with made-up statistics they grow geometrically with depth and the logits are useless for
     /// numeric comparisons).
     ///
@@ -367,9 +367,9 @@ impl Subnet {
                     let y = x.conv2d(w, s.padding(), s.stride, 1, s.groups)?;
                     let mean = y.mean_keepdim((0, 2, 3))?;
                     let var = y.broadcast_sub(&mean)?.sqr()?.mean((0, 2, 3))?;
-                    // A floor at 5 % of the layer's mean variance keeps a near-constant channel
+                    // A floor at 25 % of the layer's mean variance keeps a near-constant channel
                     // from being scaled up by orders of magnitude.
-                    let floor = (var.mean_all()?.to_scalar::<f32>()? * 0.05).max(1e-6);
+                    let floor = (var.mean_all()?.to_scalar::<f32>()? * 0.25).max(1e-6);
                     let var = var.clamp(floor, f32::MAX)?;
                     let bn = slot.bn_prefix();
                     stats.insert(format!("{bn}.running_mean"), mean.flatten_all()?);
