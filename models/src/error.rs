@@ -82,6 +82,26 @@ pub enum Error {
     /// Input tensors or arguments that do not fit the network (the message says what was expected).
     #[error("{0}")]
     BadInput(String),
+    /// A named tensor a subnet needs is not in the given weights.
+    #[error(
+        "tensor {name:?} is missing (needed by {part}); the weights must come from a supernet or subnet of the same space, or export with random weights"
+    )]
+    MissingTensor {
+        /// The parameter name, e.g. `blocks.7.choice1.main.conv1.weight`.
+        name: String,
+        /// The part of the network that needs it, e.g. `block 7 (k5, stride 2)`.
+        part: String,
+    },
+    /// A named tensor has the wrong shape or unusable values.
+    #[error("tensor {name:?} ({part}): {reason}")]
+    InvalidTensor {
+        /// The parameter name.
+        name: String,
+        /// The part of the network that uses it.
+        part: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
 }
 
 /// `Result` with the crate's [`Error`].

@@ -17,7 +17,9 @@ pub mod checkpoint;
 pub mod cost;
 pub mod error;
 pub mod nn;
+pub mod onnx;
 pub mod space;
+pub mod subnet;
 pub mod supernet;
 
 pub use arch::Arch;

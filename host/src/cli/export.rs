@@ -1,7 +1,110 @@
 //! Arguments of `shiftnas export`.
 
+use std::path::PathBuf;
+
 use clap::Args;
 
-/// Arguments of `shiftnas export`.
+/// Arguments of `shiftnas export`: one arch to an ONNX file, BN folded.
 #[derive(Debug, Args)]
-pub struct ExportArgs {}
+pub struct ExportArgs {
+    /// Supernet checkpoint to take the arch's weights from (its space is read from the file).
+    #[arg(
+        long,
+        value_name = "CKPT",
+        conflicts_with = "random_weights",
+        required_unless_present = "random_weights"
+    )]
+    pub supernet: Option<PathBuf>,
+    /// Export random weights instead (for latency measurements only); needs --space.
+    #[arg(long, requires = "space")]
+    pub random_weights: bool,
+    /// Preset name; with --supernet it must match the checkpoint's space.
+    #[arg(long)]
+    pub space: Option<String>,
+    /// The arch: one digit per block (0/1/2 = ShuffleNet k3/k5/k7, 3 = Xception).
+    #[arg(long)]
+    pub arch: String,
+    /// Where to write the .onnx file (written atomically; parent folders are created).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Seed of --random-weights.
+    #[arg(long, default_value_t = 0, requires = "random_weights")]
+    pub seed: u64,
+    /// Recalibrate BN on N training images before folding (--supernet only).
+    #[arg(long, value_name = "N", conflicts_with = "random_weights")]
+    pub bn_calibrate: Option<usize>,
+    /// Make the batch dimension symbolic (`batch`) instead of fixed to 1.
+    #[arg(long)]
+    pub dynamic_batch: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<super::ExportArgs, String> {
+        let mut v = vec!["shiftnas", "export"];
+        v.extend_from_slice(args);
+        match Cli::try_parse_from(v) {
+            Ok(Cli {
+                command: Command::Export(a),
+                ..
+            }) => Ok(a),
+            Ok(other) => Err(format!("parsed as {:?}", other.command)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn random_weights_needs_space() {
+        let a = parse(&[
+            "--random-weights",
+            "--space",
+            "tiny",
+            "--arch",
+            "01230123012301230123",
+            "--out",
+            "m.onnx",
+            "--seed",
+            "3",
+        ])
+        .unwrap();
+        assert!(a.random_weights && a.supernet.is_none());
+        assert_eq!((a.space.as_deref(), a.seed), (Some("tiny"), 3));
+        let e = parse(&["--random-weights", "--arch", "0", "--out", "m.onnx"]).unwrap_err();
+        assert!(e.contains("--space"), "{e}");
+    }
+
+    #[test]
+    fn supernet_or_random_weights_exactly_one() {
+        let a = parse(&[
+            "--supernet",
+            "runs/a/checkpoint/supernet.safetensors",
+            "--arch",
+            "0",
+            "--out",
+            "m.onnx",
+            "--bn-calibrate",
+            "2000",
+        ])
+        .unwrap();
+        assert_eq!(a.bn_calibrate, Some(2000));
+        let e = parse(&["--arch", "0", "--out", "m.onnx"]).unwrap_err();
+        assert!(e.contains("--supernet"), "{e}");
+        let e = parse(&[
+            "--supernet",
+            "x",
+            "--random-weights",
+            "--space",
+            "tiny",
+            "--arch",
+            "0",
+            "--out",
+            "m.onnx",
+        ])
+        .unwrap_err();
+        assert!(e.contains("cannot be used with"), "{e}");
+    }
+}

@@ -1,0 +1,293 @@
+//! ONNX export of a BN-folded [`Subnet`]: IR version 8, opset 17, default domain only.
+//!
+//! The graph takes `input` `(batch, C, H, W)` f32 in NCHW (batch fixed to
+//! [`ExportOptions::batch`], 1 by default, or the symbolic dimension `batch`) and returns `logits`
+//! `(batch, classes)`. It is `Conv`(+`Relu`) for every folded conv, the SPOS channel split
+//! ([`SplitStyle`]) and `Concat` per block, then `GlobalAveragePool`, `Flatten` and a bias-free
+//! `Gemm`. Node and initializer names follow the parameter names without the choice
+//! (`blocks.7.main.conv1`, `blocks.7.main.conv1.weight`).
+//!
+//! Metadata (`metadata_props`, keys `shiftnas.*`, values are strings, JSON where structured):
+//! `space` (the [`Space`](crate::Space) as JSON), `arch`, `input_shape` (JSON array, `"batch"` for
+//! a symbolic batch), `layout` (`NCHW`), `mean` and `std` (JSON arrays per channel, only when
+//! known), `class_names` (JSON array, only when known), `version` (shiftnas), `flops`
+//! (multiply-adds) and `params` (standalone subnet with affine BN, as [`cost::arch_cost`]).
+//!
+//! ```
+//! use shiftnas_models::{Space, onnx, subnet::Subnet};
+//! let space = Space::tiny();
+//! let arch = space.parse_arch("01230123012301230123").unwrap();
+//! let subnet = Subnet::random(&space, &arch, 0).unwrap();
+//! let bytes = onnx::export(&subnet, &onnx::ExportOptions::default()).unwrap();
+//! assert!(bytes.len() > 1000);
+//! ```
+
+pub mod nodes;
+pub mod pb;
+
+use prost::Message;
+
+use nodes::Graph;
+pub use nodes::SplitStyle;
+
+use crate::cost;
+use crate::error::{Error, Result};
+use crate::subnet::Subnet;
+
+/// ONNX IR version written.
+pub const IR_VERSION: i64 = 8;
+/// Opset of the default domain.
+pub const OPSET: i64 = 17;
+/// Name of the graph input.
+pub const INPUT_NAME: &str = "input";
+/// Name of the graph output.
+pub const OUTPUT_NAME: &str = "logits";
+/// Prefix of every metadata key.
+pub const META_PREFIX: &str = "shiftnas.";
+
+/// What the exported model carries besides the subnet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportOptions {
+    /// Fixed batch size, or `None` for a symbolic `batch` dimension.
+    pub batch: Option<usize>,
+    /// Per-channel input mean the model expects (after scaling pixels to [0, 1]), if known.
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel input std, if known.
+    pub std: Option<Vec<f32>>,
+    /// Class names in logit order, if known.
+    pub class_names: Option<Vec<String>>,
+    /// How stride-1 blocks split channels.
+    pub split: SplitStyle,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            batch: Some(1),
+            mean: None,
+            std: None,
+            class_names: None,
+            split: SplitStyle::default(),
+        }
+    }
+}
+
+fn export_error(subnet: &Subnet, reason: String) -> Error {
+    Error::InvalidTensor {
+        name: "export options".into(),
+        part: format!("subnet {} of space {}", subnet.arch(), subnet.space().name),
+        reason,
+    }
+}
+
+fn value_info(name: &str, dims: &[Option<usize>]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Some(n) => Value::DimValue(*n as i64),
+                None => Value::DimParam("batch".into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: Some(pb::tensor_proto::DataType::Float as i32),
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The ONNX model of `subnet` (see the module doc for its graph and metadata).
+///
+/// # Errors
+/// [`Error::InvalidTensor`] when `mean`/`std`/`class_names` do not match the space's input
+/// channels or classes; candle errors reading weights.
+pub fn model_proto(subnet: &Subnet, options: &ExportOptions) -> Result<pb::ModelProto> {
+    let space = subnet.space();
+    for (what, v) in [("mean", &options.mean), ("std", &options.std)] {
+        if let Some(v) = v
+            && v.len() != space.input_channels
+        {
+            return Err(export_error(
+                subnet,
+                format!(
+                    "{what} has {} values; the space has {} input channels",
+                    v.len(),
+                    space.input_channels
+                ),
+            ));
+        }
+    }
+    if let Some(names) = &options.class_names
+        && names.len() != space.classes
+    {
+        return Err(export_error(
+            subnet,
+            format!("{} class names for {} classes", names.len(), space.classes),
+        ));
+    }
+
+    let mut g = Graph::default();
+    let mut x = nodes::conv(&mut g, INPUT_NAME, subnet.stem())?;
+    for b in subnet.blocks() {
+        let i = b.shape.index;
+        let (mut side, mut main) = if b.shape.stride == 1 {
+            nodes::channel_split(
+                &mut g,
+                &x,
+                &format!("blocks.{i}.split"),
+                b.shape.in_channels,
+                b.shape.in_size,
+                options.split,
+            )
+        } else {
+            (x.clone(), x.clone())
+        };
+        for c in &b.proj {
+            side = nodes::conv(&mut g, &side, c)?;
+        }
+        for c in &b.main {
+            main = nodes::conv(&mut g, &main, c)?;
+        }
+        x = nodes::concat(&mut g, &[&side, &main], &format!("blocks.{i}.concat"));
+    }
+    x = nodes::conv(&mut g, &x, subnet.last())?;
+    x = nodes::global_average_pool(&mut g, &x, "pool");
+    x = nodes::flatten(&mut g, &x, "flatten");
+    let w = subnet.classifier().flatten_all()?.to_vec1::<f32>()?;
+    nodes::gemm(
+        &mut g,
+        &x,
+        "classifier",
+        OUTPUT_NAME,
+        &w,
+        (space.classes, space.last_channels),
+    );
+
+    let n = space.input_size;
+    let input_dims = [options.batch, Some(space.input_channels), Some(n), Some(n)];
+    let graph = pb::GraphProto {
+        name: Some(format!("shiftnas {} {}", space.name, subnet.arch())),
+        node: g.nodes,
+        initializer: g.initializers,
+        input: vec![value_info(INPUT_NAME, &input_dims)],
+        output: vec![value_info(
+            OUTPUT_NAME,
+            &[options.batch, Some(space.classes)],
+        )],
+        ..Default::default()
+    };
+
+    let cost = cost::arch_cost(space, subnet.arch());
+    let mut meta = vec![
+        ("space", json(space)),
+        ("arch", subnet.arch().to_string()),
+        (
+            "input_shape",
+            json(
+                &input_dims
+                    .iter()
+                    .map(|d| d.map_or(serde_json::json!("batch"), |n| serde_json::json!(n)))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        ("layout", "NCHW".into()),
+        ("version", env!("CARGO_PKG_VERSION").into()),
+        ("flops", cost.flops.to_string()),
+        ("params", cost.params.to_string()),
+    ];
+    if let Some(m) = &options.mean {
+        meta.push(("mean", json(m)));
+    }
+    if let Some(s) = &options.std {
+        meta.push(("std", json(s)));
+    }
+    if let Some(c) = &options.class_names {
+        meta.push(("class_names", json(c)));
+    }
+    Ok(pb::ModelProto {
+        ir_version: Some(IR_VERSION),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(OPSET),
+        }],
+        producer_name: Some("shiftnas".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        graph: Some(graph),
+        metadata_props: meta
+            .into_iter()
+            .map(|(k, v)| pb::StringStringEntryProto {
+                key: Some(format!("{META_PREFIX}{k}")),
+                value: Some(v),
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+/// The serialized ONNX model of `subnet` (bytes of a `.onnx` file).
+///
+/// # Errors
+/// As [`model_proto`].
+pub fn export(subnet: &Subnet, options: &ExportOptions) -> Result<Vec<u8>> {
+    Ok(model_proto(subnet, options)?.encode_to_vec())
+}
+
+/// Compact JSON of plain data (space, numbers, strings) for a metadata value.
+fn json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    // Serialising plain data without maps keyed by non-strings cannot fail.
+    serde_json::to_string(v).expect("plain data serialises to JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Space;
+
+    #[test]
+    fn metadata_and_names() {
+        let space = Space::tiny();
+        let arch = space.parse_arch("01230123012301230123").unwrap();
+        let sub = Subnet::random(&space, &arch, 0).unwrap();
+        let opts = ExportOptions {
+            mean: Some(vec![0.286]),
+            std: Some(vec![0.353]),
+            ..Default::default()
+        };
+        let bytes = export(&sub, &opts).unwrap();
+        let m = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+        let get = |k: &str| {
+            m.metadata_props
+                .iter()
+                .find(|p| p.key.as_deref() == Some(&format!("shiftnas.{k}")))
+                .and_then(|p| p.value.clone())
+        };
+        assert_eq!(get("arch").as_deref(), Some("01230123012301230123"));
+        assert_eq!(get("input_shape").as_deref(), Some("[1,1,28,28]"));
+        assert_eq!(get("mean").as_deref(), Some("[0.286]"));
+        assert_eq!(
+            get("flops").unwrap(),
+            cost::arch_flops(&space, &arch).to_string()
+        );
+        let g = m.graph.unwrap();
+        assert!(
+            g.node
+                .iter()
+                .any(|n| n.name.as_deref() == Some("blocks.7.main.conv1"))
+        );
+        let bad = ExportOptions {
+            class_names: Some(vec!["a".into()]),
+            ..Default::default()
+        };
+        let e = export(&sub, &bad).unwrap_err().to_string();
+        assert!(e.contains("1 class names for 10 classes"), "{e}");
+    }
+}
