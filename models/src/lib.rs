@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod arch;
+pub mod cost;
 pub mod error;
 pub mod space;
 

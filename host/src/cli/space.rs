@@ -28,3 +28,45 @@ pub enum SpaceCommand {
         arch: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::SpaceCommand;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn flops_takes_space_and_arch() {
+        let cli = Cli::try_parse_from([
+            "shiftnas",
+            "space",
+            "flops",
+            "--space",
+            "tiny",
+            "--arch",
+            "01230123012301230123",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.global.json);
+        let Command::Space(a) = cli.command else {
+            panic!("not a space command")
+        };
+        match a.command {
+            SpaceCommand::Flops { space, arch } => {
+                assert_eq!(space, "tiny");
+                assert_eq!(arch, "01230123012301230123");
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flops_needs_an_arch() {
+        let err = Cli::try_parse_from(["shiftnas", "space", "flops", "--space", "tiny"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--arch"), "{err}");
+    }
+}

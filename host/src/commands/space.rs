@@ -1,7 +1,8 @@
 //! `shiftnas space show|flops`.
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result};
 use shiftnas_models::Space;
+use shiftnas_models::cost::{self, ArchCost, Cost};
 
 use super::{Context, ExitStatus};
 use crate::cli::space::{SpaceArgs, SpaceCommand};
@@ -24,8 +25,18 @@ pub fn run(args: SpaceArgs, ctx: &Context) -> Result<ExitStatus> {
             }
             Ok(ExitStatus::Success)
         }
-        SpaceCommand::Flops { .. } => {
-            bail!("`shiftnas space flops` is not implemented in this build yet")
+        SpaceCommand::Flops { space, arch } => {
+            let s = Space::by_name(&space).with_context(|| format!("--space {space}"))?;
+            let a = s
+                .parse_arch(&arch)
+                .with_context(|| format!("--arch for space {}", s.name))?;
+            let costs = cost::arch_breakdown(&s, &a);
+            if ctx.printer.json {
+                ctx.printer.json(&costs)?;
+            } else {
+                print!("{}", describe_cost(&costs));
+            }
+            Ok(ExitStatus::Success)
         }
     }
 }
@@ -71,4 +82,59 @@ pub fn describe(s: &Space) -> String {
     out += &render_table(&["block", "stage", "in", "out", "stride", "size"], &rows);
     out.push('\n');
     out
+}
+
+/// A table of an arch's cost per part (stem, blocks, last conv, classifier) and its total.
+pub fn describe_cost(c: &ArchCost) -> String {
+    let fixed = |name: &str, cost: &Cost| {
+        vec![
+            name.to_string(),
+            String::new(),
+            String::new(),
+            String::new(),
+            cost.flops.to_string(),
+            cost.params.to_string(),
+        ]
+    };
+    let mut rows = vec![fixed("stem", &c.stem)];
+    rows.extend(c.blocks.iter().map(|b| {
+        vec![
+            format!("block {}", b.index),
+            b.choice.short_name().to_string(),
+            b.stride.to_string(),
+            format!("{}→{}", b.in_channels, b.out_channels),
+            b.flops.to_string(),
+            b.params.to_string(),
+        ]
+    }));
+    rows.push(fixed("last conv", &c.last));
+    rows.push(fixed("classifier", &c.classifier));
+    rows.push(fixed("total", &c.total));
+    let mut out = format!(
+        "arch {} in space {}: {:.2} MFLOPs (multiply-adds), {:.3} M params (standalone, affine BN)\n\n",
+        c.arch,
+        c.space,
+        c.total.flops as f64 / 1e6,
+        c.total.params as f64 / 1e6,
+    );
+    out += &render_table(
+        &["part", "choice", "stride", "channels", "flops", "params"],
+        &rows,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_table_has_every_block_and_the_total() {
+        let s = Space::spos_imagenet();
+        let a = s.parse_arch("21012020202300003233").unwrap();
+        let t = describe_cost(&cost::arch_breakdown(&s, &a));
+        assert!(t.contains("322918720"), "{t}");
+        assert!(t.contains("block 19"), "{t}");
+        assert!(t.contains("322.92 MFLOPs"), "{t}");
+    }
 }

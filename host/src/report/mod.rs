@@ -1,1 +1,3 @@
 //! Reports: Pareto fronts as JSON, CSV and SVG, tables.
+
+pub mod plot;
