@@ -222,14 +222,6 @@ struct OrtModel {
     input: Option<Tensor<f32>>,
 }
 
-impl OrtModel {
-    fn input(&self) -> Result<&Tensor<f32>> {
-        self.input
-            .as_ref()
-            .context("no input set (internal: set_input must come first)")
-    }
-}
-
 impl Model for OrtModel {
     fn input_name(&self) -> &str {
         &self.name
@@ -258,7 +250,6 @@ impl Model for OrtModel {
     }
 
     fn run_output(&mut self) -> Result<TensorF32> {
-        let _ = self.input()?;
         let input = self.input.take().context("no input set")?;
         let res = (|| {
             let outputs = self

@@ -14,8 +14,6 @@ const TRACT_VERSION: &str = "0.23";
 /// The tract runtime (single-threaded; `threads` is ignored and reported as requested).
 pub struct TractBackend;
 
-type Plan = SimplePlan<TypedFact, Box<dyn TypedOp>, Graph<TypedFact, Box<dyn TypedOp>>>;
-
 impl Backend for TractBackend {
     fn id(&self) -> BackendId {
         BackendId {
@@ -60,7 +58,7 @@ impl Backend for TractBackend {
 }
 
 struct TractModel {
-    plan: std::sync::Arc<Plan>,
+    plan: std::sync::Arc<TypedRunnableModel>,
     name: String,
     shape: Vec<usize>,
     input: Option<TValue>,
@@ -99,11 +97,60 @@ impl Model for TractModel {
         let out = self.outputs()?;
         let first = out.first().context("the model has no output")?;
         let view = first
-            .to_array_view::<f32>()
+            .to_plain_array_view::<f32>()
             .map_err(|e| anyhow::anyhow!("first output is not float32: {e}"))?;
         Ok(TensorF32 {
             shape: view.shape().to_vec(),
             data: view.iter().copied().collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::ort::OrtBackend;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/agent")
+            .join(name);
+        std::fs::read(p).unwrap()
+    }
+
+    #[test]
+    fn tract_matches_ort_on_the_same_input() {
+        let model = fixture("conv_m.onnx");
+        let mut t = TractBackend
+            .open(&model, SessionOptions::default())
+            .unwrap();
+        assert_eq!(
+            (t.input_name(), t.input_shape()),
+            ("input", &[1usize, 3, 32, 32][..])
+        );
+        t.set_input(crate::bench::random_input(3 * 32 * 32, 5))
+            .unwrap();
+        let yt = t.run_output().unwrap();
+        assert_eq!(yt.shape, vec![1, 10]);
+        assert_eq!(TractBackend.id().name, BackendName::Tract);
+        let Ok(ort) = OrtBackend::load(None) else {
+            eprintln!("skipped the ORT comparison: no libonnxruntime.so (set ORT_DYLIB_PATH)");
+            return;
+        };
+        let mut o = ort.open(&model, SessionOptions::default()).unwrap();
+        o.set_input(crate::bench::random_input(3 * 32 * 32, 5))
+            .unwrap();
+        let yo = o.run_output().unwrap();
+        for (a, b) in yt.data.iter().zip(&yo.data) {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "tract {a} vs ort {b}"
+            );
+        }
+        let err = TractBackend
+            .open(&fixture("dynamic_batch.onnx"), SessionOptions::default())
+            .err()
+            .unwrap();
+        assert!(format!("{err:#}").contains("dynamic shape"), "{err:#}");
     }
 }

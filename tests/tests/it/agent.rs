@@ -111,7 +111,9 @@ fn aarch64() -> Result<&'static Aarch64, String> {
                 var("SHIFTNAS_AARCH64_SYSROOT").unwrap_or_else(|| "/usr/aarch64-linux-gnu".into());
             let agent = match var("SHIFTNAS_AGENT_AARCH64") {
                 Some(p) => p,
-                None => cargo_build_agent(Some("aarch64-unknown-linux-gnu"))?,
+                // The setup script provided qemu and ORT, so a failed cross build is a failure.
+                None => cargo_build_agent(Some("aarch64-unknown-linux-gnu"))
+                    .unwrap_or_else(|e| panic!("{e}")),
             };
             Ok(Aarch64 {
                 agent,
