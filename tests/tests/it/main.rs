@@ -1,2 +1,4 @@
 //! One integration-test binary; each module covers one area across crates.
+
+mod agent;
 mod export_ort;
