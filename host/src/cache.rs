@@ -114,13 +114,21 @@ impl Cache {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the cache directory {}", dir.display()))?;
         }
-        let ctx = || format!("opening the latency cache {} (pass --cache PATH to use another)", path.display());
+        let ctx = || {
+            format!(
+                "opening the latency cache {} (pass --cache PATH to use another)",
+                path.display()
+            )
+        };
         let conn = Connection::open(path).with_context(ctx)?;
-        conn.busy_timeout(Duration::from_secs(10)).with_context(ctx)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .with_context(ctx)?;
         // WAL lets readers go on while one search writes; NORMAL sync is still crash-safe in WAL
         // (a power loss may drop the last transactions, never corrupt the file).
-        conn.pragma_update(None, "journal_mode", "WAL").with_context(ctx)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").with_context(ctx)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .with_context(ctx)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .with_context(ctx)?;
         conn.execute_batch(SCHEMA).with_context(ctx)?;
         Ok(Cache {
             conn,

@@ -293,10 +293,7 @@ impl BoardsFile {
                      ssh-agent; passwords are never read from config files"
                 );
             }
-            let board: BoardConfig = t
-                .try_into()
-                .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))
-                .with_context(|| format!("{origin}: {label}"))?;
+            let board = parse_board(&t).with_context(|| format!("{origin}: {label}"))?;
             board.validate().with_context(|| origin.to_string())?;
             if !seen.insert(board.name.clone()) {
                 bail!(
@@ -326,7 +323,11 @@ impl BoardsFile {
     ///
     /// # Errors
     /// An unknown name, listing the known ones.
-    pub fn select(&self, names: &[String], local_agent: Option<PathBuf>) -> Result<Vec<BoardConfig>> {
+    pub fn select(
+        &self,
+        names: &[String],
+        local_agent: Option<PathBuf>,
+    ) -> Result<Vec<BoardConfig>> {
         let mut out = Vec::new();
         for n in names {
             if let Some(b) = self.boards.iter().find(|b| &b.name == n) {
@@ -338,12 +339,34 @@ impl BoardsFile {
                 bail!(
                     "no board named {n:?} in boards.toml (known: {}, and the built-in `local`); \
                      add a [[board]] table or pass --boards FILE",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 );
             }
         }
         Ok(out)
     }
+}
+
+/// Deserialises one board table; the error names the field (re-parsing the table as a document
+/// gives a span, whose line holds the key).
+fn parse_board(t: &toml::Value) -> Result<BoardConfig> {
+    let text = toml::to_string(t).context("re-serialising a board table")?;
+    toml::from_str::<BoardConfig>(&text).map_err(|e| {
+        let msg = e.message().trim().to_string();
+        let field = e.span().and_then(|sp| {
+            let line = text[..sp.start.min(text.len())].lines().last()?;
+            let key = line.split('=').next()?.trim();
+            (!key.is_empty() && line.contains('=')).then(|| key.to_string())
+        });
+        match field {
+            Some(f) if !msg.contains(&format!("`{f}`")) => anyhow::anyhow!("field `{f}`: {msg}"),
+            _ => anyhow::anyhow!("{msg}"),
+        }
+    })
 }
 
 /// `$HOME`, or `/` when unset.
@@ -385,7 +408,10 @@ kind = "local"
         assert_eq!(b.thermal_limit_c, 80.0);
         assert_eq!(b.kind, BoardKind::Ssh);
         assert_eq!(f.boards[1].kind, BoardKind::Local);
-        assert_eq!(parse_cores(b.cores.as_deref().unwrap()).unwrap(), vec![4, 5, 6, 7]);
+        assert_eq!(
+            parse_cores(b.cores.as_deref().unwrap()).unwrap(),
+            vec![4, 5, 6, 7]
+        );
     }
 
     fn err(text: &str) -> String {
@@ -416,7 +442,9 @@ kind = "local"
         assert!(e.contains("board \"rk1\": field `workdir`"), "{e}");
         let e = err("[[board]]\nname = \"rk1\"\nkind = \"local\"\ncores = \"7-4\"\n");
         assert!(e.contains("field `cores`"), "{e}");
-        let e = err("[[board]]\nname = \"rk1\"\nkind = \"local\"\n[[board]]\nname = \"rk1\"\nkind = \"local\"\n");
+        let e = err(
+            "[[board]]\nname = \"rk1\"\nkind = \"local\"\n[[board]]\nname = \"rk1\"\nkind = \"local\"\n",
+        );
         assert!(e.contains("defined twice"), "{e}");
     }
 

@@ -13,7 +13,13 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use ssh2::{CheckResult, HostKeyType, KnownHostFileKind, Session};
 
+use std::collections::VecDeque;
+
+use shiftnas_protocol::{BenchReport, BenchSpec, BoardInfo};
+
+use super::board::{AgentError, AgentSession, Board, LineTransport, base64};
 use super::config::{BoardConfig, HostKeyPolicy, home_dir};
+use super::deploy::{AGENT_NAME, DeployOutcome, ORT_NAME, deploy, shell_quote};
 
 /// An authenticated SSH session to one board.
 pub struct SshConn {
@@ -53,23 +59,6 @@ fn key_type_name(t: HostKeyType) -> &'static str {
         HostKeyType::Ed25519 => "ssh-ed25519",
         HostKeyType::Unknown => "unknown",
     }
-}
-
-/// Standard base64 with padding (known_hosts lines).
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
 }
 
 impl SshConn {
@@ -225,8 +214,9 @@ fn verify_host_key(session: &Session, cfg: &BoardConfig, host: &str) -> Result<(
                 .append(true)
                 .open(&file)
                 .with_context(|| format!("board {:?}: opening {}", cfg.name, file.display()))?;
-            f.write_all(line.as_bytes())
-                .with_context(|| format!("board {:?}: appending to {}", cfg.name, file.display()))?;
+            f.write_all(line.as_bytes()).with_context(|| {
+                format!("board {:?}: appending to {}", cfg.name, file.display())
+            })?;
             Ok(())
         }
         CheckResult::NotFound => bail!(
@@ -253,24 +243,184 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_rfc4648_vectors() {
-        // RFC 4648 §10 test vectors.
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
-    }
-
-    #[test]
     fn known_hosts_names() {
         assert_eq!(known_hosts_name("h", 22), "h");
         assert_eq!(known_hosts_name("127.0.0.1", 2222), "[127.0.0.1]:2222");
+    }
+}
+
+/// The agent's stdout (with stderr merged in) over one SSH channel.
+struct ChannelTransport {
+    channel: ssh2::Channel,
+    session: Session,
+    buf: Vec<u8>,
+    tail: VecDeque<String>,
+}
+
+impl LineTransport for ChannelTransport {
+    fn send(&mut self, line: &str) -> Result<()> {
+        self.channel.write_all(line.as_bytes())?;
+        self.channel.write_all(b"\n")?;
+        self.channel.flush()?;
+        Ok(())
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Result<String> {
+        self.session
+            .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+        loop {
+            while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line).trim().to_string();
+                // stderr is merged into this stream: JSON objects are answers, the rest is the
+                // agent's diagnostics, kept for error messages.
+                if line.starts_with('{') {
+                    return Ok(line);
+                }
+                if !line.is_empty() {
+                    if self.tail.len() >= 8 {
+                        self.tail.pop_front();
+                    }
+                    self.tail.push_back(line);
+                }
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.channel.read(&mut chunk).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    anyhow!(
+                        "no answer from the agent within {:.0} s (timeout_s)",
+                        timeout.as_secs_f64()
+                    )
+                } else {
+                    anyhow!(e)
+                }
+            })?;
+            if n == 0 {
+                bail!("the agent closed its session (exited or the connection dropped)");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        self.tail.iter().cloned().collect::<Vec<_>>().join(" | ")
+    }
+}
+
+/// A board over SSH: deploys the agent when its hash changed, then keeps one
+/// `shiftnas-agent serve` session alive over one channel.
+pub struct SshBoard {
+    cfg: BoardConfig,
+    // Field order matters: the agent session (its channel) is dropped before the connection.
+    session: Option<AgentSession>,
+    conn: Option<SshConn>,
+    /// What the last connect deployed.
+    pub last_deploy: Option<DeployOutcome>,
+}
+
+impl SshBoard {
+    /// A board that connects on first use.
+    pub fn new(cfg: BoardConfig) -> SshBoard {
+        SshBoard {
+            cfg,
+            session: None,
+            conn: None,
+            last_deploy: None,
+        }
+    }
+
+    fn session(&mut self) -> Result<&mut AgentSession> {
+        if self.session.is_none() {
+            self.reconnect()?;
+        }
+        self.session
+            .as_mut()
+            .ok_or_else(|| anyhow!("board {:?}: not connected", self.cfg.name))
+    }
+
+    /// Runs `f` on the session; a transport failure drops the connection so the next call
+    /// reconnects.
+    fn with_session<T>(&mut self, f: impl FnOnce(&mut AgentSession) -> Result<T>) -> Result<T> {
+        let r = f(self.session()?);
+        if let Err(e) = &r
+            && e.downcast_ref::<AgentError>().is_none()
+        {
+            self.session = None;
+            self.conn = None;
+        }
+        r
+    }
+}
+
+impl Board for SshBoard {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn config(&self) -> &BoardConfig {
+        &self.cfg
+    }
+
+    fn reconnect(&mut self) -> Result<()> {
+        self.session = None;
+        self.conn = None;
+        let conn = SshConn::connect(&self.cfg)?;
+        self.last_deploy = Some(deploy(&conn, &self.cfg)?);
+        let w = self.cfg.workdir.as_deref().unwrap_or("/tmp/shiftnas");
+        let mut cmd = format!("cd {} && ", shell_quote(w));
+        let mut ort = String::new();
+        if self.cfg.ort_lib.is_some() {
+            let lib = shell_quote(&format!("{w}/{ORT_NAME}"));
+            cmd += &format!("ORT_DYLIB_PATH={lib} ");
+            ort = format!(" --ort-lib {lib}");
+        }
+        cmd += "exec ";
+        if let Some(p) = &self.cfg.command_prefix {
+            cmd += p;
+            cmd += " ";
+        }
+        cmd += &format!(
+            "{}{ort} serve --thermal-limit {}",
+            shell_quote(&format!("{w}/{AGENT_NAME}")),
+            self.cfg.thermal_limit_c
+        );
+        let ctx = || format!("board {:?}: starting the agent (`{cmd}`)", self.cfg.name);
+        let mut channel = conn.session.channel_session().with_context(ctx)?;
+        channel
+            .handle_extended_data(ssh2::ExtendedData::Merge)
+            .with_context(ctx)?;
+        channel.exec(&cmd).with_context(ctx)?;
+        let transport = ChannelTransport {
+            channel,
+            session: conn.session.clone(),
+            buf: Vec::new(),
+            tail: VecDeque::new(),
+        };
+        let timeout = Duration::from_secs_f64(self.cfg.timeout_s);
+        let session =
+            AgentSession::start(Box::new(transport), &self.cfg.name, timeout).with_context(ctx)?;
+        self.session = Some(session);
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    fn info(&mut self) -> Result<BoardInfo> {
+        self.with_session(|s| s.info())
+    }
+
+    fn load(&mut self, name: &str, model: &[u8], sha256: &str) -> Result<()> {
+        self.with_session(|s| s.load(name, model, sha256))
+    }
+
+    fn bench(&mut self, sha256: &str, spec: &BenchSpec) -> Result<BenchReport> {
+        self.with_session(|s| s.bench(sha256, spec))
+    }
+}
+
+impl Drop for SshBoard {
+    fn drop(&mut self) {
+        if let Some(s) = &mut self.session {
+            s.quit();
+        }
     }
 }
