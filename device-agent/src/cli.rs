@@ -1,0 +1,152 @@
+//! Command-line arguments of `shiftnas-agent` (clap derive; doc comments are the help).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::bench::DEFAULT_THERMAL_LIMIT_C;
+
+/// Measures ONNX model latency on a board under a fixed protocol and reports JSON.
+///
+/// Exit codes: 0 success, 2 error (message on stderr).
+#[derive(Debug, Parser)]
+#[command(name = "shiftnas-agent", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// libonnxruntime.so to load (default: $ORT_DYLIB_PATH, next to this binary, Python's onnxruntime).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+}
+
+/// The agent's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Measure one model's latency and print a report.
+    Bench(BenchArgs),
+    /// Describe the board: CPU, big/little cores, kernel, governors, runtime.
+    Info(InfoArgs),
+    /// Answer JSON-lines requests on stdin/stdout (what the host uses over SSH).
+    Serve(ServeArgs),
+    /// Run a model once on a float32 .npy input and write its first output as .npy.
+    Run(RunArgs),
+}
+
+/// `on` / `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// Arguments of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The .onnx model (one float32 input of static shape).
+    pub model: PathBuf,
+    /// Intra-op threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// CPUs to pin to, e.g. 4-7 (the RK3588's A76 cores) or 0,2,4-5; default: no pinning.
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+    /// Untimed warm-up runs.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Minimum number of timed runs.
+    #[arg(long, default_value_t = 50)]
+    pub runs: usize,
+    /// Minimum total time of the timed runs, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub min_seconds: f64,
+    /// Let idle intra-op threads spin (ORT session.intra_op.allow_spinning).
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub spin: Switch,
+    /// Seed of the random input.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A thermal zone at or above this temperature (°C) marks the result as throttled.
+    #[arg(long, default_value_t = DEFAULT_THERMAL_LIMIT_C)]
+    pub thermal_limit: f64,
+    /// Print the report as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A thermal zone at or above this temperature (°C) marks results as throttled.
+    #[arg(long, default_value_t = DEFAULT_THERMAL_LIMIT_C)]
+    pub thermal_limit: f64,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The .onnx model.
+    pub model: PathBuf,
+    /// Input tensor (.npy, float32, C order, the model's input shape).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write the first output (.npy, float32).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Intra-op threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_real_command_lines() {
+        let cli = Cli::try_parse_from([
+            "shiftnas-agent",
+            "bench",
+            "m.onnx",
+            "--threads",
+            "4",
+            "--cores",
+            "4-7",
+            "--spin",
+            "off",
+            "--json",
+            "--ort-lib",
+            "/opt/libonnxruntime.so",
+        ])
+        .unwrap();
+        let Command::Bench(b) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            (b.threads, b.cores.as_deref(), b.spin, b.json),
+            (4, Some("4-7"), Switch::Off, true)
+        );
+        assert_eq!((b.warmup, b.runs, b.min_seconds), (10, 50, 1.0));
+        assert_eq!(
+            cli.ort_lib.as_deref(),
+            Some(std::path::Path::new("/opt/libonnxruntime.so"))
+        );
+        assert!(
+            Cli::try_parse_from(["shiftnas-agent", "bench", "m.onnx", "--spin", "maybe"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["shiftnas-agent", "run", "m.onnx", "--input", "x.npy"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["shiftnas-agent", "serve"]).is_ok());
+    }
+}
