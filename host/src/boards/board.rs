@@ -73,6 +73,9 @@ pub fn spec_for(cfg: &BoardConfig) -> BenchSpec {
             .into_iter()
             .map(|c| c as usize)
             .collect(),
+        warmup: cfg.warmup,
+        runs: cfg.runs,
+        min_seconds: cfg.min_seconds,
         ..BenchSpec::default()
     }
 }

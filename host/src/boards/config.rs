@@ -92,8 +92,26 @@ pub struct BoardConfig {
     /// Seconds one load + measurement may take before the board counts as failed.
     #[serde(default = "default_timeout")]
     pub timeout_s: f64,
+    /// Untimed warm-up runs per measurement (DESIGN §7: 10).
+    #[serde(default = "default_warmup")]
+    pub warmup: usize,
+    /// Minimum timed runs per measurement (DESIGN §7: 50).
+    #[serde(default = "default_runs")]
+    pub runs: usize,
+    /// Minimum total time of the timed runs, seconds (DESIGN §7: 1).
+    #[serde(default = "default_min_seconds")]
+    pub min_seconds: f64,
 }
 
+fn default_warmup() -> usize {
+    10
+}
+fn default_runs() -> usize {
+    50
+}
+fn default_min_seconds() -> f64 {
+    1.0
+}
 fn default_kind() -> BoardKind {
     BoardKind::Ssh
 }
@@ -136,6 +154,9 @@ impl BoardConfig {
             thermal_limit_c: default_thermal_limit(),
             cool_down_s: 1.0,
             timeout_s: default_timeout(),
+            warmup: default_warmup(),
+            runs: default_runs(),
+            min_seconds: default_min_seconds(),
         }
     }
 
@@ -206,6 +227,12 @@ impl BoardConfig {
         }
         if !(self.cool_down_s >= 0.0 && self.cool_down_s.is_finite()) {
             return Err(field_err("cool_down_s", "must be ≥ 0 seconds"));
+        }
+        if self.runs == 0 {
+            return Err(field_err("runs", "must be at least 1"));
+        }
+        if !(self.min_seconds >= 0.0 && self.min_seconds.is_finite()) {
+            return Err(field_err("min_seconds", "must be ≥ 0 seconds"));
         }
         if !(self.timeout_s > 0.0 && self.timeout_s.is_finite()) {
             return Err(field_err("timeout_s", "must be > 0 seconds"));

@@ -5,6 +5,7 @@
 //! changed; `pool` measures many models on many boards; `scripted` is the test double.
 
 pub mod board;
+pub mod cached;
 pub mod config;
 pub mod deploy;
 pub mod local;
@@ -17,3 +18,21 @@ pub use config::{BoardConfig, BoardsFile};
 pub use local::LocalBoard;
 pub use pool::{Job, Measured, Pool, PoolEvent, PoolOptions};
 pub use ssh::SshBoard;
+
+use std::path::Path;
+
+use anyhow::Result;
+
+/// Builds the board of a configuration (no connection yet). `local_agent` is the `--agent` flag.
+///
+/// # Errors
+/// A local board whose agent cannot be found.
+pub fn open_board(cfg: &BoardConfig, local_agent: Option<&Path>) -> Result<Box<dyn Board>> {
+    Ok(match cfg.kind {
+        config::BoardKind::Ssh => Box::new(SshBoard::new(cfg.clone())),
+        config::BoardKind::Local => {
+            let agent = local::find_local_agent(cfg.agent.as_deref().or(local_agent))?;
+            Box::new(LocalBoard::new(cfg.clone(), agent))
+        }
+    })
+}

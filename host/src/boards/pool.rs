@@ -53,6 +53,8 @@ pub struct Job {
     pub model: Arc<Vec<u8>>,
     /// SHA-256 of `model`, hex.
     pub sha256: String,
+    /// Input shape for the cache key (`1x3x32x32`), when known before measuring.
+    pub input_shape: Option<String>,
 }
 
 impl Job {
@@ -62,6 +64,7 @@ impl Job {
             name: name.into(),
             sha256: super::deploy::sha256_hex(&model),
             model: Arc::new(model),
+            input_shape: None,
         }
     }
 }
@@ -241,6 +244,12 @@ impl Pool {
     /// The fingerprint the numbers belong to (`mixed: …` when `mix_boards` joined several).
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The first board's configuration: its threads and cores hold for every board of the pool
+    /// (checked in [`Pool::new`] unless boards are mixed).
+    pub fn config(&self) -> &super::config::BoardConfig {
+        self.boards[0].config()
     }
 
     /// The boards' names and infos (`None` for boards that were down at start).
@@ -462,7 +471,12 @@ impl Worker<'_> {
                     }
                     if !refused {
                         consecutive += 1;
-                        if consecutive >= opts.quarantine_after {
+                        // Reconnect now rather than with the next model: a board that is gone
+                        // should cost only the model it had in flight.
+                        drop(st);
+                        let back = consecutive < opts.quarantine_after && board.reconnect().is_ok();
+                        st = self.lock();
+                        if !back {
                             *up = false;
                             st.live[me] = false;
                             reconnects = 0;
