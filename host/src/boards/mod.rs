@@ -11,12 +11,14 @@ pub mod deploy;
 pub mod local;
 pub mod pool;
 pub mod scripted;
+pub mod source;
 pub mod ssh;
 
 pub use board::{AgentError, Board};
 pub use config::{BoardConfig, BoardsFile};
 pub use local::LocalBoard;
 pub use pool::{Job, Measured, Pool, PoolEvent, PoolOptions};
+pub use source::BoardSource;
 pub use ssh::SshBoard;
 
 use std::path::Path;
