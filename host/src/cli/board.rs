@@ -1,7 +1,57 @@
 //! Arguments of `shiftnas board`.
 
-use clap::Args;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
 
 /// Arguments of `shiftnas board`.
 #[derive(Debug, Args)]
-pub struct BoardArgs {}
+pub struct BoardArgs {
+    /// The boards file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "boards.toml",
+        value_name = "FILE"
+    )]
+    pub boards: PathBuf,
+    /// The agent binary for the built-in `local` board (default: next to `shiftnas`).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub agent: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: BoardCommand,
+}
+
+/// `shiftnas board` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BoardCommand {
+    /// Connect, verify host keys, deploy the agent if needed and show each board's info.
+    /// Exits 1 when a board is down.
+    Check(CheckArgs),
+    /// Measure ONNX models on one board (or several, pooled).
+    Measure(MeasureArgs),
+}
+
+/// Arguments of `shiftnas board check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Boards to check (default: every board in the file, or `local` when there is none).
+    pub names: Vec<String>,
+}
+
+/// Arguments of `shiftnas board measure`.
+#[derive(Debug, Args)]
+pub struct MeasureArgs {
+    /// Board name(s), comma-separated (e.g. `rk1,rk2`); `local` is built in.
+    pub board: String,
+    /// `.onnx` models to measure (always measured; results go to the cache).
+    #[arg(required = true)]
+    pub models: Vec<PathBuf>,
+    /// Pool boards of different fingerprints (their numbers then form no single objective).
+    #[arg(long)]
+    pub mix_boards: bool,
+    /// The latency cache (default: ~/.cache/shiftnas/latency.sqlite).
+    #[arg(long, value_name = "PATH")]
+    pub cache: Option<PathBuf>,
+}

@@ -1,0 +1,300 @@
+//! `trait Board`: what the pool needs from a board, and the JSON-lines agent session that the
+//! SSH and local boards share.
+//!
+//! Like hyperfine's `Executor` trait, the clock sits behind a trait so that the pool's logic
+//! (retry, quarantine, thermal re-measure) is tested with [`super::scripted::ScriptedBoard`].
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use shiftnas_protocol::{
+    BenchReport, BenchSpec, BoardInfo, PROTOCOL_VERSION, Request, Response, check_version,
+    decode_line, encode_line,
+};
+
+use super::config::{BoardConfig, parse_cores};
+
+/// The agent answered a request with an error: the board is healthy, the request (usually the
+/// model) is at fault. The pool does not count these against a board.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("board {board:?}: the agent refused: {message}")]
+pub struct AgentError {
+    /// The board's name.
+    pub board: String,
+    /// The agent's message.
+    pub message: String,
+}
+
+/// A board the pool can measure on.
+pub trait Board: Send {
+    /// The board's name in boards.toml.
+    fn name(&self) -> &str;
+
+    /// Its configuration (threads, cores, thermal limit, cool-down, timeout).
+    fn config(&self) -> &BoardConfig;
+
+    /// Connects (again): drops any old connection, deploys if needed, starts the agent session
+    /// and checks the protocol version.
+    ///
+    /// # Errors
+    /// The board cannot be reached or the agent cannot be started.
+    fn reconnect(&mut self) -> Result<()>;
+
+    /// The board's identity (connecting first if needed).
+    ///
+    /// # Errors
+    /// Connection or agent errors.
+    fn info(&mut self) -> Result<BoardInfo>;
+
+    /// Sends a model to the agent (skipped when this session already holds that hash).
+    ///
+    /// # Errors
+    /// [`AgentError`] when the agent refuses the model; anything else means the board failed.
+    fn load(&mut self, name: &str, model: &[u8], sha256: &str) -> Result<()>;
+
+    /// Measures a loaded model.
+    ///
+    /// # Errors
+    /// [`AgentError`] when the agent refuses; anything else means the board failed (including
+    /// the per-measurement timeout).
+    fn bench(&mut self, sha256: &str, spec: &BenchSpec) -> Result<BenchReport>;
+}
+
+/// The measurement spec a board's configuration asks for (threads, cores; DESIGN §7 defaults).
+pub fn spec_for(cfg: &BoardConfig) -> BenchSpec {
+    BenchSpec {
+        threads: cfg.threads as usize,
+        cores: cfg
+            .cores
+            .as_deref()
+            .and_then(|c| parse_cores(c).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c as usize)
+            .collect(),
+        warmup: cfg.warmup,
+        runs: cfg.runs,
+        min_seconds: cfg.min_seconds,
+        ..BenchSpec::default()
+    }
+}
+
+/// One line in, one line out, with a timeout on the answer.
+pub trait LineTransport: Send {
+    /// Writes one line (a newline is appended) and flushes.
+    ///
+    /// # Errors
+    /// The board went away.
+    fn send(&mut self, line: &str) -> Result<()>;
+
+    /// Reads the next line, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// EOF, I/O errors or the timeout.
+    fn recv(&mut self, timeout: Duration) -> Result<String>;
+
+    /// The last lines the agent wrote on stderr (for error messages).
+    fn stderr_tail(&self) -> String;
+}
+
+/// A JSON-lines session with `shiftnas-agent serve` over any transport.
+pub struct AgentSession {
+    transport: Box<dyn LineTransport>,
+    board: String,
+    timeout: Duration,
+    loaded: VecDeque<String>,
+}
+
+/// Models kept loaded per session (the agent keeps one ORT session per model).
+const LOADED_KEEP: usize = 64;
+
+impl AgentSession {
+    /// Opens a session and does the hello/version exchange.
+    ///
+    /// # Errors
+    /// No answer, or a protocol version mismatch (naming both versions).
+    pub fn start(
+        transport: Box<dyn LineTransport>,
+        board: &str,
+        timeout: Duration,
+    ) -> Result<AgentSession> {
+        let mut s = AgentSession {
+            transport,
+            board: board.to_string(),
+            timeout,
+            loaded: VecDeque::new(),
+        };
+        match s.call(&Request::Hello {
+            protocol_version: PROTOCOL_VERSION,
+        })? {
+            Response::Hello {
+                protocol_version, ..
+            } => check_version(PROTOCOL_VERSION, protocol_version)
+                .map_err(|e| anyhow!("board {board:?}: {e}"))?,
+            other => bail!("board {board:?}: expected hello from the agent, got {other:?}"),
+        }
+        Ok(s)
+    }
+
+    /// Sends one request and reads its response; agent errors become [`AgentError`].
+    ///
+    /// # Errors
+    /// Transport errors (the board failed) or [`AgentError`].
+    pub fn call(&mut self, req: &Request) -> Result<Response> {
+        let line = encode_line(req)?;
+        let board = self.board.clone();
+        let with_tail = |e: anyhow::Error, t: &dyn LineTransport| {
+            let tail = t.stderr_tail();
+            if tail.is_empty() {
+                e.context(format!("board {board:?}: agent session"))
+            } else {
+                e.context(format!(
+                    "board {board:?}: agent session (agent stderr: {})",
+                    tail.trim()
+                ))
+            }
+        };
+        if let Err(e) = self.transport.send(&line) {
+            return Err(with_tail(e, self.transport.as_ref()));
+        }
+        let answer = match self.transport.recv(self.timeout) {
+            Ok(a) => a,
+            Err(e) => return Err(with_tail(e, self.transport.as_ref())),
+        };
+        match decode_line::<Response>(&answer) {
+            Ok(Response::Error { message }) => Err(AgentError { board, message }.into()),
+            Ok(r) => Ok(r),
+            Err(e) => Err(anyhow!(
+                "board {board:?}: the agent sent a line that is not a response ({e}): {:.200}",
+                answer
+            )),
+        }
+    }
+
+    /// `info`.
+    ///
+    /// # Errors
+    /// As [`AgentSession::call`].
+    pub fn info(&mut self) -> Result<BoardInfo> {
+        match self.call(&Request::Info)? {
+            Response::Info(i) => Ok(i),
+            other => bail!("board {:?}: expected info, got {other:?}", self.board),
+        }
+    }
+
+    /// `load`, skipped when this session already holds the hash.
+    ///
+    /// # Errors
+    /// As [`AgentSession::call`].
+    pub fn load(&mut self, name: &str, model: &[u8], sha256: &str) -> Result<()> {
+        if self.loaded.iter().any(|h| h == sha256) {
+            return Ok(());
+        }
+        let r = self.call(&Request::Load {
+            name: name.to_string(),
+            sha256: sha256.to_string(),
+            model_b64: base64(model),
+        })?;
+        match r {
+            Response::Loaded { .. } => {
+                if self.loaded.len() >= LOADED_KEEP {
+                    self.loaded.pop_front();
+                }
+                self.loaded.push_back(sha256.to_string());
+                Ok(())
+            }
+            other => bail!("board {:?}: expected loaded, got {other:?}", self.board),
+        }
+    }
+
+    /// `bench`.
+    ///
+    /// # Errors
+    /// As [`AgentSession::call`].
+    pub fn bench(&mut self, sha256: &str, spec: &BenchSpec) -> Result<BenchReport> {
+        match self.call(&Request::Bench {
+            sha256: sha256.to_string(),
+            spec: spec.clone(),
+        })? {
+            Response::Bench(r) => Ok(r),
+            other => bail!("board {:?}: expected bench, got {other:?}", self.board),
+        }
+    }
+
+    /// Says goodbye (best effort; the agent exits).
+    pub fn quit(&mut self) {
+        if self.transport.send(r#"{"type":"quit"}"#).is_ok() {
+            let _ = self.transport.recv(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// Whether a report must be discarded for heat: the agent said throttled, or a thermal zone
+/// before or after the runs reached `limit_c`.
+pub fn too_hot(report: &BenchReport, limit_c: f64) -> Option<String> {
+    if let Some(z) = report
+        .before
+        .thermal
+        .iter()
+        .chain(&report.after.thermal)
+        .find(|z| z.temp_c >= limit_c)
+    {
+        return Some(format!(
+            "thermal zone {} ({}) at {:.1} °C ≥ {limit_c:.0} °C",
+            z.zone, z.kind, z.temp_c
+        ));
+    }
+    report
+        .throttled
+        .then(|| "the agent reported throttling (a zone hot or a clock dropped)".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        // RFC 4648 §10 test vectors.
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn spec_follows_config() {
+        let mut c = BoardConfig::local(None);
+        c.threads = 4;
+        c.cores = Some("4-7".into());
+        let s = spec_for(&c);
+        assert_eq!((s.threads, s.cores, s.runs), (4, vec![4, 5, 6, 7], 50));
+    }
+}

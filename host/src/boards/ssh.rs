@@ -1,0 +1,426 @@
+//! SSH to a board over `ssh2`: connect, verify the host key against known_hosts, authenticate
+//! with a key or ssh-agent, run short commands, upload files over SFTP.
+//!
+//! Host keys are checked strictly by default: an unknown host is refused unless the board says
+//! `host_key = "accept-new"` (which appends the key to known_hosts), and a changed key is always
+//! refused with a message naming host, port, file and the fix. Passwords are never used.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use ssh2::{CheckResult, HostKeyType, KnownHostFileKind, Session};
+
+use std::collections::VecDeque;
+
+use shiftnas_protocol::{BenchReport, BenchSpec, BoardInfo};
+
+use super::board::{AgentError, AgentSession, Board, LineTransport, base64};
+use super::config::{BoardConfig, HostKeyPolicy, home_dir};
+use super::deploy::{AGENT_NAME, DeployOutcome, ORT_NAME, deploy, shell_quote};
+
+/// An authenticated SSH session to one board.
+pub struct SshConn {
+    /// The libssh2 session (shared by exec channels, SFTP and the agent's serve channel).
+    pub session: Session,
+    /// `user@host:port`, for messages.
+    pub address: String,
+    /// The board's name, for messages.
+    pub board: String,
+}
+
+/// Expands a leading `~/` to `$HOME/`.
+pub fn expand_tilde(p: &Path) -> PathBuf {
+    match p.strip_prefix("~") {
+        Ok(rest) => home_dir().join(rest),
+        Err(_) => p.to_path_buf(),
+    }
+}
+
+/// The name a host has in known_hosts: `host` on port 22, `[host]:port` otherwise (OpenSSH's
+/// convention).
+pub fn known_hosts_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+fn key_type_name(t: HostKeyType) -> &'static str {
+    match t {
+        HostKeyType::Rsa => "ssh-rsa",
+        HostKeyType::Dss => "ssh-dss",
+        HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        HostKeyType::Ed25519 => "ssh-ed25519",
+        HostKeyType::Unknown => "unknown",
+    }
+}
+
+impl SshConn {
+    /// Connects, verifies the host key and authenticates.
+    ///
+    /// # Errors
+    /// Unreachable host, unknown or changed host key (with the fix), failed authentication.
+    pub fn connect(cfg: &BoardConfig) -> Result<SshConn> {
+        let host = cfg
+            .host
+            .as_deref()
+            .ok_or_else(|| anyhow!("board {:?}: field `host` is missing", cfg.name))?;
+        let user = cfg
+            .user
+            .as_deref()
+            .ok_or_else(|| anyhow!("board {:?}: field `user` is missing", cfg.name))?;
+        let address = cfg.address();
+        let timeout = Duration::from_secs_f64(cfg.timeout_s.clamp(1.0, 600.0));
+        let addr = (host, cfg.port)
+            .to_socket_addrs()
+            .with_context(|| format!("board {:?}: resolving {host}", cfg.name))?
+            .next()
+            .ok_or_else(|| anyhow!("board {:?}: {host} has no address", cfg.name))?;
+        let connect_timeout = timeout.min(Duration::from_secs(15));
+        let tcp = TcpStream::connect_timeout(&addr, connect_timeout).with_context(|| {
+            format!(
+                "board {:?}: connecting to {address}; is the board on and sshd running?",
+                cfg.name
+            )
+        })?;
+        tcp.set_nodelay(true).ok();
+        let mut session = Session::new().context("creating an SSH session")?;
+        session.set_tcp_stream(tcp);
+        session.set_timeout(timeout.as_millis() as u32);
+        session
+            .handshake()
+            .with_context(|| format!("board {:?}: SSH handshake with {address}", cfg.name))?;
+        verify_host_key(&session, cfg, host)?;
+        match &cfg.identity {
+            Some(id) => {
+                let id = expand_tilde(id);
+                session
+                    .userauth_pubkey_file(user, None, &id, None)
+                    .with_context(|| {
+                        format!(
+                            "board {:?}: key authentication as {user} with {} failed; is its public \
+                             key in the board's authorized_keys (and the key unencrypted or in ssh-agent)?",
+                            cfg.name,
+                            id.display()
+                        )
+                    })?;
+            }
+            None => session.userauth_agent(user).with_context(|| {
+                format!(
+                    "board {:?}: ssh-agent authentication as {user} failed; set `identity` to a key \
+                     file or add the key with ssh-add",
+                    cfg.name
+                )
+            })?,
+        }
+        if !session.authenticated() {
+            bail!("board {:?}: authentication as {user} failed", cfg.name);
+        }
+        Ok(SshConn {
+            session,
+            address,
+            board: cfg.name.clone(),
+        })
+    }
+
+    /// Runs `cmd` through the remote shell; returns (exit status, stdout, stderr).
+    ///
+    /// Reads both streams to EOF before `wait_close()`, as libssh2 requires.
+    ///
+    /// # Errors
+    /// Channel errors or a timeout.
+    pub fn exec(&self, cmd: &str) -> Result<(i32, String, String)> {
+        let ctx = || format!("board {:?}: running `{cmd}`", self.board);
+        let mut ch = self.session.channel_session().with_context(ctx)?;
+        ch.exec(cmd).with_context(ctx)?;
+        let mut out = String::new();
+        ch.read_to_string(&mut out).with_context(ctx)?;
+        let mut err = String::new();
+        ch.stderr().read_to_string(&mut err).with_context(ctx)?;
+        ch.wait_close().with_context(ctx)?;
+        Ok((ch.exit_status().with_context(ctx)?, out, err))
+    }
+
+    /// Runs `cmd` and fails unless it exits 0; returns stdout.
+    ///
+    /// # Errors
+    /// Non-zero exit (with its stderr) or channel errors.
+    pub fn exec_ok(&self, cmd: &str) -> Result<String> {
+        let (code, out, err) = self.exec(cmd)?;
+        if code != 0 {
+            bail!(
+                "board {:?}: `{cmd}` exited {code}: {}",
+                self.board,
+                err.trim()
+            );
+        }
+        Ok(out)
+    }
+
+    /// Writes `bytes` to `remote` over SFTP (no rename; see `deploy` for atomic installs).
+    ///
+    /// # Errors
+    /// SFTP errors, naming the remote path.
+    pub fn upload(&self, bytes: &[u8], remote: &str) -> Result<()> {
+        let ctx = || format!("board {:?}: uploading {remote} over SFTP", self.board);
+        let sftp = self.session.sftp().with_context(ctx)?;
+        let mut f = sftp.create(Path::new(remote)).with_context(ctx)?;
+        f.write_all(bytes).with_context(ctx)?;
+        f.flush().with_context(ctx)?;
+        drop(f);
+        Ok(())
+    }
+}
+
+fn verify_host_key(session: &Session, cfg: &BoardConfig, host: &str) -> Result<()> {
+    let (key, key_type) = session
+        .host_key()
+        .ok_or_else(|| anyhow!("board {:?}: the server sent no host key", cfg.name))?;
+    let file = expand_tilde(&cfg.known_hosts_path());
+    let mut kh = session.known_hosts().context("libssh2 known_hosts")?;
+    if file.exists() {
+        kh.read_file(&file, KnownHostFileKind::OpenSSH)
+            .with_context(|| format!("board {:?}: reading {}", cfg.name, file.display()))?;
+    }
+    let name = known_hosts_name(host, cfg.port);
+    match kh.check_port(host, cfg.port, key) {
+        CheckResult::Match => Ok(()),
+        CheckResult::Mismatch => bail!(
+            "board {:?}: the host key of {host} port {} does NOT match the one in {} — the board \
+             was reinstalled, or someone is in the middle. If you know why it changed, remove the old \
+             key with `ssh-keygen -R '{name}' -f {}` and connect again (with host_key = \"accept-new\" \
+             or after `ssh-keyscan -p {} {host} >> {}`)",
+            cfg.name,
+            cfg.port,
+            file.display(),
+            file.display(),
+            cfg.port,
+            file.display()
+        ),
+        CheckResult::NotFound if cfg.host_key == HostKeyPolicy::AcceptNew => {
+            let line = format!("{name} {} {}\n", key_type_name(key_type), base64(key));
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .with_context(|| format!("board {:?}: opening {}", cfg.name, file.display()))?;
+            f.write_all(line.as_bytes()).with_context(|| {
+                format!("board {:?}: appending to {}", cfg.name, file.display())
+            })?;
+            Ok(())
+        }
+        CheckResult::NotFound => bail!(
+            "board {:?}: {host} port {} is not in {} (strict host-key checking). Check the key \
+             fingerprint with the board's owner, then add it with `ssh-keyscan -p {} {host} >> {}`, \
+             or set host_key = \"accept-new\" for this board to trust it on first use",
+            cfg.name,
+            cfg.port,
+            file.display(),
+            cfg.port,
+            file.display()
+        ),
+        CheckResult::Failure => bail!(
+            "board {:?}: could not check the host key of {host} port {} against {}",
+            cfg.name,
+            cfg.port,
+            file.display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_hosts_names() {
+        assert_eq!(known_hosts_name("h", 22), "h");
+        assert_eq!(known_hosts_name("127.0.0.1", 2222), "[127.0.0.1]:2222");
+    }
+}
+
+/// The agent's stdout (with stderr merged in) over one SSH channel.
+struct ChannelTransport {
+    channel: ssh2::Channel,
+    session: Session,
+    buf: Vec<u8>,
+    tail: VecDeque<String>,
+}
+
+impl LineTransport for ChannelTransport {
+    fn send(&mut self, line: &str) -> Result<()> {
+        self.channel.write_all(line.as_bytes())?;
+        self.channel.write_all(b"\n")?;
+        self.channel.flush()?;
+        Ok(())
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Result<String> {
+        self.session
+            .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+        loop {
+            while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line).trim().to_string();
+                // stderr is merged into this stream: JSON objects are answers, the rest is the
+                // agent's diagnostics, kept for error messages.
+                if line.starts_with('{') {
+                    return Ok(line);
+                }
+                if !line.is_empty() {
+                    if self.tail.len() >= 8 {
+                        self.tail.pop_front();
+                    }
+                    self.tail.push_back(line);
+                }
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.channel.read(&mut chunk).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    anyhow!(
+                        "no answer from the agent within {:.0} s (timeout_s)",
+                        timeout.as_secs_f64()
+                    )
+                } else {
+                    anyhow!(e)
+                }
+            })?;
+            if n == 0 {
+                bail!("the agent closed its session (exited or the connection dropped)");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        self.tail.iter().cloned().collect::<Vec<_>>().join(" | ")
+    }
+}
+
+/// A board over SSH: deploys the agent when its hash changed, then keeps one
+/// `shiftnas-agent serve` session alive over one channel.
+pub struct SshBoard {
+    cfg: BoardConfig,
+    // Field order matters: the agent session (its channel) is dropped before the connection.
+    session: Option<AgentSession>,
+    conn: Option<SshConn>,
+    /// What the last connect deployed.
+    pub last_deploy: Option<DeployOutcome>,
+}
+
+impl SshBoard {
+    /// A board that connects on first use.
+    pub fn new(cfg: BoardConfig) -> SshBoard {
+        SshBoard {
+            cfg,
+            session: None,
+            conn: None,
+            last_deploy: None,
+        }
+    }
+
+    fn session(&mut self) -> Result<&mut AgentSession> {
+        if self.session.is_none() {
+            self.reconnect()?;
+        }
+        self.session
+            .as_mut()
+            .ok_or_else(|| anyhow!("board {:?}: not connected", self.cfg.name))
+    }
+
+    /// Runs `f` on the session; a transport failure drops the connection so the next call
+    /// reconnects.
+    fn with_session<T>(&mut self, f: impl FnOnce(&mut AgentSession) -> Result<T>) -> Result<T> {
+        let r = f(self.session()?);
+        if let Err(e) = &r
+            && e.downcast_ref::<AgentError>().is_none()
+        {
+            self.session = None;
+            self.conn = None;
+        }
+        r
+    }
+}
+
+impl Board for SshBoard {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn config(&self) -> &BoardConfig {
+        &self.cfg
+    }
+
+    fn reconnect(&mut self) -> Result<()> {
+        self.session = None;
+        self.conn = None;
+        let conn = SshConn::connect(&self.cfg)?;
+        self.last_deploy = Some(deploy(&conn, &self.cfg)?);
+        let w = self.cfg.workdir.as_deref().unwrap_or("/tmp/shiftnas");
+        let mut cmd = format!("cd {} && ", shell_quote(w));
+        let mut ort = String::new();
+        if self.cfg.ort_lib.is_some() {
+            let lib = shell_quote(&format!("{w}/{ORT_NAME}"));
+            cmd += &format!("ORT_DYLIB_PATH={lib} ");
+            ort = format!(" --ort-lib {lib}");
+        }
+        cmd += "exec ";
+        if let Some(p) = &self.cfg.command_prefix {
+            cmd += p;
+            cmd += " ";
+        }
+        cmd += &format!(
+            "{}{ort} serve --thermal-limit {}",
+            shell_quote(&format!("{w}/{AGENT_NAME}")),
+            self.cfg.thermal_limit_c
+        );
+        let ctx = || format!("board {:?}: starting the agent (`{cmd}`)", self.cfg.name);
+        let mut channel = conn.session.channel_session().with_context(ctx)?;
+        channel
+            .handle_extended_data(ssh2::ExtendedData::Merge)
+            .with_context(ctx)?;
+        channel.exec(&cmd).with_context(ctx)?;
+        let transport = ChannelTransport {
+            channel,
+            session: conn.session.clone(),
+            buf: Vec::new(),
+            tail: VecDeque::new(),
+        };
+        let timeout = Duration::from_secs_f64(self.cfg.timeout_s);
+        let session =
+            AgentSession::start(Box::new(transport), &self.cfg.name, timeout).with_context(ctx)?;
+        self.session = Some(session);
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    fn info(&mut self) -> Result<BoardInfo> {
+        self.with_session(|s| s.info())
+    }
+
+    fn load(&mut self, name: &str, model: &[u8], sha256: &str) -> Result<()> {
+        self.with_session(|s| s.load(name, model, sha256))
+    }
+
+    fn bench(&mut self, sha256: &str, spec: &BenchSpec) -> Result<BenchReport> {
+        self.with_session(|s| s.bench(sha256, spec))
+    }
+}
+
+impl Drop for SshBoard {
+    fn drop(&mut self) {
+        if let Some(s) = &mut self.session {
+            s.quit();
+        }
+    }
+}
