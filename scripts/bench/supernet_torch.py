@@ -204,7 +204,7 @@ def main():
             loss = loss_fn(net(x, arch), y)
             loss.backward()
             opt.step()
-            losses.append(loss)
+            losses.append(loss.detach())
 
         t = timed(step, a.steps, a.warmup, device)
         ms = [v * 1e3 for v in t]
