@@ -76,7 +76,10 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        let mut value = |name: &str| {
+            it.next()
+                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+        };
         fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
             v.parse()
                 .map_err(|_| format!("{name}: {v:?} is not a valid number\n{USAGE}"))
@@ -175,7 +178,11 @@ struct Sgd {
 }
 
 impl Sgd {
-    fn step(&mut self, grads: &candle_core::backprop::GradStore, vars: &[(String, Var)]) -> candle_core::Result<()> {
+    fn step(
+        &mut self,
+        grads: &candle_core::backprop::GradStore,
+        vars: &[(String, Var)],
+    ) -> candle_core::Result<()> {
         for (name, var) in vars {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
@@ -196,7 +203,11 @@ impl Sgd {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn arch_of(space: &Space, arch: Option<&str>) -> BoxResult<Arch> {
@@ -293,8 +304,7 @@ fn bench(args: &Args) -> BoxResult<()> {
 
 /// Host copy of a tensor as f64s.
 fn host(t: &Tensor) -> candle_core::Result<Vec<f64>> {
-    Ok(t
-        .to_device(&Device::Cpu)?
+    Ok(t.to_device(&Device::Cpu)?
         .to_dtype(DType::F64)?
         .flatten_all()?
         .to_vec1::<f64>()?)
@@ -333,9 +343,21 @@ fn compare(space: &Space, arch: &Arch, batch: usize, seed: u64, gpu: &Device) ->
     }
     let (cpu, cuda) = (&res[0], &res[1]);
     let mut rows: Rows = vec![
-        ("logits (train)".into(), rel_l2(&host(&cuda.0)?, &host(&cpu.0)?), TOL_OUTPUT),
-        ("loss".into(), rel_l2(&host(&cuda.1)?, &host(&cpu.1)?), TOL_OUTPUT),
-        ("logits (eval)".into(), rel_l2(&host(&cuda.3)?, &host(&cpu.3)?), TOL_OUTPUT),
+        (
+            "logits (train)".into(),
+            rel_l2(&host(&cuda.0)?, &host(&cpu.0)?),
+            TOL_OUTPUT,
+        ),
+        (
+            "loss".into(),
+            rel_l2(&host(&cuda.1)?, &host(&cpu.1)?),
+            TOL_OUTPUT,
+        ),
+        (
+            "logits (eval)".into(),
+            rel_l2(&host(&cuda.3)?, &host(&cpu.3)?),
+            TOL_OUTPUT,
+        ),
     ];
     let (mut all_c, mut all_g) = (Vec::new(), Vec::new());
     let mut worst = (String::new(), 0.0f64);
@@ -364,10 +386,14 @@ fn compare(space: &Space, arch: &Arch, batch: usize, seed: u64, gpu: &Device) ->
 fn check_against_cpu(args: &Args) -> BoxResult<bool> {
     let space = Space::by_name(&args.space)?;
     let gpu = device(&args.compute)?;
-    if !gpu.is_cuda() {
-        return Err("--check-against-cpu needs --compute cuda:N".into());
+    if gpu.is_cuda() {
+        candle_core::cuda::set_gemm_reduced_precision_f32(false);
+    } else {
+        eprintln!(
+            "train_step: --compute {}: comparing CPU with itself (a smoke test of this mode)",
+            args.compute
+        );
     }
-    candle_core::cuda::set_gemm_reduced_precision_f32(false);
     let n = space.num_blocks();
     let mut archs: Vec<String> = match &args.arch {
         Some(a) => vec![a.clone()],
@@ -380,7 +406,9 @@ fn check_against_cpu(args: &Args) -> BoxResult<bool> {
     let mut ok = true;
     let mut report = Vec::new();
     for a in &archs {
-        let arch = space.parse_arch(a).map_err(|e| format!("--arch {a}: {e}"))?;
+        let arch = space
+            .parse_arch(a)
+            .map_err(|e| format!("--arch {a}: {e}"))?;
         for (what, r, tol) in compare(&space, &arch, batch, args.seed, &gpu)? {
             let pass = r <= tol && r.is_finite();
             ok &= pass;
@@ -390,7 +418,9 @@ fn check_against_cpu(args: &Args) -> BoxResult<bool> {
                     if pass { "ok" } else { "FAIL" }
                 );
             }
-            report.push(serde_json::json!({"arch": a, "what": what, "rel_l2": r, "tol": tol, "pass": pass}));
+            report.push(
+                serde_json::json!({"arch": a, "what": what, "rel_l2": r, "tol": tol, "pass": pass}),
+            );
         }
     }
     if args.json {
@@ -399,7 +429,11 @@ fn check_against_cpu(args: &Args) -> BoxResult<bool> {
             serde_json::json!({"check": "cuda-vs-cpu", "space": space.name, "batch": batch, "pass": ok, "rows": report})
         );
     } else {
-        println!("cuda vs cpu on {} (batch {batch}): {}", space.name, if ok { "PASS" } else { "FAIL" });
+        println!(
+            "cuda vs cpu on {} (batch {batch}): {}",
+            space.name,
+            if ok { "PASS" } else { "FAIL" }
+        );
     }
     Ok(ok)
 }
@@ -421,7 +455,13 @@ fn main() -> ExitCode {
         }
     }
     let result = if args.check {
-        check_against_cpu(&args).map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        check_against_cpu(&args).map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        })
     } else {
         bench(&args).map(|_| ExitCode::SUCCESS)
     };

@@ -135,14 +135,16 @@ fn slice<'a>(
     l: &Layout,
     what: &str,
 ) -> candle_core::Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("depthwise conv (CUDA): {what} must be contiguous")))?;
+    let (a, b) = l.contiguous_offsets().ok_or_else(|| {
+        candle_core::Error::Msg(format!("depthwise conv (CUDA): {what} must be contiguous"))
+    })?;
     Ok(st.as_cuda_slice::<f32>()?.slice(a..b))
 }
 
 fn i32_of(v: usize, what: &str) -> candle_core::Result<i32> {
-    i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("depthwise conv (CUDA): {what} = {v} exceeds i32")))
+    i32::try_from(v).map_err(|_| {
+        candle_core::Error::Msg(format!("depthwise conv (CUDA): {what} = {v} exceeds i32"))
+    })
 }
 
 /// Launches `name` with (`a`, `b`, out of `n_out` floats, dims) over `cfg`; returns the output storage.
@@ -200,9 +202,25 @@ pub fn fwd(
 ) -> candle_core::Result<(CudaStorage, Shape)> {
     let (b, c, h, w) = lx.shape().dims4()?;
     let (oh, ow) = (out_size(h, k, s), out_size(w, k, s));
-    let d = Dims { b, c, h, w, k, s, oh, ow };
+    let d = Dims {
+        b,
+        c,
+        h,
+        w,
+        k,
+        s,
+        oh,
+        ow,
+    };
     let n = b * c * oh * ow;
-    let out = launch("dw_fwd", (sx, lx, "input"), (sw, lw, "weight"), n, &d, elementwise_cfg(n))?;
+    let out = launch(
+        "dw_fwd",
+        (sx, lx, "input"),
+        (sw, lw, "weight"),
+        n,
+        &d,
+        elementwise_cfg(n),
+    )?;
     Ok((out, Shape::from((b, c, oh, ow))))
 }
 
@@ -215,7 +233,16 @@ pub fn grad_input(
     (k, s, h, w): (usize, usize, usize, usize),
 ) -> candle_core::Result<(CudaStorage, Shape)> {
     let (b, c, oh, ow) = lg.shape().dims4()?;
-    let d = Dims { b, c, h, w, k, s, oh, ow };
+    let d = Dims {
+        b,
+        c,
+        h,
+        w,
+        k,
+        s,
+        oh,
+        ow,
+    };
     let n = b * c * h * w;
     let out = launch(
         "dw_grad_input",
@@ -239,7 +266,16 @@ pub fn grad_weight(
 ) -> candle_core::Result<(CudaStorage, Shape)> {
     let (b, c, h, w) = lx.shape().dims4()?;
     let (_, _, oh, ow) = lg.shape().dims4()?;
-    let d = Dims { b, c, h, w, k, s, oh, ow };
+    let d = Dims {
+        b,
+        c,
+        h,
+        w,
+        k,
+        s,
+        oh,
+        ow,
+    };
     let cfg = LaunchConfig {
         grid_dim: (i32_of(c * k * k, "channels × k²")? as u32, 1, 1),
         block_dim: (256, 1, 1),

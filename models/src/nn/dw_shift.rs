@@ -66,7 +66,8 @@ pub fn shift_add_depthwise_conv2d(
         }
     }
     // k ≥ 1, so at least one tap ran.
-    let acc = acc.ok_or_else(|| candle_core::Error::Msg("depthwise conv with an empty kernel".into()))?;
+    let acc =
+        acc.ok_or_else(|| candle_core::Error::Msg("depthwise conv with an empty kernel".into()))?;
     acc.reshape((b, c, oh, ow))
 }
 
@@ -88,7 +89,10 @@ mod tests {
         let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(a.len(), b.len());
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-        a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+        a.iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale
     }
 
     /// Forward and both gradients equal the CPU custom op's (itself checked against finite
@@ -109,16 +113,40 @@ mod tests {
             let (b, c) = (3, 5);
             let x = Var::from_tensor(&rand_t(&[b, c, h, w], &mut rng)).unwrap();
             let wt = Var::from_tensor(&rand_t(&[c, 1, k, k], &mut rng)).unwrap();
-            let g = rand_t(&[b, c, (h + 2 * (k / 2) - k) / s + 1, (w + 2 * (k / 2) - k) / s + 1], &mut rng);
+            let g = rand_t(
+                &[
+                    b,
+                    c,
+                    (h + 2 * (k / 2) - k) / s + 1,
+                    (w + 2 * (k / 2) - k) / s + 1,
+                ],
+                &mut rng,
+            );
             let ours = shift_add_depthwise_conv2d(x.as_tensor(), wt.as_tensor(), s).unwrap();
-            let reference = super::super::depthwise_conv2d(x.as_tensor(), wt.as_tensor(), s).unwrap();
+            let reference =
+                super::super::depthwise_conv2d(x.as_tensor(), wt.as_tensor(), s).unwrap();
             assert_eq!(ours.dims(), reference.dims(), "k{k} s{s} {h}x{w}");
-            assert!(max_rel(&ours, &reference) < 1e-5, "forward k{k} s{s} {h}x{w}");
+            assert!(
+                max_rel(&ours, &reference) < 1e-5,
+                "forward k{k} s{s} {h}x{w}"
+            );
             let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
-            let gr = (reference * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let gr = (reference * &g)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             for (name, v) in [("input", &x), ("weight", &wt)] {
-                let (a, r) = (go.get(v.as_tensor()).unwrap(), gr.get(v.as_tensor()).unwrap());
-                assert!(max_rel(a, r) < 1e-5, "grad {name} k{k} s{s} {h}x{w}: {}", max_rel(a, r));
+                let (a, r) = (
+                    go.get(v.as_tensor()).unwrap(),
+                    gr.get(v.as_tensor()).unwrap(),
+                );
+                assert!(
+                    max_rel(a, r) < 1e-5,
+                    "grad {name} k{k} s{s} {h}x{w}: {}",
+                    max_rel(a, r)
+                );
             }
         }
     }
