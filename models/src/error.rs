@@ -79,6 +79,9 @@ pub enum Error {
         /// What is wrong, and what to do.
         reason: String,
     },
+    /// Input tensors or arguments that do not fit the network (the message says what was expected).
+    #[error("{0}")]
+    BadInput(String),
 }
 
 /// `Result` with the crate's [`Error`].

@@ -13,9 +13,13 @@
 #![deny(missing_docs)]
 
 pub mod arch;
+pub mod checkpoint;
 pub mod error;
+pub mod nn;
 pub mod space;
+pub mod supernet;
 
 pub use arch::Arch;
 pub use error::{ArchError, Error, Result};
 pub use space::{BlockShape, Choice, Space, Stage, Stem};
+pub use supernet::{BnCalibration, Supernet};

@@ -1,0 +1,280 @@
+//! Supernet checkpoints: every weight and running statistic as safetensors (f32), with a
+//! `__metadata__` header `{"format": "shiftnas-supernet", "format_version": "1", "space": <Space
+//! as JSON>, "step": "N"}` (safetensors metadata values are strings). Files are written atomically:
+//! a temporary file in the same folder, fsync, rename, fsync of the folder.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::error::{Error, Result};
+use crate::space::Space;
+use crate::supernet::Supernet;
+
+/// The `format` metadata value of supernet checkpoints.
+pub const FORMAT: &str = "shiftnas-supernet";
+/// The `format_version` this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+fn ckpt_err(path: &Path, reason: String) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| ckpt_err(path, "not a file path".into()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// What a checkpoint header says.
+#[derive(Debug, Clone)]
+pub struct CheckpointInfo {
+    /// The space the supernet was built from.
+    pub space: Space,
+    /// The training step it was saved at.
+    pub step: u64,
+}
+
+/// Reads and checks the metadata header of a checkpoint.
+fn read_info(path: &Path, bytes: &[u8]) -> Result<CheckpointInfo> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
+        ckpt_err(
+            path,
+            format!("not a safetensors file ({e}); pass a checkpoint written by `shiftnas train`"),
+        )
+    })?;
+    let md = meta.metadata().clone().unwrap_or_default();
+    let get = |k: &str| {
+        md.get(k).ok_or_else(|| {
+            ckpt_err(
+                path,
+                format!("no {k:?} in the metadata header: not a shiftnas supernet checkpoint"),
+            )
+        })
+    };
+    if get("format")? != FORMAT {
+        return Err(ckpt_err(
+            path,
+            format!(
+                "format {:?}, expected {FORMAT:?}: pass a supernet checkpoint (a subnet or other file was given)",
+                md["format"]
+            ),
+        ));
+    }
+    let version = get("format_version")?;
+    if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
+        return Err(ckpt_err(
+            path,
+            format!(
+                "format version {version}, this build reads version {FORMAT_VERSION}: retrain, or use the shiftnas release that wrote it"
+            ),
+        ));
+    }
+    let space: Space = serde_json::from_str(get("space")?)
+        .map_err(|e| ckpt_err(path, format!("unreadable space in the header: {e}")))?;
+    let step = get("step")?
+        .parse::<u64>()
+        .map_err(|e| ckpt_err(path, format!("unreadable step in the header: {e}")))?;
+    Ok(CheckpointInfo { space, step })
+}
+
+impl Supernet {
+    /// Saves every weight and running statistic with `step` to `path`, atomically.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file.
+    pub fn save(&self, path: impl AsRef<Path>, step: u64) -> Result<()> {
+        let path = path.as_ref();
+        let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for name in self.names() {
+            let t = self
+                .tensor(name)
+                .expect("names() lists existing tensors")
+                .to_device(&Device::Cpu)?
+                .to_dtype(DType::F32)?;
+            let bytes: Vec<u8> = t
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            data.push((name.to_string(), t.dims().to_vec(), bytes));
+        }
+        let views = data
+            .iter()
+            .map(|(n, shape, bytes)| {
+                TensorView::new(Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| ckpt_err(path, format!("cannot serialise {n}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let space_json = serde_json::to_string(self.space())
+            .map_err(|e| ckpt_err(path, format!("cannot serialise the space: {e}")))?;
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("format_version".to_string(), FORMAT_VERSION.to_string()),
+            ("space".to_string(), space_json),
+            ("step".to_string(), step.to_string()),
+        ]);
+        let bytes = safetensors::serialize(views, Some(meta))
+            .map_err(|e| ckpt_err(path, format!("cannot serialise: {e}")))?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Reads only the header of a checkpoint (space and step).
+    ///
+    /// # Errors
+    /// An unreadable file or header, another format or version.
+    pub fn checkpoint_info(path: impl AsRef<Path>) -> Result<CheckpointInfo> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
+        read_info(path, &bytes)
+    }
+
+    /// Loads a checkpoint, building the supernet of the space stored in it. Returns it with the
+    /// step it was saved at.
+    ///
+    /// # Errors
+    /// An unreadable file, another format or version, missing or misshapen tensors.
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<(Supernet, u64)> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
+        let info = read_info(path, &bytes)?;
+        let net = Supernet::new(&info.space, device, 0)?;
+        fill(&net, path, &bytes)?;
+        Ok((net, info.step))
+    }
+
+    /// As [`Supernet::load`], but fails unless the checkpoint was saved from `space`.
+    ///
+    /// # Errors
+    /// As [`Supernet::load`], and [`Error::Checkpoint`] naming both spaces on a mismatch.
+    pub fn load_for(
+        path: impl AsRef<Path>,
+        space: &Space,
+        device: &Device,
+    ) -> Result<(Supernet, u64)> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
+        let info = read_info(path, &bytes)?;
+        if &info.space != space {
+            let mut diffs = Vec::new();
+            let a = serde_json::to_value(&info.space).unwrap_or_default();
+            let b = serde_json::to_value(space).unwrap_or_default();
+            if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+                for (k, va) in a {
+                    if b.get(k) != Some(va) {
+                        diffs.push(format!(
+                            "{k}: file {va}, expected {}",
+                            b.get(k).unwrap_or(&serde_json::Value::Null)
+                        ));
+                    }
+                }
+            }
+            return Err(ckpt_err(
+                path,
+                format!(
+                    "was saved from space {:?} but space {:?} is expected ({}); pass the space the checkpoint was trained with (--space {}) or a checkpoint of space {:?}",
+                    info.space.name,
+                    space.name,
+                    diffs.join("; "),
+                    info.space.name,
+                    space.name
+                ),
+            ));
+        }
+        let net = Supernet::new(space, device, 0)?;
+        fill(&net, path, &bytes)?;
+        Ok((net, info.step))
+    }
+}
+
+/// Copies every tensor of the file into `net`, checking that names and shapes match exactly.
+fn fill(net: &Supernet, path: &Path, bytes: &[u8]) -> Result<()> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| ckpt_err(path, format!("corrupt safetensors data: {e}")))?;
+    let expected: Vec<String> = net.names().map(str::to_string).collect();
+    let mut file_names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    file_names.sort();
+    if file_names != expected {
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|n| !file_names.contains(n))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = file_names
+            .iter()
+            .filter(|n| !expected.contains(n))
+            .take(5)
+            .collect();
+        return Err(ckpt_err(
+            path,
+            format!(
+                "tensors do not match the supernet of its space (missing {missing:?}, unexpected {extra:?}): the file is damaged or from an incompatible build"
+            ),
+        ));
+    }
+    for name in &expected {
+        let view = st
+            .tensor(name)
+            .map_err(|e| ckpt_err(path, format!("tensor {name}: {e}")))?;
+        let want = net.tensor(name).expect("listed").dims().to_vec();
+        if view.dtype() != Dtype::F32 || view.shape() != want.as_slice() {
+            return Err(ckpt_err(
+                path,
+                format!(
+                    "tensor {name} is {:?} {:?}, expected F32 {want:?}: the file is damaged or from an incompatible build",
+                    view.dtype(),
+                    view.shape()
+                ),
+            ));
+        }
+        let vals: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        net.set_tensor(
+            name,
+            &Tensor::from_vec(vals, want.as_slice(), &Device::Cpu)?,
+        )?;
+    }
+    Ok(())
+}

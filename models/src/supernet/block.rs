@@ -1,0 +1,238 @@
+//! One conv + BN (+ ReLU) unit and the SPOS choice block built from them.
+
+use candle_core::{Device, Tensor, Var};
+use rand::Rng;
+
+use crate::error::{Error, Result};
+use crate::nn::{BatchNorm, depthwise_conv2d, init, pointwise_conv2d};
+use crate::space::{BlockShape, Choice};
+
+/// How a [`ConvBn`] convolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConvKind {
+    /// Dense k×k conv (the stem), padding k/2.
+    Full { stride: usize },
+    /// Depthwise k×k, padding k/2 (custom op on CPU).
+    Depthwise { stride: usize },
+    /// 1×1 conv as a gemm.
+    Pointwise,
+}
+
+/// How batch norms run in one forward pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum BnMode {
+    /// Running statistics.
+    Eval,
+    /// Batch statistics; running ones move by `momentum`.
+    Train { momentum: f64 },
+}
+
+/// conv → affine-free BN → optional ReLU, with its parameter names.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvBn {
+    /// Name of the conv weight, e.g. `blocks.3.choice1.main.conv0.weight`.
+    pub conv_name: String,
+    /// Prefix of the BN statistics, e.g. `blocks.3.choice1.main.bn0`.
+    pub bn_name: String,
+    pub weight: Var,
+    pub bn: BatchNorm,
+    pub kind: ConvKind,
+    pub relu: bool,
+}
+
+/// What to build: shape and naming of one [`ConvBn`].
+pub(crate) struct ConvSpec<'a> {
+    pub conv_name: String,
+    pub bn_name: String,
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub kind: ConvKind,
+    pub relu: bool,
+    /// Init std; `None` = SPOS `1 / (in_ch / groups)`.
+    pub std: Option<f64>,
+    /// Where the block lives, for error messages.
+    pub context: &'a str,
+}
+
+impl ConvBn {
+    pub fn new(spec: ConvSpec<'_>, rng: &mut impl Rng, device: &Device) -> Result<ConvBn> {
+        if spec.cin == 0 || spec.cout == 0 {
+            return Err(Error::InvalidSpace {
+                space: spec.context.to_string(),
+                reason: format!(
+                    "{} would have {} → {} channels; every conv needs at least one input and output channel (raise the stage channels or width multiplier)",
+                    spec.conv_name, spec.cin, spec.cout
+                ),
+            });
+        }
+        let (shape, in_per_group) = match spec.kind {
+            ConvKind::Depthwise { .. } => {
+                debug_assert_eq!(spec.cin, spec.cout);
+                ([spec.cout, 1, spec.k, spec.k], 1)
+            }
+            ConvKind::Pointwise => ([spec.cout, spec.cin, 1, 1], spec.cin),
+            ConvKind::Full { .. } => ([spec.cout, spec.cin, spec.k, spec.k], spec.cin),
+        };
+        let std = spec
+            .std
+            .unwrap_or_else(|| init::spos_conv_std(in_per_group));
+        Ok(ConvBn {
+            weight: init::normal_var(&shape, std, rng, device)?,
+            bn: BatchNorm::new(spec.cout, device)?,
+            conv_name: spec.conv_name,
+            bn_name: spec.bn_name,
+            kind: spec.kind,
+            relu: spec.relu,
+        })
+    }
+
+    /// Runs conv, BN and ReLU. `detach` cuts the weights out of the autograd graph.
+    pub fn forward(&self, x: &Tensor, mode: BnMode, detach: bool) -> Result<Tensor> {
+        let w = if detach {
+            self.weight.as_detached_tensor()
+        } else {
+            self.weight.as_tensor().clone()
+        };
+        let y = match self.kind {
+            ConvKind::Full { stride } => {
+                let k = w.dim(2)?;
+                x.conv2d(&w, k / 2, stride, 1, 1)?
+            }
+            ConvKind::Depthwise { stride } => depthwise_conv2d(x, &w, stride)?,
+            ConvKind::Pointwise => pointwise_conv2d(x, &w)?,
+        };
+        let y = match mode {
+            BnMode::Eval => self.bn.forward_eval(&y)?,
+            BnMode::Train { momentum } => self.bn.forward_train(&y, momentum)?,
+        };
+        Ok(if self.relu { y.relu()? } else { y })
+    }
+
+    /// `(name, tensor)` of the conv weight and both BN statistics.
+    pub fn named_vars(&self) -> [(String, &Var); 3] {
+        [
+            (self.conv_name.clone(), &self.weight),
+            (
+                format!("{}.running_mean", self.bn_name),
+                self.bn.running_mean(),
+            ),
+            (
+                format!("{}.running_var", self.bn_name),
+                self.bn.running_var(),
+            ),
+        ]
+    }
+}
+
+/// One (block, choice) pair of the supernet: its main branch and, at stride 2, its projection.
+#[derive(Debug, Clone)]
+pub(crate) struct ChoiceBlock {
+    pub stride: usize,
+    pub main: Vec<ConvBn>,
+    /// Empty at stride 1.
+    pub proj: Vec<ConvBn>,
+}
+
+impl ChoiceBlock {
+    /// Builds block `shape.index`'s `choice` (numbered `c` in the space) with SPOS init.
+    pub fn new(
+        shape: &BlockShape,
+        choice: Choice,
+        c: usize,
+        space_name: &str,
+        rng: &mut impl Rng,
+        device: &Device,
+    ) -> Result<ChoiceBlock> {
+        let prefix = format!("blocks.{}.choice{c}", shape.index);
+        let (inp, mid, out, s) = (
+            shape.branch_in(),
+            shape.mid(),
+            shape.branch_out(),
+            shape.stride,
+        );
+        let mk = |part: &str, j: usize, cin, cout, k, kind, relu, rng: &mut _| {
+            ConvBn::new(
+                ConvSpec {
+                    conv_name: format!("{prefix}.{part}.conv{j}.weight"),
+                    bn_name: format!("{prefix}.{part}.bn{j}"),
+                    cin,
+                    cout,
+                    k,
+                    kind,
+                    relu,
+                    std: None,
+                    context: space_name,
+                },
+                rng,
+                device,
+            )
+        };
+        use ConvKind::{Depthwise as Dw, Pointwise as Pw};
+        let main = match choice {
+            Choice::ShuffleK3 | Choice::ShuffleK5 | Choice::ShuffleK7 => {
+                let k = choice.kernel();
+                vec![
+                    mk("main", 0, inp, mid, 1, Pw, true, rng)?,
+                    mk("main", 1, mid, mid, k, Dw { stride: s }, false, rng)?,
+                    mk("main", 2, mid, out, 1, Pw, true, rng)?,
+                ]
+            }
+            Choice::Xception => vec![
+                mk("main", 0, inp, inp, 3, Dw { stride: s }, false, rng)?,
+                mk("main", 1, inp, mid, 1, Pw, true, rng)?,
+                mk("main", 2, mid, mid, 3, Dw { stride: 1 }, false, rng)?,
+                mk("main", 3, mid, mid, 1, Pw, true, rng)?,
+                mk("main", 4, mid, mid, 3, Dw { stride: 1 }, false, rng)?,
+                mk("main", 5, mid, out, 1, Pw, true, rng)?,
+            ],
+        };
+        let proj = if s == 1 {
+            Vec::new()
+        } else {
+            let k = choice.kernel();
+            vec![
+                mk("proj", 0, inp, inp, k, Dw { stride: s }, false, rng)?,
+                mk("proj", 1, inp, inp, 1, Pw, true, rng)?,
+            ]
+        };
+        Ok(ChoiceBlock {
+            stride: s,
+            main,
+            proj,
+        })
+    }
+
+    /// The block's output: concat(pass-through or projection, main) along channels.
+    pub fn forward(&self, x: &Tensor, mode: BnMode, detach: bool) -> Result<Tensor> {
+        let (pass, mut h) = if self.stride == 1 {
+            let (even, odd) = channel_split(x)?;
+            (even, odd)
+        } else {
+            let mut p = x.clone();
+            for l in &self.proj {
+                p = l.forward(&p, mode, detach)?;
+            }
+            (p, x.clone())
+        };
+        for l in &self.main {
+            h = l.forward(&h, mode, detach)?;
+        }
+        Ok(Tensor::cat(&[&pass, &h], 1)?)
+    }
+
+    /// All layers: main then projection.
+    pub fn layers(&self) -> impl Iterator<Item = &ConvBn> {
+        self.main.iter().chain(&self.proj)
+    }
+}
+
+/// SPOS `channel_shuffle`: even channels (pass-through) and odd channels (main branch), each
+/// `[b, c/2, h, w]`.
+pub fn channel_split(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (b, c, h, w) = x.dims4()?;
+    let r = x.reshape((b, c / 2, 2, h, w))?;
+    let even = r.narrow(2, 0, 1)?.squeeze(2)?.contiguous()?;
+    let odd = r.narrow(2, 1, 1)?.squeeze(2)?.contiguous()?;
+    Ok((even, odd))
+}

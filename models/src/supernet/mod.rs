@@ -1,0 +1,354 @@
+//! The SPOS ShuffleNetV2 weight-sharing supernet over a [`Space`] (DESIGN §4), in candle.
+//!
+//! Layout: stem conv k×k stride s → BN → ReLU; one [`Choice`] per block, each (block, choice) with
+//! its own weights and BN statistics; last 1×1 conv → BN → ReLU; global average pool; dropout
+//! (training only); bias-free linear. Only the path an [`Arch`] picks runs.
+//!
+//! Batch norms are affine-free (γ = 1, β = 0, ε = 1e-5). Parameter names are fixed — checkpoints,
+//! the ONNX exporter and path-masked updates rely on them:
+//!
+//! | name | shape |
+//! |---|---|
+//! | `stem.conv.weight` | `[stem_ch, in_ch, k, k]` |
+//! | `stem.bn.running_mean`, `stem.bn.running_var` | `[stem_ch]` |
+//! | `blocks.{i}.choice{c}.main.conv{j}.weight` | OIHW; Shuffle: j = 0 pw, 1 dw, 2 pw; Xception: j = 0 dw, 1 pw, 2 dw, 3 pw, 4 dw, 5 pw |
+//! | `blocks.{i}.choice{c}.main.bn{j}.running_mean / running_var` | BN after conv j |
+//! | `blocks.{i}.choice{c}.proj.conv0.weight` (dw), `proj.conv1.weight` (pw), `proj.bn{0,1}.*` | stride-2 blocks only |
+//! | `last.conv.weight`, `last.bn.*` | `[last_ch, stage_ch, 1, 1]` |
+//! | `classifier.weight` | `[classes, last_ch]` |
+//!
+//! Init (SPOS) draws from one ChaCha8 RNG seeded by the caller: convs N(0, 1/(in_ch/groups)),
+//! stem N(0, 0.01), classifier N(0, 0.01).
+
+mod block;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::arch::Arch;
+use crate::error::{Error, Result};
+use crate::nn::bn::BN_MOMENTUM;
+use crate::nn::init;
+use crate::space::{Choice, Space};
+
+pub use block::channel_split;
+use block::{BnMode, ChoiceBlock, ConvBn, ConvKind, ConvSpec};
+
+/// How [`Supernet::calibrate_bn`] recomputes a path's BN running statistics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BnCalibration {
+    /// Reset, then batch k (0-based) updates with momentum 1/(k+1): the exact average of the batch
+    /// means and unbiased batch variances.
+    Exact,
+    /// Reset, then an exponential moving average with `momentum` (SPOS uses 0.1).
+    ResetEma {
+        /// Weight of each new batch.
+        momentum: f64,
+    },
+    /// Leave the statistics as they are.
+    None,
+}
+
+/// The weight-sharing supernet of one [`Space`].
+#[derive(Debug)]
+pub struct Supernet {
+    space: Space,
+    device: Device,
+    stem: ConvBn,
+    /// `blocks[i][c]`: block i, choice c.
+    blocks: Vec<Vec<ChoiceBlock>>,
+    last: ConvBn,
+    classifier: Var,
+    /// Every weight and statistic by name (live handles).
+    index: BTreeMap<String, Var>,
+    dropout_rng: Mutex<ChaCha8Rng>,
+}
+
+impl Supernet {
+    /// Builds the supernet of `space` on `device` with SPOS init drawn from `seed`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpace`] when the space cannot build a network (see [`Space::validate`]).
+    pub fn new(space: &Space, device: &Device, seed: u64) -> Result<Supernet> {
+        space.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let stem_ch = space.stem_channels();
+        let stem = ConvBn::new(
+            ConvSpec {
+                conv_name: "stem.conv.weight".into(),
+                bn_name: "stem.bn".into(),
+                cin: space.input_channels,
+                cout: stem_ch,
+                k: space.stem.kernel,
+                kind: ConvKind::Full {
+                    stride: space.stem.stride,
+                },
+                relu: true,
+                std: Some(0.01),
+                context: &space.name,
+            },
+            &mut rng,
+            device,
+        )?;
+        let shapes = space.blocks();
+        let mut blocks = Vec::with_capacity(shapes.len());
+        for shape in &shapes {
+            let mut per_choice = Vec::with_capacity(space.choices.len());
+            for (c, &choice) in space.choices.iter().enumerate() {
+                per_choice.push(ChoiceBlock::new(
+                    shape,
+                    choice,
+                    c,
+                    &space.name,
+                    &mut rng,
+                    device,
+                )?);
+            }
+            blocks.push(per_choice);
+        }
+        let final_ch = shapes.last().map_or(stem_ch, |b| b.out_channels);
+        let last = ConvBn::new(
+            ConvSpec {
+                conv_name: "last.conv.weight".into(),
+                bn_name: "last.bn".into(),
+                cin: final_ch,
+                cout: space.last_channels,
+                k: 1,
+                kind: ConvKind::Pointwise,
+                relu: true,
+                std: None,
+                context: &space.name,
+            },
+            &mut rng,
+            device,
+        )?;
+        let classifier = init::normal_var(
+            &[space.classes, space.last_channels],
+            0.01,
+            &mut rng,
+            device,
+        )?;
+        let mut net = Supernet {
+            space: space.clone(),
+            device: device.clone(),
+            stem,
+            blocks,
+            last,
+            classifier,
+            index: BTreeMap::new(),
+            dropout_rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0xD50F_0D50)),
+        };
+        net.index = net
+            .all_layers()
+            .flat_map(|l| l.named_vars())
+            .map(|(n, v)| (n, v.clone()))
+            .chain([("classifier.weight".to_string(), net.classifier.clone())])
+            .collect();
+        Ok(net)
+    }
+
+    /// The space this supernet was built from.
+    pub fn space(&self) -> &Space {
+        &self.space
+    }
+
+    /// The candle device its tensors live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Reseeds the dropout RNG. Call it once per training step with a seed derived from the step
+    /// (e.g. `run_seed ^ step`) so that a resumed run draws the same masks.
+    pub fn set_dropout_seed(&self, seed: u64) {
+        *self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner()) =
+            ChaCha8Rng::seed_from_u64(seed);
+    }
+
+    /// Logits `[b, classes]` of `arch` for images `x` `[b, input_channels, h, w]` (f32; h and w
+    /// are normally `space.input_size`).
+    ///
+    /// `train = true`: BN uses batch statistics and moves that path's running statistics with
+    /// momentum 0.1 (unbiased variance, as PyTorch), and dropout (seeded by
+    /// [`Supernet::set_dropout_seed`]) is applied. `train = false`: running statistics, no dropout.
+    /// Only the chosen path runs and only its weights receive gradients.
+    ///
+    /// # Errors
+    /// An arch that does not fit the space, an input of the wrong rank or channel count.
+    pub fn forward_t(&self, x: &Tensor, arch: &Arch, train: bool) -> Result<Tensor> {
+        let mode = if train {
+            BnMode::Train {
+                momentum: BN_MOMENTUM,
+            }
+        } else {
+            BnMode::Eval
+        };
+        let feat = self.features(x, arch, mode, false)?;
+        let pooled = feat.mean((2, 3))?;
+        let pooled = if train && self.space.dropout > 0.0 {
+            self.dropout(&pooled)?
+        } else {
+            pooled
+        };
+        Ok(pooled.matmul(&self.classifier.as_tensor().t()?)?)
+    }
+
+    /// Output of the last conv block `[b, last_channels, h', w']`.
+    fn features(&self, x: &Tensor, arch: &Arch, mode: BnMode, detach: bool) -> Result<Tensor> {
+        self.space.check_arch(arch)?;
+        let dims = x.dims();
+        if dims.len() != 4 || dims[1] != self.space.input_channels {
+            return Err(Error::BadInput(format!(
+                "supernet of space {:?} expects images [batch, {}, {s}, {s}], got {dims:?}",
+                self.space.name,
+                self.space.input_channels,
+                s = self.space.input_size
+            )));
+        }
+        let mut h = self.stem.forward(x, mode, detach)?;
+        for (i, &g) in arch.genes().iter().enumerate() {
+            h = self.blocks[i][g as usize].forward(&h, mode, detach)?;
+        }
+        self.last.forward(&h, mode, detach)
+    }
+
+    fn dropout(&self, x: &Tensor) -> Result<Tensor> {
+        let p = self.space.dropout;
+        let n = x.elem_count();
+        let scale = (1.0 / (1.0 - p)) as f32;
+        let mask: Vec<f32> = {
+            let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
+            (0..n)
+                .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
+                .collect()
+        };
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+        Ok(x.mul(&mask)?)
+    }
+
+    /// Every conv and linear weight, sorted by name (running statistics excluded).
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        self.index
+            .iter()
+            .filter(|(n, _)| n.ends_with(".weight"))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The weights `arch` uses (stem, its (block, choice) pairs, last conv, classifier), sorted by
+    /// name. Genes beyond the space's blocks or choices are ignored: check the arch with
+    /// [`Space::check_arch`] first.
+    pub fn path_trainable(&self, arch: &Arch) -> Vec<(String, Var)> {
+        let mut out: Vec<(String, Var)> = self
+            .path_layers(arch)
+            .map(|l| (l.conv_name.clone(), l.weight.clone()))
+            .chain([("classifier.weight".to_string(), self.classifier.clone())])
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// A live, detached handle on the weight or statistic called `name` (it changes when the
+    /// supernet is trained; `.copy()` it for a snapshot), or `None` for an unknown name.
+    pub fn tensor(&self, name: &str) -> Option<Tensor> {
+        self.index.get(name).map(|v| v.as_detached_tensor())
+    }
+
+    /// All parameter and statistic names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    /// Copies of the weights and running statistics `arch` uses, by name (see the module table).
+    ///
+    /// # Errors
+    /// An arch that does not fit the space.
+    pub fn arch_tensors(&self, arch: &Arch) -> Result<BTreeMap<String, Tensor>> {
+        self.space.check_arch(arch)?;
+        let mut out = BTreeMap::new();
+        for l in self.path_layers(arch) {
+            for (n, v) in l.named_vars() {
+                out.insert(n, v.as_tensor().copy()?.detach());
+            }
+        }
+        out.insert(
+            "classifier.weight".into(),
+            self.classifier.as_tensor().copy()?.detach(),
+        );
+        Ok(out)
+    }
+
+    /// Recomputes the BN running statistics of `arch`'s path from `batches` of images
+    /// `[b, c, h, w]` (no gradients, no dropout; other paths untouched).
+    ///
+    /// # Errors
+    /// A failing batch, a bad arch or input, or no batches at all with a resetting `mode`.
+    pub fn calibrate_bn(
+        &self,
+        arch: &Arch,
+        batches: impl IntoIterator<Item = Result<Tensor>>,
+        mode: BnCalibration,
+    ) -> Result<()> {
+        self.space.check_arch(arch)?;
+        if mode == BnCalibration::None {
+            return Ok(());
+        }
+        for l in self.path_layers(arch) {
+            l.bn.reset()?;
+        }
+        let mut k = 0usize;
+        for batch in batches {
+            let x = batch?;
+            let momentum = match mode {
+                BnCalibration::Exact => 1.0 / (k as f64 + 1.0),
+                BnCalibration::ResetEma { momentum } => momentum,
+                BnCalibration::None => unreachable!("returned above"),
+            };
+            self.features(&x, arch, BnMode::Train { momentum }, true)?;
+            k += 1;
+        }
+        if k == 0 {
+            return Err(Error::BadInput(format!(
+                "BN calibration of arch {arch} got no batches: pass at least one batch of images"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The conv+BN layers `arch` runs, in order (stem, blocks, last). Genes beyond the space are
+    /// ignored.
+    fn path_layers<'a>(&'a self, arch: &'a Arch) -> impl Iterator<Item = &'a ConvBn> + 'a {
+        std::iter::once(&self.stem)
+            .chain(
+                arch.genes()
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, &g)| self.blocks.get(i)?.get(g as usize))
+                    .flat_map(|b| b.layers()),
+            )
+            .chain(std::iter::once(&self.last))
+    }
+
+    /// Every conv+BN layer of every choice.
+    fn all_layers(&self) -> impl Iterator<Item = &ConvBn> {
+        std::iter::once(&self.stem)
+            .chain(self.blocks.iter().flatten().flat_map(|b| b.layers()))
+            .chain(std::iter::once(&self.last))
+    }
+
+    /// Overwrites the tensor called `name` (shape must match). Used by checkpoint loading.
+    pub(crate) fn set_tensor(&self, name: &str, value: &Tensor) -> Result<()> {
+        match self.index.get(name) {
+            Some(v) => Ok(v.set(&value.to_dtype(DType::F32)?.to_device(&self.device)?)?),
+            None => Err(Error::BadInput(format!("unknown supernet tensor {name:?}"))),
+        }
+    }
+
+    /// The choice block `arch` runs at position `i`.
+    pub fn choice(&self, arch: &Arch, i: usize) -> Choice {
+        self.space.choice(arch, i)
+    }
+}
