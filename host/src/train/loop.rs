@@ -28,6 +28,7 @@ use shiftnas_models::{Arch, Space, Supernet};
 use super::evaluate::smoothed_cross_entropy;
 use super::{Gradients, LinearDecay, Sgd, SgdConfig};
 use crate::data::batch::assemble;
+use crate::data::split::default_proxy_size;
 use crate::data::{
     Augment, BatcherPosition, ConformOptions, DataPair, DataSpec, Normalize, Splits,
 };
@@ -98,7 +99,8 @@ pub fn space_for(name: &str, classes: usize) -> Result<Space> {
     Ok(Space::by_name(name)?.with_classes(classes))
 }
 
-/// Loads `spec`, fits it to `space`'s input and holds out the proxy split.
+/// Loads `spec`, fits it to `space`'s input and holds out the proxy split (`None`: the default
+/// size, [`default_proxy_size`]).
 ///
 /// # Errors
 /// Reader errors, a shape mismatch without the matching option, a proxy split that does not fit.
@@ -106,7 +108,7 @@ pub fn prepare_data(
     spec: &DataSpec,
     space: &Space,
     conform: ConformOptions,
-    proxy_size: usize,
+    proxy_size: Option<usize>,
     seed: u64,
 ) -> Result<PreparedData> {
     let raw = spec.load(space.input_size)?;
@@ -118,6 +120,7 @@ pub fn prepare_data(
             .test
             .conform(space.input_channels, space.input_size, conform)?,
     };
+    let proxy_size = proxy_size.unwrap_or_else(|| default_proxy_size(pair.train.len()));
     let splits = Splits::new(&pair, proxy_size, seed)?;
     Ok(PreparedData { pair, splits })
 }

@@ -1,10 +1,10 @@
 //! Training-loop tests on the embedded Fashion-MNIST subset and the `tiny` space.
 
 use candle_core::Device;
+use rand::SeedableRng;
 use shiftnas_models::Arch;
 
 use super::*;
-use crate::data::split::default_proxy_size;
 use crate::data::{Augment, ConformOptions, DataSpec, Normalize};
 use crate::run_dir::RunDir;
 
@@ -38,7 +38,7 @@ fn data() -> PreparedData {
         &DataSpec::BuiltinFashionMnist,
         &space,
         ConformOptions::default(),
-        1000,
+        Some(1000),
         3,
     )
     .unwrap()
@@ -88,25 +88,28 @@ fn killed_and_resumed_run_matches_uninterrupted_bit_for_bit() {
     }
 }
 
+/// The brief's target: a short run on the embedded data scores clearly above chance (10 %).
+/// Ignored by default: with the current supernet step (~12 images/s on 2 busy cores) 300 steps of
+/// 64 images take ~25 min. Run with `cargo test --release -p shiftnas short_training -- --ignored`.
 #[test]
+#[ignore = "slow until the supernet step is fast; see the doc comment"]
 fn short_training_beats_chance_on_proxy() {
     let data = data();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(60, 32, 0);
+    let mut cfg = config(300, 64, 0);
+    cfg.log_every = 50;
     let run = RunDir::create(&dir.path().join("r")).unwrap();
-    let t = std::time::Instant::now();
     let net = train(&cfg, &data, &run, &Device::Cpu, &mut |r| eprintln!("{r:?}")).unwrap();
-    eprintln!("train {:?}", t.elapsed());
     let arch = Arch::random(
         net.space().num_blocks(),
         4,
-        &mut rand::rngs::mock::StepRng::new(0, 1),
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(0),
     );
     let bn = BnSource {
         data: &data.pair.train,
         indices: &data.splits.train,
         mode: BnMode::Exact,
-        images: 512,
+        images: 1024,
         seed: 0,
     };
     let acc = evaluate(
@@ -119,6 +122,41 @@ fn short_training_beats_chance_on_proxy() {
         256,
     )
     .unwrap();
-    eprintln!("{acc:?} {:?} {}", t.elapsed(), default_proxy_size(10_000));
-    assert!(acc.top1 > 0.3, "{acc:?}");
+    eprintln!("{acc:?}");
+    assert!(acc.top1 >= 0.5, "{acc:?}");
+}
+
+#[test]
+fn gradient_descent_on_one_batch_lowers_its_loss() {
+    let data = data();
+    let space = space_for("tiny", 10).unwrap();
+    let net = shiftnas_models::Supernet::new(&space, &Device::Cpu, 0).unwrap();
+    let arch = Arch::uniform(space.num_blocks(), 0);
+    let norm = Normalize {
+        mean: vec![0.2867],
+        std: vec![0.354],
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let b = crate::data::batch::assemble(
+        &data.pair.train,
+        &data.splits.train[..32],
+        Augment::NONE,
+        &norm,
+        &mut rng,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut sgd = Sgd::new(SgdConfig {
+        lr: 0.05,
+        momentum: 0.0,
+        weight_decay: 0.0,
+    });
+    let mut losses = Vec::new();
+    for _ in 0..8 {
+        let (loss, g) = batch_loss_and_grads(&net, &arch, &b.images, &b.labels, 0.0).unwrap();
+        losses.push(loss);
+        sgd.step(&g).unwrap();
+    }
+    eprintln!("{losses:?}");
+    assert!(losses[7] < losses[0] - 0.3, "{losses:?}");
 }
