@@ -510,3 +510,40 @@ mod tests {
         assert!(err.to_string().contains("--batch 3"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    /// Throughput of batch assembly (not a pass/fail test):
+    /// `cargo test --release -p shiftnas batch_assembly_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing printout, run by hand"]
+    fn batch_assembly_throughput() {
+        let n = 2048;
+        let px = (0..n * 3 * 32 * 32).map(|i| (i % 253) as u8).collect();
+        let d = Dataset::new("bench", (3, 32, 32), px, vec![0; n], vec!["a".into()]).unwrap();
+        let norm = Normalize {
+            mean: vec![0.5; 3],
+            std: vec![0.25; 3],
+        };
+        let aug = Augment {
+            crop_padding: 4,
+            flip: true,
+            random_resized_crop: false,
+        };
+        let mut b = Batcher::new(&d, (0..n).collect(), 256, aug, norm, 0).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let t = std::time::Instant::now();
+        let reps = 200;
+        for _ in 0..reps {
+            b.next_batch(&mut rng, &Device::Cpu).unwrap();
+        }
+        let s = t.elapsed().as_secs_f64();
+        eprintln!(
+            "batch 256x3x32x32 crop+flip: {:.3} ms/batch, {:.0} images/s",
+            s * 1e3 / reps as f64,
+            (reps * 256) as f64 / s
+        );
+    }
+}

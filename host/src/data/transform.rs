@@ -29,7 +29,7 @@ impl Dataset {
         if d.channels != channels {
             if !opts.convert_channels {
                 bail!(
-                    "{}: images have {} channel(s) but the space expects {channels}; pass --convert-channels to {} them, or use a space with --input-channels {}",
+                    "{}: images have {} channel(s) but the space expects {channels}; pass --convert-channels to {} them, or use a space whose input has {} channel(s)",
                     d.name,
                     d.channels,
                     if channels == 3 {
