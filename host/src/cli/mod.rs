@@ -44,7 +44,7 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// Never draw progress bars.
-    #[arg(long, global = true, env = "SHIFTNAS_NO_PROGRESS")]
+    #[arg(long, global = true, env = "SHIFTNAS_NO_PROGRESS", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_progress: bool,
     /// Where candle runs: `cpu` or `cuda:N` (CUDA needs a build with `--features cuda`).
     #[arg(long, global = true, default_value = "cpu", value_name = "cpu|cuda:N")]
@@ -97,5 +97,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cuda:N"), "{err}");
+    }
+
+    #[test]
+    fn no_progress_env_takes_usual_spellings() {
+        for (v, want) in [
+            ("1", true),
+            ("yes", true),
+            ("true", true),
+            ("0", false),
+            ("false", false),
+        ] {
+            // SAFETY: tests in this module do not read the variable concurrently.
+            unsafe { std::env::set_var("SHIFTNAS_NO_PROGRESS", v) };
+            let cli = Cli::try_parse_from(["shiftnas", "space", "show", "tiny"]).unwrap();
+            assert_eq!(cli.global.no_progress, want, "{v}");
+        }
+        unsafe { std::env::remove_var("SHIFTNAS_NO_PROGRESS") };
     }
 }
