@@ -33,6 +33,16 @@ pub struct ExportArgs {
     /// Recalibrate BN on N training images before folding (--supernet only).
     #[arg(long, value_name = "N", conflicts_with = "random_weights")]
     pub bn_calibrate: Option<usize>,
+    /// Training data of the supernet (BN calibration images, normalisation, class names).
+    #[arg(
+        long,
+        default_value = "builtin:fashion-mnist",
+        conflicts_with = "random_weights"
+    )]
+    pub data: crate::data::DataSpec,
+    /// Seed of the proxy split the supernet was trained with (`shiftnas train --seed`).
+    #[arg(long, default_value_t = 0, conflicts_with = "random_weights")]
+    pub split_seed: u64,
     /// Make the batch dimension symbolic (`batch`) instead of fixed to 1.
     #[arg(long)]
     pub dynamic_batch: bool,

@@ -1,16 +1,29 @@
 //! `shiftnas export`: one arch → BN-folded subnet → ONNX file.
 
-use anyhow::{Context as _, Result, bail};
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use shiftnas_models::Space;
 use shiftnas_models::cost;
 use shiftnas_models::onnx::{self, ExportOptions};
 use shiftnas_models::subnet::Subnet;
+use shiftnas_models::{Arch, Space, Supernet};
 
 use super::{Context, ExitStatus};
 use crate::cli::export::ExportArgs;
+use crate::data::{ConformOptions, DataSpec, Normalize};
 use crate::run_dir::write_atomic;
+use crate::train::{BnMode, BnSource, PreparedData, calibrate_bn, prepare_data};
+
+/// The supernet file of `path`: the file itself, or a run dir's `checkpoint/supernet.safetensors`.
+pub fn supernet_file(path: &Path) -> std::path::PathBuf {
+    if path.is_dir() {
+        path.join("checkpoint").join("supernet.safetensors")
+    } else {
+        path.to_path_buf()
+    }
+}
 
 /// What `shiftnas export --json` prints: the file and what is in it.
 #[derive(Debug, Serialize)]
@@ -53,11 +66,25 @@ pub fn run(args: ExportArgs, ctx: &Context) -> Result<ExitStatus> {
             .supernet
             .as_deref()
             .context("pass --supernet CKPT or --random-weights")?;
-        bail!(
-            "--supernet {}: exporting trained weights needs the supernet loader, which this build \
-             does not have yet; use --random-weights --space NAME for latency measurements",
-            path.display()
+        let trained = load_trained(path, &args.data, args.split_seed, ctx)?;
+        let arch = trained
+            .supernet
+            .space()
+            .parse_arch(&args.arch)
+            .with_context(|| format!("--arch for the space of {}", path.display()))?;
+        let subnet = trained.subnet(&arch, args.bn_calibrate)?;
+        let options = trained.export_options(args.dynamic_batch);
+        let bytes =
+            onnx::export(&subnet, &options).with_context(|| format!("exporting arch {arch}"))?;
+        write_atomic(&args.out, &bytes).with_context(|| format!("--out {}", args.out.display()))?;
+        let report = report(
+            &args.out,
+            &bytes,
+            &subnet,
+            &options,
+            path.display().to_string(),
         );
+        return print(&report, ctx);
     };
     let options = ExportOptions {
         batch: if args.dynamic_batch { None } else { Some(1) },
@@ -66,26 +93,112 @@ pub fn run(args: ExportArgs, ctx: &Context) -> Result<ExitStatus> {
     let bytes = onnx::export(&subnet, &options)
         .with_context(|| format!("exporting arch {}", subnet.arch()))?;
     write_atomic(&args.out, &bytes).with_context(|| format!("--out {}", args.out.display()))?;
+    print(&report(&args.out, &bytes, &subnet, &options, weights), ctx)
+}
+
+fn print(report: &ExportReport, ctx: &Context) -> Result<ExitStatus> {
+    if ctx.printer.json {
+        ctx.printer.json(report)?;
+    } else {
+        println!("{}", describe(report));
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn report(
+    out: &Path,
+    bytes: &[u8],
+    subnet: &Subnet,
+    options: &ExportOptions,
+    weights: String,
+) -> ExportReport {
     let space = subnet.space();
     let c = cost::arch_cost(space, subnet.arch());
     let n = space.input_size;
-    let report = ExportReport {
-        path: args.out.display().to_string(),
+    ExportReport {
+        path: out.display().to_string(),
         bytes: bytes.len(),
-        sha256: hex::encode(Sha256::digest(&bytes)),
+        sha256: hex::encode(Sha256::digest(bytes)),
         space: space.name.clone(),
         arch: subnet.arch().to_string(),
         flops: c.flops,
         params: c.params,
         input_shape: [options.batch, Some(space.input_channels), Some(n), Some(n)],
         weights,
-    };
-    if ctx.printer.json {
-        ctx.printer.json(&report)?;
-    } else {
-        println!("{}", describe(&report));
     }
-    Ok(ExitStatus::Success)
+}
+
+/// A trained supernet with the data it was trained on: what exporting or scoring trained
+/// weights needs (BN must be recalibrated for each arch, inputs normalised as in training).
+pub struct Trained {
+    /// The supernet.
+    pub supernet: Supernet,
+    /// The data, conformed to the space, with the training run's splits.
+    pub data: PreparedData,
+    /// The normalisation used in training.
+    pub normalize: Normalize,
+}
+
+/// Loads a supernet (a file or a run dir) and the data it was trained on.
+///
+/// # Errors
+/// Unreadable checkpoint or data, naming the path or spec.
+pub fn load_trained(
+    path: &Path,
+    data: &DataSpec,
+    split_seed: u64,
+    ctx: &Context,
+) -> Result<Trained> {
+    let file = supernet_file(path);
+    let (supernet, _) = Supernet::load(&file, &ctx.compute.device()?)
+        .with_context(|| format!("--supernet {}", file.display()))?;
+    let data = prepare_data(
+        data,
+        supernet.space(),
+        ConformOptions::default(),
+        None,
+        split_seed,
+    )
+    .with_context(|| format!("--data {data}"))?;
+    let normalize = Normalize::from_dataset(&data.pair.train, &data.splits.train);
+    Ok(Trained {
+        supernet,
+        data,
+        normalize,
+    })
+}
+
+impl Trained {
+    /// The BN-folded subnet of `arch`, after exact BN calibration on `bn_images` training images
+    /// (`None`: keep the supernet's running statistics).
+    ///
+    /// # Errors
+    /// An arch that does not fit, or a failing forward pass.
+    pub fn subnet(&self, arch: &Arch, bn_images: Option<usize>) -> Result<Subnet> {
+        if let Some(images) = bn_images {
+            let bn = BnSource {
+                data: &self.data.pair.train,
+                indices: &self.data.splits.train,
+                mode: BnMode::Exact,
+                images,
+                seed: 0,
+            };
+            calibrate_bn(&self.supernet, arch, bn, &self.normalize, 256)?;
+        }
+        let tensors = self.supernet.arch_tensors(arch)?;
+        Ok(Subnet::from_tensors(self.supernet.space(), arch, &tensors)?)
+    }
+
+    /// Export options carrying the training normalisation and class names.
+    pub fn export_options(&self, dynamic_batch: bool) -> ExportOptions {
+        ExportOptions {
+            batch: if dynamic_batch { None } else { Some(1) },
+            mean: Some(self.normalize.mean.clone()),
+            std: Some(self.normalize.std.clone()),
+            class_names: Some(self.data.pair.train.class_names.clone()),
+            ..Default::default()
+        }
+    }
 }
 
 /// One line for people: what was written and what it holds.

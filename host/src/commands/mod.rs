@@ -4,7 +4,7 @@ mod board;
 mod cache;
 mod calibrate;
 mod eval;
-mod export;
+pub mod export;
 mod quickstart;
 mod rank;
 mod retrain;
