@@ -206,17 +206,192 @@ fn zero_grads(net: &Supernet) -> Result<Gradients> {
     let params = net.trainable();
     let mut total: Option<Tensor> = None;
     for (_, v) in &params {
-        let t = (v.as_tensor().sum_all()? * 0.0)?;
+        // candle prunes `× 0` from the graph, so take d(Σw)/dw = 1 and scale it to 0 below.
+        let t = v.as_tensor().sum_all()?;
         total = Some(match total {
             Some(s) => (s + t)?,
             None => t,
         });
     }
     match total {
-        Some(t) => Gradients::from_store(&params, &t.backward()?),
+        Some(t) => {
+            let mut g = Gradients::from_store(&params, &t.backward()?)?;
+            g.scale(0.0)?;
+            Ok(g)
+        }
         None => Ok(Gradients::default()),
     }
 }
 
 /// Where the shifting batcher is, for checkpoints.
 pub type ShiftCursor = BatcherPosition;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use candle_core::Device;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::data::{Augment, ConformOptions, DataSpec, Normalize};
+    use crate::train::{PreparedData, prepare_data, space_for};
+
+    fn data() -> PreparedData {
+        let space = space_for("tiny", 10).unwrap();
+        prepare_data(
+            &DataSpec::BuiltinFashionMnist,
+            &space,
+            ConformOptions::default(),
+            Some(200),
+            1,
+        )
+        .unwrap()
+    }
+
+    fn net() -> Supernet {
+        Supernet::new(&space_for("tiny", 10).unwrap(), &Device::Cpu, 5).unwrap()
+    }
+
+    fn trainable(net: &Supernet) -> Vec<(String, Vec<u32>)> {
+        net.trainable()
+            .into_iter()
+            .map(|(n, v)| {
+                let t = v
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                (n, t.iter().map(|x| x.to_bits()).collect())
+            })
+            .collect()
+    }
+
+    fn changed(a: &[(String, Vec<u32>)], b: &[(String, Vec<u32>)]) -> BTreeSet<String> {
+        a.iter()
+            .zip(b)
+            .filter(|(x, y)| x.1 != y.1)
+            .map(|(x, _)| x.0.clone())
+            .collect()
+    }
+
+    fn pattern(k: usize) -> Arch {
+        Arch::new((0..20).map(|i| ((i * (k + 1) + k) % 4) as u8).collect())
+    }
+
+    fn config(mode: ShiftMode, update: ShiftUpdate) -> ShiftConfig {
+        ShiftConfig {
+            mode,
+            update,
+            samples: 16,
+            steps: 3,
+            batch: 8,
+            sgd: SgdConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 0.01,
+            },
+            label_smoothing: 0.1,
+        }
+    }
+
+    fn batcher<'a>(d: &'a PreparedData) -> Batcher<'a> {
+        let norm = Normalize::from_dataset(&d.pair.train, &d.splits.train);
+        Batcher::new(
+            &d.pair.train,
+            d.splits.train.clone(),
+            8,
+            Augment::NONE,
+            norm,
+            7,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn accumulate_masked_takes_one_step_on_the_union_of_paths() {
+        let d = data();
+        let net = net();
+        let mut b = batcher(&d);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut s = Shifter::new(config(ShiftMode::Accumulate, ShiftUpdate::Masked));
+        let archs = [pattern(0), pattern(1)];
+        assert_eq!(archs[0].len(), net.space().num_blocks());
+        let before = trainable(&net);
+        for a in &archs {
+            s.before_score(&net, a, &mut b, &mut rng).unwrap();
+            s.accumulate(&net, a, &mut b, &mut rng).unwrap();
+        }
+        assert_eq!(
+            trainable(&net),
+            before,
+            "no update before the generation ends"
+        );
+        assert!(s.end_generation(&net).unwrap());
+        assert_eq!(s.steps_taken, 1);
+        assert!(
+            !s.end_generation(&net).unwrap(),
+            "nothing pending: no second step"
+        );
+        let union: BTreeSet<String> = archs
+            .iter()
+            .flat_map(|a| net.path_trainable(a))
+            .map(|(n, _)| n)
+            .collect();
+        let moved = changed(&before, &trainable(&net));
+        assert!(!moved.is_empty());
+        assert!(
+            moved.is_subset(&union),
+            "moved off-path: {:?}",
+            moved.difference(&union)
+        );
+        assert!(
+            union.len() < before.len(),
+            "the test needs unvisited params"
+        );
+    }
+
+    #[test]
+    fn full_update_also_decays_unvisited_weights() {
+        let d = data();
+        let net = net();
+        let mut b = batcher(&d);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut s = Shifter::new(config(ShiftMode::Accumulate, ShiftUpdate::Full));
+        let a = Arch::uniform(20, 0);
+        let before = trainable(&net);
+        s.accumulate(&net, &a, &mut b, &mut rng).unwrap();
+        s.end_generation(&net).unwrap();
+        let path: BTreeSet<String> = net.path_trainable(&a).into_iter().map(|(n, _)| n).collect();
+        let moved = changed(&before, &trainable(&net));
+        assert!(
+            moved
+                .iter()
+                .any(|n| !path.contains(n) && n.ends_with("weight"))
+        );
+    }
+
+    #[test]
+    fn immediate_is_n_sgd_steps_on_the_path_before_scoring() {
+        let d = data();
+        let (n1, n2) = (net(), net());
+        let a = pattern(2);
+        let cfg = config(ShiftMode::Immediate, ShiftUpdate::Masked);
+        let mut s = Shifter::new(cfg);
+        let (mut b1, mut r1) = (batcher(&d), ChaCha8Rng::seed_from_u64(4));
+        s.before_score(&n1, &a, &mut b1, &mut r1).unwrap();
+        s.accumulate(&n1, &a, &mut b1, &mut r1).unwrap();
+        assert!(!s.end_generation(&n1).unwrap());
+        assert_eq!(s.steps_taken, 3);
+        // By definition: 3 × (one batch of 8 → loss → path gradients → SGD step).
+        let mut sgd = Sgd::new(cfg.sgd);
+        let (mut b2, mut r2) = (batcher(&d), ChaCha8Rng::seed_from_u64(4));
+        for _ in 0..3 {
+            let batch = b2.next_batch(&mut r2, &Device::Cpu).unwrap();
+            let (_, g) = batch_loss_and_grads(&n2, &a, &batch.images, &batch.labels, 0.1).unwrap();
+            sgd.step(&g).unwrap();
+        }
+        assert_eq!(trainable(&n1), trainable(&n2));
+    }
+}
