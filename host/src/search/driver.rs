@@ -564,3 +564,83 @@ fn finish(
         evaluations: records.len(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::flops::FlopsSource;
+    use crate::search::shifting::ShiftMode;
+
+    fn config(dir: &Path, supernet: &Path) -> SearchConfig {
+        let mut shift = ShiftConfig {
+            samples: 16,
+            batch: 16,
+            ..ShiftConfig::default()
+        };
+        shift.sgd.lr = 0.01;
+        SearchConfig {
+            supernet: supernet.to_path_buf(),
+            data: DataSpec::BuiltinFashionMnist,
+            space: "tiny".into(),
+            algorithm: Algorithm::Nsga2,
+            latency: LatencySpec::Flops,
+            pop: 4,
+            gens: 3,
+            seed: 9,
+            shift,
+            bn: BnMode::Exact,
+            bn_images: 32,
+            proxy_size: 60,
+            split_seed: 3,
+            eval_batch: 60,
+            constraints: Constraints::default(),
+            conform: ConformOptions::default(),
+            out: dir.to_path_buf(),
+        }
+    }
+
+    /// A run stopped after generation 1 (and left with a half-written generation in the
+    /// archive, as a kill would) and resumed ends with the archive of an uninterrupted run.
+    #[test]
+    fn killed_and_resumed_search_has_the_same_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let space = space_for("tiny", 10).unwrap();
+        let ckpt = tmp.path().join("supernet.safetensors");
+        Supernet::new(&space, &Device::Cpu, 1)
+            .unwrap()
+            .save(&ckpt, 7)
+            .unwrap();
+        let p = Printer::silent();
+        let a = config(&tmp.path().join("a"), &ckpt);
+        assert_eq!(a.shift.mode, ShiftMode::Accumulate);
+        let full = run(&a, &p, Box::new(FlopsSource)).unwrap();
+        let b = config(&tmp.path().join("b"), &ckpt);
+        run_until(&b, &p, Box::new(FlopsSource), &Device::Cpu, Some(1)).unwrap();
+        let arch_path = b.out.join("archive.jsonl");
+        let first = archive::read(&arch_path).unwrap();
+        archive::append(&arch_path, &first[0]).unwrap();
+        let resumed = run(&b, &p, Box::new(FlopsSource)).unwrap();
+        let ta = fs::read_to_string(a.out.join("archive.jsonl")).unwrap();
+        let tb = fs::read_to_string(arch_path).unwrap();
+        assert_eq!(ta, tb);
+        assert_eq!(full.evaluations, 12);
+        assert_eq!(full.hypervolume, resumed.hypervolume);
+        let recs = archive::read(&a.out.join("archive.jsonl")).unwrap();
+        // One shifting step per generation on top of the checkpoint's step 7.
+        let steps: Vec<u64> = recs.iter().map(|r| r.supernet_step).collect();
+        assert_eq!(steps.first(), Some(&7));
+        assert_eq!(steps.last(), Some(&9));
+        assert!(full.front.iter().all(|r| r.supernet_step == 10));
+        for f in [
+            "pareto.json",
+            "pareto.csv",
+            "pareto.svg",
+            "hypervolume.csv",
+            "config.toml",
+        ] {
+            assert!(a.out.join(f).is_file(), "{f}");
+        }
+        let back: SearchConfig = RunDir::open(&a.out).unwrap().read_config().unwrap();
+        assert_eq!(back, a);
+    }
+}
