@@ -537,6 +537,15 @@ fn finish(
             .then(a.error.total_cmp(&b.error))
     });
     front.dedup_by(|a, b| a.arch == b.arch);
+    // Re-scoring can reorder the old front: keep what is non-dominated under the final weights.
+    let scored = front.clone();
+    front.retain(|r| {
+        !scored.iter().any(|o| {
+            o.error <= r.error
+                && o.latency <= r.latency
+                && (o.error < r.error || o.latency < r.latency)
+        })
+    });
     write_atomic(
         &run.join("pareto.json"),
         &serde_json::to_vec_pretty(&front)?,
