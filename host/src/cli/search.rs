@@ -14,8 +14,12 @@ use crate::train::BnMode;
 #[derive(Debug, Args)]
 pub struct SearchArgs {
     /// Trained supernet: a `supernet.safetensors` or a `shiftnas train` run dir.
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "transfer_from"])]
     pub supernet: Option<PathBuf>,
+    /// Transfer: a supernet trained on another data set (features kept, new classifier; new
+    /// stem when input channels differ unless --convert-channels); implies --shift immediate.
+    #[arg(long, value_name = "CKPT", conflicts_with = "supernet")]
+    pub transfer_from: Option<PathBuf>,
     /// Images: builtin:fashion-mnist | idx:DIR | cifar10:DIR | cifar100:DIR | folder:DIR.
     #[arg(long, default_value = "builtin:fashion-mnist")]
     pub data: DataSpec,
@@ -147,6 +151,7 @@ mod tests {
         assert_eq!(d.shift_lr, 1e-4);
         assert!(parse(&[]).unwrap_err().contains("--supernet"));
         assert!(parse(&["--resume", "r"]).is_ok());
+        assert!(parse(&["--transfer-from", "c.safetensors"]).is_ok());
         assert!(
             parse(&["--supernet", "x", "--latency", "gpu"])
                 .unwrap_err()

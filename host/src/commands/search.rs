@@ -32,8 +32,14 @@ pub fn latency_source(spec: &LatencySpec) -> Result<Box<dyn LatencySource>> {
 }
 
 fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
-    let Some(supernet) = args.supernet.clone() else {
-        bail!("--supernet is required for a new search (or pass --resume RUN_DIR)");
+    let supernet = match (&args.supernet, &args.transfer_from) {
+        (Some(s), _) => s.clone(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => {
+            bail!(
+                "--supernet is required for a new search (or pass --resume RUN_DIR or --transfer-from CKPT)"
+            )
+        }
     };
     let cap = |v: Option<f64>, flag: &str| -> Result<Option<u64>> {
         match v {
@@ -54,7 +60,12 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
         gens: args.gens,
         seed: args.seed,
         shift: ShiftConfig {
-            mode: args.shift,
+            // Transfer fine-tunes while searching: immediate updates on each candidate's path.
+            mode: if args.transfer_from.is_some() {
+                crate::search::shifting::ShiftMode::Immediate
+            } else {
+                args.shift
+            },
             update: args.shift_update,
             samples: args.shift_samples,
             steps: args.shift_steps,
@@ -80,6 +91,7 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
             convert_channels: args.convert_channels,
             resize: args.resize,
         },
+        transfer_from: args.transfer_from.clone(),
         out: args.out.clone().unwrap_or_else(|| {
             PathBuf::from(format!("runs/search-{:?}-{}", args.algorithm, args.seed).to_lowercase())
         }),

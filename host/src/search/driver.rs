@@ -74,6 +74,10 @@ pub struct SearchConfig {
     pub conform: ConformOptions,
     /// Where the run lives.
     pub out: PathBuf,
+    /// Transfer: start from this supernet of another data set instead of `supernet`
+    /// (feature extractor kept, new classifier/stem; see [`super::transfer`]).
+    #[serde(default)]
+    pub transfer_from: Option<PathBuf>,
 }
 
 /// What a finished search produced.
@@ -300,20 +304,32 @@ pub fn run_until(
         ));
         (net, Some(st))
     } else {
-        let file = supernet_file(&config.supernet);
-        let (net, _step) = Supernet::load_for(&file, &space, device)
-            .with_context(|| format!("--supernet {}", file.display()))?;
+        let net = match &config.transfer_from {
+            Some(src) => {
+                let (net, rep) =
+                    super::transfer::transfer(&supernet_file(src), &space, device, config.seed)?;
+                printer.note(format!(
+                    "transfer from {}: {} weights copied, fresh: {}",
+                    src.display(),
+                    rep.copied.len(),
+                    rep.fresh.join(", ")
+                ));
+                net
+            }
+            None => {
+                let file = supernet_file(&config.supernet);
+                Supernet::load_for(&file, &space, device)
+                    .with_context(|| format!("--supernet {}", file.display()))?
+                    .0
+            }
+        };
         let _ = fs::remove_file(&archive_path);
         (net, None)
     };
     let base_step = match &state {
         Some(s) => s.base_step,
-        None => {
-            let (_, step) = Supernet::load(supernet_file(&config.supernet), &Device::Cpu)
-                .map(|(_, s)| ((), s))
-                .unwrap_or(((), 0));
-            step
-        }
+        None if config.transfer_from.is_some() => 0,
+        None => shiftnas_models::Supernet::checkpoint_info(supernet_file(&config.supernet))?.step,
     };
     let mut shifter = Shifter::new(config.shift);
     let mut batcher = Batcher::new(
@@ -605,6 +621,7 @@ mod tests {
             constraints: Constraints::default(),
             conform: ConformOptions::default(),
             out: dir.to_path_buf(),
+            transfer_from: None,
         }
     }
 

@@ -43,6 +43,7 @@ pub mod random;
 pub mod shifting;
 pub mod survival;
 pub mod termination;
+pub mod transfer;
 pub mod zdt;
 
 use observer::{GenerationSummary, Observer};
