@@ -14,16 +14,9 @@ use super::{Context, ExitStatus};
 use crate::cli::export::ExportArgs;
 use crate::data::{ConformOptions, DataSpec, Normalize};
 use crate::run_dir::write_atomic;
+use crate::search::driver::supernet_file;
 use crate::train::{BnMode, BnSource, PreparedData, calibrate_bn, prepare_data};
 
-/// The supernet file of `path`: the file itself, or a run dir's `checkpoint/supernet.safetensors`.
-pub fn supernet_file(path: &Path) -> std::path::PathBuf {
-    if path.is_dir() {
-        path.join("checkpoint").join("supernet.safetensors")
-    } else {
-        path.to_path_buf()
-    }
-}
 
 /// What `shiftnas export --json` prints: the file and what is in it.
 #[derive(Debug, Serialize)]

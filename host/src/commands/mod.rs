@@ -8,9 +8,9 @@ pub mod export;
 mod quickstart;
 mod rank;
 mod retrain;
-mod search;
+pub mod search;
 mod space;
-mod train;
+pub mod train;
 
 use std::process::ExitCode;
 

@@ -1,11 +1,280 @@
-//! `shiftnas quickstart`.
+//! `shiftnas quickstart`: train a `tiny` supernet on the embedded Fashion-MNIST subset, search it
+//! with NSGA-II and Supernet Shifting on measured latency, export the front's knee and both ends.
+//!
+//! It drives the same library code as `train`, `search` and `export`, with their run dirs nested
+//! in one folder, so every step can be re-run or inspected with the ordinary commands.
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser};
+use serde::Serialize;
+use shiftnas_models::onnx;
+
+use super::export::load_trained;
 use super::{Context, ExitStatus};
 use crate::cli::quickstart::QuickstartArgs;
+use crate::cli::search::SearchArgs;
+use crate::cli::train::TrainArgs;
+use crate::data::DataSpec;
+use crate::run_dir::write_atomic;
+use crate::search::archive::ArchiveRecord;
+use crate::search::driver::run_until;
+use crate::train::{BnMode, BnSource, evaluate};
+
+const DATA: &str = "builtin:fashion-mnist";
+
+/// Parses the flags of one subcommand, as typed (so defaults stay in one place: the clap structs).
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct Flags<T: Args> {
+    #[command(flatten)]
+    inner: T,
+}
+
+fn flags<T: Args>(argv: Vec<String>) -> Result<T> {
+    Ok(Flags::<T>::try_parse_from(argv)
+        .context("internal: quickstart built bad flags")?
+        .inner)
+}
+
+/// One exported model of the quickstart's table.
+#[derive(Debug, Serialize)]
+pub struct Pick {
+    /// `fastest`, `knee` or `most-accurate`.
+    pub role: &'static str,
+    /// The arch.
+    pub arch: String,
+    /// Top-1 on the test set with supernet weights (BN recalibrated for the arch), %.
+    pub test_accuracy: f64,
+    /// The search's latency objective (P50 ms on a board; MFLOPs for `flops`).
+    pub latency: f64,
+    /// Where that latency came from.
+    pub latency_source: String,
+    /// Multiply-adds.
+    pub flops: u64,
+    /// The ONNX file.
+    pub model: PathBuf,
+}
+
+/// Indices of the front's fastest point, its knee and its most accurate point (sorted by latency;
+/// the knee is the point farthest from the line joining the two ends, in normalised units).
+pub fn knee_and_ends(front: &[(f64, f64)]) -> Vec<(&'static str, usize)> {
+    let n = front.len();
+    if n == 0 {
+        return vec![];
+    }
+    let (a, b) = (front[0], front[n - 1]);
+    let (sx, sy) = ((b.0 - a.0).abs().max(1e-12), (b.1 - a.1).abs().max(1e-12));
+    let dist = |p: (f64, f64)| {
+        let (x, y) = ((p.0 - a.0) / sx, (p.1 - a.1) / sy);
+        let (dx, dy) = ((b.0 - a.0) / sx, (b.1 - a.1) / sy);
+        (x * dy - y * dx).abs()
+    };
+    let mut picks = vec![("fastest", 0)];
+    if n > 2 {
+        let knee = (1..n - 1)
+            .max_by(|&i, &j| dist(front[i]).total_cmp(&dist(front[j])))
+            .unwrap_or(1);
+        picks.push(("knee", knee));
+    }
+    if n > 1 {
+        picks.push(("most-accurate", n - 1));
+    }
+    picks
+}
 
 /// Runs `shiftnas quickstart`.
-pub fn run(_args: QuickstartArgs, _ctx: &Context) -> Result<ExitStatus> {
-    bail!("`shiftnas quickstart` is not implemented in this build yet")
+pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
+    let p = &ctx.printer;
+    let started = std::time::Instant::now();
+    let (train_dir, search_dir, models_dir) = (
+        args.out.join("train"),
+        args.out.join("search"),
+        args.out.join("models"),
+    );
+
+    // 1. The supernet (resumed when a previous quickstart left a run).
+    let mut argv: Vec<String> = if train_dir.join("config.toml").is_file() {
+        vec!["--resume".into(), path(&train_dir)]
+    } else {
+        vec!["--out".into(), path(&train_dir)]
+    };
+    argv.extend(
+        [
+            "--space",
+            "tiny",
+            "--data",
+            DATA,
+            "--steps",
+            &args.steps.to_string(),
+            "--batch",
+        ]
+        .map(String::from),
+    );
+    argv.extend([
+        args.batch.to_string(),
+        "--seed".into(),
+        args.seed.to_string(),
+    ]);
+    if argv[0] == "--resume" {
+        argv.truncate(2);
+    }
+    p.note(format!(
+        "quickstart 1/3: training a tiny supernet on {DATA} ({} steps)",
+        args.steps
+    ));
+    super::train::run(flags::<TrainArgs>(argv)?, ctx)?;
+
+    // 2. The search: NSGA-II over (error, latency) with accumulated Supernet Shifting.
+    let argv: Vec<String> = if search_dir.join("config.toml").is_file() {
+        vec!["--resume".into(), path(&search_dir)]
+    } else {
+        [
+            "--supernet",
+            &path(&train_dir),
+            "--data",
+            DATA,
+            "--space",
+            "tiny",
+            "--algorithm",
+            "nsga2",
+            "--latency",
+            &args.latency.to_string(),
+            "--shift",
+            "accumulate",
+            "--pop",
+            &args.pop.to_string(),
+            "--gens",
+            &args.gens.to_string(),
+            "--seed",
+            &args.seed.to_string(),
+            "--split-seed",
+            &args.seed.to_string(),
+            "--out",
+            &path(&search_dir),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    p.note(format!(
+        "quickstart 2/3: NSGA-II, {} × {} generations, latency from {}, Supernet Shifting (accumulate)",
+        args.pop, args.gens, args.latency
+    ));
+    let search_args = flags::<SearchArgs>(argv)?;
+    let config = super::search::effective_config(&search_args, ctx)?;
+    let latency = super::search::latency_source(&config.latency)?;
+    let outcome = run_until(&config, p, latency, &ctx.compute.device()?, None)?;
+
+    // 3. Export the knee and both ends of the front with the shifted supernet's weights.
+    p.note("quickstart 3/3: exporting the front's knee and ends, scoring them on the test set");
+    let trained = load_trained(&search_dir, &DataSpec::BuiltinFashionMnist, args.seed, ctx)?;
+    let front: Vec<&ArchiveRecord> = outcome.front.iter().collect();
+    let points: Vec<(f64, f64)> = front.iter().map(|r| (r.latency, r.error)).collect();
+    let mut picks = Vec::new();
+    for (role, i) in knee_and_ends(&points) {
+        let r = front[i];
+        let subnet = trained.subnet(&r.arch, Some(2000))?;
+        let bytes = onnx::export(&subnet, &trained.export_options(false))
+            .with_context(|| format!("exporting arch {}", r.arch))?;
+        let model = models_dir.join(format!("{role}.onnx"));
+        write_atomic(&model, &bytes)?;
+        let test = &trained.data.pair.test;
+        let all: Vec<usize> = (0..test.len()).collect();
+        let bn = BnSource {
+            data: &trained.data.pair.train,
+            indices: &trained.data.splits.train,
+            mode: BnMode::None,
+            images: 0,
+            seed: 0,
+        };
+        let acc = evaluate(
+            &trained.supernet,
+            &r.arch,
+            test,
+            &all,
+            &trained.normalize,
+            bn,
+            256,
+        )?;
+        picks.push(Pick {
+            role,
+            arch: r.arch.to_string(),
+            test_accuracy: acc.top1 * 100.0,
+            latency: r.latency,
+            latency_source: r.latency_source.clone(),
+            flops: r.flops,
+            model,
+        });
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if p.json {
+        p.json(&serde_json::json!({
+            "type": "quickstart", "run_dir": args.out, "seconds": secs, "picks": picks,
+            "pareto_svg": search_dir.join("pareto.svg"), "front": outcome.front,
+        }))?;
+    } else {
+        let unit = if config.latency == crate::latency::LatencySpec::Flops {
+            "MFLOPs"
+        } else {
+            "P50 ms"
+        };
+        let rows: Vec<Vec<String>> = picks
+            .iter()
+            .map(|k| {
+                vec![
+                    k.role.to_string(),
+                    k.arch.clone(),
+                    format!("{:.1}%", k.test_accuracy),
+                    format!("{:.3}", k.latency),
+                    format!("{:.2}", k.flops as f64 / 1e6),
+                ]
+            })
+            .collect();
+        println!();
+        p.table(&["model", "arch", "test acc", unit, "MFLOPs"], &rows)?;
+        println!(
+            "\nfront of {} archs from {} evaluations in {:.0} s (latency source: {})",
+            outcome.front.len(),
+            outcome.evaluations,
+            secs,
+            front.first().map_or("-", |r| r.latency_source.as_str())
+        );
+        println!("run dir  {}", args.out.display());
+        println!("plot     {}", search_dir.join("pareto.svg").display());
+        println!("models   {}", models_dir.display());
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knee_is_the_point_farthest_from_the_chord() {
+        // Sorted by latency, error falling: (2, 0.2) bends the front most.
+        let front = [(1.0, 0.5), (2.0, 0.2), (3.0, 0.15), (4.0, 0.1)];
+        assert_eq!(
+            knee_and_ends(&front),
+            vec![("fastest", 0), ("knee", 1), ("most-accurate", 3)]
+        );
+        assert_eq!(
+            knee_and_ends(&front[..2]),
+            vec![("fastest", 0), ("most-accurate", 1)]
+        );
+        assert_eq!(knee_and_ends(&front[..1]), vec![("fastest", 0)]);
+        assert!(knee_and_ends(&[]).is_empty());
+    }
+
+    #[test]
+    fn every_default_parses() {
+        let a = flags::<QuickstartArgs>(vec![]).unwrap();
+        assert_eq!(a.latency.to_string(), "board:local");
+        assert_eq!((a.pop, a.gens), (16, 5));
+    }
 }

@@ -98,38 +98,42 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
     })
 }
 
+/// The effective config of a search: read back from `--resume DIR`, or built from the flags.
+///
+/// # Errors
+/// Bad flag values, or a run dir without a readable `config.toml`.
+pub fn effective_config(args: &SearchArgs, ctx: &Context) -> Result<SearchConfig> {
+    if let Some(dir) = &args.resume {
+        let mut c: SearchConfig = RunDir::open(dir)?.read_config()?;
+        c.out = dir.clone();
+        return Ok(c);
+    }
+    let mut c = config_from_args(args)?;
+    if c.proxy_size == 0 {
+        let probe = crate::train::space_for(&c.space, 1)?;
+        let n = c.data.load(probe.input_size)?.train.len();
+        c.proxy_size = default_proxy_size(n);
+    }
+    if c.pop < 2 || c.gens == 0 {
+        bail!("--pop must be at least 2 and --gens at least 1");
+    }
+    ctx.printer.note(format!(
+        "searching space {} with {:?} ({} × {} generations, shift {:?}) into {}",
+        c.space,
+        c.algorithm,
+        c.pop,
+        c.gens,
+        c.shift.mode,
+        c.out.display()
+    ));
+    Ok(c)
+}
+
 /// Runs `shiftnas search`.
 pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
     let p = &ctx.printer;
     let device = ctx.compute.device()?;
-    let config = match &args.resume {
-        Some(dir) => {
-            let mut c: SearchConfig = RunDir::open(dir)?.read_config()?;
-            c.out = dir.clone();
-            c
-        }
-        None => {
-            let mut c = config_from_args(&args)?;
-            if c.proxy_size == 0 {
-                let probe = crate::train::space_for(&c.space, 1)?;
-                let n = c.data.load(probe.input_size)?.train.len();
-                c.proxy_size = default_proxy_size(n);
-            }
-            if c.pop < 2 || c.gens == 0 {
-                bail!("--pop must be at least 2 and --gens at least 1");
-            }
-            p.note(format!(
-                "searching space {} with {:?} ({} × {} generations, shift {:?}) into {}",
-                c.space,
-                c.algorithm,
-                c.pop,
-                c.gens,
-                c.shift.mode,
-                c.out.display()
-            ));
-            c
-        }
-    };
+    let config = effective_config(&args, ctx)?;
     let latency = latency_source(&config.latency)?;
     let outcome = run_until(&config, p, latency, &device, None)?;
     if p.json {
