@@ -18,8 +18,9 @@ pub fn dw_out_size(n: usize, k: usize, stride: usize) -> usize {
 /// Depthwise conv: `x` `[b, c, h, w]`, `weight` `[c, 1, k, k]` (k odd), padding `k / 2`, `stride`
 /// 1 or 2 → `[b, c, h', w']` with `h' = (h + 2·(k/2) − k) / stride + 1`.
 ///
-/// On CPU with f32 it uses the custom op (gradients for both inputs); otherwise candle's grouped
-/// `conv2d`.
+/// On CPU with f32 it uses the custom op (gradients for both inputs); on CUDA the shift-and-add
+/// composition of `dw_shift` (or the op's CUDA kernels with `SHIFTNAS_CUDA_DWCONV=kernel`);
+/// otherwise candle's grouped `conv2d`.
 pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
     let (_, c, _, _) = x.dims4()?;
     let (wc, one, k, k2) = weight.dims4()?;
@@ -30,12 +31,24 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize) -> candle_co
             weight.dims()
         );
     }
-    if x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32 {
+    let f32 = x.dtype() == DType::F32 && weight.dtype() == DType::F32;
+    if f32 && (x.device().is_cpu() || (x.device().is_cuda() && cuda_kernels_enabled())) {
         x.contiguous()?
             .apply_op2(&weight.contiguous()?, DwConv { k, stride })
+    } else if x.device().is_cuda() {
+        // CUDA default: k² whole-tensor multiply-adds (see `dw_shift`), not C tiny grouped convs.
+        super::dw_shift::shift_add_depthwise_conv2d(x, weight, stride)
     } else {
         native_depthwise_conv2d(x, weight, stride)
     }
+}
+
+/// Whether CUDA tensors use the op's own kernels (`SHIFTNAS_CUDA_DWCONV=kernel`, see `dw_cuda`).
+fn cuda_kernels_enabled() -> bool {
+    #[cfg(feature = "cuda")]
+    return super::dw_cuda::kernels_enabled();
+    #[cfg(not(feature = "cuda"))]
+    false
 }
 
 /// The same convolution with candle's grouped `conv2d` (the reference, and the non-CPU path).
@@ -208,6 +221,17 @@ impl CustomOp2 for DwConv {
         "shiftnas-dwconv"
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::dw_cuda::fwd(s1, l1, s2, l2, self.k, self.stride)
+    }
+
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -279,6 +303,17 @@ impl CustomOp2 for DwConvGradInput {
         "shiftnas-dwconv-grad-input"
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::dw_cuda::grad_input(s1, l1, s2, l2, (self.k, self.stride, self.h, self.w))
+    }
+
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -318,6 +353,17 @@ struct DwConvGradWeight {
 impl CustomOp2 for DwConvGradWeight {
     fn name(&self) -> &'static str {
         "shiftnas-dwconv-grad-weight"
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::dw_cuda::grad_weight(s1, l1, s2, l2, self.k, self.stride)
     }
 
     fn cpu_fwd(

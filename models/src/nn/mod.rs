@@ -2,6 +2,9 @@
 //! batch norm and seeded init.
 
 pub mod bn;
+#[cfg(feature = "cuda")]
+pub mod dw_cuda;
+pub mod dw_shift;
 pub mod dwconv;
 pub mod init;
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Supernet training step on CPU, shiftnas vs PyTorch on the same network, arch, batch and threads,
+# in the same run (docs/benchmarks.md "Supernet training step (CPU)"). Prints both JSON lines and
+# the ratio; the issue's target is shiftnas ms/step <= 1.0x PyTorch's.
+#
+#   scripts/bench/train_step.sh [--space spos-cifar] [--batch 64] [--eval-batch 256] [--threads 2] [--steps 10] [--profile release|dev]
+#
+# PyTorch goes into a throwaway venv $SHIFTNAS_CACHE/bench-venv (never a shiftnas dependency). On
+# Linux x86-64 PyPI only has CUDA builds of torch, which cannot even be imported without their CUDA
+# wheels (libtorch_cuda.so links cuDNN, cuBLAS, NCCL, ...), so this installs torch with its
+# dependencies: ~3.8 GB, once.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+space=spos-cifar batch=64 eval_batch=256 threads=2 steps=10 profile=release
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --space) space=$2; shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
+    --eval-batch) eval_batch=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --profile) profile=$2; shift 2 ;;
+    *) echo "train_step.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+SHIFTNAS_CACHE="${SHIFTNAS_CACHE:-$PWD/.cache}"
+venv="$SHIFTNAS_CACHE/bench-venv"
+torch_pin="torch==2.15.0"
+if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
+  echo "train_step.sh: installing $torch_pin into $venv (~3.8 GB with its CUDA wheels)" >&2
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$torch_pin" numpy
+fi
+cargo build -q --profile "$profile" -p shiftnas-models --example train_step
+dir=$profile; [ "$profile" = dev ] && dir=debug
+bin="${CARGO_TARGET_DIR:-target}/$dir/examples/train_step"
+args=(--space "$space" --batch "$batch" --eval-batch "$eval_batch" --threads "$threads" --steps "$steps")
+echo "load average before: $(cut -d" " -f1-3 /proc/loadavg) on $(nproc) cores" >&2
+ours=$("$bin" "${args[@]}" --json)
+theirs=$("$venv/bin/python" scripts/bench/supernet_torch.py "${args[@]}" --device cpu)
+theirs_cl=$("$venv/bin/python" scripts/bench/supernet_torch.py "${args[@]}" --device cpu --channels-last)
+echo "$ours"; echo "$theirs"; echo "$theirs_cl"
+"$venv/bin/python" - "$ours" "$theirs" "$theirs_cl" "$profile" <<'PY'
+import json, sys
+s, p, pc = (json.loads(a) for a in sys.argv[1:4])
+profile = sys.argv[4]
+print(f"\n{s['space']} arch {s['arch']}, batch {s['batch']}, threads {s['threads']} (torch {p['torch']}, shiftnas profile {profile})")
+print(f"{'':24}{'shiftnas':>10}{'PyTorch':>10}{'PyTorch NHWC':>14}")
+print(f"{'train ms/step (median)':24}{s['train_ms_per_step']:>10.1f}{p['train_ms_per_step']:>10.1f}{pc['train_ms_per_step']:>14.1f}")
+print(f"{'eval img/s @' + str(s['eval_batch']):24}{s['eval_images_per_s']:>10.0f}{p['eval_images_per_s']:>10.0f}{pc['eval_images_per_s']:>14.0f}")
+print(f"ratio shiftnas/PyTorch time per step: {s['train_ms_per_step'] / p['train_ms_per_step']:.2f}x "
+      f"(NCHW), {s['train_ms_per_step'] / pc['train_ms_per_step']:.2f}x (channels-last); target <= 1.0x")
+PY
