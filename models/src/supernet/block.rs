@@ -102,11 +102,10 @@ impl ConvBn {
             ConvKind::Depthwise { stride } => depthwise_conv2d(x, &w, stride)?,
             ConvKind::Pointwise => pointwise_conv2d(x, &w)?,
         };
-        let y = match mode {
-            BnMode::Eval => self.bn.forward_eval(&y)?,
-            BnMode::Train { momentum } => self.bn.forward_train(&y, momentum)?,
-        };
-        Ok(if self.relu { y.relu()? } else { y })
+        Ok(match mode {
+            BnMode::Eval => self.bn.forward_eval_act(&y, self.relu)?,
+            BnMode::Train { momentum } => self.bn.forward_train_act(&y, momentum, self.relu)?,
+        })
     }
 
     /// `(name, tensor)` of the conv weight and both BN statistics.
