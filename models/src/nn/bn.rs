@@ -59,16 +59,18 @@ impl BatchNorm {
 
     /// Normalises with the running statistics.
     pub fn forward_eval(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let c = self.channels;
-        let mean = self
-            .running_mean
-            .as_detached_tensor()
-            .reshape((1, c, 1, 1))?;
-        let inv = (self.running_var.as_detached_tensor() + BN_EPS)?
-            .sqrt()?
-            .recip()?
-            .reshape((1, c, 1, 1))?;
-        x.broadcast_sub(&mean)?.broadcast_mul(&inv)
+        self.forward_eval_act(x, false)
+    }
+
+    /// [`BatchNorm::forward_eval`] followed by a ReLU when `relu`, fused into one op on CPU.
+    pub fn forward_eval_act(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+        super::bn_op::bn_eval(
+            x,
+            &self.running_mean.as_detached_tensor(),
+            &self.running_var.as_detached_tensor(),
+            BN_EPS,
+            relu,
+        )
     }
 
     /// Normalises with the batch statistics and moves the running ones by `momentum`.
@@ -76,6 +78,17 @@ impl BatchNorm {
     /// Fails when a channel has a single value (batch 1 at 1×1), as PyTorch does, since the
     /// unbiased variance is undefined.
     pub fn forward_train(&self, x: &Tensor, momentum: f64) -> candle_core::Result<Tensor> {
+        self.forward_train_act(x, momentum, false)
+    }
+
+    /// [`BatchNorm::forward_train`] followed by a ReLU when `relu`: one fused op on CPU (f64
+    /// statistics, one-node backward), the plain-ops composition elsewhere.
+    pub fn forward_train_act(
+        &self,
+        x: &Tensor,
+        momentum: f64,
+        relu: bool,
+    ) -> candle_core::Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         if c != self.channels {
             candle_core::bail!("batch norm over {} channels got {c}", self.channels);
@@ -87,16 +100,8 @@ impl BatchNorm {
                 x.dims()
             );
         }
-        let mean = x.mean_keepdim((0, 2, 3))?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim((0, 2, 3))?;
-        let y = xc.broadcast_div(&(&var + BN_EPS)?.sqrt()?)?;
-        self.update(
-            &mean.detach().flatten_all()?,
-            &var.detach().flatten_all()?,
-            n,
-            momentum,
-        )?;
+        let (y, mean, var) = super::bn_op::bn_train(x, BN_EPS, relu)?;
+        self.update(&mean, &var, n, momentum)?;
         Ok(y)
     }
 

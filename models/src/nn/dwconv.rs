@@ -71,22 +71,42 @@ struct Geom {
     s: usize,
     oh: usize,
     ow: usize,
+    /// `ox_range` for kx < `RANGES`, computed once (it sat in the inner loops' profile).
+    ranges: [(usize, usize); RANGES],
 }
+
+/// Kernel widths up to this have their column ranges precomputed.
+const RANGES: usize = 15;
 
 impl Geom {
     fn new(h: usize, w: usize, k: usize, s: usize) -> Geom {
-        Geom {
+        let mut g = Geom {
             h,
             w,
             k,
             s,
             oh: dw_out_size(h, k, s),
             ow: dw_out_size(w, k, s),
+            ranges: [(0, 0); RANGES],
+        };
+        for kx in 0..k.min(RANGES) {
+            g.ranges[kx] = g.compute_ox_range(kx);
         }
+        g
     }
 
     /// Range of output columns `ox` whose input column `ox·s + kx − p` lies inside `[0, w)`.
+    #[inline]
     fn ox_range(&self, kx: usize) -> (usize, usize) {
+        if kx < RANGES {
+            self.ranges[kx]
+        } else {
+            self.compute_ox_range(kx)
+        }
+    }
+
+    /// [`Geom::ox_range`] computed from scratch.
+    fn compute_ox_range(&self, kx: usize) -> (usize, usize) {
         let p = (self.k / 2) as isize;
         let s = self.s as isize;
         let off = kx as isize - p;
@@ -103,6 +123,7 @@ impl Geom {
     }
 
     /// Input row of output row `oy` and kernel row `ky`, if inside the image.
+    #[inline]
     fn in_row(&self, oy: usize, ky: usize) -> Option<usize> {
         let iy = (oy * self.s + ky) as isize - (self.k / 2) as isize;
         (iy >= 0 && (iy as usize) < self.h).then_some(iy as usize)

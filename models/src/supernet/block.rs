@@ -4,7 +4,7 @@ use candle_core::{Device, Tensor, Var};
 use rand::Rng;
 
 use crate::error::{Error, Result};
-use crate::nn::{BatchNorm, depthwise_conv2d, init, pointwise_conv2d};
+use crate::nn::{BatchNorm, depthwise_conv2d, glue, init, pointwise_conv2d};
 use crate::space::{BlockShape, Choice};
 
 /// How a [`ConvBn`] convolves.
@@ -102,11 +102,10 @@ impl ConvBn {
             ConvKind::Depthwise { stride } => depthwise_conv2d(x, &w, stride)?,
             ConvKind::Pointwise => pointwise_conv2d(x, &w)?,
         };
-        let y = match mode {
-            BnMode::Eval => self.bn.forward_eval(&y)?,
-            BnMode::Train { momentum } => self.bn.forward_train(&y, momentum)?,
-        };
-        Ok(if self.relu { y.relu()? } else { y })
+        Ok(match mode {
+            BnMode::Eval => self.bn.forward_eval_act(&y, self.relu)?,
+            BnMode::Train { momentum } => self.bn.forward_train_act(&y, momentum, self.relu)?,
+        })
     }
 
     /// `(name, tensor)` of the conv weight and both BN statistics.
@@ -205,20 +204,23 @@ impl ChoiceBlock {
 
     /// The block's output: concat(pass-through or projection, main) along channels.
     pub fn forward(&self, x: &Tensor, mode: BnMode, detach: bool) -> Result<Tensor> {
-        let (pass, mut h) = if self.stride == 1 {
-            let (even, odd) = channel_split(x)?;
-            (even, odd)
-        } else {
-            let mut p = x.clone();
-            for l in &self.proj {
-                p = l.forward(&p, mode, detach)?;
+        if self.stride == 1 {
+            // SPOS channel shuffle: even channels pass through, odd ones feed the main branch.
+            let mut h = glue::odd_channels(x)?;
+            for l in &self.main {
+                h = l.forward(&h, mode, detach)?;
             }
-            (p, x.clone())
-        };
+            return Ok(glue::concat_channels(x, &h, true)?);
+        }
+        let mut p = x.clone();
+        for l in &self.proj {
+            p = l.forward(&p, mode, detach)?;
+        }
+        let mut h = x.clone();
         for l in &self.main {
             h = l.forward(&h, mode, detach)?;
         }
-        Ok(Tensor::cat(&[&pass, &h], 1)?)
+        Ok(glue::concat_channels(&p, &h, false)?)
     }
 
     /// All layers: main then projection.
@@ -230,9 +232,5 @@ impl ChoiceBlock {
 /// SPOS `channel_shuffle`: even channels (pass-through) and odd channels (main branch), each
 /// `[b, c/2, h, w]`.
 pub fn channel_split(x: &Tensor) -> Result<(Tensor, Tensor)> {
-    let (b, c, h, w) = x.dims4()?;
-    let r = x.reshape((b, c / 2, 2, h, w))?;
-    let even = r.narrow(2, 0, 1)?.squeeze(2)?.contiguous()?;
-    let odd = r.narrow(2, 1, 1)?.squeeze(2)?.contiguous()?;
-    Ok((even, odd))
+    Ok(glue::plain_channel_split(x)?)
 }

@@ -1,0 +1,294 @@
+//! Fused affine-free batch norm (+ optional ReLU) as candle custom ops on CPU (DESIGN §6).
+//!
+//! Plain candle ops build BN from ~8 graph nodes (mean, sub, sqr, mean, add, sqrt, div, relu),
+//! each with a full-size temporary forward and a `zeros_like + add` gradient accumulation
+//! backward. [`bn_train`] does the forward in one pass over each channel plane (f64 sums) and the
+//! backward in one op with the standard formula
+//! `dx = invstd · (g − mean(g) − x̂ · mean(g · x̂))` (g masked by the ReLU). [`bn_eval`] fuses the
+//! running-statistics normalisation and ReLU. Only contiguous f32 CPU tensors use the loops; other
+//! devices or dtypes (CUDA) run the plain-ops composition, which gives the same numbers.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Per-channel batch statistics of one [`bn_train`] call.
+#[derive(Debug, Clone)]
+struct Saved {
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+    /// Biased variance, for the running-statistics update.
+    var: Vec<f32>,
+}
+
+/// Train-mode BN(+ReLU): normalises with batch statistics, remembers them for the backward.
+struct BnTrain {
+    eps: f64,
+    relu: bool,
+    saved: Arc<Mutex<Option<Saved>>>,
+}
+
+fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("fused batch norm: {what} must be contiguous"),
+    }
+}
+
+/// Runs `f(channel, plane_index_in_batch_order...)`: for channel `ch`, the planes of all `b`
+/// images are `x[(n·c + ch)·hw ..][..hw]`.
+fn planes(x: &[f32], n: usize, c: usize, ch: usize, hw: usize) -> impl Iterator<Item = &[f32]> {
+    (0..n).map(move |i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw])
+}
+
+impl CustomOp1 for BnTrain {
+    fn name(&self) -> &'static str {
+        "shiftnas-bn-train"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l.shape().dims4()?;
+        let x = contiguous(s, l, "input")?;
+        let hw = h * w;
+        let n = (b * hw) as f64;
+        // Per channel (mean, var) in f64: two passes over the channel's planes (shifted sums would
+        // do in one, but the second pass reads cache-warm data and is exact).
+        let stats: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let sum: f64 = planes(x, b, c, ch, hw)
+                    .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
+                    .sum();
+                let mean = sum / n;
+                let ss: f64 = planes(x, b, c, ch, hw)
+                    .map(|p| {
+                        p.iter()
+                            .map(|&v| {
+                                let d = v as f64 - mean;
+                                d * d
+                            })
+                            .sum::<f64>()
+                    })
+                    .sum();
+                (mean, ss / n)
+            })
+            .collect();
+        let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
+        let var: Vec<f32> = stats.iter().map(|s| s.1 as f32).collect();
+        let invstd: Vec<f32> = stats
+            .iter()
+            .map(|s| (1.0 / (s.1 + self.eps).sqrt()) as f32)
+            .collect();
+        let mut y = vec![0f32; x.len()];
+        let relu = self.relu;
+        y.par_chunks_mut(hw.max(1))
+            .enumerate()
+            .for_each(|(i, out)| {
+                let ch = i % c;
+                let (m, is) = (mean[ch], invstd[ch]);
+                let xp = &x[i * hw..(i + 1) * hw];
+                if relu {
+                    for (o, &v) in out.iter_mut().zip(xp) {
+                        *o = ((v - m) * is).max(0.0);
+                    }
+                } else {
+                    for (o, &v) in out.iter_mut().zip(xp) {
+                        *o = (v - m) * is;
+                    }
+                }
+            });
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Saved { mean, invstd, var });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let saved = self
+            .saved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                candle_core::Error::Msg("fused batch norm: backward before forward".into())
+            })?;
+        let g = grad.contiguous()?;
+        let gx = x.apply_op2_no_bwd(
+            &g,
+            &BnTrainGrad {
+                relu: self.relu,
+                saved,
+            },
+        )?;
+        let _ = y;
+        Ok(Some(gx))
+    }
+}
+
+/// Input gradient of [`BnTrain`]: (x, grad_y) → grad_x.
+struct BnTrainGrad {
+    relu: bool,
+    saved: Saved,
+}
+
+impl CustomOp2 for BnTrainGrad {
+    fn name(&self) -> &'static str {
+        "shiftnas-bn-train-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let x = contiguous(s1, l1, "input")?;
+        let g = contiguous(s2, l2, "output gradient")?;
+        let hw = h * w;
+        let n = (b * hw) as f64;
+        let (mean, invstd) = (&self.saved.mean, &self.saved.invstd);
+        let relu = self.relu;
+        // Per channel: mean(g') and mean(g'·x̂), with g' = g masked where the ReLU clipped.
+        let sums: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (m, is) = (mean[ch], invstd[ch]);
+                let (mut sg, mut sgx) = (0f64, 0f64);
+                for (xp, gp) in planes(x, b, c, ch, hw).zip(planes(g, b, c, ch, hw)) {
+                    let (mut a, mut bb) = (0f32, 0f32);
+                    for (&xv, &gv) in xp.iter().zip(gp) {
+                        let xh = (xv - m) * is;
+                        let gv = if relu && xh <= 0.0 { 0.0 } else { gv };
+                        a += gv;
+                        bb += gv * xh;
+                    }
+                    sg += a as f64;
+                    sgx += bb as f64;
+                }
+                ((sg / n) as f32, (sgx / n) as f32)
+            })
+            .collect();
+        let mut gx = vec![0f32; x.len()];
+        gx.par_chunks_mut(hw.max(1))
+            .enumerate()
+            .for_each(|(i, out)| {
+                let ch = i % c;
+                let (m, is) = (mean[ch], invstd[ch]);
+                let (mg, mgx) = sums[ch];
+                let xp = &x[i * hw..(i + 1) * hw];
+                let gp = &g[i * hw..(i + 1) * hw];
+                for ((o, &xv), &gv) in out.iter_mut().zip(xp).zip(gp) {
+                    let xh = (xv - m) * is;
+                    let gv = if relu && xh <= 0.0 { 0.0 } else { gv };
+                    *o = is * (gv - mg - xh * mgx);
+                }
+            });
+        Ok((CpuStorage::F32(gx), l1.shape().clone()))
+    }
+}
+
+/// Whether the fused CPU loops handle `x`.
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 4
+}
+
+/// Train-mode affine-free BN over `[b, c, h, w]` (+ ReLU when `relu`): returns the output, the
+/// batch mean `[c]` and the biased batch variance `[c]` (both detached).
+pub fn bn_train(x: &Tensor, eps: f64, relu: bool) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let (_, c, _, _) = x.dims4()?;
+    if !fused(x) {
+        let mean = x.mean_keepdim((0, 2, 3))?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim((0, 2, 3))?;
+        let y = xc.broadcast_div(&(&var + eps)?.sqrt()?)?;
+        let y = if relu { y.relu()? } else { y };
+        return Ok((y, mean.detach().flatten_all()?, var.detach().flatten_all()?));
+    }
+    let saved = Arc::new(Mutex::new(None));
+    let y = x.contiguous()?.apply_op1(BnTrain {
+        eps,
+        relu,
+        saved: saved.clone(),
+    })?;
+    let s = saved
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or_else(|| candle_core::Error::Msg("fused batch norm: forward saved nothing".into()))?;
+    let dev = x.device();
+    Ok((
+        y,
+        Tensor::from_vec(s.mean, c, dev)?,
+        Tensor::from_vec(s.var, c, dev)?,
+    ))
+}
+
+/// Eval-mode BN(+ReLU) with given `mean` and `var` `[c]` (treated as constants).
+pub fn bn_eval(
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> candle_core::Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    if !fused(x) || !mean.device().is_cpu() {
+        let m = mean.reshape((1, c, 1, 1))?;
+        let inv = (var + eps)?.sqrt()?.recip()?.reshape((1, c, 1, 1))?;
+        let y = x.broadcast_sub(&m)?.broadcast_mul(&inv)?;
+        return if relu { y.relu() } else { Ok(y) };
+    }
+    let mean = mean.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let invstd = var
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?
+        .into_iter()
+        .map(|v| (1.0 / (v + eps).sqrt()) as f32)
+        .collect();
+    x.contiguous()?.apply_op1(BnEval { mean, invstd, relu })
+}
+
+/// Eval-mode BN(+ReLU) with fixed statistics.
+struct BnEval {
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+    relu: bool,
+}
+
+impl CustomOp1 for BnEval {
+    fn name(&self) -> &'static str {
+        "shiftnas-bn-eval"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, h, w) = l.shape().dims4()?;
+        let x = contiguous(s, l, "input")?;
+        let hw = h * w;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(hw.max(1))
+            .enumerate()
+            .for_each(|(i, out)| {
+                let ch = i % c;
+                let (m, is) = (self.mean[ch], self.invstd[ch]);
+                let xp = &x[i * hw..(i + 1) * hw];
+                for (o, &v) in out.iter_mut().zip(xp) {
+                    let t = (v - m) * is;
+                    *o = if self.relu { t.max(0.0) } else { t };
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let c = self.mean.len();
+        let inv = Tensor::from_slice(&self.invstd, (1, c, 1, 1), grad.device())?;
+        let g = grad.broadcast_mul(&inv)?;
+        Ok(Some(if self.relu {
+            g.mul(&y.gt(0f32)?.to_dtype(DType::F32)?)?
+        } else {
+            g
+        }))
+    }
+}

@@ -1,0 +1,55 @@
+//! The 1×1 conv op against candle's `conv2d` (forward and both gradients through autograd).
+
+use candle_core::{Device, Tensor, Var};
+use shiftnas_models::nn::pointwise_conv2d;
+
+fn seq(shape: (usize, usize, usize, usize), scale: f32) -> Tensor {
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    let v: Vec<f32> = (0..n)
+        .map(|i| scale * ((i * 7919 % 1013) as f32 - 500.0))
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+#[test]
+fn pointwise_matches_conv2d_forward_and_gradients() {
+    for &(b, cin, cout, h, w) in &[(3, 5, 7, 4, 6), (1, 16, 8, 1, 1), (2, 1, 3, 5, 5)] {
+        let x = Var::from_tensor(&seq((b, cin, h, w), 0.002)).unwrap();
+        let wt = Var::from_tensor(&seq((cout, cin, 1, 1), 0.003)).unwrap();
+        let lw = seq((b, cout, h, w), 0.001);
+        let ours = pointwise_conv2d(x.as_tensor(), wt.as_tensor()).unwrap();
+        let reference = x.as_tensor().conv2d(wt.as_tensor(), 0, 1, 1, 1).unwrap();
+        let what = format!("b {b} cin {cin} cout {cout} {h}x{w}");
+        assert!(max_diff(&ours, &reference) < 1e-5, "{what}: forward");
+        let g1 = (&ours * &lw)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (&reference * &lw)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (v, n) in [(&x, "input"), (&wt, "weight")] {
+            let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+            assert!(d < 1e-4, "{what}: {n} gradient differs by {d}");
+        }
+    }
+}
