@@ -1,11 +1,117 @@
-//! `shiftnas train`.
+//! `shiftnas train`: args → `TrainConfig` (or the resumed run's) → data → training loop.
 
-use anyhow::{Result, bail};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use serde_json::json;
 
 use super::{Context, ExitStatus};
-use crate::cli::train::TrainArgs;
+use crate::cli::train::{AugmentChoice, TrainArgs};
+use crate::data::{Augment, ConformOptions, Normalize};
+use crate::run_dir::RunDir;
+use crate::train::{StepReport, TrainConfig, prepare_data, space_for, train};
 
 /// Runs `shiftnas train`.
-pub fn run(_args: TrainArgs, _ctx: &Context) -> Result<ExitStatus> {
-    bail!("`shiftnas train` is not implemented in this build yet")
+pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
+    let p = ctx.printer;
+    let device = ctx.compute.device()?;
+    let (run, config, data) = match &args.resume {
+        Some(dir) => {
+            let run = RunDir::open(dir)?;
+            let config: TrainConfig = run.read_config()?;
+            let space = space_for(&config.space, 1)?;
+            let data = prepare_data(
+                &config.data,
+                &space,
+                config.conform,
+                Some(config.proxy_size),
+                config.seed,
+            )?;
+            p.note(format!(
+                "resuming {} ({} steps in all)",
+                dir.display(),
+                config.steps
+            ));
+            (run, config, data)
+        }
+        None => {
+            let conform = ConformOptions {
+                convert_channels: args.convert_channels,
+                resize: args.resize,
+            };
+            let space = space_for(&args.space, 1)?;
+            let data = prepare_data(&args.data, &space, conform, args.proxy_size, args.seed)
+                .with_context(|| format!("--data {}", args.data))?;
+            let augment = match args.augment {
+                AugmentChoice::Auto => {
+                    Augment::default_for(args.data.is_natural(), space.input_size)
+                }
+                AugmentChoice::None => Augment::NONE,
+                AugmentChoice::CropFlip => Augment::default_for(true, space.input_size.min(127)),
+                AugmentChoice::ResizedCrop => Augment::default_for(true, 128),
+            };
+            let config = TrainConfig {
+                space: args.space.clone(),
+                data: args.data.clone(),
+                steps: args.steps,
+                batch: args.batch,
+                lr: args.lr.unwrap_or(0.5 * args.batch as f64 / 1024.0),
+                momentum: args.momentum,
+                weight_decay: args.weight_decay,
+                label_smoothing: args.label_smoothing,
+                seed: args.seed,
+                checkpoint_every: args.checkpoint_every,
+                log_every: args.log_every,
+                sampling: args.sampling,
+                proxy_size: data.splits.proxy.len(),
+                conform,
+                augment,
+                normalize: Normalize::from_dataset(&data.pair.train, &data.splits.train),
+            };
+            let out = args.out.clone().unwrap_or_else(|| {
+                PathBuf::from(format!("runs/train-{}-{}", args.space, args.seed))
+            });
+            let run = RunDir::create(&out)?;
+            run.write_config(&config)?;
+            p.note(format!(
+                "training space {} on {} ({} train / {} proxy images) for {} steps into {}",
+                config.space,
+                config.data,
+                data.splits.train.len(),
+                data.splits.proxy.len(),
+                config.steps,
+                out.display()
+            ));
+            (run, config, data)
+        }
+    };
+    let bar = p.bar(config.steps, "{bar:30} {pos}/{len} {msg} ETA {eta}");
+    let mut on_report = |r: &StepReport| {
+        bar.set_position(r.step);
+        bar.set_message(format!("loss {:.3} {:.0} img/s", r.loss, r.images_per_s));
+        if p.json {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["type"] = json!("progress");
+            let _ = p.json(&v);
+        } else if !p.progress && !p.quiet {
+            eprintln!(
+                "step {}/{}  loss {:.4}  lr {:.5}  {:.0} img/s",
+                r.step, r.steps, r.loss, r.lr, r.images_per_s
+            );
+        }
+    };
+    train(&config, &data, &run, &device, &mut on_report)?;
+    bar.finish_and_clear();
+    let ckpt = run.checkpoint_dir().join("supernet.safetensors");
+    if p.json {
+        p.json(&json!({"type": "done", "run_dir": run.path(), "steps": config.steps, "checkpoint": ckpt}))?;
+    } else {
+        p.note(format!(
+            "done: {} steps; checkpoint {}; score an arch with `shiftnas eval --supernet {} --arch ...`",
+            config.steps,
+            ckpt.display(),
+            run.path().display()
+        ));
+    }
+    Ok(ExitStatus::Success)
 }

@@ -5,6 +5,8 @@
 //! Every value carries the name of its source ([`LatencySource::describe`]), so an archive never
 //! mixes numbers from different boards or runtimes silently.
 
+pub mod flops;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -28,7 +28,10 @@
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+pub mod arch_problem;
 pub mod archive;
+pub mod driver;
+pub mod evaluator;
 pub mod evolution;
 pub mod hypervolume;
 pub mod nds;
@@ -37,6 +40,7 @@ pub mod observer;
 pub mod operators;
 pub mod problem;
 pub mod random;
+pub mod shifting;
 pub mod survival;
 pub mod termination;
 pub mod zdt;

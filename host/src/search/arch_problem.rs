@@ -1,0 +1,156 @@
+//! The architecture search as a [`Problem`]: objectives (error %, latency) and constraints
+//! (FLOPs, params, latency budget) of archs, with Supernet Shifting between scores.
+//!
+//! Each batch (a generation) is scored in order: `immediate` shifting trains a candidate's path
+//! before its score; `accumulate` adds each candidate's loss gradient after its score and takes
+//! the generation's one SGD step at the end. Every evaluation becomes an [`ArchiveRecord`] in
+//! [`ArchProblem::records`] (the driver appends them to `archive.jsonl`).
+
+use anyhow::Result;
+use rand_chacha::ChaCha8Rng;
+use shiftnas_models::cost::arch_cost;
+use shiftnas_models::{Arch, Space, Supernet};
+
+use super::archive::ArchiveRecord;
+use super::evaluator::Evaluator;
+use super::problem::{Evaluation, Problem};
+use super::shifting::Shifter;
+use crate::data::Batcher;
+use crate::latency::LatencySource;
+
+/// Caps turned into constraint violations (each normalised by its cap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Constraints {
+    /// Maximum multiply-adds.
+    pub max_flops: Option<u64>,
+    /// Maximum parameters.
+    pub max_params: Option<u64>,
+    /// Maximum latency in the source's unit.
+    pub latency_budget: Option<f64>,
+}
+
+impl Constraints {
+    /// Raw constraint values `g ≤ 0` for an arch with these costs.
+    pub fn values(&self, flops: u64, params: u64, latency: f64) -> Vec<f64> {
+        let mut g = Vec::new();
+        if let Some(c) = self.max_flops {
+            g.push(flops as f64 / c as f64 - 1.0);
+        }
+        if let Some(c) = self.max_params {
+            g.push(params as f64 / c as f64 - 1.0);
+        }
+        if let Some(c) = self.latency_budget {
+            g.push(latency / c - 1.0);
+        }
+        g
+    }
+
+    /// How many constraints are active.
+    pub fn count(&self) -> usize {
+        usize::from(self.max_flops.is_some())
+            + usize::from(self.max_params.is_some())
+            + usize::from(self.latency_budget.is_some())
+    }
+}
+
+/// Archs scored by a (shifting) supernet.
+pub struct ArchProblem<'a> {
+    /// The supernet being searched (and shifted).
+    pub net: &'a Supernet,
+    /// Its space.
+    pub space: Space,
+    /// Scores with cache.
+    pub evaluator: Evaluator<'a>,
+    /// Shifting state.
+    pub shifter: Shifter,
+    /// Training batches for shifting.
+    pub batcher: Batcher<'a>,
+    /// Randomness of shifting batches (augmentation).
+    pub rng: ChaCha8Rng,
+    /// The latency objective.
+    pub latency: Box<dyn LatencySource>,
+    /// Caps.
+    pub constraints: Constraints,
+    /// Objectives: 2 (error, latency) or 1 (error only, for evolution).
+    pub n_obj: usize,
+    /// Supernet step of the checkpoint the search started from.
+    pub base_step: u64,
+    /// Generation being scored (1 = initial population).
+    pub generation: usize,
+    /// Records of the last `evaluate`.
+    pub records: Vec<ArchiveRecord>,
+}
+
+impl ArchProblem<'_> {
+    /// The supernet's current training step (checkpoint step + shifting steps).
+    pub fn step(&self) -> u64 {
+        self.base_step + self.shifter.steps_taken
+    }
+
+    /// Scores one arch at the current weights (no shifting), e.g. to re-score the final front.
+    ///
+    /// # Errors
+    /// As [`Evaluator::error`].
+    pub fn rescore(&mut self, arch: &Arch) -> Result<f64> {
+        let step = self.step();
+        self.evaluator.error(self.net, arch, step)
+    }
+}
+
+impl Problem for ArchProblem<'_> {
+    type Genome = Arch;
+
+    fn n_obj(&self) -> usize {
+        self.n_obj
+    }
+
+    fn n_constr(&self) -> usize {
+        self.constraints.count()
+    }
+
+    fn evaluate(&mut self, archs: &[Arch]) -> Result<Vec<Evaluation>> {
+        for a in archs {
+            anyhow::ensure!(
+                a.len() == self.space.num_blocks()
+                    && a.genes()
+                        .iter()
+                        .all(|&g| (g as usize) < self.space.choices.len()),
+                "arch {a} does not fit space {} ({} blocks, {} choices)",
+                self.space.name,
+                self.space.num_blocks(),
+                self.space.choices.len()
+            );
+        }
+        let latencies = self.latency.latencies(&self.space, archs)?;
+        let source = self.latency.describe();
+        self.records.clear();
+        let mut evals = Vec::with_capacity(archs.len());
+        for (arch, &lat) in archs.iter().zip(&latencies) {
+            self.shifter
+                .before_score(self.net, arch, &mut self.batcher, &mut self.rng)?;
+            let step = self.step();
+            let error = self.evaluator.error(self.net, arch, step)?;
+            self.shifter
+                .accumulate(self.net, arch, &mut self.batcher, &mut self.rng)?;
+            let cost = arch_cost(&self.space, arch);
+            let mut objectives = vec![error];
+            if self.n_obj > 1 {
+                objectives.push(lat);
+            }
+            let g = self.constraints.values(cost.flops, cost.params, lat);
+            evals.push(Evaluation::with_constraints(objectives, &g));
+            self.records.push(ArchiveRecord {
+                generation: self.generation,
+                arch: arch.clone(),
+                error: error / 100.0,
+                latency: lat,
+                latency_source: source.clone(),
+                flops: cost.flops,
+                params: cost.params,
+                supernet_step: step,
+            });
+        }
+        self.shifter.end_generation(self.net)?;
+        Ok(evals)
+    }
+}

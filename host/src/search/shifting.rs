@@ -1,0 +1,397 @@
+//! Supernet Shifting: the supernet keeps training on the paths the search visits.
+//!
+//! `accumulate` (the paper's Algorithm 1): every candidate's training loss over `shift_samples`
+//! images is back-propagated while the generation is scored, the gradients are summed, and after
+//! the generation the supernet takes exactly one SGD step ([`Shifter::end_generation`]).
+//! `immediate` (the authors' released code): each candidate first takes `shift_steps` SGD steps of
+//! `shift_batch` images on its own path, then is scored ([`Shifter::before_score`]).
+//! `masked` updates touch only the parameters that got a gradient (the visited paths: momentum and
+//! weight decay only there); `full` gives every trainable parameter a (zero) gradient, so momentum
+//! and weight decay move all of them. The optimizer's buffers persist across generations and are
+//! checkpointed by the driver.
+
+use anyhow::Result;
+use candle_core::Tensor;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use shiftnas_models::{Arch, Supernet};
+
+use crate::data::{Batcher, BatcherPosition};
+use crate::train::{Gradients, Sgd, SgdConfig, batch_loss_and_grads};
+
+/// How the supernet shifts during the search (`--shift`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShiftMode {
+    /// Accumulate candidates' gradients, one SGD step per generation (paper, Alg. 1).
+    Accumulate,
+    /// `shift_steps` SGD steps on each candidate's path before scoring it (authors' code).
+    Immediate,
+    /// No shifting: the supernet is frozen.
+    Off,
+}
+
+/// Which parameters a shifting step updates (`--shift-update`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShiftUpdate {
+    /// Only the parameters on the evaluated paths.
+    Masked,
+    /// Every trainable parameter gets momentum and weight decay.
+    Full,
+}
+
+/// Shifting settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ShiftConfig {
+    /// The mode.
+    pub mode: ShiftMode,
+    /// Masked or full updates.
+    pub update: ShiftUpdate,
+    /// `accumulate`: training images per candidate (paper: 640).
+    pub samples: usize,
+    /// `immediate`: SGD steps per candidate (authors: 20).
+    pub steps: usize,
+    /// Images per shifting batch (authors: 150).
+    pub batch: usize,
+    /// SGD learning rate, momentum, weight decay (1e-4, 0.9, 4e-5).
+    pub sgd: SgdConfig,
+    /// Label smoothing of the shifting loss.
+    pub label_smoothing: f64,
+}
+
+impl Default for ShiftConfig {
+    fn default() -> Self {
+        ShiftConfig {
+            mode: ShiftMode::Accumulate,
+            update: ShiftUpdate::Masked,
+            samples: 640,
+            steps: 20,
+            batch: 150,
+            sgd: SgdConfig {
+                lr: 1e-4,
+                momentum: 0.9,
+                weight_decay: 4e-5,
+            },
+            label_smoothing: 0.1,
+        }
+    }
+}
+
+/// Applies shifting to a supernet; owns the optimizer and the pending gradients.
+#[derive(Debug)]
+pub struct Shifter {
+    config: ShiftConfig,
+    /// The optimizer (its buffers are checkpointed).
+    pub sgd: Sgd,
+    pending: Gradients,
+    candidates: usize,
+    /// Optimizer steps taken so far (added to the checkpoint's training step).
+    pub steps_taken: u64,
+}
+
+impl Shifter {
+    /// A shifter with fresh optimizer state.
+    pub fn new(config: ShiftConfig) -> Shifter {
+        Shifter {
+            config,
+            sgd: Sgd::new(config.sgd),
+            pending: Gradients::default(),
+            candidates: 0,
+            steps_taken: 0,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ShiftConfig {
+        &self.config
+    }
+
+    /// Mean gradient of `arch`'s loss over `images` training images drawn from `batcher`.
+    fn loss_grads(
+        &self,
+        net: &Supernet,
+        arch: &Arch,
+        batcher: &mut Batcher<'_>,
+        images: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Gradients> {
+        let batch = self.config.batch.max(1);
+        let n = images.div_ceil(batch).max(1);
+        let mut grads = Gradients::default();
+        for _ in 0..n {
+            let b = batcher.next_batch(rng, net.device())?;
+            let (loss, mut g) =
+                batch_loss_and_grads(net, arch, &b.images, &b.labels, self.config.label_smoothing)?;
+            anyhow::ensure!(
+                loss.is_finite(),
+                "shifting loss of arch {arch} is {loss}; lower --shift-lr"
+            );
+            g.scale(1.0 / n as f64)?;
+            grads.add(g)?;
+        }
+        Ok(grads)
+    }
+
+    /// One optimizer step with `grads`, widened to all parameters in `full` mode.
+    fn step(&mut self, net: &Supernet, mut grads: Gradients) -> Result<()> {
+        if self.config.update == ShiftUpdate::Full {
+            grads.add(zero_grads(net)?)?;
+        }
+        self.sgd.step(&grads)?;
+        self.steps_taken += 1;
+        Ok(())
+    }
+
+    /// `immediate`: `steps` SGD steps on `arch`'s path (call before scoring it); else nothing.
+    ///
+    /// # Errors
+    /// Forward/backward failures or a non-finite loss.
+    pub fn before_score(
+        &mut self,
+        net: &Supernet,
+        arch: &Arch,
+        batcher: &mut Batcher<'_>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<()> {
+        if self.config.mode != ShiftMode::Immediate {
+            return Ok(());
+        }
+        for _ in 0..self.config.steps {
+            let g = self.loss_grads(net, arch, batcher, self.config.batch, rng)?;
+            self.step(net, g)?;
+        }
+        Ok(())
+    }
+
+    /// `accumulate`: adds `arch`'s loss gradient over `samples` images; else nothing.
+    ///
+    /// # Errors
+    /// Forward/backward failures or a non-finite loss.
+    pub fn accumulate(
+        &mut self,
+        net: &Supernet,
+        arch: &Arch,
+        batcher: &mut Batcher<'_>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<()> {
+        if self.config.mode != ShiftMode::Accumulate {
+            return Ok(());
+        }
+        let g = self.loss_grads(net, arch, batcher, self.config.samples, rng)?;
+        self.pending.add(g)?;
+        self.candidates += 1;
+        Ok(())
+    }
+
+    /// `accumulate`: the one SGD step of the generation (mean of the candidates' gradients).
+    /// Returns whether a step was taken.
+    ///
+    /// # Errors
+    /// Tensor failures.
+    pub fn end_generation(&mut self, net: &Supernet) -> Result<bool> {
+        if self.config.mode != ShiftMode::Accumulate || self.candidates == 0 {
+            return Ok(false);
+        }
+        let mut g = std::mem::take(&mut self.pending);
+        g.scale(1.0 / self.candidates as f64)?;
+        self.candidates = 0;
+        self.step(net, g)?;
+        Ok(true)
+    }
+}
+
+/// Zero gradients for every trainable parameter (so `full` updates reach all of them).
+fn zero_grads(net: &Supernet) -> Result<Gradients> {
+    let params = net.trainable();
+    let mut total: Option<Tensor> = None;
+    for (_, v) in &params {
+        // candle prunes `× 0` from the graph, so take d(Σw)/dw = 1 and scale it to 0 below.
+        let t = v.as_tensor().sum_all()?;
+        total = Some(match total {
+            Some(s) => (s + t)?,
+            None => t,
+        });
+    }
+    match total {
+        Some(t) => {
+            let mut g = Gradients::from_store(&params, &t.backward()?)?;
+            g.scale(0.0)?;
+            Ok(g)
+        }
+        None => Ok(Gradients::default()),
+    }
+}
+
+/// Where the shifting batcher is, for checkpoints.
+pub type ShiftCursor = BatcherPosition;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use candle_core::Device;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::data::{Augment, ConformOptions, DataSpec, Normalize};
+    use crate::train::{PreparedData, prepare_data, space_for};
+
+    fn data() -> PreparedData {
+        let space = space_for("tiny", 10).unwrap();
+        prepare_data(
+            &DataSpec::BuiltinFashionMnist,
+            &space,
+            ConformOptions::default(),
+            Some(200),
+            1,
+        )
+        .unwrap()
+    }
+
+    fn net() -> Supernet {
+        Supernet::new(&space_for("tiny", 10).unwrap(), &Device::Cpu, 5).unwrap()
+    }
+
+    fn trainable(net: &Supernet) -> Vec<(String, Vec<u32>)> {
+        net.trainable()
+            .into_iter()
+            .map(|(n, v)| {
+                let t = v
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                (n, t.iter().map(|x| x.to_bits()).collect())
+            })
+            .collect()
+    }
+
+    fn changed(a: &[(String, Vec<u32>)], b: &[(String, Vec<u32>)]) -> BTreeSet<String> {
+        a.iter()
+            .zip(b)
+            .filter(|(x, y)| x.1 != y.1)
+            .map(|(x, _)| x.0.clone())
+            .collect()
+    }
+
+    fn pattern(k: usize) -> Arch {
+        Arch::new((0..20).map(|i| ((i * (k + 1) + k) % 4) as u8).collect())
+    }
+
+    fn config(mode: ShiftMode, update: ShiftUpdate) -> ShiftConfig {
+        ShiftConfig {
+            mode,
+            update,
+            samples: 16,
+            steps: 3,
+            batch: 8,
+            sgd: SgdConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 0.01,
+            },
+            label_smoothing: 0.1,
+        }
+    }
+
+    fn batcher<'a>(d: &'a PreparedData) -> Batcher<'a> {
+        let norm = Normalize::from_dataset(&d.pair.train, &d.splits.train);
+        Batcher::new(
+            &d.pair.train,
+            d.splits.train.clone(),
+            8,
+            Augment::NONE,
+            norm,
+            7,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn accumulate_masked_takes_one_step_on_the_union_of_paths() {
+        let d = data();
+        let net = net();
+        let mut b = batcher(&d);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut s = Shifter::new(config(ShiftMode::Accumulate, ShiftUpdate::Masked));
+        let archs = [pattern(0), pattern(1)];
+        assert_eq!(archs[0].len(), net.space().num_blocks());
+        let before = trainable(&net);
+        for a in &archs {
+            s.before_score(&net, a, &mut b, &mut rng).unwrap();
+            s.accumulate(&net, a, &mut b, &mut rng).unwrap();
+        }
+        assert_eq!(
+            trainable(&net),
+            before,
+            "no update before the generation ends"
+        );
+        assert!(s.end_generation(&net).unwrap());
+        assert_eq!(s.steps_taken, 1);
+        assert!(
+            !s.end_generation(&net).unwrap(),
+            "nothing pending: no second step"
+        );
+        let union: BTreeSet<String> = archs
+            .iter()
+            .flat_map(|a| net.path_trainable(a))
+            .map(|(n, _)| n)
+            .collect();
+        let moved = changed(&before, &trainable(&net));
+        assert!(!moved.is_empty());
+        assert!(
+            moved.is_subset(&union),
+            "moved off-path: {:?}",
+            moved.difference(&union)
+        );
+        assert!(
+            union.len() < before.len(),
+            "the test needs unvisited params"
+        );
+    }
+
+    #[test]
+    fn full_update_also_decays_unvisited_weights() {
+        let d = data();
+        let net = net();
+        let mut b = batcher(&d);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut s = Shifter::new(config(ShiftMode::Accumulate, ShiftUpdate::Full));
+        let a = Arch::uniform(20, 0);
+        let before = trainable(&net);
+        s.accumulate(&net, &a, &mut b, &mut rng).unwrap();
+        s.end_generation(&net).unwrap();
+        let path: BTreeSet<String> = net.path_trainable(&a).into_iter().map(|(n, _)| n).collect();
+        let moved = changed(&before, &trainable(&net));
+        assert!(
+            moved
+                .iter()
+                .any(|n| !path.contains(n) && n.ends_with("weight"))
+        );
+    }
+
+    #[test]
+    fn immediate_is_n_sgd_steps_on_the_path_before_scoring() {
+        let d = data();
+        let (n1, n2) = (net(), net());
+        let a = pattern(2);
+        let cfg = config(ShiftMode::Immediate, ShiftUpdate::Masked);
+        let mut s = Shifter::new(cfg);
+        let (mut b1, mut r1) = (batcher(&d), ChaCha8Rng::seed_from_u64(4));
+        s.before_score(&n1, &a, &mut b1, &mut r1).unwrap();
+        s.accumulate(&n1, &a, &mut b1, &mut r1).unwrap();
+        assert!(!s.end_generation(&n1).unwrap());
+        assert_eq!(s.steps_taken, 3);
+        // By definition: 3 × (one batch of 8 → loss → path gradients → SGD step).
+        let mut sgd = Sgd::new(cfg.sgd);
+        let (mut b2, mut r2) = (batcher(&d), ChaCha8Rng::seed_from_u64(4));
+        for _ in 0..3 {
+            let batch = b2.next_batch(&mut r2, &Device::Cpu).unwrap();
+            let (_, g) = batch_loss_and_grads(&n2, &a, &batch.images, &batch.labels, 0.1).unwrap();
+            sgd.step(&g).unwrap();
+        }
+        assert_eq!(trainable(&n1), trainable(&n2));
+    }
+}

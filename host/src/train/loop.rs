@@ -1,0 +1,411 @@
+//! The supernet training loop: single-path sampling, resumable run dirs.
+//!
+//! Each step samples an arch (SPOS uniform single path, or FairNAS strict fairness: as many paths
+//! as choices, every choice of every block used exactly once, gradients summed, one update), runs
+//! forward/backward on one batch with label-smoothed cross-entropy, and updates only the sampled
+//! weights with [`Sgd`] under a [`LinearDecay`] schedule.
+//!
+//! Everything random comes from one `ChaCha8Rng` seeded by `--seed` (arch sampling and
+//! augmentation), the batcher's `(seed, epoch)` permutations, and a dropout seed derived from the
+//! step. A checkpoint holds the weights and BN statistics (`supernet.safetensors`), momentum
+//! buffers (`optimizer.safetensors`) and `state.json` (step, RNG, batcher position), so a killed
+//! run resumed from its last checkpoint ends with the same weights as an uninterrupted one.
+//! Checkpoints are written into `checkpoint.tmp/` and swapped in by renames; a run killed during
+//! the swap resumes from `checkpoint.old/`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use shiftnas_models::{Arch, Space, Supernet};
+
+use super::evaluate::smoothed_cross_entropy;
+use super::{Gradients, LinearDecay, Sgd, SgdConfig};
+use crate::data::batch::assemble;
+use crate::data::split::default_proxy_size;
+use crate::data::{
+    Augment, BatcherPosition, ConformOptions, DataPair, DataSpec, Normalize, Splits,
+};
+use crate::data::{Batcher, Dataset};
+use crate::run_dir::{RunDir, write_atomic};
+
+/// How paths are sampled each step (`--sampling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// One uniformly random arch per step (SPOS).
+    Uniform,
+    /// FairNAS strict fairness: one path per choice, each choice of each block once per step.
+    Fair,
+}
+
+/// Every effective setting of a training run; written to `config.toml` and read by `--resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Search-space preset name.
+    pub space: String,
+    /// Where the images come from.
+    pub data: DataSpec,
+    /// Optimizer steps in total.
+    pub steps: u64,
+    /// Images per batch.
+    pub batch: usize,
+    /// Initial learning rate (linear decay to 0 at `steps`).
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Weight decay on conv/linear weights.
+    pub weight_decay: f64,
+    /// Label smoothing of the cross-entropy.
+    pub label_smoothing: f64,
+    /// Seed of init, sampling, augmentation, proxy split and batch order.
+    pub seed: u64,
+    /// Steps between checkpoints (the last step always checkpoints).
+    pub checkpoint_every: u64,
+    /// Steps between `log.jsonl` lines.
+    pub log_every: u64,
+    /// Path sampling.
+    pub sampling: Sampling,
+    /// Images held out from training for proxy scoring.
+    pub proxy_size: usize,
+    /// Channel conversion / resizing allowed.
+    pub conform: ConformOptions,
+    /// Training augmentation.
+    pub augment: Augment,
+    /// Per-channel normalisation (computed from the training split when the run starts).
+    pub normalize: Normalize,
+}
+
+/// Data ready for a space: both sets conformed, splits, and normalisation.
+#[derive(Debug, Clone)]
+pub struct PreparedData {
+    /// Training and test sets, fitted to the space's input.
+    pub pair: DataPair,
+    /// Train / proxy / test index lists.
+    pub splits: Splits,
+}
+
+/// The space of a run: the preset with the dataset's number of classes.
+///
+/// # Errors
+/// An unknown preset name.
+pub fn space_for(name: &str, classes: usize) -> Result<Space> {
+    Ok(Space::by_name(name)?.with_classes(classes))
+}
+
+/// Loads `spec`, fits it to `space`'s input and holds out the proxy split (`None`: the default
+/// size, [`default_proxy_size`]).
+///
+/// # Errors
+/// Reader errors, a shape mismatch without the matching option, a proxy split that does not fit.
+pub fn prepare_data(
+    spec: &DataSpec,
+    space: &Space,
+    conform: ConformOptions,
+    proxy_size: Option<usize>,
+    seed: u64,
+) -> Result<PreparedData> {
+    let raw = spec.load(space.input_size)?;
+    let pair = DataPair {
+        train: raw
+            .train
+            .conform(space.input_channels, space.input_size, conform)?,
+        test: raw
+            .test
+            .conform(space.input_channels, space.input_size, conform)?,
+    };
+    let proxy_size = proxy_size.unwrap_or_else(|| default_proxy_size(pair.train.len()));
+    let splits = Splits::new(&pair, proxy_size, seed)?;
+    Ok(PreparedData { pair, splits })
+}
+
+/// What a checkpoint's `state.json` holds besides the tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Steps completed.
+    pub step: u64,
+    /// The RNG for arch sampling and augmentation.
+    pub rng: ChaCha8Rng,
+    /// Where the batcher is.
+    pub batcher: BatcherPosition,
+}
+
+/// One line of progress (also the `log.jsonl` record and the `--json` progress line).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Steps completed.
+    pub step: u64,
+    /// Total steps of the run.
+    pub steps: u64,
+    /// Mean training loss since the previous report.
+    pub loss: f64,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Training throughput since the previous report.
+    pub images_per_s: f64,
+    /// Whether a checkpoint was written at this step.
+    pub checkpoint: bool,
+}
+
+/// Loss and gradients of one arch on one batch (`forward_t(train) → smoothed CE → backward`).
+///
+/// Only the weights on `arch`'s path get gradients; BN running statistics of that path move.
+///
+/// # Errors
+/// Forward/backward failures, naming the arch.
+pub fn batch_loss_and_grads(
+    supernet: &Supernet,
+    arch: &Arch,
+    images: &Tensor,
+    labels: &Tensor,
+    label_smoothing: f64,
+) -> Result<(f64, Gradients)> {
+    let logits = supernet
+        .forward_t(images, arch, true)
+        .with_context(|| format!("training forward of arch {arch}"))?;
+    let loss = smoothed_cross_entropy(&logits, labels, label_smoothing)?;
+    let store = loss.backward()?;
+    let grads = Gradients::from_store(&supernet.path_trainable(arch), &store)?;
+    Ok((f64::from(loss.to_scalar::<f32>()?), grads))
+}
+
+/// Mean loss and gradients of `arch` over the images `indices` of `data` (for shifting).
+///
+/// Images are processed in chunks of `batch`; each chunk's gradient is weighted by its share of
+/// the images, so the result is the gradient of the mean loss over all of them (up to BN's
+/// per-batch statistics). Augmentation randomness comes from `rng`.
+///
+/// # Errors
+/// An empty index list or forward/backward failures.
+#[allow(clippy::too_many_arguments)]
+pub fn arch_loss_and_grads(
+    supernet: &Supernet,
+    arch: &Arch,
+    data: &Dataset,
+    indices: &[usize],
+    batch: usize,
+    augment: Augment,
+    normalize: &Normalize,
+    label_smoothing: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<(f64, Gradients)> {
+    if indices.is_empty() {
+        bail!("no images to compute arch {arch}'s loss on");
+    }
+    let device = supernet.device().clone();
+    let n = indices.len() as f64;
+    let (mut total, mut grads) = (0.0, Gradients::default());
+    for idx in indices.chunks(batch.max(1)) {
+        let b = assemble(data, idx, augment, normalize, rng, &device)?;
+        let (loss, mut g) =
+            batch_loss_and_grads(supernet, arch, &b.images, &b.labels, label_smoothing)?;
+        let share = idx.len() as f64 / n;
+        g.scale(share)?;
+        grads.add(g)?;
+        total += loss * share;
+    }
+    Ok((total, grads))
+}
+
+/// FairNAS paths: `choices` archs such that each block uses every choice exactly once.
+pub fn fair_paths(blocks: usize, choices: usize, rng: &mut ChaCha8Rng) -> Vec<Arch> {
+    let perms: Vec<Vec<u8>> = (0..blocks)
+        .map(|_| {
+            let mut p: Vec<u8> = (0..choices as u8).collect();
+            p.shuffle(rng);
+            p
+        })
+        .collect();
+    (0..choices)
+        .map(|j| Arch::new(perms.iter().map(|p| p[j]).collect()))
+        .collect()
+}
+
+/// The files of one checkpoint folder.
+fn ckpt_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join("supernet.safetensors"),
+        dir.join("optimizer.safetensors"),
+        dir.join("state.json"),
+    )
+}
+
+/// Writes a complete checkpoint next to the current one, then swaps it in.
+fn save_checkpoint(run: &RunDir, net: &Supernet, sgd: &Sgd, state: &TrainState) -> Result<()> {
+    let cur = run.checkpoint_dir();
+    let tmp = run.join("checkpoint.tmp");
+    let old = run.join("checkpoint.old");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let (w, o, s) = ckpt_files(&tmp);
+    net.save(&w, state.step)
+        .with_context(|| format!("writing {}", w.display()))?;
+    sgd.save_buffers(&o)?;
+    write_atomic(&s, &serde_json::to_vec_pretty(state)?)?;
+    let _ = fs::remove_dir_all(&old);
+    if cur.exists() {
+        fs::rename(&cur, &old).with_context(|| format!("moving {}", cur.display()))?;
+    }
+    fs::rename(&tmp, &cur).with_context(|| format!("moving {}", tmp.display()))?;
+    let _ = fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// The checkpoint folder to resume from: `checkpoint/`, or `checkpoint.old/` after a kill
+/// during the swap; `None` when the run never checkpointed.
+pub fn resumable_checkpoint(run: &RunDir) -> Option<PathBuf> {
+    [run.checkpoint_dir(), run.join("checkpoint.old")]
+        .into_iter()
+        .find(|d| d.join("state.json").is_file())
+}
+
+/// Trains a supernet in `run` (fresh, or resumed from its checkpoint) and returns it.
+///
+/// Same as [`train_until`] with `until = config.steps`.
+///
+/// # Errors
+/// Data, checkpoint or tensor failures, naming the file or arch.
+pub fn train(
+    config: &TrainConfig,
+    data: &PreparedData,
+    run: &RunDir,
+    device: &Device,
+    on_report: &mut dyn FnMut(&StepReport),
+) -> Result<Supernet> {
+    train_until(config, data, run, device, config.steps, on_report)
+}
+
+/// Trains until step `until` (at most `config.steps`), checkpointing there, and returns the net.
+///
+/// Stopping early keeps the schedule of the whole run, so resuming later continues exactly
+/// (this is how an interruption is simulated in tests). `on_report` is called every `log_every` steps and at the end (after the line is appended to
+/// `log.jsonl`). The run's `config.toml` must already be written.
+///
+/// # Errors
+/// Data, checkpoint or tensor failures, naming the file or arch.
+pub fn train_until(
+    config: &TrainConfig,
+    data: &PreparedData,
+    run: &RunDir,
+    device: &Device,
+    until: u64,
+    on_report: &mut dyn FnMut(&StepReport),
+) -> Result<Supernet> {
+    let until = until.min(config.steps);
+    let space = space_for(&config.space, data.pair.train.num_classes())?;
+    let mut sgd = Sgd::new(SgdConfig {
+        lr: config.lr,
+        momentum: config.momentum,
+        weight_decay: config.weight_decay,
+    });
+    let mut batcher = Batcher::new(
+        &data.pair.train,
+        data.splits.train.clone(),
+        config.batch,
+        config.augment,
+        config.normalize.clone(),
+        config.seed,
+    )?;
+    let (net, mut state) = match resumable_checkpoint(run) {
+        Some(dir) => {
+            let (w, o, s) = ckpt_files(&dir);
+            let state: TrainState = serde_json::from_slice(
+                &fs::read(&s).with_context(|| format!("reading {}", s.display()))?,
+            )
+            .with_context(|| format!("parsing {}", s.display()))?;
+            let (net, step) = Supernet::load_for(&w, &space, device)
+                .with_context(|| format!("loading {}", w.display()))?;
+            if step != state.step {
+                bail!(
+                    "{}: weights are from step {step} but state.json says {}; the checkpoint is inconsistent",
+                    dir.display(),
+                    state.step
+                );
+            }
+            sgd.load_buffers(&o, device)?;
+            batcher.set_position(state.batcher);
+            (net, state)
+        }
+        None => (
+            Supernet::new(&space, device, config.seed)?,
+            TrainState {
+                step: 0,
+                // A stream of its own so init and sampling never share numbers.
+                rng: {
+                    let mut r = ChaCha8Rng::seed_from_u64(config.seed);
+                    r.set_stream(1);
+                    r
+                },
+                batcher: batcher.position(),
+            },
+        ),
+    };
+    let schedule = LinearDecay {
+        base_lr: config.lr,
+        total_steps: config.steps,
+    };
+    let blocks = space.num_blocks();
+    let choices = space.choices.len();
+    let (mut loss_sum, mut loss_n, mut images, mut t0) = (0.0, 0usize, 0usize, Instant::now());
+    while state.step < until {
+        let lr = schedule.lr(state.step);
+        sgd.set_lr(lr);
+        net.set_dropout_seed(config.seed ^ state.step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let archs = match config.sampling {
+            Sampling::Uniform => vec![Arch::random(blocks, choices, &mut state.rng)],
+            Sampling::Fair => fair_paths(blocks, choices, &mut state.rng),
+        };
+        let batch = batcher.next_batch(&mut state.rng, device)?;
+        let mut grads = Gradients::default();
+        for arch in &archs {
+            let (loss, g) = batch_loss_and_grads(
+                &net,
+                arch,
+                &batch.images,
+                &batch.labels,
+                config.label_smoothing,
+            )?;
+            if !loss.is_finite() {
+                bail!(
+                    "step {}: loss of arch {arch} is {loss}; lower --lr (now {})",
+                    state.step,
+                    config.lr
+                );
+            }
+            grads.add(g)?;
+            loss_sum += loss;
+            loss_n += 1;
+        }
+        sgd.step(&grads)?;
+        images += config.batch * archs.len();
+        state.step += 1;
+        state.batcher = batcher.position();
+        let last = state.step == until;
+        let ckpt =
+            last || (config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0);
+        if ckpt {
+            save_checkpoint(run, &net, &sgd, &state)?;
+        }
+        if last || (config.log_every > 0 && state.step % config.log_every == 0) {
+            let secs = t0.elapsed().as_secs_f64().max(1e-9);
+            let report = StepReport {
+                step: state.step,
+                steps: config.steps,
+                loss: loss_sum / loss_n.max(1) as f64,
+                lr,
+                images_per_s: images as f64 / secs,
+                checkpoint: ckpt,
+            };
+            run.log(&report)?;
+            on_report(&report);
+            (loss_sum, loss_n, images, t0) = (0.0, 0, 0, Instant::now());
+        }
+    }
+    Ok(net)
+}

@@ -1,0 +1,162 @@
+//! Training-loop tests on the embedded Fashion-MNIST subset and the `tiny` space.
+
+use candle_core::Device;
+use rand::SeedableRng;
+use shiftnas_models::Arch;
+
+use super::*;
+use crate::data::{Augment, ConformOptions, DataSpec, Normalize};
+use crate::run_dir::RunDir;
+
+fn config(steps: u64, batch: usize, checkpoint_every: u64) -> TrainConfig {
+    TrainConfig {
+        space: "tiny".into(),
+        data: DataSpec::BuiltinFashionMnist,
+        steps,
+        batch,
+        lr: 0.1,
+        momentum: 0.9,
+        weight_decay: 4e-5,
+        label_smoothing: 0.1,
+        seed: 3,
+        checkpoint_every,
+        log_every: 1,
+        sampling: Sampling::Uniform,
+        proxy_size: 1000,
+        conform: ConformOptions::default(),
+        augment: Augment::NONE,
+        normalize: Normalize {
+            mean: vec![0.2867],
+            std: vec![0.354],
+        },
+    }
+}
+
+fn data() -> PreparedData {
+    let space = space_for("tiny", 10).unwrap();
+    prepare_data(
+        &DataSpec::BuiltinFashionMnist,
+        &space,
+        ConformOptions::default(),
+        Some(1000),
+        3,
+    )
+    .unwrap()
+}
+
+fn weights(net: &shiftnas_models::Supernet) -> Vec<(String, Vec<u32>)> {
+    net.names()
+        .map(|n| {
+            let t = net
+                .tensor(n)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            (n.to_string(), t.iter().map(|v| v.to_bits()).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn killed_and_resumed_run_matches_uninterrupted_bit_for_bit() {
+    let data = data();
+    let dir = tempfile::tempdir().unwrap();
+    for sampling in [Sampling::Uniform, Sampling::Fair] {
+        let mut cfg = config(4, 4, 2);
+        cfg.sampling = sampling;
+        cfg.augment = Augment {
+            crop_padding: 2,
+            flip: true,
+            random_resized_crop: false,
+        };
+        let a = RunDir::create(&dir.path().join(format!("{sampling:?}-a"))).unwrap();
+        let straight = weights(&train(&cfg, &data, &a, &Device::Cpu, &mut |_| {}).unwrap());
+
+        // Interrupted after the checkpoint at step 2; everything in memory is dropped.
+        let b = RunDir::create(&dir.path().join(format!("{sampling:?}-b"))).unwrap();
+        drop(train_until(&cfg, &data, &b, &Device::Cpu, 2, &mut |_| {}).unwrap());
+        let mut steps = Vec::new();
+        let resumed = train(&cfg, &data, &b, &Device::Cpu, &mut |r| steps.push(r.step)).unwrap();
+        assert_eq!(steps, [3, 4]);
+        assert!(
+            straight == weights(&resumed),
+            "{sampling:?}: resumed weights differ"
+        );
+        assert!(resumable_checkpoint(&b).is_some());
+    }
+}
+
+/// The brief's target: a short run on the embedded data scores clearly above chance (10 %).
+/// Ignored by default: with the current supernet step (~12 images/s on 2 busy cores) 300 steps of
+/// 64 images take ~25 min. Run with `cargo test --release -p shiftnas short_training -- --ignored`.
+#[test]
+#[ignore = "slow until the supernet step is fast; see the doc comment"]
+fn short_training_beats_chance_on_proxy() {
+    let data = data();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(300, 64, 0);
+    cfg.log_every = 50;
+    let run = RunDir::create(&dir.path().join("r")).unwrap();
+    let net = train(&cfg, &data, &run, &Device::Cpu, &mut |r| eprintln!("{r:?}")).unwrap();
+    let arch = Arch::random(
+        net.space().num_blocks(),
+        4,
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(0),
+    );
+    let bn = BnSource {
+        data: &data.pair.train,
+        indices: &data.splits.train,
+        mode: BnMode::Exact,
+        images: 1024,
+        seed: 0,
+    };
+    let acc = evaluate(
+        &net,
+        &arch,
+        &data.pair.train,
+        &data.splits.proxy,
+        &cfg.normalize,
+        bn,
+        256,
+    )
+    .unwrap();
+    eprintln!("{acc:?}");
+    assert!(acc.top1 >= 0.5, "{acc:?}");
+}
+
+#[test]
+fn gradient_descent_on_one_batch_lowers_its_loss() {
+    let data = data();
+    let space = space_for("tiny", 10).unwrap();
+    let net = shiftnas_models::Supernet::new(&space, &Device::Cpu, 0).unwrap();
+    let arch = Arch::uniform(space.num_blocks(), 0);
+    let norm = Normalize {
+        mean: vec![0.2867],
+        std: vec![0.354],
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let b = crate::data::batch::assemble(
+        &data.pair.train,
+        &data.splits.train[..32],
+        Augment::NONE,
+        &norm,
+        &mut rng,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut sgd = Sgd::new(SgdConfig {
+        lr: 0.05,
+        momentum: 0.0,
+        weight_decay: 0.0,
+    });
+    let mut losses = Vec::new();
+    for _ in 0..8 {
+        let (loss, g) = batch_loss_and_grads(&net, &arch, &b.images, &b.labels, 0.0).unwrap();
+        losses.push(loss);
+        sgd.step(&g).unwrap();
+    }
+    eprintln!("{losses:?}");
+    assert!(losses[7] < losses[0] - 0.3, "{losses:?}");
+}
