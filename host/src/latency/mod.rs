@@ -10,7 +10,7 @@ pub mod flops;
 pub mod open;
 pub mod predictor;
 
-pub use open::{LatencyOptions, open};
+pub use self::open::{LatencyOptions, open};
 
 use std::fmt;
 use std::path::PathBuf;
