@@ -9,7 +9,7 @@
 //! `ort::init_from` is used rather than `ort::init`, which panics when the library is missing.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use ort::session::Session;
@@ -27,7 +27,9 @@ pub struct OrtBackend {
     pub path: PathBuf,
 }
 
-static LOADED: OnceLock<(PathBuf, String)> = OnceLock::new();
+/// The library and ONNX Runtime environment of this process, built once: ORT allows a single
+/// environment per process, so every [`OrtBackend::load`] after the first shares it.
+static LOADED: Mutex<Option<(PathBuf, String, ort::environment::Environment)>> = Mutex::new(None);
 
 /// Candidate library paths in search order (existing or not, for the error message).
 pub fn candidates(ort_lib: Option<&Path>) -> Vec<PathBuf> {
@@ -120,42 +122,47 @@ impl OrtBackend {
     /// # Errors
     /// Lists every path tried and why each failed, and says how to point the agent at a library.
     pub fn load(ort_lib: Option<&Path>) -> Result<OrtBackend> {
-        let (path, version) = match LOADED.get() {
-            Some(done) => done.clone(),
-            None => {
-                let mut tried = Vec::new();
-                let mut found = None;
-                for c in candidates(ort_lib) {
-                    if !c.is_file() {
-                        tried.push(format!("{} (not found)", c.display()));
-                        continue;
-                    }
-                    match ort::init_from(&c) {
-                        Ok(builder) => {
-                            drop(builder);
-                            found = Some(c);
-                            break;
-                        }
-                        Err(e) => tried.push(format!("{} ({e})", c.display())),
-                    }
-                }
-                let Some(path) = found else {
-                    bail!(
-                        "no ONNX Runtime library could be loaded; tried:\n  {}\npass --ort-lib PATH or set \
-                         ORT_DYLIB_PATH to a libonnxruntime.so for this architecture, or copy one next \
-                         to the agent (PyPI's onnxruntime wheel ships it under onnxruntime/capi/)",
-                        tried.join("\n  ")
-                    );
-                };
-                let version = version_of(&path)?;
-                LOADED.get_or_init(|| (path, version)).clone()
+        let mut loaded = LOADED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((path, version, env)) = loaded.as_ref() {
+            return Ok(OrtBackend {
+                env: env.clone(),
+                version: version.clone(),
+                path: path.clone(),
+            });
+        }
+        let mut tried = Vec::new();
+        let mut found = None;
+        for c in candidates(ort_lib) {
+            if !c.is_file() {
+                tried.push(format!("{} (not found)", c.display()));
+                continue;
             }
+            match ort::init_from(&c) {
+                Ok(builder) => {
+                    drop(builder);
+                    found = Some(c);
+                    break;
+                }
+                Err(e) => tried.push(format!("{} ({e})", c.display())),
+            }
+        }
+        let Some(path) = found else {
+            bail!(
+                "no ONNX Runtime library could be loaded; tried:\n  {}\npass --ort-lib PATH or set \
+                 ORT_DYLIB_PATH to a libonnxruntime.so for this architecture, or copy one next \
+                 to the agent (PyPI's onnxruntime wheel ships it under onnxruntime/capi/)",
+                tried.join("\n  ")
+            );
         };
+        let version = version_of(&path)?;
         let env = ort::init_from(&path)
             .with_context(|| format!("loading {}", path.display()))?
             .with_name("shiftnas-agent")
             .build()
             .context("creating the ONNX Runtime environment")?;
+        *loaded = Some((path.clone(), version.clone(), env.clone()));
         Ok(OrtBackend { env, version, path })
     }
 }
@@ -265,5 +272,24 @@ impl Model for OrtModel {
         res.map_err(|e| {
             anyhow::anyhow!("ONNX Runtime run failed (first output must be float32): {e}")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `serve` loads the runtime for `info` and again for `load`: the second must share the first
+    /// environment instead of failing with "only one environment is allowed per process".
+    #[test]
+    fn loading_twice_shares_one_environment() {
+        let Some(lib) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) else {
+            eprintln!("skipped: ORT_DYLIB_PATH is not set (source scripts/setup-deps)");
+            return;
+        };
+        let a = OrtBackend::load(Some(Path::new(&lib))).expect("first load");
+        let b = OrtBackend::load(Some(Path::new(&lib))).expect("second load");
+        assert_eq!(a.version, b.version);
+        assert_eq!(a.path, b.path);
     }
 }

@@ -46,8 +46,18 @@ pub struct MeasureArgs {
     /// Board name(s), comma-separated (e.g. `rk1,rk2`); `local` is built in.
     pub board: String,
     /// `.onnx` models to measure (always measured; results go to the cache).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "arch")]
     pub models: Vec<PathBuf>,
+    /// The search space of `--arch`.
+    #[arg(long, requires = "arch")]
+    pub space: Option<String>,
+    /// Also measure this subnet of `--space`, exported with random weights (latency does not
+    /// depend on them); repeatable.
+    #[arg(long, requires = "space")]
+    pub arch: Vec<String>,
+    /// Seed of the random weights of `--arch` subnets.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Pool boards of different fingerprints (their numbers then form no single objective).
     #[arg(long)]
     pub mix_boards: bool,

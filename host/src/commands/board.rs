@@ -149,6 +149,20 @@ fn measure(
         let bytes = std::fs::read(m).with_context(|| format!("reading model {}", m.display()))?;
         jobs.push(Job::new(m.display().to_string(), bytes));
     }
+    if let Some(space) = &args.space {
+        let space = shiftnas_models::Space::by_name(space)?;
+        let shape = format!("1x{}x{s}x{s}", space.input_channels, s = space.input_size);
+        for a in &args.arch {
+            let arch = space
+                .parse_arch(a)
+                .with_context(|| format!("--arch {a} for space {}", space.name))?;
+            let bytes = crate::latency::board::export_random(&space, &arch, args.seed)
+                .with_context(|| format!("exporting arch {a}"))?;
+            let mut job = Job::new(arch.to_string(), bytes);
+            job.input_shape = Some(shape.clone());
+            jobs.push(job);
+        }
+    }
     // One model at a time, so each row's wall time is that model's own (the pool still retries
     // and re-measures); the session stays open across models.
     let mut rows = Vec::new();

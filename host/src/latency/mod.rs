@@ -5,7 +5,12 @@
 //! Every value carries the name of its source ([`LatencySource::describe`]), so an archive never
 //! mixes numbers from different boards or runtimes silently.
 
+pub mod board;
 pub mod flops;
+pub mod open;
+pub mod predictor;
+
+pub use self::open::{LatencyOptions, open};
 
 use std::fmt;
 use std::path::PathBuf;

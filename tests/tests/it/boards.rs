@@ -120,7 +120,6 @@ fn jobs(n: u64) -> Vec<Job> {
 }
 
 #[test]
-#[ignore = "blocked by shiftnas-agent serve: `info` then `load` creates a second ORT environment (\"only one environment is allowed per process\"); run with --ignored once the agent keeps one"]
 fn two_ssh_boards_share_20_models_each_measured_once_then_cached() {
     let t = TestDir::new();
     let a = Sshd::start(&t.join("sshd-a")).unwrap();
@@ -188,7 +187,6 @@ fn two_ssh_boards_share_20_models_each_measured_once_then_cached() {
 }
 
 #[test]
-#[ignore = "blocked by shiftnas-agent serve: `info` then `load` creates a second ORT environment (\"only one environment is allowed per process\"); run with --ignored once the agent keeps one"]
 fn a_board_killed_mid_run_costs_only_its_in_flight_model() {
     let t = TestDir::new();
     let a = Sshd::start(&t.join("sshd-a")).unwrap();

@@ -2,4 +2,5 @@
 
 mod agent;
 mod boards;
+mod calibrate;
 mod export_ort;

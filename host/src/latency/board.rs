@@ -1,0 +1,58 @@
+//! Building the `board:NAME[,NAME…]` source: the pool of named boards and the random-weight
+//! subnet exporter (weights do not change latency, so none need be trained to measure).
+
+use std::path::Path;
+
+use anyhow::Result;
+use shiftnas_models::onnx::{ExportOptions, export};
+use shiftnas_models::subnet::Subnet;
+use shiftnas_models::{Arch, Space};
+
+use crate::boards::config::BoardsFile;
+use crate::boards::source::Exporter;
+use crate::boards::{Pool, PoolOptions, open_board};
+
+/// The `.onnx` bytes of `arch` with random weights drawn from `seed`, batch 1.
+///
+/// # Errors
+/// An arch that does not fit `space`, or an export failure.
+pub fn export_random(space: &Space, arch: &Arch, seed: u64) -> Result<Vec<u8>> {
+    let subnet = Subnet::random(space, arch, seed)?;
+    let opts = ExportOptions {
+        batch: Some(1),
+        ..ExportOptions::default()
+    };
+    Ok(export(&subnet, &opts)?)
+}
+
+/// An [`Exporter`] over [`export_random`] with a fixed seed.
+pub fn random_exporter(seed: u64) -> Exporter {
+    Box::new(move |space, arch| export_random(space, arch, seed))
+}
+
+/// Opens a pool over the named boards of `boards_file` (`local` is built in; a missing file
+/// means no configured boards). `agent` is the `--agent` flag for the local board.
+///
+/// # Errors
+/// Unknown board names, an unreadable boards file, or boards of different fingerprints
+/// without `mix_boards`.
+pub fn open_pool(
+    boards_file: &Path,
+    names: &[String],
+    agent: Option<&Path>,
+    mix_boards: bool,
+) -> Result<Pool> {
+    let file = BoardsFile::load(boards_file)?;
+    let cfgs = file.select(names, agent.map(Into::into))?;
+    let boards = cfgs
+        .iter()
+        .map(|c| open_board(c, agent))
+        .collect::<Result<Vec<_>>>()?;
+    Pool::new(
+        boards,
+        PoolOptions {
+            mix_boards,
+            ..PoolOptions::default()
+        },
+    )
+}
