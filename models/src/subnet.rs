@@ -364,7 +364,13 @@ impl Subnet {
                 if let Some(x) = x {
                     let s = &slot.spec;
                     let w = &map[&format!("{}.weight", slot.source)];
-                    let y = x.conv2d(w, s.padding(), s.stride, 1, s.groups)?;
+                    // The probe only sets statistics, so it may use the fast depthwise op
+                    // (candle's grouped conv made each random export take seconds).
+                    let y = if s.groups > 1 {
+                        crate::nn::dwconv::depthwise_conv2d(&x, w, s.stride)?
+                    } else {
+                        x.conv2d(w, s.padding(), s.stride, 1, 1)?
+                    };
                     let mean = y.mean_keepdim((0, 2, 3))?;
                     let var = y.broadcast_sub(&mean)?.sqr()?.mean((0, 2, 3))?;
                     // A floor at 25 % of the layer's mean variance keeps a near-constant channel

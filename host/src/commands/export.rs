@@ -17,7 +17,6 @@ use crate::run_dir::write_atomic;
 use crate::search::driver::supernet_file;
 use crate::train::{BnMode, BnSource, PreparedData, calibrate_bn, prepare_data};
 
-
 /// What `shiftnas export --json` prints: the file and what is in it.
 #[derive(Debug, Serialize)]
 pub struct ExportReport {

@@ -2,14 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
 use super::{Context, ExitStatus};
 use crate::cli::search::SearchArgs;
 use crate::data::ConformOptions;
 use crate::data::split::default_proxy_size;
-use crate::latency::flops::FlopsSource;
 use crate::latency::{LatencySource, LatencySpec};
 use crate::run_dir::RunDir;
 use crate::search::arch_problem::Constraints;
@@ -17,18 +16,14 @@ use crate::search::driver::{SearchConfig, run_until};
 use crate::search::shifting::ShiftConfig;
 use crate::train::SgdConfig;
 
-/// The latency source of `spec` (only `flops` in this build; predictor and board sources come
-/// through `crate::latency::open` once it exists).
+/// The latency source of `spec` (boards from `./boards.toml`, or the built-in `local` board).
 ///
 /// # Errors
-/// A source this build cannot open yet.
-pub fn latency_source(spec: &LatencySpec) -> Result<Box<dyn LatencySource>> {
-    match spec {
-        LatencySpec::Flops => Ok(Box::new(FlopsSource)),
-        other => bail!(
-            "--latency {other}: this build can only search with `--latency flops` (predictor and board sources are not wired into search yet)"
-        ),
-    }
+/// A predictor for another space, unknown boards, or no agent to run.
+pub fn latency_source(spec: &LatencySpec, space: &str) -> Result<Box<dyn LatencySource>> {
+    let space = crate::train::space_for(space, 1)?;
+    crate::latency::open(spec, &space, &crate::latency::LatencyOptions::default())
+        .with_context(|| format!("--latency {spec}"))
 }
 
 fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
@@ -134,7 +129,7 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
     let p = &ctx.printer;
     let device = ctx.compute.device()?;
     let config = effective_config(&args, ctx)?;
-    let latency = latency_source(&config.latency)?;
+    let latency = latency_source(&config.latency, &config.space)?;
     let outcome = run_until(&config, p, latency, &device, None)?;
     if p.json {
         p.json(&json!({"type": "done", "run_dir": outcome.run_dir, "evaluations": outcome.evaluations, "front": outcome.front}))?;
