@@ -151,6 +151,10 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
             &args.seed.to_string(),
             "--split-seed",
             &args.seed.to_string(),
+            "--bn-images",
+            "512",
+            "--shift-samples",
+            "256",
             "--out",
             &path(&search_dir),
         ]
