@@ -14,16 +14,16 @@ pub struct QuickstartArgs {
     #[arg(long, default_value = "runs/quickstart")]
     pub out: PathBuf,
     /// Supernet training steps (uniform single-path sampling, `tiny` space).
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1000)]
     pub steps: u64,
     /// Training batch size.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// NSGA-II population.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 12)]
     pub pop: usize,
     /// NSGA-II generations (Supernet Shifting: one accumulated SGD step after each).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     pub gens: usize,
     /// Latency objective: the `local` board measures every candidate with ONNX Runtime on this
     /// machine; `flops` needs no runtime.
