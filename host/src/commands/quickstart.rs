@@ -236,7 +236,8 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
             })
             .collect();
         println!();
-        p.table(&["model", "arch", "test acc", unit, "MFLOPs"], &rows)?;
+        let latency = format!("latency ({unit})");
+        p.table(&["model", "arch", "test acc", &latency, "MFLOPs"], &rows)?;
         println!(
             "\nfront of {} archs from {} evaluations in {:.0} s (latency source: {})",
             outcome.front.len(),
