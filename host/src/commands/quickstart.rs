@@ -95,13 +95,12 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
     );
 
     // 1. The supernet (resumed when a previous quickstart left a run).
-    let mut argv: Vec<String> = if train_dir.join("config.toml").is_file() {
+    let argv: Vec<String> = if train_dir.join("config.toml").is_file() {
         vec!["--resume".into(), path(&train_dir)]
     } else {
-        vec!["--out".into(), path(&train_dir)]
-    };
-    argv.extend(
         [
+            "--out",
+            &path(&train_dir),
             "--space",
             "tiny",
             "--data",
@@ -109,17 +108,13 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
             "--steps",
             &args.steps.to_string(),
             "--batch",
+            &args.batch.to_string(),
+            "--seed",
+            &args.seed.to_string(),
         ]
-        .map(String::from),
-    );
-    argv.extend([
-        args.batch.to_string(),
-        "--seed".into(),
-        args.seed.to_string(),
-    ]);
-    if argv[0] == "--resume" {
-        argv.truncate(2);
-    }
+        .map(String::from)
+        .to_vec()
+    };
     p.note(format!(
         "quickstart 1/3: training a tiny supernet on {DATA} ({} steps)",
         args.steps
