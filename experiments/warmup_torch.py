@@ -7,14 +7,17 @@ first few hundred steps; with the path warm-up it does. Prints the mean training
     .cache/bench-venv/bin/python experiments/warmup_torch.py --steps 400 --warmup 200   # warm-up
     .cache/bench-venv/bin/python experiments/warmup_torch.py --steps 100 --fixed 00000000000000000000
 
-Warm-up (as host/src/train/loop.rs `warmup_arch`): before step W each block keeps choice 0 except
-with probability step/W, when it draws uniformly. PyTorch comes from scripts/bench/train_step.sh's venv.
+Warm-up (as host/src/train/loop.rs `warmup_arch`): before step W each block runs k3 (choice 0) except
+with probability step/W · 1/4, when it runs Xception (3); at step W the k5/k7 choices inherit k3's weights
+(centre of the larger kernels, `Supernet::inherit_kernels`); then sampling is uniform. PyTorch comes from
+scripts/bench/train_step.sh's venv.
 """
 import argparse, gzip, os, random, sys
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(root, "scripts", "bench"))
@@ -50,8 +53,19 @@ for step in range(a.steps):
     if a.fixed:
         arch = [int(c) for c in a.fixed]
     else:
-        widen = min(1.0, step / a.warmup) if a.warmup else 1.0
-        arch = [rng.randrange(4) if rng.random() < widen else 0 for _ in range(blocks)]
+        if step < a.warmup:
+            arch = [3 if rng.random() < step / a.warmup / 4 else 0 for _ in range(blocks)]
+        else:
+            arch = [rng.randrange(4) for _ in range(blocks)]
+        if a.warmup and step == a.warmup:
+            with torch.no_grad():  # kernel inheritance: k5/k7 := k3, zero-padded
+                for block in net.blocks:
+                    k3 = dict(block[0].named_parameters())
+                    for c in (1, 2):
+                        for name, p in block[c].named_parameters():
+                            pad = (p.shape[-1] - k3[name].shape[-1]) // 2
+                            p.copy_(F.pad(k3[name], (pad, pad, pad, pad)))
+                            opt.state.pop(p, None)
     opt.zero_grad(set_to_none=True)  # blocks off the path get no gradient: SGD skips them
     loss = loss_fn(net(X[idx], arch), Y[idx])
     loss.backward()
