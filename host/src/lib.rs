@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod compute;
 pub mod data;
+pub mod interrupt;
 pub mod latency;
 pub mod output;
 pub mod report;

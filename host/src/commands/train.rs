@@ -108,8 +108,24 @@ pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
             );
         }
     };
-    train(&config, &data, &run, &device, &mut on_report)?;
+    crate::interrupt::install();
+    let result = train(&config, &data, &run, &device, &mut on_report);
     bar.finish_and_clear();
+    if let Some(i) = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<crate::interrupt::Interrupted>())
+    {
+        p.note(format!(
+            "{i}; continue with `shiftnas train --resume {}`",
+            run.path().display()
+        ));
+        if p.json {
+            p.json(&json!({"type": "interrupted", "run_dir": run.path(), "step": i.step}))?;
+        }
+        return Ok(ExitStatus::Interrupted);
+    }
+    result?;
     let ckpt = run.checkpoint_dir().join("supernet.safetensors");
     if p.json {
         p.json(&json!({"type": "done", "run_dir": run.path(), "steps": config.steps, "checkpoint": ckpt}))?;

@@ -324,6 +324,9 @@ pub fn train(
 
 /// Trains until step `until` (at most `config.steps`), checkpointing there, and returns the net.
 ///
+/// A Ctrl-C ([`crate::interrupt`]) ends the step in flight, checkpoints and returns
+/// [`crate::interrupt::Interrupted`].
+///
 /// Stopping early keeps the schedule of the whole run, so resuming later continues exactly
 /// (this is how an interruption is simulated in tests). `on_report` is called every `log_every` steps and at the end (after the line is appended to
 /// `log.jsonl`). The run's `config.toml` must already be written.
@@ -439,7 +442,8 @@ pub fn train_until(
         images += config.batch * archs.len();
         state.step += 1;
         state.batcher = batcher.position();
-        let last = state.step == until;
+        let stop = crate::interrupt::requested();
+        let last = state.step == until || stop;
         let ckpt =
             last || (config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0);
         if ckpt {
@@ -458,6 +462,9 @@ pub fn train_until(
             run.log(&report)?;
             on_report(&report);
             (loss_sum, loss_n, images, t0) = (0.0, 0, 0, Instant::now());
+        }
+        if stop && state.step < until {
+            return Err(crate::interrupt::Interrupted { step: state.step }.into());
         }
     }
     Ok(net)

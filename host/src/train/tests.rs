@@ -89,16 +89,16 @@ fn killed_and_resumed_run_matches_uninterrupted_bit_for_bit() {
     }
 }
 
-/// The brief's target: a short run on the embedded data scores clearly above chance (10 %).
-/// Ignored by default: with the current supernet step (~12 images/s on 2 busy cores) 300 steps of
-/// 64 images take ~25 min. Run with `cargo test --release -p shiftnas short_training -- --ignored`.
+/// The issue's target: a short run on the embedded data scores clearly above chance (10 %) for
+/// a random arch (k5/k7 inherited, Xception mixed in during the warm-up). ~1 min on 2 cores.
 #[test]
-#[ignore = "slow until the supernet step is fast; see the doc comment"]
 fn short_training_beats_chance_on_proxy() {
     let data = data();
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(300, 64, 0);
-    cfg.log_every = 50;
+    let mut cfg = config(240, 64, 0);
+    cfg.lr = 0.05;
+    cfg.warmup_steps = 120;
+    cfg.log_every = 40;
     let run = RunDir::create(&dir.path().join("r")).unwrap();
     let net = train(&cfg, &data, &run, &Device::Cpu, &mut |r| eprintln!("{r:?}")).unwrap();
     let arch = Arch::random(
