@@ -11,6 +11,7 @@ pub mod compute;
 pub mod data;
 pub mod latency;
 pub mod output;
+pub mod rank;
 pub mod report;
 pub mod run_dir;
 pub mod search;
