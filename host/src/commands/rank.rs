@@ -56,8 +56,17 @@ fn examples(archs: &[Arch]) -> String {
     s.join(", ")
 }
 
+/// Both inputs, paired.
+struct Loaded {
+    scores: SupernetScores,
+    source: std::path::PathBuf,
+    truth: Truth,
+    paired: Paired,
+    space: Option<Space>,
+}
+
 /// Loads both inputs, warns about archs only one of them has, and pairs the rest.
-fn load(args: &RankArgs, ctx: &Context) -> Result<(SupernetScores, Truth, Paired, Option<Space>)> {
+fn load(args: &RankArgs, ctx: &Context) -> Result<Loaded> {
     let space = choose_space(args)?;
     let mut check = ArchCheck::new(space.clone());
     let (scores, source) = match (&args.run, &args.archs) {
@@ -106,7 +115,13 @@ fn load(args: &RankArgs, ctx: &Context) -> Result<(SupernetScores, Truth, Paired
             scores.steps.len()
         ));
     }
-    Ok((scores, truth, p, space))
+    Ok(Loaded {
+        scores,
+        source,
+        truth,
+        paired: p,
+        space,
+    })
 }
 
 /// One arch of a top-k list as JSON.
@@ -180,7 +195,13 @@ fn print_human(f: &Figures, p: &Paired, s: &SupernetScores, ctx: &Context) -> Re
 
 /// Runs `shiftnas rank`.
 pub fn run(args: RankArgs, ctx: &Context) -> Result<ExitStatus> {
-    let (scores, truth, p, space) = load(&args, ctx)?;
+    let Loaded {
+        scores,
+        source,
+        truth,
+        paired: p,
+        space,
+    } = load(&args, ctx)?;
     let k = args.top_k.unwrap_or_else(|| default_k(p.archs.len()));
     let f = figures(&p.supernet, &p.accuracy, k)?;
     for note in &f.notes {
@@ -204,15 +225,135 @@ pub fn run(args: RankArgs, ctx: &Context) -> Result<ExitStatus> {
         ctx.printer.json(&out)?;
     } else {
         ctx.printer.note(format!(
-            "supernet {} from {}; retrained accuracy read as {}",
+            "supernet {} from {}; retrained accuracy from {} read as {}",
             scores.column,
-            args.run.as_ref().map_or_else(
-                || "--archs".into(),
-                |d| d.join("archive.jsonl").display().to_string()
-            ),
+            source.display(),
+            args.truth.display(),
             if truth.percent { "%" } else { "fractions" }
         ));
         print_human(&f, &p, &scores, ctx)?;
     }
     Ok(ExitStatus::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::compute::Compute;
+    use crate::output::Printer;
+    use crate::search::archive::{ArchiveRecord, append};
+
+    fn ctx() -> Context {
+        Context {
+            printer: Printer::silent(),
+            compute: Compute::Cpu,
+        }
+    }
+
+    fn args(run: &Path, truth: &Path) -> RankArgs {
+        RankArgs {
+            run: Some(run.to_path_buf()),
+            archs: None,
+            truth: truth.to_path_buf(),
+            top_k: None,
+            space: None,
+        }
+    }
+
+    /// A run dir of space `tiny` with archs `d…d` (20 digits) scored `error`, and a truth file.
+    fn write_run(dir: &Path, scored: &[(char, f64)], truth: &str) -> (PathBuf, PathBuf) {
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("config.toml"), "space = \"tiny\"\npop = 4\n").unwrap();
+        for &(d, error) in scored {
+            let record = ArchiveRecord {
+                generation: 1,
+                arch: d.to_string().repeat(20).parse().unwrap(),
+                error,
+                latency: 1.0,
+                latency_source: "flops".into(),
+                flops: 1,
+                params: 1,
+                supernet_step: 7,
+            };
+            append(&run.join("archive.jsonl"), &record).unwrap();
+        }
+        let t = dir.join("truth.csv");
+        std::fs::write(&t, truth).unwrap();
+        (run, t)
+    }
+
+    #[test]
+    fn rank_command_reads_a_run_and_its_space() {
+        let d = tempfile::tempdir().unwrap();
+        let z = |c: char| c.to_string().repeat(20);
+        let truth = format!(
+            "arch,accuracy\n{},0.9\n{},0.8\n{},0.7\n",
+            z('0'),
+            z('1'),
+            z('2')
+        );
+        let (run, t) = write_run(
+            d.path(),
+            &[('0', 0.1), ('1', 0.3), ('2', 0.2), ('3', 0.5)],
+            &truth,
+        );
+        let a = args(&run, &t);
+        assert_eq!(choose_space(&a).unwrap().unwrap().name, "tiny");
+        let l = load(&a, &ctx()).unwrap();
+        assert_eq!((l.paired.archs.len(), l.paired.no_truth.len()), (3, 1));
+        assert!(!l.truth.percent);
+        assert_eq!(run_cmd(a), ExitStatus::Success);
+        let mut a = args(&run, &t);
+        a.top_k = Some(3);
+        assert_eq!(run_cmd(a), ExitStatus::Success);
+        assert_eq!(positions(&[0.2, 0.9, 0.5]), vec![3, 1, 2]);
+    }
+
+    fn run_cmd(a: RankArgs) -> ExitStatus {
+        run(a, &ctx()).unwrap()
+    }
+
+    #[test]
+    fn rank_command_errors_name_the_input_at_fault() {
+        let d = tempfile::tempdir().unwrap();
+        let (dir, t) = write_run(
+            d.path(),
+            &[('0', 0.1), ('1', 0.3)],
+            "arch,accuracy\n0123,1\n",
+        );
+        let msg = |a: RankArgs| format!("{:#}", super::run(a, &ctx()).unwrap_err());
+        // The truth's arch is checked against the run's space.
+        let e = msg(args(&dir, &t));
+        assert!(
+            e.contains("truth.csv line 2, column 1") && e.contains("space \"tiny\""),
+            "{e}"
+        );
+        let mut a = args(&dir, &t);
+        a.space = Some("spos-cifar".into());
+        let e = msg(a);
+        assert!(
+            e.contains("--space spos-cifar") && e.contains("searched space tiny"),
+            "{e}"
+        );
+        let e = msg(args(d.path(), &t));
+        assert!(e.contains("no archive.jsonl there"), "{e}");
+        let truth = format!(
+            "arch,accuracy\n{},90\n{},80\n",
+            "0".repeat(20),
+            "1".repeat(20)
+        );
+        std::fs::write(&t, truth).unwrap();
+        let mut a = args(&dir, &t);
+        a.top_k = Some(3);
+        let e = msg(a);
+        assert!(e.contains("--top-k 3 must be between 1 and N = 2"), "{e}");
+        // Without a run, --archs with an unknown --space is refused by name.
+        let mut a = args(&dir, &t);
+        (a.run, a.archs, a.space) = (None, Some(t.clone()), Some("big".into()));
+        let e = msg(a);
+        assert!(e.contains("unknown space \"big\""), "{e}");
+    }
 }
