@@ -4,3 +4,4 @@ mod agent;
 mod boards;
 mod calibrate;
 mod export_ort;
+mod rank;
