@@ -104,7 +104,7 @@ fn load(args: &RankArgs, ctx: &Context) -> Result<Loaded> {
     }
     if scores.rescored > 0 {
         ctx.printer.note(format!(
-            "{} archs were scored more than once in {src}; each one's latest score is used",
+            "{src}: {} arch(s) scored more than once; each one's latest score is used",
             scores.rescored
         ));
     }
