@@ -149,7 +149,7 @@ pub fn scores_from_archive(path: &Path, check: &mut ArchCheck) -> Result<Superne
 
 /// A text table: a header (if any) and rows of fields with their 1-based line numbers.
 struct Table {
-    header: Option<Vec<String>>,
+    header: Option<(usize, Vec<String>)>,
     rows: Vec<(usize, Vec<String>)>,
 }
 
@@ -159,8 +159,7 @@ struct Table {
 fn read_table(path: &Path) -> Result<Table> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut lines = text
-        .lines()
+    let mut lines = (text.trim_start_matches('\u{feff}').lines())
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim()))
         .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
@@ -180,18 +179,25 @@ fn read_table(path: &Path) -> Result<Table> {
     let mut rows: Vec<(usize, Vec<String>)> = lines.map(|(n, l)| (n, split(l))).collect();
     let header = match rows.first() {
         Some((_, f)) if f.iter().any(|f| f.eq_ignore_ascii_case("arch")) => {
-            Some(rows.remove(0).1.iter().map(|f| f.to_lowercase()).collect())
+            let (line, fields) = rows.remove(0);
+            Some((line, fields.iter().map(|f| f.to_lowercase()).collect()))
         }
         _ => None,
     };
     Ok(Table { header, rows })
 }
 
-/// Position of column `name` in the header, or an error naming the file and what was found.
-fn column(path: &Path, header: &[String], name: &str, need: &str) -> Result<usize> {
+/// Position of column `name` in the header (on `line`), or an error naming the file and what was
+/// found.
+fn column(
+    path: &Path,
+    (line, header): &(usize, Vec<String>),
+    name: &str,
+    need: &str,
+) -> Result<usize> {
     header.iter().position(|h| h == name).with_context(|| {
         format!(
-            "{} line 1: no `{name}` column (found: {}); {need}",
+            "{} line {line}: no `{name}` column (found: {}); {need}",
             path.display(),
             header.join(", ")
         )
@@ -262,7 +268,7 @@ pub fn scores_from_csv(path: &Path, check: &mut ArchCheck) -> Result<SupernetSco
         Some(h) => {
             let need = "name the supernet score `error` (lower is better) or `accuracy` (higher is better)";
             let ac = column(path, h, "arch", need)?;
-            let (vc, name, higher) = match h.iter().position(|c| c == "error") {
+            let (vc, name, higher) = match h.1.iter().position(|c| c == "error") {
                 Some(vc) => (vc, "error", false),
                 None => (column(path, h, "accuracy", need)?, "accuracy", true),
             };
@@ -300,7 +306,7 @@ pub fn read_truth(path: &Path, check: &mut ArchCheck) -> Result<Truth> {
     let need = "the retrained accuracies need a header line `arch,accuracy`";
     let Some(h) = &table.header else {
         bail!(
-            "{} line 1: no header; {need} (accuracy in % or as a fraction)",
+            "{}: no header line; {need} (accuracy in % or as a fraction)",
             path.display()
         );
     };
@@ -308,9 +314,12 @@ pub fn read_truth(path: &Path, check: &mut ArchCheck) -> Result<Truth> {
         column(path, h, "arch", need)?,
         column(path, h, "accuracy", need)?,
     );
-    let in_range = |v: f64| match (0.0..=100.0).contains(&v) {
-        true => Ok(()),
-        false => Err("is outside 0..=100; give % or a fraction in [0, 1]".to_string()),
+    let in_range = |v: f64| {
+        if (0.0..=100.0).contains(&v) {
+            Ok(())
+        } else {
+            Err("is outside 0..=100; give % or a fraction in [0, 1]".to_string())
+        }
     };
     let mut values = read_pairs(path, &table, cols, "accuracy", in_range, check)?;
     let percent = values.entries.iter().any(|(_, v)| *v > 1.0);
@@ -561,7 +570,12 @@ mod tests {
             ("3210".parse().unwrap(), 0.8),
         ];
         assert_eq!(t.values.entries, want);
-        let p = write(d.path(), "f.csv", "arch,accuracy\n0123,0.915\n3210,1\n");
+        // A byte-order mark and CRLF line ends (spreadsheet exports) are fine.
+        let p = write(
+            d.path(),
+            "f.csv",
+            "\u{feff}arch,accuracy\r\n0123,0.915\r\n3210,1\r\n",
+        );
         let t = read_truth(&p, &mut ArchCheck::new(None)).unwrap();
         assert!(!t.percent);
         assert_eq!(t.values.entries[1].1, 1.0);
@@ -574,6 +588,10 @@ mod tests {
         let a = "01230123012301230123";
         let cases = [
             ("0123,91\n", "no header"),
+            (
+                "# run 3\n\nArch,ACC\n0123,91\n",
+                "line 3: no `accuracy` column (found: arch, acc)",
+            ),
             (
                 "arch,acc\n0123,91\n",
                 "line 1: no `accuracy` column (found: arch, acc)",
