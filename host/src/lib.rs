@@ -12,6 +12,7 @@ pub mod data;
 pub mod interrupt;
 pub mod latency;
 pub mod output;
+pub mod rank;
 pub mod report;
 pub mod run_dir;
 pub mod search;
