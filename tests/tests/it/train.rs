@@ -10,7 +10,15 @@ fn ctrl_c_checkpoints_and_exits_130_then_resume_continues() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let mut child = Command::new(bin("shiftnas"))
-        .args(["train", "--steps", "100000", "--log-every", "1", "--no-progress", "--out"])
+        .args([
+            "train",
+            "--steps",
+            "100000",
+            "--log-every",
+            "1",
+            "--no-progress",
+            "--out",
+        ])
         .arg(&run)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -19,7 +27,10 @@ fn ctrl_c_checkpoints_and_exits_130_then_resume_continues() {
     let log = run.join("log.jsonl");
     let t0 = Instant::now();
     while std::fs::read_to_string(&log).map_or(true, |s| s.lines().count() < 2) {
-        assert!(t0.elapsed() < Duration::from_secs(300), "training never logged");
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "training never logged"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
@@ -27,14 +38,17 @@ fn ctrl_c_checkpoints_and_exits_130_then_resume_continues() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("--resume"), "{stderr}");
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap(),
-    )
-    .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap())
+            .unwrap();
     let step = state["step"].as_u64().unwrap();
     let logged = std::fs::read_to_string(&log).unwrap();
     let last: serde_json::Value = serde_json::from_str(logged.lines().last().unwrap()).unwrap();
-    assert_eq!(last["step"].as_u64(), Some(step), "checkpoint = last logged step");
+    assert_eq!(
+        last["step"].as_u64(),
+        Some(step),
+        "checkpoint = last logged step"
+    );
     assert_eq!(last["checkpoint"], true);
     assert!(step >= 2 && step < 100000, "{step}");
 }
