@@ -55,3 +55,71 @@ impl LatencySource for BoardSource {
         Ok(l.into_iter().map(|l| l.p50_ms).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::boards::board::Board;
+    use crate::boards::pool::PoolOptions;
+    use crate::boards::scripted::{ScriptedBoard, Step};
+
+    type Log = Arc<Mutex<Vec<(String, String)>>>;
+
+    /// A source over one scripted board whose reports have the input shape `1x3x8x8`.
+    fn source(cache: &std::path::Path, log: &Log, remeasure: bool) -> BoardSource {
+        let board: Box<dyn Board> = Box::new(
+            ScriptedBoard::new("rk1", "A76", vec![], Step::Ok(2.5)).with_log(Arc::clone(log)),
+        );
+        let opts = PoolOptions {
+            reconnect_wait: Duration::from_millis(5),
+            ..PoolOptions::default()
+        };
+        let export: Exporter = Box::new(|_, a: &Arch| Ok(a.to_string().into_bytes()));
+        BoardSource::new(
+            Pool::new(vec![board], opts).unwrap(),
+            Cache::open(cache).unwrap(),
+            export,
+            remeasure,
+        )
+    }
+
+    /// A second search over the same cache measures nothing; with `--remeasure` it measures
+    /// every candidate again.
+    #[test]
+    fn a_second_search_is_served_from_the_cache_unless_remeasure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("latency.sqlite");
+        let space = Space {
+            input_size: 8,
+            input_channels: 3,
+            ..Space::tiny()
+        };
+        let archs: Vec<Arch> = (0..4u8).map(|c| Arch::uniform(20, c)).collect();
+        let log = Log::default();
+
+        let mut first = source(&db, &log, false);
+        assert_eq!(first.latencies(&space, &archs).unwrap(), vec![2.5; 4]);
+        // The same arch twice in one batch, and again in a later batch: measured once.
+        let twice = [archs[0].clone(), archs[0].clone()];
+        assert_eq!(first.latencies(&space, &twice).unwrap(), vec![2.5; 2]);
+        assert_eq!(log.lock().unwrap().len(), 4);
+        drop(first);
+
+        let mut second = source(&db, &log, false);
+        assert_eq!(second.latencies(&space, &archs).unwrap(), vec![2.5; 4]);
+        assert_eq!(log.lock().unwrap().len(), 4, "served from the cache");
+        drop(second);
+
+        let mut again = source(&db, &log, true);
+        assert_eq!(again.latencies(&space, &archs).unwrap(), vec![2.5; 4]);
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 8, "--remeasure measures every candidate again");
+        for a in &archs {
+            let sha = crate::boards::pool::Job::new("x", a.to_string().into_bytes()).sha256;
+            assert_eq!(log.iter().filter(|(_, s)| *s == sha).count(), 2, "{a}");
+        }
+    }
+}

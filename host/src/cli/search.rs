@@ -101,6 +101,10 @@ pub struct SearchArgs {
     /// Continue the search in this dir from its last checkpoint (its config.toml wins).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// `board:` latency: measure every candidate again even when the latency cache has its key
+    /// (the new numbers replace the cached ones).
+    #[arg(long)]
+    pub remeasure: bool,
 }
 
 #[cfg(test)]
@@ -143,6 +147,13 @@ mod tests {
         assert_eq!(a.shift, crate::search::shifting::ShiftMode::Immediate);
         assert_eq!(a.max_flops, Some(300e6));
         assert_eq!(a.pop, 8);
+        assert!(!a.remeasure);
+        assert!(
+            parse(&["--supernet", "x", "--remeasure"])
+                .unwrap()
+                .remeasure
+        );
+        assert!(parse(&["--resume", "r", "--remeasure"]).unwrap().remeasure);
         let d = parse(&["--supernet", "x"]).unwrap();
         assert_eq!(
             (d.shift_samples, d.shift_steps, d.shift_batch),

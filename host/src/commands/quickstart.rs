@@ -167,7 +167,7 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
     ));
     let search_args = flags::<SearchArgs>(argv)?;
     let config = super::search::effective_config(&search_args, ctx)?;
-    let latency = super::search::latency_source(&config.latency, &config.space)?;
+    let latency = super::search::latency_source(&config)?;
     let outcome = run_until(&config, p, latency, &ctx.compute.device()?, None)?;
 
     // 3. Export the knee and both ends of the front with the shifted supernet's weights.

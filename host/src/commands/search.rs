@@ -9,20 +9,30 @@ use super::{Context, ExitStatus};
 use crate::cli::search::SearchArgs;
 use crate::data::ConformOptions;
 use crate::data::split::default_proxy_size;
-use crate::latency::{LatencySource, LatencySpec};
+use crate::latency::{LatencyOptions, LatencySource};
 use crate::run_dir::RunDir;
 use crate::search::arch_problem::Constraints;
 use crate::search::driver::{SearchConfig, run_until};
 use crate::search::shifting::ShiftConfig;
 use crate::train::SgdConfig;
 
-/// The latency source of `spec` (boards from `./boards.toml`, or the built-in `local` board).
+/// The options `config`'s latency source is opened with (boards from `./boards.toml`, the
+/// default cache, `--remeasure`).
+pub fn latency_options(config: &SearchConfig) -> LatencyOptions {
+    LatencyOptions {
+        remeasure: config.remeasure,
+        ..LatencyOptions::default()
+    }
+}
+
+/// The latency source of `config` (boards from `./boards.toml`, or the built-in `local` board).
 ///
 /// # Errors
 /// A predictor for another space, unknown boards, or no agent to run.
-pub fn latency_source(spec: &LatencySpec, space: &str) -> Result<Box<dyn LatencySource>> {
-    let space = crate::train::space_for(space, 1)?;
-    crate::latency::open(spec, &space, &crate::latency::LatencyOptions::default())
+pub fn latency_source(config: &SearchConfig) -> Result<Box<dyn LatencySource>> {
+    let spec = &config.latency;
+    let space = crate::train::space_for(&config.space, 1)?;
+    crate::latency::open(spec, &space, &latency_options(config))
         .with_context(|| format!("--latency {spec}"))
 }
 
@@ -87,6 +97,7 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
             resize: args.resize,
         },
         transfer_from: args.transfer_from.clone(),
+        remeasure: args.remeasure,
         out: args.out.clone().unwrap_or_else(|| {
             PathBuf::from(format!("runs/search-{:?}-{}", args.algorithm, args.seed).to_lowercase())
         }),
@@ -101,6 +112,8 @@ pub fn effective_config(args: &SearchArgs, ctx: &Context) -> Result<SearchConfig
     if let Some(dir) = &args.resume {
         let mut c: SearchConfig = RunDir::open(dir)?.read_config()?;
         c.out = dir.clone();
+        // `--remeasure` on a resume applies to this continuation (config.toml is not rewritten).
+        c.remeasure |= args.remeasure;
         return Ok(c);
     }
     let mut c = config_from_args(args)?;
@@ -129,7 +142,7 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
     let p = &ctx.printer;
     let device = ctx.compute.device()?;
     let config = effective_config(&args, ctx)?;
-    let latency = latency_source(&config.latency, &config.space)?;
+    let latency = latency_source(&config)?;
     let outcome = run_until(&config, p, latency, &device, None)?;
     if p.json {
         p.json(&json!({"type": "done", "run_dir": outcome.run_dir, "evaluations": outcome.evaluations, "front": outcome.front}))?;
@@ -155,4 +168,76 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
         ));
     }
     Ok(ExitStatus::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::compute::Compute;
+    use crate::output::Printer;
+
+    fn args(flags: &[&str]) -> SearchArgs {
+        let mut v = vec!["shiftnas", "search"];
+        v.extend_from_slice(flags);
+        match Cli::try_parse_from(v).unwrap().command {
+            Command::Search(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    /// `--remeasure` reaches the board source's options, is kept in config.toml, and a run dir
+    /// written before the flag existed still resumes (without it, unless passed again).
+    #[test]
+    fn remeasure_reaches_the_latency_source_and_old_run_dirs_resume() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("run");
+        let out_s = out.to_str().unwrap();
+        let ctx = Context {
+            printer: Printer::silent(),
+            compute: Compute::Cpu,
+        };
+        let new = |extra: &[&str]| {
+            let mut f = vec![
+                "--supernet",
+                "s.safetensors",
+                "--latency",
+                "board:rk1",
+                "--proxy-size",
+                "10",
+                "--out",
+                out_s,
+            ];
+            f.extend_from_slice(extra);
+            effective_config(&args(&f), &ctx).unwrap()
+        };
+        let plain = new(&[]);
+        assert!(!latency_options(&plain).remeasure);
+        let c = new(&["--remeasure"]);
+        assert!(c.remeasure && latency_options(&c).remeasure);
+
+        let run = RunDir::create(&out).unwrap();
+        run.write_config(&c).unwrap();
+        let path = out.join("config.toml");
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("remeasure = true"), "{text}");
+        let resumed = effective_config(&args(&["--resume", out_s]), &ctx).unwrap();
+        assert_eq!(resumed, c);
+
+        // A config.toml from before `--remeasure`.
+        let old: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with("remeasure"))
+            .collect();
+        fs::write(&path, old.join("\n")).unwrap();
+        let resumed = effective_config(&args(&["--resume", out_s]), &ctx).unwrap();
+        assert_eq!(resumed, plain);
+        assert!(!latency_options(&resumed).remeasure);
+        let resumed = effective_config(&args(&["--resume", out_s, "--remeasure"]), &ctx).unwrap();
+        assert!(latency_options(&resumed).remeasure);
+    }
 }

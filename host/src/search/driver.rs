@@ -78,6 +78,9 @@ pub struct SearchConfig {
     /// (feature extractor kept, new classifier/stem; see [`super::transfer`]).
     #[serde(default)]
     pub transfer_from: Option<PathBuf>,
+    /// Board latencies: measure again even when the latency cache has the key (`--remeasure`).
+    #[serde(default)]
+    pub remeasure: bool,
 }
 
 /// What a finished search produced.
@@ -622,6 +625,7 @@ mod tests {
             conform: ConformOptions::default(),
             out: dir.to_path_buf(),
             transfer_from: None,
+            remeasure: false,
         }
     }
 
