@@ -28,7 +28,7 @@ use crate::nn::init;
 use crate::space::Space;
 use crate::subnet::Subnet;
 use crate::supernet::block::{BnMode, ChoiceBlock, ConvBn, ConvKind, ConvSpec};
-use crate::supernet::dropout;
+use crate::supernet::{BnCalibration, dropout};
 
 /// The `format` metadata value of standalone checkpoints.
 pub const STANDALONE_FORMAT: &str = "shiftnas-standalone";
@@ -180,17 +180,59 @@ impl Standalone {
         } else {
             BnMode::Eval
         };
-        let mut h = self.stem.forward(x, mode, false)?;
-        for b in &self.blocks {
-            h = b.forward(&h, mode, false)?;
-        }
-        let pooled = self.last.forward(&h, mode, false)?.mean((2, 3))?;
+        let pooled = self.features(x, mode, false)?.mean((2, 3))?;
         let pooled = if train && self.space.dropout > 0.0 {
             dropout(&pooled, self.space.dropout, &self.dropout_rng)?
         } else {
             pooled
         };
         Ok(pooled.matmul(&self.classifier.as_tensor().t()?)?)
+    }
+
+    /// Output of the last conv block; `detach` keeps the weights out of the autograd graph.
+    fn features(&self, x: &Tensor, mode: BnMode, detach: bool) -> Result<Tensor> {
+        let mut h = self.stem.forward(x, mode, detach)?;
+        for b in &self.blocks {
+            h = b.forward(&h, mode, detach)?;
+        }
+        self.last.forward(&h, mode, detach)
+    }
+
+    /// Recomputes every BN's running statistics from `batches` of images `[b, c, h, w]` with the
+    /// current weights (no gradients, no dropout): "precise BN", for runs too short for the
+    /// training EMA to catch up with the weights. See [`BnCalibration`] for the modes.
+    ///
+    /// # Errors
+    /// A failing batch, a bad input, or no batches at all with a resetting `mode`.
+    pub fn calibrate_bn(
+        &self,
+        batches: impl IntoIterator<Item = Result<Tensor>>,
+        mode: BnCalibration,
+    ) -> Result<()> {
+        if mode == BnCalibration::None {
+            return Ok(());
+        }
+        for l in self.layers() {
+            l.bn.reset()?;
+        }
+        let mut k = 0usize;
+        for batch in batches {
+            let x = batch?;
+            let momentum = match mode {
+                BnCalibration::Exact => 1.0 / (k as f64 + 1.0),
+                BnCalibration::ResetEma { momentum } => momentum,
+                BnCalibration::None => unreachable!("returned above"),
+            };
+            self.features(&x, BnMode::Train { momentum }, true)?;
+            k += 1;
+        }
+        if k == 0 {
+            return Err(Error::BadInput(format!(
+                "BN calibration of arch {} got no batches: pass at least one batch of images",
+                self.arch
+            )));
+        }
+        Ok(())
     }
 
     /// Every learnable parameter, sorted by name: conv and linear weights (`….weight`), BN γ

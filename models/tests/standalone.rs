@@ -399,3 +399,40 @@ fn fresh_init_has_unit_gamma_zero_beta_and_rejects_bad_arch() {
     let e = Standalone::new(&space, &short, &Device::Cpu, 0).unwrap_err();
     assert!(e.to_string().contains("digits"), "{e}");
 }
+
+#[test]
+fn exact_bn_calibration_averages_the_batches() {
+    let space = space();
+    let arch = mixed_arch(&space);
+    let net = net(&space, &arch);
+    let (x1, x2) = (images(&space, 4, 30), images(&space, 4, 31));
+    net.calibrate_bn(
+        [Ok(x1.clone()), Ok(x2.clone())],
+        shiftnas_models::BnCalibration::Exact,
+    )
+    .unwrap();
+    // Stem BN: the mean of the two batches' per-channel means of the stem conv output.
+    let w = net.tensor("stem.conv.weight").unwrap();
+    let pad = space.stem.kernel / 2;
+    let mean = |x: &Tensor| {
+        x.to_dtype(DType::F64)
+            .unwrap()
+            .conv2d(
+                &w.to_dtype(DType::F64).unwrap(),
+                pad,
+                space.stem.stride,
+                1,
+                1,
+            )
+            .unwrap()
+            .mean((0, 2, 3))
+            .unwrap()
+    };
+    let want = ((mean(&x1) + mean(&x2)).unwrap() / 2.0).unwrap();
+    let got = net.tensor("stem.bn.running_mean").unwrap();
+    assert!(diff(&got, &want) < 1e-5, "{}", diff(&got, &want));
+    let e = net
+        .calibrate_bn(std::iter::empty(), shiftnas_models::BnCalibration::Exact)
+        .unwrap_err();
+    assert!(e.to_string().contains(&arch.to_string()), "{e}");
+}
