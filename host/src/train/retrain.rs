@@ -54,8 +54,10 @@ pub struct RetrainConfig {
     pub weight_decay: f64,
     /// Label smoothing of the cross-entropy.
     pub label_smoothing: f64,
-    /// Seed of init, augmentation, proxy split and batch order.
+    /// Seed of init, augmentation and batch order.
     pub seed: u64,
+    /// Seed of the proxy split (the supernet run's `seed`, so the proxy images are the same).
+    pub split_seed: u64,
     /// Steps between checkpoints (the last step always checkpoints).
     pub checkpoint_every: u64,
     /// Steps between `log.jsonl` lines.

@@ -23,6 +23,7 @@ fn config(steps: u64, batch: usize, checkpoint_every: u64) -> RetrainConfig {
         weight_decay: 4e-5,
         label_smoothing: 0.1,
         seed: 3,
+        split_seed: 3,
         checkpoint_every,
         log_every: 1,
         proxy_size: 1000,
