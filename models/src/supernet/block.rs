@@ -116,22 +116,27 @@ impl ConvBn {
             ConvKind::Depthwise { stride } => depthwise_conv2d(x, &w, stride)?,
             ConvKind::Pointwise => pointwise_conv2d(x, &w)?,
         };
-        // With γ/β the ReLU must come after the affine map, so the fused op stops at x̂.
-        let fused_relu = self.relu && self.affine.is_none();
-        let z = match mode {
-            BnMode::Eval => self.bn.forward_eval_act(&y, fused_relu)?,
-            BnMode::Train { momentum } => self.bn.forward_train_act(&y, momentum, fused_relu)?,
-        };
         let Some((gamma, beta)) = &self.affine else {
-            return Ok(z);
+            return Ok(match mode {
+                BnMode::Eval => self.bn.forward_eval_act(&y, self.relu)?,
+                BnMode::Train { momentum } => self.bn.forward_train_act(&y, momentum, self.relu)?,
+            });
         };
         let (g, b) = if detach {
             (gamma.as_detached_tensor(), beta.as_detached_tensor())
         } else {
             (gamma.as_tensor().clone(), beta.as_tensor().clone())
         };
+        if let BnMode::Train { momentum } = mode {
+            return Ok(self
+                .bn
+                .forward_train_affine(&y, &g, &b, momentum, self.relu)?);
+        }
+        // Eval: x̂ · γ + β, then the ReLU (not on the training hot path).
         let shape = (1, g.dim(0)?, 1, 1);
-        let z = z
+        let z = self
+            .bn
+            .forward_eval_act(&y, false)?
             .broadcast_mul(&g.reshape(shape)?)?
             .broadcast_add(&b.reshape(shape)?)?;
         Ok(if self.relu { z.relu()? } else { z })
