@@ -520,3 +520,55 @@ fn train_gradients_match_reference() {
         );
     }
 }
+
+#[test]
+fn inherited_kernels_compute_what_their_source_computes() {
+    let space = Space::tiny();
+    let net = Supernet::new(&space, &Device::Cpu, 4).unwrap();
+    let x = images(&space, 4, 5);
+    let xcp = "blocks.5.choice3.main.conv2.weight";
+    let before = net.tensor(xcp).unwrap().copy().unwrap();
+    let train = |arch: &str| {
+        net.set_dropout_seed(9);
+        net.forward_t(&x, &space.parse_arch(arch).unwrap(), true)
+            .unwrap()
+    };
+    let (k3, k7) = (train("00000000000000000000"), train("22222222222222222222"));
+    assert!(max_diff(&k3, &k7) > 1e-3, "distinct choices before");
+    let written = net.inherit_kernels(0).unwrap();
+    // 20 blocks × 2 target choices × 3 main convs, + 4 stride-2 blocks × 2 × 2 projection convs.
+    assert_eq!(written.len(), 20 * 2 * 3 + 4 * 2 * 2);
+    let k3 = train("00000000000000000000");
+    for arch in [
+        "11111111111111111111",
+        "22222222222222222222",
+        "01201201201201201201",
+    ] {
+        let d = max_diff(&k3, &train(arch));
+        assert!(d <= 1e-6, "arch {arch}: {d} from all-k3 after inheritance");
+    }
+    assert!(max_diff(&k3, &train("30000000000000000000")) > 1e-3);
+    assert_eq!(
+        net.tensor(xcp)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        before.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        "Xception weights untouched"
+    );
+    let w7 = net.tensor("blocks.0.choice2.main.conv1.weight").unwrap();
+    let w3 = net.tensor("blocks.0.choice0.main.conv1.weight").unwrap();
+    let centre = w7.narrow(2, 2, 3).unwrap().narrow(3, 2, 3).unwrap();
+    assert_eq!(max_diff(&centre, &w3), 0.0);
+    // The border is zero: padding the centre back to 7×7 gives w7 exactly.
+    let padded = centre
+        .pad_with_zeros(2, 2, 2)
+        .unwrap()
+        .pad_with_zeros(3, 2, 2)
+        .unwrap();
+    assert_eq!(max_diff(&padded, &w7), 0.0);
+    let err = net.inherit_kernels(3).unwrap_err().to_string();
+    assert!(err.contains("ShuffleNet choice"), "{err}");
+}

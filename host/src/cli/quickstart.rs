@@ -19,6 +19,10 @@ pub struct QuickstartArgs {
     /// Training batch size.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Initial learning rate of the supernet training (linear decay; the first quarter of the
+    /// steps is the path warm-up, see `shiftnas train --help`).
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
     /// NSGA-II population.
     #[arg(long, default_value_t = 12)]
     pub pop: usize,

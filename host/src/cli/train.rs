@@ -59,6 +59,11 @@ pub struct TrainArgs {
     /// Path sampling: uniform single path (SPOS) or FairNAS strict fairness.
     #[arg(long, value_enum, default_value = "uniform")]
     pub sampling: Sampling,
+    /// Path warm-up for uniform sampling: training starts on one path (choice 0 everywhere) and
+    /// widens linearly to uniform over the whole space by this step [default: --steps / 4; 0 =
+    /// plain SPOS from the first step].
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
     /// Training images held out for proxy scoring [default: 1000, or 10 % if smaller].
     #[arg(long)]
     pub proxy_size: Option<usize>,

@@ -109,6 +109,8 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
             &args.steps.to_string(),
             "--batch",
             &args.batch.to_string(),
+            "--lr",
+            &args.lr.to_string(),
             "--seed",
             &args.seed.to_string(),
         ]
@@ -119,7 +121,10 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
         "quickstart 1/3: training a tiny supernet on {DATA} ({} steps)",
         args.steps
     ));
-    super::train::run(flags::<TrainArgs>(argv)?, ctx)?;
+    let status = super::train::run(flags::<TrainArgs>(argv)?, ctx)?;
+    if status != ExitStatus::Success {
+        return Ok(status);
+    }
 
     // 2. The search: NSGA-II over (error, latency) with accumulated Supernet Shifting.
     let argv: Vec<String> = if search_dir.join("config.toml").is_file() {

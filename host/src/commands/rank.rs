@@ -1,11 +1,359 @@
-//! `shiftnas rank`.
+//! `shiftnas rank`: order-preserving figures of a supernet against retrained accuracies.
 
-use anyhow::{Result, bail};
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+use shiftnas_models::{Arch, Space};
 
 use super::{Context, ExitStatus};
 use crate::cli::rank::RankArgs;
+use crate::rank::{
+    ArchCheck, Figures, Paired, SupernetScores, Truth, best_first, default_k, figures, pair,
+    read_truth, scores_from_archive, scores_from_csv,
+};
+
+/// The space named in a run's `config.toml`, if it has one.
+fn run_space(dir: &Path) -> Result<Option<String>> {
+    let path = dir.join("config.toml");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+    Ok(table
+        .get("space")
+        .and_then(|v| v.as_str())
+        .map(String::from))
+}
+
+/// The space archs are checked against: `--space`, else the run's; they must agree.
+fn choose_space(args: &RankArgs) -> Result<Option<Space>> {
+    let from_run = match &args.run {
+        Some(dir) => run_space(dir)?,
+        None => None,
+    };
+    let name = match (&args.space, from_run) {
+        (Some(flag), Some(run)) if *flag != run => bail!(
+            "--space {flag} but the run {} searched space {run}; drop --space or give the run's",
+            args.run.as_deref().unwrap_or(Path::new("")).display()
+        ),
+        (Some(flag), _) => Some(flag.clone()),
+        (None, run) => run,
+    };
+    name.map(|n| Space::by_name(&n).with_context(|| format!("space for rank: {n}")))
+        .transpose()
+}
+
+/// Up to three archs, comma-separated, and "…" when there are more.
+fn examples(archs: &[Arch]) -> String {
+    let mut s: Vec<String> = archs.iter().take(3).map(Arch::to_string).collect();
+    if archs.len() > 3 {
+        s.push("…".into());
+    }
+    s.join(", ")
+}
+
+/// Both inputs, paired.
+struct Loaded {
+    scores: SupernetScores,
+    source: std::path::PathBuf,
+    truth: Truth,
+    paired: Paired,
+    space: Option<Space>,
+}
+
+/// Loads both inputs, warns about archs only one of them has, and pairs the rest.
+fn load(args: &RankArgs, ctx: &Context) -> Result<Loaded> {
+    let space = choose_space(args)?;
+    let mut check = ArchCheck::new(space.clone());
+    let (scores, source) = match (&args.run, &args.archs) {
+        (Some(dir), _) => {
+            let path = dir.join("archive.jsonl");
+            if !path.is_file() {
+                bail!(
+                    "--run {}: no archive.jsonl there; give a `shiftnas search` run dir, or scores with --archs FILE",
+                    dir.display()
+                );
+            }
+            (scores_from_archive(&path, &mut check)?, path)
+        }
+        (None, Some(file)) => (scores_from_csv(file, &mut check)?, file.clone()),
+        (None, None) => bail!("give the supernet's scores with --run DIR or --archs FILE"),
+    };
+    let truth = read_truth(&args.truth, &mut check)?;
+    let p = pair(&scores, &truth);
+    let (src, tru) = (source.display(), args.truth.display());
+    if !p.no_score.is_empty() {
+        ctx.printer.warn(format!(
+            "{} of the {} archs in {tru} have no supernet score in {src} ({}); they are left out",
+            p.no_score.len(),
+            truth.values.entries.len(),
+            examples(&p.no_score)
+        ));
+    }
+    if !p.no_truth.is_empty() {
+        ctx.printer.note(format!(
+            "{} of the {} archs in {src} have no retrained accuracy in {tru} ({}); they are left out",
+            p.no_truth.len(),
+            scores.values.entries.len(),
+            examples(&p.no_truth)
+        ));
+    }
+    if scores.rescored > 0 {
+        ctx.printer.note(format!(
+            "{src}: {} arch(s) scored more than once; each one's latest score is used",
+            scores.rescored
+        ));
+    }
+    if scores.steps.len() > 1 {
+        ctx.printer.note(format!(
+            "the scores in {src} were measured at {} different supernet steps (shifting moves the weights); \
+             for one set of weights, score the archs with `shiftnas eval` and pass them with --archs",
+            scores.steps.len()
+        ));
+    }
+    Ok(Loaded {
+        scores,
+        source,
+        truth,
+        paired: p,
+        space,
+    })
+}
+
+/// One arch of a top-k list as JSON.
+fn entry(p: &Paired, i: usize, rank_key: &str, rank: usize) -> Value {
+    json!({"arch": p.archs[i].to_string(), "accuracy": p.accuracy[i], "supernet": p.supernet_raw[i], rank_key: rank})
+}
+
+/// 1-based position of each arch in the best-first order of `v`.
+fn positions(v: &[f64]) -> Vec<usize> {
+    let mut pos = vec![0; v.len()];
+    for (r, i) in best_first(v).into_iter().enumerate() {
+        pos[i] = r + 1;
+    }
+    pos
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.3}"))
+}
+
+fn print_human(f: &Figures, p: &Paired, s: &SupernetScores, ctx: &Context) -> Result<()> {
+    let (n, k) = (f.n, f.k);
+    ctx.printer.table(
+        &["figure", "value", "what it measures"],
+        &[
+            vec![
+                "N".into(),
+                n.to_string(),
+                "archs with a supernet score and a retrained accuracy".into(),
+            ],
+            vec![
+                "global".into(),
+                format!("{:.3}", f.global),
+                format!(
+                    "{} of the supernet's top-{k} are in the true top-{k} (chance {:.3})",
+                    f.overlap, f.global_chance
+                ),
+            ],
+            vec![
+                "local tau-b".into(),
+                fmt(f.local_tau_b),
+                format!("supernet vs true order within the true top-{k}"),
+            ],
+            vec!["tau-b".into(), fmt(f.tau_b), format!("over all {n}")],
+            vec![
+                "spearman rho".into(),
+                fmt(f.spearman_rho),
+                format!("over all {n}"),
+            ],
+        ],
+    )?;
+    let srank = positions(&p.supernet);
+    let rows: Vec<Vec<String>> = (f.true_top.iter().enumerate())
+        .map(|(r, &i)| {
+            vec![
+                (r + 1).to_string(),
+                p.archs[i].to_string(),
+                format!("{:.2}", p.accuracy[i] * 100.0),
+                format!("{}", p.supernet_raw[i]),
+                srank[i].to_string(),
+            ]
+        })
+        .collect();
+    println!();
+    let col = format!("supernet {}", s.column);
+    ctx.printer.table(
+        &["true rank", "arch", "accuracy %", &col, "supernet rank"],
+        &rows,
+    )
+}
 
 /// Runs `shiftnas rank`.
-pub fn run(_args: RankArgs, _ctx: &Context) -> Result<ExitStatus> {
-    bail!("`shiftnas rank` is not implemented in this build yet")
+pub fn run(args: RankArgs, ctx: &Context) -> Result<ExitStatus> {
+    let Loaded {
+        scores,
+        source,
+        truth,
+        paired: p,
+        space,
+    } = load(&args, ctx)?;
+    let k = args.top_k.unwrap_or_else(|| default_k(p.archs.len()));
+    let f = figures(&p.supernet, &p.accuracy, k)?;
+    for note in &f.notes {
+        ctx.printer.note(note);
+    }
+    if ctx.printer.json {
+        let (srank, trank) = (positions(&p.supernet), positions(&p.accuracy));
+        let mut out = serde_json::to_value(&f)?;
+        let extra = json!({
+            "space": space.map(|s| s.name),
+            "supernet_column": scores.column,
+            "accuracy_unit": if truth.percent { "percent" } else { "fraction" },
+            "true_top_k": f.true_top.iter().map(|&i| entry(&p, i, "supernet_rank", srank[i])).collect::<Vec<_>>(),
+            "supernet_top_k": f.supernet_top.iter().map(|&i| entry(&p, i, "true_rank", trank[i])).collect::<Vec<_>>(),
+            "no_score": p.no_score.iter().map(Arch::to_string).collect::<Vec<_>>(),
+            "no_truth": p.no_truth.len(),
+        });
+        if let (Some(o), Value::Object(e)) = (out.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        ctx.printer.json(&out)?;
+    } else {
+        ctx.printer.note(format!(
+            "supernet {} from {}; retrained accuracy from {} read as {}",
+            scores.column,
+            source.display(),
+            args.truth.display(),
+            if truth.percent { "%" } else { "fractions" }
+        ));
+        print_human(&f, &p, &scores, ctx)?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::compute::Compute;
+    use crate::output::Printer;
+    use crate::search::archive::{ArchiveRecord, append};
+
+    fn ctx() -> Context {
+        Context {
+            printer: Printer::silent(),
+            compute: Compute::Cpu,
+        }
+    }
+
+    fn args(run: &Path, truth: &Path) -> RankArgs {
+        RankArgs {
+            run: Some(run.to_path_buf()),
+            archs: None,
+            truth: truth.to_path_buf(),
+            top_k: None,
+            space: None,
+        }
+    }
+
+    /// A run dir of space `tiny` with archs `d…d` (20 digits) scored `error`, and a truth file.
+    fn write_run(dir: &Path, scored: &[(char, f64)], truth: &str) -> (PathBuf, PathBuf) {
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("config.toml"), "space = \"tiny\"\npop = 4\n").unwrap();
+        for &(d, error) in scored {
+            let record = ArchiveRecord {
+                generation: 1,
+                arch: d.to_string().repeat(20).parse().unwrap(),
+                error,
+                latency: 1.0,
+                latency_source: "flops".into(),
+                flops: 1,
+                params: 1,
+                supernet_step: 7,
+            };
+            append(&run.join("archive.jsonl"), &record).unwrap();
+        }
+        let t = dir.join("truth.csv");
+        std::fs::write(&t, truth).unwrap();
+        (run, t)
+    }
+
+    #[test]
+    fn rank_command_reads_a_run_and_its_space() {
+        let d = tempfile::tempdir().unwrap();
+        let z = |c: char| c.to_string().repeat(20);
+        let truth = format!(
+            "arch,accuracy\n{},0.9\n{},0.8\n{},0.7\n",
+            z('0'),
+            z('1'),
+            z('2')
+        );
+        let (run, t) = write_run(
+            d.path(),
+            &[('0', 0.1), ('1', 0.3), ('2', 0.2), ('3', 0.5)],
+            &truth,
+        );
+        let a = args(&run, &t);
+        assert_eq!(choose_space(&a).unwrap().unwrap().name, "tiny");
+        let l = load(&a, &ctx()).unwrap();
+        assert_eq!((l.paired.archs.len(), l.paired.no_truth.len()), (3, 1));
+        assert!(!l.truth.percent);
+        assert_eq!(run_cmd(a), ExitStatus::Success);
+        let mut a = args(&run, &t);
+        a.top_k = Some(3);
+        assert_eq!(run_cmd(a), ExitStatus::Success);
+        assert_eq!(positions(&[0.2, 0.9, 0.5]), vec![3, 1, 2]);
+    }
+
+    fn run_cmd(a: RankArgs) -> ExitStatus {
+        run(a, &ctx()).unwrap()
+    }
+
+    #[test]
+    fn rank_command_errors_name_the_input_at_fault() {
+        let d = tempfile::tempdir().unwrap();
+        let (dir, t) = write_run(
+            d.path(),
+            &[('0', 0.1), ('1', 0.3)],
+            "arch,accuracy\n0123,1\n",
+        );
+        let msg = |a: RankArgs| format!("{:#}", super::run(a, &ctx()).unwrap_err());
+        // The truth's arch is checked against the run's space.
+        let e = msg(args(&dir, &t));
+        assert!(
+            e.contains("truth.csv line 2, column 1") && e.contains("space \"tiny\""),
+            "{e}"
+        );
+        let mut a = args(&dir, &t);
+        a.space = Some("spos-cifar".into());
+        let e = msg(a);
+        assert!(
+            e.contains("--space spos-cifar") && e.contains("searched space tiny"),
+            "{e}"
+        );
+        let e = msg(args(d.path(), &t));
+        assert!(e.contains("no archive.jsonl there"), "{e}");
+        let truth = format!(
+            "arch,accuracy\n{},90\n{},80\n",
+            "0".repeat(20),
+            "1".repeat(20)
+        );
+        std::fs::write(&t, truth).unwrap();
+        let mut a = args(&dir, &t);
+        a.top_k = Some(3);
+        let e = msg(a);
+        assert!(e.contains("--top-k 3 must be between 1 and N = 2"), "{e}");
+        // Without a run, --archs with an unknown --space is refused by name.
+        let mut a = args(&dir, &t);
+        (a.run, a.archs, a.space) = (None, Some(t.clone()), Some("big".into()));
+        let e = msg(a);
+        assert!(e.contains("unknown space \"big\""), "{e}");
+    }
 }

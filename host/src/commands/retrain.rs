@@ -81,8 +81,24 @@ pub fn run(args: RetrainArgs, ctx: &Context) -> Result<ExitStatus> {
             );
         }
     };
-    let net = retrain(&config, &data, &run, &device, &mut on_report)?;
+    crate::interrupt::install();
+    let result = retrain(&config, &data, &run, &device, &mut on_report);
     bar.finish_and_clear();
+    if let Some(i) = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<crate::interrupt::Interrupted>())
+    {
+        p.note(format!(
+            "{i}; continue with `shiftnas retrain --resume {}`",
+            run.path().display()
+        ));
+        if p.json {
+            p.json(&json!({"type": "interrupted", "run_dir": run.path(), "step": i.step}))?;
+        }
+        return Ok(ExitStatus::Interrupted);
+    }
+    let net = result?;
 
     let norm = &config.normalize;
     let eval_batch = 256;

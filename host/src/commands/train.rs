@@ -2,14 +2,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use serde_json::json;
 
 use super::{Context, ExitStatus};
 use crate::cli::train::{AugmentChoice, TrainArgs};
 use crate::data::{Augment, ConformOptions, Normalize};
 use crate::run_dir::RunDir;
-use crate::train::{StepReport, TrainConfig, prepare_data, space_for, train};
+use crate::train::{Sampling, StepReport, TrainConfig, prepare_data, space_for, train};
 
 /// Runs `shiftnas train`.
 pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
@@ -50,6 +50,13 @@ pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
                 AugmentChoice::CropFlip => Augment::default_for(true, space.input_size.min(127)),
                 AugmentChoice::ResizedCrop => Augment::default_for(true, 128),
             };
+            let warmup_steps = match (args.sampling, args.warmup_steps) {
+                (Sampling::Fair, Some(w)) if w > 0 => bail!(
+                    "--warmup-steps {w} applies to --sampling uniform only; drop it for fair sampling"
+                ),
+                (Sampling::Fair, _) => 0,
+                (Sampling::Uniform, w) => w.unwrap_or(args.steps / 4),
+            };
             let config = TrainConfig {
                 space: args.space.clone(),
                 data: args.data.clone(),
@@ -63,6 +70,7 @@ pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
                 checkpoint_every: args.checkpoint_every,
                 log_every: args.log_every,
                 sampling: args.sampling,
+                warmup_steps,
                 proxy_size: data.splits.proxy.len(),
                 conform,
                 augment,
@@ -100,8 +108,24 @@ pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
             );
         }
     };
-    train(&config, &data, &run, &device, &mut on_report)?;
+    crate::interrupt::install();
+    let result = train(&config, &data, &run, &device, &mut on_report);
     bar.finish_and_clear();
+    if let Some(i) = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<crate::interrupt::Interrupted>())
+    {
+        p.note(format!(
+            "{i}; continue with `shiftnas train --resume {}`",
+            run.path().display()
+        ));
+        if p.json {
+            p.json(&json!({"type": "interrupted", "run_dir": run.path(), "step": i.step}))?;
+        }
+        return Ok(ExitStatus::Interrupted);
+    }
+    result?;
     let ckpt = run.checkpoint_dir().join("supernet.safetensors");
     if p.json {
         p.json(&json!({"type": "done", "run_dir": run.path(), "steps": config.steps, "checkpoint": ckpt}))?;

@@ -37,12 +37,13 @@ pub trait Trainable: Sized {
     fn save(&self, path: &Path, step: u64) -> Result<()>;
 
     /// Called before step `step`'s batch is drawn; draws what the step needs from `rng` (the
-    /// supernet samples its paths here). Nothing by default.
+    /// supernet samples its paths here) and may drop the momentum of weights it overwrites from
+    /// `sgd` (the supernet's warm-up kernel inheritance). Nothing by default.
     ///
     /// # Errors
     /// Whatever the model's sampling fails with.
-    fn prepare_step(&mut self, step: u64, rng: &mut ChaCha8Rng) -> Result<()> {
-        let _ = (step, rng);
+    fn prepare_step(&mut self, step: u64, rng: &mut ChaCha8Rng, sgd: &mut Sgd) -> Result<()> {
+        let _ = (step, rng, sgd);
         Ok(())
     }
 
@@ -128,7 +129,8 @@ pub fn resumable_checkpoint(run: &RunDir) -> Option<PathBuf> {
 }
 
 /// Trains until step `until` (at most `settings.steps`), checkpointing there, and returns the
-/// model.
+/// model. A Ctrl-C ([`crate::interrupt`]) ends the step in flight, checkpoints and returns
+/// [`crate::interrupt::Interrupted`].
 ///
 /// `open(None)` builds a fresh model; `open(Some(weights))` loads one from a checkpoint and
 /// returns the step it was saved at (checked against `state.json`). Stopping early keeps the
@@ -202,7 +204,7 @@ pub fn run_steps<M: Trainable>(
     while state.step < until {
         let lr = schedule.lr(state.step);
         sgd.set_lr(lr);
-        model.prepare_step(state.step, &mut state.rng)?;
+        model.prepare_step(state.step, &mut state.rng, &mut sgd)?;
         let batch = batcher.next_batch(&mut state.rng, device)?;
         let (losses, grads) = model.loss_and_grads(state.step, &batch.images, &batch.labels)?;
         sgd.step(&grads)?;
@@ -211,7 +213,8 @@ pub fn run_steps<M: Trainable>(
         images += settings.batch * losses.len();
         state.step += 1;
         state.batcher = batcher.position();
-        let last = state.step == until;
+        let stop = crate::interrupt::requested();
+        let last = state.step == until || stop;
         let ckpt =
             last || (settings.checkpoint_every > 0 && state.step % settings.checkpoint_every == 0);
         if ckpt {
@@ -230,6 +233,9 @@ pub fn run_steps<M: Trainable>(
             run.log(&report)?;
             on_report(&report);
             (loss_sum, loss_n, images, t0) = (0.0, 0, 0, Instant::now());
+        }
+        if stop && state.step < until {
+            return Err(crate::interrupt::Interrupted { step: state.step }.into());
         }
     }
     Ok(model)

@@ -20,13 +20,14 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use shiftnas_models::{Arch, Space, Supernet};
+use shiftnas_models::{Arch, Choice, Space, Supernet};
 
-use super::Gradients;
 use super::engine::{LoopSettings, Trainable, dropout_seed, run_steps};
 use super::evaluate::smoothed_cross_entropy;
+use super::{Gradients, Sgd};
 use crate::data::Dataset;
 use crate::data::batch::assemble;
 use crate::data::split::default_proxy_size;
@@ -72,6 +73,9 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Path sampling.
     pub sampling: Sampling,
+    /// Steps of path warm-up at the start of uniform sampling (see [`warmup_arch`]); 0 = plain SPOS.
+    #[serde(default)]
+    pub warmup_steps: u64,
     /// Images held out from training for proxy scoring.
     pub proxy_size: usize,
     /// Channel conversion / resizing allowed.
@@ -213,6 +217,44 @@ pub fn arch_loss_and_grads(
     Ok((total, grads))
 }
 
+/// The choice the path warm-up trains first (the space's first ShuffleNet choice), if any.
+pub fn warmup_base(space: &Space) -> Option<usize> {
+    space.choices.iter().position(|&c| c != Choice::Xception)
+}
+
+/// The uniform single path of step `step`, after a path warm-up of `warmup` steps.
+///
+/// From step `warmup` on, every block draws its choice uniformly (SPOS). Before, each block runs
+/// the base choice ([`warmup_base`], k3) except with probability `step / warmup × x / n` (x of
+/// the space's n choices are Xception), when it draws one of the Xception choices. At step
+/// `warmup` the loop copies the base choice into the other ShuffleNet choices
+/// ([`Supernet::inherit_kernels`]), so all choices enter uniform sampling trained.
+///
+/// Why: plain uniform sampling from a fresh init barely learns for hundreds of steps in a
+/// 20-block space — every step sees another of 4^20 random feature bases, so the shared layers
+/// get no consistent signal (PyTorch does the same: `experiments/warmup_torch.py`). A space
+/// without ShuffleNet choices samples uniformly from the start.
+pub fn warmup_arch(step: u64, warmup: u64, space: &Space, rng: &mut ChaCha8Rng) -> Arch {
+    let (blocks, n) = (space.num_blocks(), space.choices.len());
+    let Some(base) = warmup_base(space).filter(|_| step < warmup) else {
+        return Arch::random(blocks, n, rng);
+    };
+    let others: Vec<u8> = (0..n as u8)
+        .filter(|&c| space.choices[c as usize] == Choice::Xception)
+        .collect();
+    let p = step as f64 / warmup as f64 * others.len() as f64 / n as f64;
+    let genes = (0..blocks)
+        .map(|_| {
+            if !others.is_empty() && rng.random_bool(p) {
+                others[rng.random_range(0..others.len())]
+            } else {
+                base as u8
+            }
+        })
+        .collect();
+    Arch::new(genes)
+}
+
 /// FairNAS paths: `choices` archs such that each block uses every choice exactly once.
 pub fn fair_paths(blocks: usize, choices: usize, rng: &mut ChaCha8Rng) -> Vec<Arch> {
     let perms: Vec<Vec<u8>> = (0..blocks)
@@ -246,6 +288,9 @@ pub fn train(
 }
 
 /// Trains until step `until` (at most `config.steps`), checkpointing there, and returns the net.
+///
+/// A Ctrl-C ([`crate::interrupt`]) ends the step in flight, checkpoints and returns
+/// [`crate::interrupt::Interrupted`].
 ///
 /// Stopping early keeps the schedule of the whole run, so resuming later continues exactly
 /// (this is how an interruption is simulated in tests). `on_report` is called every `log_every` steps and at the end (after the line is appended to
@@ -300,13 +345,20 @@ impl Trainable for SupernetStep<'_> {
         Ok(self.net.save(path, step)?)
     }
 
-    fn prepare_step(&mut self, step: u64, rng: &mut ChaCha8Rng) -> Result<()> {
+    fn prepare_step(&mut self, step: u64, rng: &mut ChaCha8Rng, sgd: &mut Sgd) -> Result<()> {
         let config = self.config;
         self.net.set_dropout_seed(dropout_seed(config.seed, step));
         let space = self.net.space();
+        if config.sampling == Sampling::Uniform
+            && config.warmup_steps > 0
+            && step == config.warmup_steps
+            && let Some(base) = warmup_base(space)
+        {
+            sgd.forget(&self.net.inherit_kernels(base)?);
+        }
         let (blocks, choices) = (space.num_blocks(), space.choices.len());
         self.archs = match config.sampling {
-            Sampling::Uniform => vec![Arch::random(blocks, choices, rng)],
+            Sampling::Uniform => vec![warmup_arch(step, config.warmup_steps, space, rng)],
             Sampling::Fair => fair_paths(blocks, choices, rng),
         };
         Ok(())

@@ -12,6 +12,7 @@ pub use evaluate::{Accuracy, BnMode, BnSource, calibrate_bn, evaluate, smoothed_
 pub use r#loop::{
     PreparedData, Sampling, StepReport, TrainConfig, TrainState, arch_loss_and_grads,
     batch_loss_and_grads, prepare_data, resumable_checkpoint, space_for, train, train_until,
+    warmup_arch, warmup_base,
 };
 pub use schedule::LinearDecay;
 pub use sgd::{Gradients, Sgd, SgdConfig};

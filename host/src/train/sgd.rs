@@ -186,6 +186,13 @@ impl Sgd {
         Ok(grads.len())
     }
 
+    /// Drops the momentum buffers of `names` (their weights were overwritten).
+    pub fn forget(&mut self, names: &[String]) {
+        for n in names {
+            self.buffers.remove(n);
+        }
+    }
+
     /// The momentum buffer of `name`, if that parameter was ever updated.
     pub fn buffer(&self, name: &str) -> Option<&Tensor> {
         self.buffers.get(name)

@@ -329,6 +329,54 @@ impl Supernet {
             .chain(std::iter::once(&self.last))
     }
 
+    /// Kernel inheritance: every ShuffleNet choice of every block takes the weights and BN
+    /// statistics of the ShuffleNet choice `from` (numbered as in the space), with its depthwise
+    /// kernels zero-padded at the border to the larger size, as Once-for-All's elastic kernels
+    /// share their centre. Afterwards those choices compute exactly what `from` computes, then
+    /// diverge as each trains on its own; Xception choices are left alone. Returns the names of
+    /// the overwritten weights (their optimizer state is stale).
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] when `from` is not a ShuffleNet choice of the space or is larger than
+    /// a choice it would feed (kernels only grow).
+    pub fn inherit_kernels(&self, from: usize) -> Result<Vec<String>> {
+        let choices = &self.space.choices;
+        let shuffle = |c: Choice| c != Choice::Xception;
+        let src_choice = choices.get(from).copied().filter(|&c| shuffle(c)).ok_or_else(|| {
+            Error::BadInput(format!(
+                "kernel inheritance needs a ShuffleNet choice to copy from; choice {from} of space {} is {:?}",
+                self.space.name,
+                choices.get(from)
+            ))
+        })?;
+        let mut written = Vec::new();
+        for block in &self.blocks {
+            let src = &block[from];
+            for (c, dst) in block.iter().enumerate() {
+                if c == from || !shuffle(choices[c]) {
+                    continue;
+                }
+                if choices[c].kernel() < src_choice.kernel() {
+                    return Err(Error::BadInput(format!(
+                        "kernel inheritance copies choice {from} ({}) into choice {c} ({}): kernels can only grow",
+                        src_choice.short_name(),
+                        choices[c].short_name()
+                    )));
+                }
+                for (d, s) in dst.layers().zip(src.layers()) {
+                    let w = s.weight.as_tensor();
+                    let pad = (d.weight.dim(3)? - w.dim(3)?) / 2;
+                    d.weight
+                        .set(&w.pad_with_zeros(2, pad, pad)?.pad_with_zeros(3, pad, pad)?)?;
+                    d.bn.running_mean().set(s.bn.running_mean().as_tensor())?;
+                    d.bn.running_var().set(s.bn.running_var().as_tensor())?;
+                    written.push(d.conv_name.clone());
+                }
+            }
+        }
+        Ok(written)
+    }
+
     /// Overwrites the tensor called `name` (shape must match). Used by checkpoint loading.
     pub(crate) fn set_tensor(&self, name: &str, value: &Tensor) -> Result<()> {
         match self.index.get(name) {

@@ -4,3 +4,5 @@ mod agent;
 mod boards;
 mod calibrate;
 mod export_ort;
+mod rank;
+mod train;

@@ -1,0 +1,40 @@
+//! Ctrl-C for long work: the first SIGINT asks the running loop to stop at its next safe point
+//! (training: right after writing a checkpoint), the second one ends the process at once.
+//!
+//! Loops poll [`requested`] between steps and return [`Interrupted`] once they have saved; the
+//! command turns that into exit code 130 and a note on how to resume.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    if REQUESTED.swap(true, Ordering::SeqCst) {
+        // Second Ctrl-C: the user means it. `_exit` is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// Routes SIGINT to [`requested`] (idempotent).
+pub fn install() {
+    // SAFETY: the handler only touches an atomic and calls `_exit`.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+}
+
+/// Whether Ctrl-C was pressed since the start.
+pub fn requested() -> bool {
+    REQUESTED.load(Ordering::SeqCst)
+}
+
+/// The error a loop returns when it stopped for Ctrl-C after saving its state.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted after step {step}; the checkpoint is complete")]
+pub struct Interrupted {
+    /// Steps completed and saved.
+    pub step: u64,
+}

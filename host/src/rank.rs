@@ -1,0 +1,773 @@
+//! Order-preserving figures: how well a supernet's scores rank archs against retrained accuracy.
+//!
+//! Zhang et al. (CVPR 2024, "Boosting Order-Preserving and Transferability for NAS") split a
+//! supernet's ranking quality in two: **global** order preservation, telling good archs from bad
+//! ones, and **local** order preservation, ordering the good archs among themselves. Given N archs
+//! with both a supernet score and a retrained ("true") accuracy, [`figures`] reports
+//!
+//! - global: |supernet top-k ∩ true top-k| / k (chance level k / N);
+//! - local: Kendall τ-b between supernet score and true accuracy among the true top-k archs;
+//! - Kendall τ-b and Spearman ρ over all N.
+//!
+//! Supernet scores come from a search run's `archive.jsonl` ([`scores_from_archive`]; the score
+//! is the supernet's top-1 error, lower is better, and an arch scored several times keeps its
+//! latest record) or a CSV ([`scores_from_csv`]); retrained accuracies from a CSV with columns
+//! `arch` and `accuracy` ([`read_truth`]). File errors name the file, line and column at fault.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use shiftnas_calibration::stats::{kendall_tau_b, spearman_rho};
+use shiftnas_models::{Arch, Space};
+
+use crate::search::archive;
+
+/// Checks arch strings: against a space when one is known, else digits of one common length.
+#[derive(Debug, Clone)]
+pub struct ArchCheck {
+    space: Option<Space>,
+    first: Option<(usize, String)>,
+}
+
+impl ArchCheck {
+    /// A checker for `space` (`None`: digits only, every arch as long as the first one seen).
+    pub fn new(space: Option<Space>) -> ArchCheck {
+        ArchCheck { space, first: None }
+    }
+
+    /// The space archs are checked against, if any.
+    pub fn space(&self) -> Option<&Space> {
+        self.space.as_ref()
+    }
+
+    /// Parses `s`; `at` says where it was read (e.g. `a.csv line 3, column 1`) for errors.
+    ///
+    /// # Errors
+    /// Not digits, not valid in the space, or (without a space) a length unlike the first arch's.
+    pub fn parse(&mut self, s: &str, at: &str) -> Result<Arch> {
+        let arch = match &self.space {
+            Some(space) => space.parse_arch(s).with_context(|| at.to_string())?,
+            None => s.parse::<Arch>().with_context(|| at.to_string())?,
+        };
+        self.check_len(&arch, at)?;
+        Ok(arch)
+    }
+
+    fn check_len(&mut self, arch: &Arch, at: &str) -> Result<()> {
+        match &self.first {
+            None => self.first = Some((arch.len(), at.to_string())),
+            Some((len, first_at)) if *len != arch.len() => bail!(
+                "{at}: arch {arch} has {} digits but the arch at {first_at} has {len}; \
+                 all archs must come from one search space (pass --space NAME to check them)",
+                arch.len()
+            ),
+            Some(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// One value per arch, in first-seen order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArchValues {
+    /// `(arch, value)` pairs, each arch once.
+    pub entries: Vec<(Arch, f64)>,
+}
+
+impl ArchValues {
+    fn index(&self) -> HashMap<&Arch, f64> {
+        self.entries.iter().map(|(a, v)| (a, *v)).collect()
+    }
+}
+
+/// The supernet's scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SupernetScores {
+    /// Raw values as read (error or accuracy, see `higher_is_better`).
+    pub values: ArchValues,
+    /// Name of the score column (`error` or `accuracy`).
+    pub column: String,
+    /// Whether a higher value means a better arch.
+    pub higher_is_better: bool,
+    /// Archs that had more than one record (the latest was kept).
+    pub rescored: usize,
+    /// Distinct supernet training steps the scores were measured at (archive only).
+    pub steps: BTreeSet<u64>,
+}
+
+impl SupernetScores {
+    /// The value turned so that higher is better.
+    pub fn goodness(&self, value: f64) -> f64 {
+        if self.higher_is_better { value } else { -value }
+    }
+}
+
+/// Reads a search run's `archive.jsonl`: each arch's latest supernet error.
+///
+/// # Errors
+/// A missing or broken archive (file and line), an arch invalid for the space.
+pub fn scores_from_archive(path: &Path, check: &mut ArchCheck) -> Result<SupernetScores> {
+    let records = archive::read(path)?;
+    let mut pos: HashMap<Arch, usize> = HashMap::new();
+    let mut entries: Vec<(Arch, f64)> = Vec::new();
+    let mut rescored = BTreeSet::new();
+    let mut steps = BTreeSet::new();
+    for (i, r) in records.into_iter().enumerate() {
+        let at = format!("{} record {} (arch {})", path.display(), i + 1, r.arch);
+        check.parse(&r.arch.to_string(), &at)?;
+        if !r.error.is_finite() {
+            bail!("{at}: error is {}, expected a number", r.error);
+        }
+        steps.insert(r.supernet_step);
+        match pos.get(&r.arch) {
+            Some(&j) => {
+                entries[j].1 = r.error;
+                rescored.insert(r.arch);
+            }
+            None => {
+                pos.insert(r.arch.clone(), entries.len());
+                entries.push((r.arch, r.error));
+            }
+        }
+    }
+    if entries.is_empty() {
+        bail!(
+            "{} holds no records; let the search run a generation first",
+            path.display()
+        );
+    }
+    Ok(SupernetScores {
+        values: ArchValues { entries },
+        column: "error".into(),
+        higher_is_better: false,
+        rescored: rescored.len(),
+        steps,
+    })
+}
+
+/// A text table: a header (if any) and rows of fields with their 1-based line numbers.
+struct Table {
+    header: Option<(usize, Vec<String>)>,
+    rows: Vec<(usize, Vec<String>)>,
+}
+
+/// Splits `path` into fields: on commas if the first line has one, else on whitespace. Blank
+/// lines and lines starting with `#` are skipped; the first line is a header when a field is
+/// `arch`.
+fn read_table(path: &Path) -> Result<Table> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = (text.trim_start_matches('\u{feff}').lines())
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .peekable();
+    let comma = lines.peek().is_some_and(|(_, l)| l.contains(','));
+    let split = |l: &str| -> Vec<String> {
+        let fields: Vec<&str> = if comma {
+            l.split(',').collect()
+        } else {
+            l.split_whitespace().collect()
+        };
+        fields
+            .into_iter()
+            .map(|f| f.trim().trim_matches('"').to_string())
+            .collect()
+    };
+    let mut rows: Vec<(usize, Vec<String>)> = lines.map(|(n, l)| (n, split(l))).collect();
+    let header = match rows.first() {
+        Some((_, f)) if f.iter().any(|f| f.eq_ignore_ascii_case("arch")) => {
+            let (line, fields) = rows.remove(0);
+            Some((line, fields.iter().map(|f| f.to_lowercase()).collect()))
+        }
+        _ => None,
+    };
+    Ok(Table { header, rows })
+}
+
+/// Position of column `name` in the header (on `line`), or an error naming the file and what was
+/// found.
+fn column(
+    path: &Path,
+    (line, header): &(usize, Vec<String>),
+    name: &str,
+    need: &str,
+) -> Result<usize> {
+    header.iter().position(|h| h == name).with_context(|| {
+        format!(
+            "{} line {line}: no `{name}` column (found: {}); {need}",
+            path.display(),
+            header.join(", ")
+        )
+    })
+}
+
+/// Reads `(arch, number)` rows from `table`'s columns `ac` and `vc`, rejecting an arch listed
+/// twice with different values and a number `valid` refuses (it says what is allowed).
+fn read_pairs(
+    path: &Path,
+    table: &Table,
+    (ac, vc): (usize, usize),
+    value_name: &str,
+    valid: impl Fn(f64) -> Result<(), String>,
+    check: &mut ArchCheck,
+) -> Result<ArchValues> {
+    let mut seen: HashMap<Arch, (f64, usize)> = HashMap::new();
+    let mut entries = Vec::new();
+    for (line, fields) in &table.rows {
+        let at = |c: usize| format!("{} line {line}, column {}", path.display(), c + 1);
+        let (Some(a), Some(v)) = (fields.get(ac), fields.get(vc)) else {
+            bail!(
+                "{}: the line has only {} field(s), but the arch and {value_name} are in columns {} and {}",
+                at(fields.len().min(ac.max(vc))),
+                fields.len(),
+                ac + 1,
+                vc + 1
+            );
+        };
+        let arch = check.parse(a, &at(ac))?;
+        let value: f64 = v
+            .parse()
+            .ok()
+            .filter(|x: &f64| x.is_finite())
+            .with_context(|| format!("{}: {value_name} {v:?} is not a number", at(vc)))?;
+        if let Err(why) = valid(value) {
+            bail!("{}: {value_name} {value} {why}", at(vc));
+        }
+        match seen.get(&arch) {
+            Some(&(old, old_line)) if old != value => bail!(
+                "{}: arch {arch} has {value_name} {value} here but {old} on line {old_line}; \
+                 keep one row per arch (average repeated runs first)",
+                at(vc)
+            ),
+            Some(_) => {}
+            None => {
+                seen.insert(arch.clone(), (value, *line));
+                entries.push((arch, value));
+            }
+        }
+    }
+    if entries.is_empty() {
+        bail!("{} has no data rows", path.display());
+    }
+    Ok(ArchValues { entries })
+}
+
+/// Reads supernet scores from a CSV: a header naming `arch` and `error` (lower is better, e.g.
+/// a search's `pareto.csv`) or `accuracy` (higher is better), or no header and `ARCH,ERROR` (or
+/// `ARCH ERROR`) per line.
+///
+/// # Errors
+/// An unreadable file, a missing column, a bad arch or number, a duplicate arch with two values.
+pub fn scores_from_csv(path: &Path, check: &mut ArchCheck) -> Result<SupernetScores> {
+    let table = read_table(path)?;
+    let (cols, column, higher) = match &table.header {
+        None => ((0, 1), "error".to_string(), false),
+        Some(h) => {
+            let need = "name the supernet score `error` (lower is better) or `accuracy` (higher is better)";
+            let ac = column(path, h, "arch", need)?;
+            let (vc, name, higher) = match h.1.iter().position(|c| c == "error") {
+                Some(vc) => (vc, "error", false),
+                None => (column(path, h, "accuracy", need)?, "accuracy", true),
+            };
+            ((ac, vc), name.to_string(), higher)
+        }
+    };
+    let name = format!("supernet {column}");
+    let values = read_pairs(path, &table, cols, &name, |_| Ok(()), check)?;
+    Ok(SupernetScores {
+        values,
+        column,
+        higher_is_better: higher,
+        rescored: 0,
+        steps: BTreeSet::new(),
+    })
+}
+
+/// Retrained accuracies, as fractions in [0, 1].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Truth {
+    /// `(arch, accuracy)` with accuracy in [0, 1].
+    pub values: ArchValues,
+    /// Whether the file gave percentages (some value above 1); they were divided by 100.
+    pub percent: bool,
+}
+
+/// Reads retrained accuracies: a CSV whose header names `arch` and `accuracy`, in % (when any
+/// value exceeds 1) or as fractions; other columns are ignored.
+///
+/// # Errors
+/// An unreadable file, no header or a missing column, a bad arch or number, an accuracy outside
+/// [0, 100], a duplicate arch with two values.
+pub fn read_truth(path: &Path, check: &mut ArchCheck) -> Result<Truth> {
+    let table = read_table(path)?;
+    let need = "the retrained accuracies need a header line `arch,accuracy`";
+    let Some(h) = &table.header else {
+        bail!(
+            "{}: no header line; {need} (accuracy in % or as a fraction)",
+            path.display()
+        );
+    };
+    let cols = (
+        column(path, h, "arch", need)?,
+        column(path, h, "accuracy", need)?,
+    );
+    let in_range = |v: f64| {
+        if (0.0..=100.0).contains(&v) {
+            Ok(())
+        } else {
+            Err("is outside 0..=100; give % or a fraction in [0, 1]".to_string())
+        }
+    };
+    let mut values = read_pairs(path, &table, cols, "accuracy", in_range, check)?;
+    let percent = values.entries.iter().any(|(_, v)| *v > 1.0);
+    if percent {
+        values.entries.iter_mut().for_each(|(_, v)| *v /= 100.0);
+    }
+    Ok(Truth { values, percent })
+}
+
+/// The archs both inputs have, with their values, plus those only one of them has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paired {
+    /// Archs in both, in the truth file's order.
+    pub archs: Vec<Arch>,
+    /// Supernet goodness (higher is better) of each.
+    pub supernet: Vec<f64>,
+    /// Raw supernet value of each (as read).
+    pub supernet_raw: Vec<f64>,
+    /// True accuracy (fraction) of each.
+    pub accuracy: Vec<f64>,
+    /// Archs with a retrained accuracy but no supernet score.
+    pub no_score: Vec<Arch>,
+    /// Archs with a supernet score but no retrained accuracy.
+    pub no_truth: Vec<Arch>,
+}
+
+/// Pairs supernet scores with true accuracies by arch.
+pub fn pair(scores: &SupernetScores, truth: &Truth) -> Paired {
+    let s = scores.values.index();
+    let t = truth.values.index();
+    let mut p = Paired {
+        archs: vec![],
+        supernet: vec![],
+        supernet_raw: vec![],
+        accuracy: vec![],
+        no_score: vec![],
+        no_truth: vec![],
+    };
+    for (arch, acc) in &truth.values.entries {
+        match s.get(arch) {
+            Some(&raw) => {
+                p.archs.push(arch.clone());
+                p.supernet.push(scores.goodness(raw));
+                p.supernet_raw.push(raw);
+                p.accuracy.push(*acc);
+            }
+            None => p.no_score.push(arch.clone()),
+        }
+    }
+    p.no_truth = (scores.values.entries.iter())
+        .filter(|(a, _)| !t.contains_key(a))
+        .map(|(a, _)| a.clone())
+        .collect();
+    p
+}
+
+/// The default k: N / 5 kept within 2..=10 (and at most N).
+pub fn default_k(n: usize) -> usize {
+    (n / 5).clamp(2, 10).min(n)
+}
+
+/// The order-preserving figures of one pairing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figures {
+    /// Archs ranked.
+    pub n: usize,
+    /// Size of the top sets.
+    pub k: usize,
+    /// |supernet top-k ∩ true top-k|.
+    pub overlap: usize,
+    /// Global order preservation: `overlap / k`.
+    pub global: f64,
+    /// What `global` is expected to be for a random ranking: k / N.
+    pub global_chance: f64,
+    /// Local order preservation: Kendall τ-b among the true top-k (`None` when undefined).
+    pub local_tau_b: Option<f64>,
+    /// Kendall τ-b over all N.
+    pub tau_b: Option<f64>,
+    /// Spearman ρ over all N.
+    pub spearman_rho: Option<f64>,
+    /// Indices (into the pairing) of the supernet's top-k, best first.
+    #[serde(skip)]
+    pub supernet_top: Vec<usize>,
+    /// Indices of the true top-k, best first.
+    #[serde(skip)]
+    pub true_top: Vec<usize>,
+    /// Why a figure is undefined, or where a tie made a top-k set arbitrary.
+    pub notes: Vec<String>,
+}
+
+/// Indices of `v` sorted best (highest) first; ties keep input order.
+pub fn best_first(v: &[f64]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
+    idx
+}
+
+/// Global and local order preservation of `supernet` (higher is better) against `accuracy`.
+///
+/// # Errors
+/// Fewer than 2 archs, `k` of 0 or larger than N, lengths that differ.
+pub fn figures(supernet: &[f64], accuracy: &[f64], k: usize) -> Result<Figures> {
+    let n = accuracy.len();
+    if supernet.len() != n {
+        bail!("{} supernet scores for {n} accuracies", supernet.len());
+    }
+    if n < 2 {
+        bail!(
+            "only {n} arch has both a supernet score and a retrained accuracy; ranking needs 2 or more"
+        );
+    }
+    if k == 0 || k > n {
+        bail!("--top-k {k} must be between 1 and N = {n} (the archs present in both inputs)");
+    }
+    let mut notes = Vec::new();
+    let (so, to) = (best_first(supernet), best_first(accuracy));
+    for (name, o, v) in [("supernet", &so, supernet), ("true", &to, accuracy)] {
+        if k < n && v[o[k - 1]] == v[o[k]] {
+            notes.push(format!(
+                "the {name} top-{k} is cut inside a tie (rank {k} and {} are equal); the earlier line in the truth file was taken",
+                k + 1
+            ));
+        }
+    }
+    let (supernet_top, true_top) = (so[..k].to_vec(), to[..k].to_vec());
+    let overlap = supernet_top.iter().filter(|i| true_top.contains(i)).count();
+    let mut stat = |what: &str, r: Result<f64, shiftnas_calibration::Error>| match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            notes.push(format!("{what}: {e}"));
+            None
+        }
+    };
+    let pick = |v: &[f64]| true_top.iter().map(|&i| v[i]).collect::<Vec<_>>();
+    let local_tau_b = stat(
+        "local tau-b (x: supernet, y: true accuracy in the true top-k)",
+        kendall_tau_b(&pick(supernet), &pick(accuracy)),
+    );
+    let tau_b = stat("tau-b", kendall_tau_b(supernet, accuracy));
+    let spearman_rho = stat("spearman rho", spearman_rho(supernet, accuracy));
+    Ok(Figures {
+        n,
+        k,
+        overlap,
+        global: overlap as f64 / k as f64,
+        global_chance: k as f64 / n as f64,
+        local_tau_b,
+        tau_b,
+        spearman_rho,
+        supernet_top,
+        true_top,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 12 archs: retrained accuracy (%) and supernet error; shared with the scipy references.
+    const ACC: [f64; 12] = [
+        91.2, 90.5, 89.9, 92.3, 88.1, 90.5, 87.0, 93.1, 89.0, 91.8, 86.2, 90.0,
+    ];
+    const ERR: [f64; 12] = [
+        0.31, 0.33, 0.30, 0.28, 0.36, 0.34, 0.37, 0.29, 0.35, 0.28, 0.40, 0.32,
+    ];
+    // python -c "from scipy.stats import kendalltau, spearmanr; a=[...ACC]; g=[-x for x in ERR];
+    //   print(kendalltau(g,a,variant='b').statistic, spearmanr(g,a).statistic)"
+    const SCIPY_TAU_ALL: f64 = 0.7384615384615385;
+    const SCIPY_RHO_ALL: f64 = 0.8842105263157896;
+    // Same, restricted to the true top-4 (indices 7, 3, 9, 0):
+    // python -c "from scipy.stats import kendalltau; print(kendalltau([-0.29,-0.28,-0.28,-0.31],
+    //   [93.1,92.3,91.8,91.2],variant='b').statistic)"
+    const SCIPY_TAU_TOP4: f64 = 0.18257418583505539;
+
+    fn goodness() -> Vec<f64> {
+        ERR.iter().map(|e| -e).collect()
+    }
+
+    #[test]
+    fn rank_figures_match_hand_counts_and_scipy() {
+        let f = figures(&goodness(), &ACC, 4).unwrap();
+        // True top-4: 93.1 (7), 92.3 (3), 91.8 (9), 91.2 (0); supernet top-4 by lowest error:
+        // 0.28 (3), 0.28 (9), 0.29 (7), 0.30 (2) → {3, 9, 7} shared.
+        assert_eq!(f.true_top, vec![7, 3, 9, 0]);
+        assert_eq!(f.supernet_top, vec![3, 9, 7, 2]);
+        assert_eq!((f.overlap, f.global), (3, 0.75));
+        assert!((f.global_chance - 4.0 / 12.0).abs() < 1e-15);
+        assert!((f.tau_b.unwrap() - SCIPY_TAU_ALL).abs() < 1e-12);
+        assert!((f.spearman_rho.unwrap() - SCIPY_RHO_ALL).abs() < 1e-12);
+        assert!((f.local_tau_b.unwrap() - SCIPY_TAU_TOP4).abs() < 1e-12);
+        assert!(f.notes.is_empty(), "{:?}", f.notes);
+    }
+
+    #[test]
+    fn rank_perfect_and_reversed_orders() {
+        let acc = [0.9, 0.8, 0.7, 0.6, 0.5];
+        let f = figures(&acc, &acc, 2).unwrap();
+        assert_eq!(
+            (f.overlap, f.local_tau_b, f.tau_b),
+            (2, Some(1.0), Some(1.0))
+        );
+        let rev: Vec<f64> = acc.iter().map(|a| -a).collect();
+        let f = figures(&rev, &acc, 2).unwrap();
+        assert_eq!(
+            (f.overlap, f.local_tau_b, f.tau_b),
+            (0, Some(-1.0), Some(-1.0))
+        );
+        assert!((f.spearman_rho.unwrap() + 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rank_undefined_figures_and_boundary_ties_are_noted() {
+        // k = 1: no pairs among the top; supernet constant: tau undefined; tie at the cut.
+        let f = figures(&[0.5, 0.5, 0.5], &[0.9, 0.8, 0.7], 1).unwrap();
+        assert_eq!((f.local_tau_b, f.tau_b, f.spearman_rho), (None, None, None));
+        let notes = f.notes.join("\n");
+        assert!(
+            notes.contains("supernet top-1 is cut inside a tie"),
+            "{notes}"
+        );
+        assert!(notes.contains("needs at least 2"), "{notes}");
+        assert!(notes.contains("constant"), "{notes}");
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn err(r: Result<impl std::fmt::Debug>) -> String {
+        format!("{:#}", r.unwrap_err())
+    }
+
+    #[test]
+    fn rank_truth_csv_in_percent_or_fractions_with_extra_columns() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "t.csv",
+            "# retrained\nseed,accuracy,arch\n1,91.5,0123\n1,80,3210\n\n2,91.5,0123\n",
+        );
+        let t = read_truth(&p, &mut ArchCheck::new(None)).unwrap();
+        assert!(t.percent);
+        let want = vec![
+            ("0123".parse().unwrap(), 0.915),
+            ("3210".parse().unwrap(), 0.8),
+        ];
+        assert_eq!(t.values.entries, want);
+        // A byte-order mark and CRLF line ends (spreadsheet exports) are fine.
+        let p = write(
+            d.path(),
+            "f.csv",
+            "\u{feff}arch,accuracy\r\n0123,0.915\r\n3210,1\r\n",
+        );
+        let t = read_truth(&p, &mut ArchCheck::new(None)).unwrap();
+        assert!(!t.percent);
+        assert_eq!(t.values.entries[1].1, 1.0);
+    }
+
+    #[test]
+    fn rank_truth_errors_name_file_line_and_column() {
+        let d = tempfile::tempdir().unwrap();
+        let tiny = || ArchCheck::new(Some(Space::tiny()));
+        let a = "01230123012301230123";
+        let cases = [
+            ("0123,91\n", "no header"),
+            (
+                "# run 3\n\nArch,ACC\n0123,91\n",
+                "line 3: no `accuracy` column (found: arch, acc)",
+            ),
+            (
+                "arch,acc\n0123,91\n",
+                "line 1: no `accuracy` column (found: arch, acc)",
+            ),
+            (
+                "arch,accuracy\n0123,9x\n",
+                "line 2, column 2: accuracy \"9x\" is not a number",
+            ),
+            ("arch,accuracy\n0123,91\n0123,nan\n", "line 3, column 2"),
+            (
+                "arch,accuracy\n0123,101\n",
+                "line 2, column 2: accuracy 101 is outside 0..=100",
+            ),
+            ("arch,accuracy\n0123,-1\n", "outside 0..=100"),
+            (
+                "arch,accuracy\n0123\n",
+                "line 2, column 2: the line has only 1 field(s)",
+            ),
+            ("arch,accuracy\n", "has no data rows"),
+        ];
+        for (text, want) in cases {
+            let p = write(d.path(), "t.csv", text);
+            let e = err(read_truth(&p, &mut ArchCheck::new(None)));
+            assert!(e.contains("t.csv") && e.contains(want), "{text:?}: {e}");
+        }
+        let p = write(d.path(), "t.csv", "arch,accuracy\n0123,91\n");
+        let e = err(read_truth(&p, &mut tiny()));
+        assert!(
+            e.contains("line 2, column 1: arch \"0123\" has 4 digits"),
+            "{e}"
+        );
+        let p = write(
+            d.path(),
+            "t.csv",
+            &format!("arch,accuracy\n{a},90\n{}7,90\n", &a[..19]),
+        );
+        let e = err(read_truth(&p, &mut tiny()));
+        assert!(
+            e.contains("line 3, column 1") && e.contains("position 19"),
+            "{e}"
+        );
+        let p = write(
+            d.path(),
+            "t.csv",
+            &format!("arch,accuracy\n{a},90\nx,1\n{a},91\n"),
+        );
+        let e = err(read_truth(&p, &mut ArchCheck::new(None)));
+        assert!(e.contains("line 3, column 1") && e.contains("'x'"), "{e}");
+        let p = write(
+            d.path(),
+            "t.csv",
+            &format!("arch,accuracy\n{a},90\n\n{a},91\n"),
+        );
+        let e = err(read_truth(&p, &mut tiny()));
+        assert!(
+            e.contains("line 4, column 2") && e.contains("90 on line 2"),
+            "{e}"
+        );
+        assert!(e.contains("average repeated runs"), "{e}");
+        // Without a space, archs must share one length across files.
+        let p = write(d.path(), "t.csv", "arch,accuracy\n0123,90\n012,80\n");
+        let e = err(read_truth(&p, &mut ArchCheck::new(None)));
+        assert!(
+            e.contains("line 3, column 1") && e.contains("line 2, column 1 has 4"),
+            "{e}"
+        );
+        assert!(err(read_truth(&d.path().join("none.csv"), &mut tiny())).contains("none.csv"));
+    }
+
+    #[test]
+    fn rank_archs_file_headerless_pareto_csv_or_accuracy_column() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "a.txt", "0123 0.3\n3210\t0.25\n");
+        let s = scores_from_csv(&p, &mut ArchCheck::new(None)).unwrap();
+        assert_eq!((s.column.as_str(), s.higher_is_better), ("error", false));
+        assert_eq!(s.values.entries[1], ("3210".parse().unwrap(), 0.25));
+        assert_eq!(s.goodness(0.25), -0.25);
+        let p = write(
+            d.path(),
+            "pareto.csv",
+            "arch,error,latency,latency_source,flops,params,supernet_step\n0123,0.3,1.5,flops,10,20,5\n",
+        );
+        let s = scores_from_csv(&p, &mut ArchCheck::new(None)).unwrap();
+        assert_eq!(s.values.entries, vec![("0123".parse().unwrap(), 0.3)]);
+        let p = write(d.path(), "a.csv", "arch,accuracy\n0123,0.7\n");
+        let s = scores_from_csv(&p, &mut ArchCheck::new(None)).unwrap();
+        assert!(s.higher_is_better && s.goodness(0.7) == 0.7);
+        let p = write(d.path(), "a.csv", "arch,latency\n0123,0.7\n");
+        let e = err(scores_from_csv(&p, &mut ArchCheck::new(None)));
+        assert!(
+            e.contains("a.csv line 1: no `accuracy` column") && e.contains("`error`"),
+            "{e}"
+        );
+        let p = write(d.path(), "a.txt", "0123 0.3\n0123 zero\n");
+        let e = err(scores_from_csv(&p, &mut ArchCheck::new(None)));
+        assert!(
+            e.contains("a.txt line 2, column 2: supernet error \"zero\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rank_archive_keeps_each_archs_latest_score() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("archive.jsonl");
+        let rec = |arch: &str, error: f64, step: u64| archive::ArchiveRecord {
+            generation: 1,
+            arch: arch.parse().unwrap(),
+            error,
+            latency: 1.0,
+            latency_source: "flops".into(),
+            flops: 1,
+            params: 1,
+            supernet_step: step,
+        };
+        // Archs a..e; "1111" is re-scored after a shift and its latest error (0.10) counts.
+        for r in [
+            rec("0000", 0.40, 100),
+            rec("1111", 0.50, 100),
+            rec("2222", 0.30, 100),
+            rec("3333", 0.20, 110),
+            rec("1111", 0.10, 120),
+            rec("0123", 0.90, 120),
+        ] {
+            archive::append(&path, &r).unwrap();
+        }
+        let mut check = ArchCheck::new(None);
+        let s = scores_from_archive(&path, &mut check).unwrap();
+        assert_eq!(
+            (s.values.entries.len(), s.rescored, s.steps.len()),
+            (5, 1, 3)
+        );
+        let t = write(
+            d.path(),
+            "t.csv",
+            "arch,accuracy\n0000,70\n1111,95\n2222,80\n3333,90\n4444,60\n",
+        );
+        let t = read_truth(&t, &mut check).unwrap();
+        let p = pair(&s, &t);
+        assert_eq!(p.archs.len(), 4);
+        assert_eq!(p.no_score, vec!["4444".parse().unwrap()]);
+        assert_eq!(p.no_truth, vec!["0123".parse().unwrap()]);
+        // Supernet order 1111, 3333, 2222, 0000 equals the true order: every figure is 1.
+        let f = figures(&p.supernet, &p.accuracy, 2).unwrap();
+        assert_eq!(
+            (f.overlap, f.local_tau_b, f.tau_b),
+            (2, Some(1.0), Some(1.0))
+        );
+        // Had the first score of 1111 (0.50, the worst) been kept, it would rank last.
+        assert_eq!(p.supernet_raw[1], 0.10);
+        let bad = d.path().join("bad.jsonl");
+        std::fs::write(&bad, "").unwrap();
+        assert!(err(scores_from_archive(&bad, &mut check)).contains("holds no records"));
+        let e = err(scores_from_archive(
+            &path,
+            &mut ArchCheck::new(Some(Space::tiny())),
+        ));
+        assert!(
+            e.contains("archive.jsonl record 1 (arch 0000)") && e.contains("20 digits"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rank_bad_k_and_too_few_archs_are_errors() {
+        let e = figures(&[1.0, 2.0], &[1.0, 2.0], 3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--top-k 3") && e.contains("N = 2"), "{e}");
+        assert!(figures(&[1.0, 2.0], &[1.0, 2.0], 0).is_err());
+        let e = figures(&[1.0], &[1.0], 1).unwrap_err().to_string();
+        assert!(e.contains("needs 2"), "{e}");
+        assert_eq!(
+            (default_k(3), default_k(12), default_k(50), default_k(500)),
+            (2, 2, 10, 10)
+        );
+        assert_eq!(default_k(30), 6);
+    }
+}
