@@ -72,12 +72,18 @@ pub struct CheckpointInfo {
     pub step: u64,
 }
 
-/// Reads and checks the metadata header of a checkpoint.
-fn read_info(path: &Path, bytes: &[u8]) -> Result<CheckpointInfo> {
+/// Reads the metadata header of a safetensors checkpoint and checks its `format` (`writer` names
+/// the command that writes such files, for the error message) and `format_version`.
+pub(crate) fn read_metadata(
+    path: &Path,
+    bytes: &[u8],
+    format: &str,
+    writer: &str,
+) -> Result<HashMap<String, String>> {
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
         ckpt_err(
             path,
-            format!("not a safetensors file ({e}); pass a checkpoint written by `shiftnas train`"),
+            format!("not a safetensors file ({e}); pass a checkpoint written by `{writer}`"),
         )
     })?;
     let md = meta.metadata().clone().unwrap_or_default();
@@ -85,15 +91,15 @@ fn read_info(path: &Path, bytes: &[u8]) -> Result<CheckpointInfo> {
         md.get(k).ok_or_else(|| {
             ckpt_err(
                 path,
-                format!("no {k:?} in the metadata header: not a shiftnas supernet checkpoint"),
+                format!("no {k:?} in the metadata header: not a {format} checkpoint"),
             )
         })
     };
-    if get("format")? != FORMAT {
+    if get("format")? != format {
         return Err(ckpt_err(
             path,
             format!(
-                "format {:?}, expected {FORMAT:?}: pass a supernet checkpoint (a subnet or other file was given)",
+                "format {:?}, expected {format:?}: pass a checkpoint written by `{writer}` (another kind of file was given)",
                 md["format"]
             ),
         ));
@@ -107,6 +113,27 @@ fn read_info(path: &Path, bytes: &[u8]) -> Result<CheckpointInfo> {
             ),
         ));
     }
+    Ok(md)
+}
+
+/// A metadata value, or an error naming the key.
+pub(crate) fn meta_value<'a>(
+    path: &Path,
+    md: &'a HashMap<String, String>,
+    key: &str,
+) -> Result<&'a String> {
+    md.get(key).ok_or_else(|| {
+        ckpt_err(
+            path,
+            format!("no {key:?} in the metadata header: the file is damaged or from an incompatible build"),
+        )
+    })
+}
+
+/// Reads and checks the metadata header of a supernet checkpoint.
+fn read_info(path: &Path, bytes: &[u8]) -> Result<CheckpointInfo> {
+    let md = read_metadata(path, bytes, FORMAT, "shiftnas train")?;
+    let get = |k: &str| meta_value(path, &md, k);
     let space: Space = serde_json::from_str(get("space")?)
         .map_err(|e| ckpt_err(path, format!("unreadable space in the header: {e}")))?;
     let step = get("step")?
@@ -122,29 +149,12 @@ impl Supernet {
     /// [`Error::Io`] naming the file.
     pub fn save(&self, path: impl AsRef<Path>, step: u64) -> Result<()> {
         let path = path.as_ref();
-        let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for name in self.names() {
-            let t = self
-                .tensor(name)
-                .expect("names() lists existing tensors")
-                .to_device(&Device::Cpu)?
-                .to_dtype(DType::F32)?;
-            let bytes: Vec<u8> = t
-                .flatten_all()?
-                .to_vec1::<f32>()?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
-            data.push((name.to_string(), t.dims().to_vec(), bytes));
-        }
-        let views = data
-            .iter()
-            .map(|(n, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|e| ckpt_err(path, format!("cannot serialise {n}: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let named = self.names().map(|n| {
+            (
+                n.to_string(),
+                self.tensor(n).expect("names() lists existing tensors"),
+            )
+        });
         let space_json = serde_json::to_string(self.space())
             .map_err(|e| ckpt_err(path, format!("cannot serialise the space: {e}")))?;
         let meta = HashMap::from([
@@ -153,9 +163,7 @@ impl Supernet {
             ("space".to_string(), space_json),
             ("step".to_string(), step.to_string()),
         ]);
-        let bytes = safetensors::serialize(views, Some(meta))
-            .map_err(|e| ckpt_err(path, format!("cannot serialise: {e}")))?;
-        write_atomic(path, &bytes)
+        save_named(path, named, meta)
     }
 
     /// Reads only the header of a checkpoint (space and step).
@@ -226,36 +234,92 @@ impl Supernet {
     }
 }
 
+/// Writes named tensors (as f32) with a metadata header to `path`, atomically.
+pub(crate) fn save_named(
+    path: &Path,
+    named: impl IntoIterator<Item = (String, Tensor)>,
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in named {
+        let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let bytes: Vec<u8> = t
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        data.push((name, t.dims().to_vec(), bytes));
+    }
+    let views = data
+        .iter()
+        .map(|(n, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| ckpt_err(path, format!("cannot serialise {n}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| ckpt_err(path, format!("cannot serialise: {e}")))?;
+    write_atomic(path, &bytes)
+}
+
 /// Copies every tensor of the file into `net`, checking that names and shapes match exactly.
 fn fill(net: &Supernet, path: &Path, bytes: &[u8]) -> Result<()> {
+    let expected: Vec<(String, Vec<usize>)> = net
+        .names()
+        .map(|n| {
+            (
+                n.to_string(),
+                net.tensor(n).expect("listed").dims().to_vec(),
+            )
+        })
+        .collect();
+    fill_named(
+        path,
+        bytes,
+        &expected,
+        "the supernet of its space",
+        |n, t| net.set_tensor(n, &t),
+    )
+}
+
+/// Reads every tensor of a checkpoint and hands it to `set`, after checking that the file holds
+/// exactly the names and shapes of `expected` (sorted by name); `what` names the network.
+pub(crate) fn fill_named(
+    path: &Path,
+    bytes: &[u8],
+    expected: &[(String, Vec<usize>)],
+    what: &str,
+    mut set: impl FnMut(&str, Tensor) -> Result<()>,
+) -> Result<()> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| ckpt_err(path, format!("corrupt safetensors data: {e}")))?;
-    let expected: Vec<String> = net.names().map(str::to_string).collect();
     let mut file_names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     file_names.sort();
-    if file_names != expected {
-        let missing: Vec<_> = expected
+    let names: Vec<&String> = expected.iter().map(|(n, _)| n).collect();
+    if file_names.iter().collect::<Vec<_>>() != names {
+        let missing: Vec<_> = names
             .iter()
             .filter(|n| !file_names.contains(n))
             .take(5)
             .collect();
         let extra: Vec<_> = file_names
             .iter()
-            .filter(|n| !expected.contains(n))
+            .filter(|n| !names.contains(n))
             .take(5)
             .collect();
         return Err(ckpt_err(
             path,
             format!(
-                "tensors do not match the supernet of its space (missing {missing:?}, unexpected {extra:?}): the file is damaged or from an incompatible build"
+                "tensors do not match {what} (missing {missing:?}, unexpected {extra:?}): the file is damaged or from an incompatible build"
             ),
         ));
     }
-    for name in &expected {
+    for (name, want) in expected {
         let view = st
             .tensor(name)
             .map_err(|e| ckpt_err(path, format!("tensor {name}: {e}")))?;
-        let want = net.tensor(name).expect("listed").dims().to_vec();
         if view.dtype() != Dtype::F32 || view.shape() != want.as_slice() {
             return Err(ckpt_err(
                 path,
@@ -271,10 +335,7 @@ fn fill(net: &Supernet, path: &Path, bytes: &[u8]) -> Result<()> {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        net.set_tensor(
-            name,
-            &Tensor::from_vec(vals, want.as_slice(), &Device::Cpu)?,
-        )?;
+        set(name, Tensor::from_vec(vals, want.as_slice(), &Device::Cpu)?)?;
     }
     Ok(())
 }

@@ -19,10 +19,12 @@ pub mod error;
 pub mod nn;
 pub mod onnx;
 pub mod space;
+pub mod standalone;
 pub mod subnet;
 pub mod supernet;
 
 pub use arch::Arch;
 pub use error::{ArchError, Error, Result};
 pub use space::{BlockShape, Choice, Space, Stage, Stem};
+pub use standalone::Standalone;
 pub use supernet::{BnCalibration, Supernet};

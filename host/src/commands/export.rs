@@ -97,7 +97,8 @@ fn print(report: &ExportReport, ctx: &Context) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-fn report(
+/// What was exported: path, size, hash, arch, cost and input shape.
+pub(crate) fn report(
     out: &Path,
     bytes: &[u8],
     subnet: &Subnet,

@@ -1,11 +1,328 @@
-//! `shiftnas retrain`.
+//! `shiftnas retrain`: args (or the resumed run's config) → data → standalone training on the
+//! shared step loop → precise BN → proxy/test accuracy → optional ONNX export.
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use serde_json::json;
+use shiftnas_models::cost;
+use shiftnas_models::onnx::{self, ExportOptions};
+
+use super::export::{ExportReport, report};
 use super::{Context, ExitStatus};
 use crate::cli::retrain::RetrainArgs;
+use crate::cli::train::AugmentChoice;
+use crate::data::{Augment, ConformOptions, DataSpec, Normalize};
+use crate::run_dir::{RunDir, write_atomic};
+use crate::train::retrain::{
+    RetrainConfig, default_retrain_lr, precise_bn, retrain, score_standalone,
+};
+use crate::train::{Accuracy, PreparedData, StepReport, TrainConfig, prepare_data, space_for};
+
+/// What `shiftnas retrain` ends with (`result.json` in the run dir, the `--json` `done` line).
+#[derive(Debug, Serialize)]
+pub struct RetrainResult {
+    /// The run dir.
+    pub run_dir: PathBuf,
+    /// Space name.
+    pub space: String,
+    /// The arch's digits.
+    pub arch: String,
+    /// Steps trained.
+    pub steps: u64,
+    /// Multiply-adds for one image.
+    pub flops: u64,
+    /// Parameters (affine BN counted).
+    pub params: u64,
+    /// Images BN statistics were recomputed on before scoring (0: training EMA).
+    pub bn_images: usize,
+    /// Accuracy on the test set.
+    pub test: Accuracy,
+    /// Accuracy on the held-out proxy split (`null` when it is empty).
+    pub proxy: Option<Accuracy>,
+    /// The final weights (BN statistics as scored).
+    pub model: PathBuf,
+    /// The ONNX file written with `--export`.
+    pub export: Option<ExportReport>,
+}
 
 /// Runs `shiftnas retrain`.
-pub fn run(_args: RetrainArgs, _ctx: &Context) -> Result<ExitStatus> {
-    bail!("`shiftnas retrain` is not implemented in this build yet")
+pub fn run(args: RetrainArgs, ctx: &Context) -> Result<ExitStatus> {
+    let p = ctx.printer;
+    let device = ctx.compute.device()?;
+    let (run, config, data) = match &args.resume {
+        Some(dir) => {
+            let run = RunDir::open(dir)?;
+            let config: RetrainConfig = run.read_config()?;
+            let data = load_data(&config)?;
+            p.note(format!(
+                "resuming retraining {} (arch {}, {} steps in all)",
+                dir.display(),
+                config.arch,
+                config.steps
+            ));
+            (run, config, data)
+        }
+        None => new_run(&args, ctx)?,
+    };
+    let bar = p.bar(config.steps, "{bar:30} {pos}/{len} {msg} ETA {eta}");
+    let mut on_report = |r: &StepReport| {
+        bar.set_position(r.step);
+        bar.set_message(format!("loss {:.3} {:.0} img/s", r.loss, r.images_per_s));
+        if p.json {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["type"] = json!("progress");
+            let _ = p.json(&v);
+        } else if !p.progress && !p.quiet {
+            eprintln!(
+                "step {}/{}  loss {:.4}  lr {:.5}  {:.0} img/s",
+                r.step, r.steps, r.loss, r.lr, r.images_per_s
+            );
+        }
+    };
+    crate::interrupt::install();
+    let result = retrain(&config, &data, &run, &device, &mut on_report);
+    bar.finish_and_clear();
+    if let Some(i) = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<crate::interrupt::Interrupted>())
+    {
+        p.note(format!(
+            "{i}; continue with `shiftnas retrain --resume {}`",
+            run.path().display()
+        ));
+        if p.json {
+            p.json(&json!({"type": "interrupted", "run_dir": run.path(), "step": i.step}))?;
+        }
+        return Ok(ExitStatus::Interrupted);
+    }
+    let net = result?;
+
+    let norm = &config.normalize;
+    let eval_batch = 256;
+    if args.bn_images > 0 {
+        p.note(format!(
+            "recomputing BN statistics on {} training images",
+            args.bn_images
+        ));
+    }
+    let (train_set, test_set) = (&data.pair.train, &data.pair.test);
+    precise_bn(
+        &net,
+        train_set,
+        &data.splits.train,
+        norm,
+        args.bn_images,
+        eval_batch,
+    )?;
+    let model = run.join("model.safetensors");
+    net.save(&model, config.steps)
+        .with_context(|| format!("writing {}", model.display()))?;
+    let test = score_standalone(&net, test_set, &data.splits.test, norm, eval_batch)?;
+    let proxy = if data.splits.proxy.is_empty() {
+        None
+    } else {
+        Some(score_standalone(
+            &net,
+            train_set,
+            &data.splits.proxy,
+            norm,
+            eval_batch,
+        )?)
+    };
+    let export = match &args.export {
+        Some(path) => Some(export_onnx(&net, &config, &data, path, args.dynamic_batch)?),
+        None => None,
+    };
+    let c = cost::arch_cost(net.space(), net.arch());
+    let result = RetrainResult {
+        run_dir: run.path().to_path_buf(),
+        space: config.space.clone(),
+        arch: config.arch.clone(),
+        steps: config.steps,
+        flops: c.flops,
+        params: c.params,
+        bn_images: args.bn_images,
+        test,
+        proxy,
+        model,
+        export,
+    };
+    write_atomic(
+        &run.join("result.json"),
+        &serde_json::to_vec_pretty(&result)?,
+    )?;
+    if p.json {
+        let mut v = serde_json::to_value(&result)?;
+        v["type"] = json!("done");
+        p.json(&v)?;
+    } else {
+        println!("{}", describe(&result));
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The config and data of a new run, and its freshly created run dir.
+fn new_run(args: &RetrainArgs, ctx: &Context) -> Result<(RunDir, RetrainConfig, PreparedData)> {
+    let arch = args
+        .arch
+        .clone()
+        .context("--arch is required for a new run")?;
+    // A supernet run fixes the space, data, proxy split and conform options.
+    let from = match &args.supernet_run {
+        Some(dir) => {
+            let c: TrainConfig = RunDir::open(dir)
+                .and_then(|r| r.read_config())
+                .with_context(|| {
+                    format!(
+                        "--supernet-run {}: give the run dir of a `shiftnas train` run",
+                        dir.display()
+                    )
+                })?;
+            Some(c)
+        }
+        None => None,
+    };
+    let space_name = from.as_ref().map_or_else(
+        || args.space.clone().unwrap_or_else(|| "tiny".into()),
+        |c| c.space.clone(),
+    );
+    let data_spec = from.as_ref().map_or_else(
+        || args.data.clone().unwrap_or(DataSpec::BuiltinFashionMnist),
+        |c| c.data.clone(),
+    );
+    let conform = from.as_ref().map_or(
+        ConformOptions {
+            convert_channels: args.convert_channels,
+            resize: args.resize,
+        },
+        |c| c.conform,
+    );
+    let split_seed = from.as_ref().map_or(args.seed, |c| c.seed);
+    let proxy_size = args.proxy_size.or(from.as_ref().map(|c| c.proxy_size));
+    let space = space_for(&space_name, 1)?;
+    space
+        .parse_arch(&arch)
+        .with_context(|| format!("--arch {arch} for space {space_name}"))?;
+    let data = prepare_data(&data_spec, &space, conform, proxy_size, split_seed)
+        .with_context(|| format!("--data {data_spec}"))?;
+    let augment = match args.augment {
+        AugmentChoice::Auto => Augment::default_for(data_spec.is_natural(), space.input_size),
+        AugmentChoice::None => Augment::NONE,
+        AugmentChoice::CropFlip => Augment::default_for(true, space.input_size.min(127)),
+        AugmentChoice::ResizedCrop => Augment::default_for(true, 128),
+    };
+    let config = RetrainConfig {
+        space: space_name.clone(),
+        arch: arch.clone(),
+        data: data_spec,
+        steps: args.steps,
+        batch: args.batch,
+        lr: args.lr.unwrap_or(default_retrain_lr(args.batch)),
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+        label_smoothing: args.label_smoothing,
+        seed: args.seed,
+        split_seed,
+        checkpoint_every: args.checkpoint_every,
+        log_every: args.log_every,
+        proxy_size: data.splits.proxy.len(),
+        conform,
+        augment,
+        normalize: Normalize::from_dataset(&data.pair.train, &data.splits.train),
+        supernet_run: args.supernet_run.clone(),
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("runs/retrain-{space_name}-{arch}-{}", args.seed))
+    });
+    let run = RunDir::create(&out)?;
+    run.write_config(&config)?;
+    ctx.printer.note(format!(
+        "retraining arch {arch} of space {space_name} on {} ({} train / {} proxy images) for {} steps at lr {} into {}",
+        config.data,
+        data.splits.train.len(),
+        data.splits.proxy.len(),
+        config.steps,
+        config.lr,
+        out.display()
+    ));
+    Ok((run, config, data))
+}
+
+/// The data of a run, as its config describes it.
+fn load_data(config: &RetrainConfig) -> Result<PreparedData> {
+    let space = space_for(&config.space, 1)?;
+    prepare_data(
+        &config.data,
+        &space,
+        config.conform,
+        Some(config.proxy_size),
+        config.split_seed,
+    )
+    .with_context(|| format!("data {} of the run", config.data))
+}
+
+/// Folds BN and writes the trained network as ONNX with the training normalisation and class
+/// names.
+fn export_onnx(
+    net: &shiftnas_models::Standalone,
+    config: &RetrainConfig,
+    data: &PreparedData,
+    path: &Path,
+    dynamic_batch: bool,
+) -> Result<ExportReport> {
+    let subnet = net
+        .subnet()
+        .with_context(|| format!("folding BN of arch {}", config.arch))?;
+    let options = ExportOptions {
+        batch: if dynamic_batch { None } else { Some(1) },
+        mean: Some(config.normalize.mean.clone()),
+        std: Some(config.normalize.std.clone()),
+        class_names: Some(data.pair.train.class_names.clone()),
+        ..Default::default()
+    };
+    let bytes = onnx::export(&subnet, &options)
+        .with_context(|| format!("exporting arch {}", config.arch))?;
+    write_atomic(path, &bytes).with_context(|| format!("--export {}", path.display()))?;
+    Ok(report(
+        path,
+        &bytes,
+        &subnet,
+        &options,
+        format!("retrained ({} steps)", config.steps),
+    ))
+}
+
+/// The closing lines for people.
+fn describe(r: &RetrainResult) -> String {
+    let pct = |a: &Accuracy| {
+        format!(
+            "top-1 {:.2} %, top-5 {:.2} %",
+            a.top1 * 100.0,
+            a.top5 * 100.0
+        )
+    };
+    let mut s = format!(
+        "arch {} of space {} after {} steps: test {} ({} images)",
+        r.arch,
+        r.space,
+        r.steps,
+        pct(&r.test),
+        r.test.images
+    );
+    if let Some(p) = &r.proxy {
+        s += &format!("; proxy {} ({} images)", pct(p), p.images);
+    }
+    s += &format!(
+        "\n{:.2} MFLOPs, {:.3} M params; weights {}",
+        r.flops as f64 / 1e6,
+        r.params as f64 / 1e6,
+        r.model.display()
+    );
+    if let Some(e) = &r.export {
+        s += &format!("; ONNX {} ({:.1} kB)", e.path, e.bytes as f64 / 1e3);
+    }
+    s
 }

@@ -118,14 +118,35 @@ pub fn evaluate(
         bail!("nothing to evaluate: the split of {} is empty", data.name);
     }
     calibrate_bn(supernet, arch, bn, normalize, batch)?;
-    let device = supernet.device().clone();
+    let logits = |x: &Tensor| {
+        supernet
+            .forward_t(x, arch, false)
+            .with_context(|| format!("evaluating arch {arch}"))
+    };
+    score(logits, data, indices, normalize, batch, supernet.device())
+}
+
+/// Top-1/top-5 and mean cross-entropy of a classifier on images `indices` of `data`, in batches
+/// of `batch` normalised by `normalize` (no augmentation); `logits` maps images to `[b, classes]`.
+///
+/// # Errors
+/// An empty split or a failing forward pass.
+pub fn score(
+    mut logits: impl FnMut(&Tensor) -> Result<Tensor>,
+    data: &Dataset,
+    indices: &[usize],
+    normalize: &Normalize,
+    batch: usize,
+    device: &Device,
+) -> Result<Accuracy> {
+    if indices.is_empty() {
+        bail!("nothing to evaluate: the split of {} is empty", data.name);
+    }
     let mut unused = ChaCha8Rng::seed_from_u64(0);
     let (mut top1, mut top5, mut loss) = (0usize, 0usize, 0f64);
     for idx in indices.chunks(batch.max(1)) {
-        let b = assemble(data, idx, Augment::NONE, normalize, &mut unused, &device)?;
-        let logits = supernet
-            .forward_t(&b.images, arch, false)
-            .with_context(|| format!("evaluating arch {arch}"))?;
+        let b = assemble(data, idx, Augment::NONE, normalize, &mut unused, device)?;
+        let logits = logits(&b.images)?;
         let logp = log_softmax(&logits, D::Minus1)?;
         let nll = logp
             .gather(&b.labels.unsqueeze(1)?, 1)?

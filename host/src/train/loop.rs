@@ -3,7 +3,9 @@
 //! Each step samples an arch (SPOS uniform single path, or FairNAS strict fairness: as many paths
 //! as choices, every choice of every block used exactly once, gradients summed, one update), runs
 //! forward/backward on one batch with label-smoothed cross-entropy, and updates only the sampled
-//! weights with [`Sgd`] under a [`LinearDecay`] schedule.
+//! weights with [`Sgd`](super::Sgd) under a [`LinearDecay`](super::LinearDecay) schedule. The
+//! step loop itself (batches, schedule, checkpoints, resume, reports) is [`super::engine`]'s,
+//! shared with standalone retraining.
 //!
 //! Everything random comes from one `ChaCha8Rng` seeded by `--seed` (arch sampling and
 //! augmentation), the batcher's `(seed, epoch)` permutations, and a dropout seed derived from the
@@ -13,27 +15,26 @@
 //! Checkpoints are written into `checkpoint.tmp/` and swapped in by renames; a run killed during
 //! the swap resumes from `checkpoint.old/`.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use shiftnas_models::{Arch, Choice, Space, Supernet};
 
+use super::engine::{LoopSettings, Trainable, dropout_seed, run_steps};
 use super::evaluate::smoothed_cross_entropy;
-use super::{Gradients, LinearDecay, Sgd, SgdConfig};
+use super::{Gradients, Sgd};
+use crate::data::Dataset;
 use crate::data::batch::assemble;
 use crate::data::split::default_proxy_size;
 use crate::data::{
     Augment, BatcherPosition, ConformOptions, DataPair, DataSpec, Normalize, Splits,
 };
-use crate::data::{Batcher, Dataset};
-use crate::run_dir::{RunDir, write_atomic};
+use crate::run_dir::RunDir;
 
 /// How paths are sampled each step (`--sampling`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -268,43 +269,7 @@ pub fn fair_paths(blocks: usize, choices: usize, rng: &mut ChaCha8Rng) -> Vec<Ar
         .collect()
 }
 
-/// The files of one checkpoint folder.
-fn ckpt_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    (
-        dir.join("supernet.safetensors"),
-        dir.join("optimizer.safetensors"),
-        dir.join("state.json"),
-    )
-}
-
-/// Writes a complete checkpoint next to the current one, then swaps it in.
-fn save_checkpoint(run: &RunDir, net: &Supernet, sgd: &Sgd, state: &TrainState) -> Result<()> {
-    let cur = run.checkpoint_dir();
-    let tmp = run.join("checkpoint.tmp");
-    let old = run.join("checkpoint.old");
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let (w, o, s) = ckpt_files(&tmp);
-    net.save(&w, state.step)
-        .with_context(|| format!("writing {}", w.display()))?;
-    sgd.save_buffers(&o)?;
-    write_atomic(&s, &serde_json::to_vec_pretty(state)?)?;
-    let _ = fs::remove_dir_all(&old);
-    if cur.exists() {
-        fs::rename(&cur, &old).with_context(|| format!("moving {}", cur.display()))?;
-    }
-    fs::rename(&tmp, &cur).with_context(|| format!("moving {}", tmp.display()))?;
-    let _ = fs::remove_dir_all(&old);
-    Ok(())
-}
-
-/// The checkpoint folder to resume from: `checkpoint/`, or `checkpoint.old/` after a kill
-/// during the swap; `None` when the run never checkpointed.
-pub fn resumable_checkpoint(run: &RunDir) -> Option<PathBuf> {
-    [run.checkpoint_dir(), run.join("checkpoint.old")]
-        .into_iter()
-        .find(|d| d.join("state.json").is_file())
-}
+pub use super::engine::resumable_checkpoint;
 
 /// Trains a supernet in `run` (fresh, or resumed from its checkpoint) and returns it.
 ///
@@ -341,131 +306,84 @@ pub fn train_until(
     until: u64,
     on_report: &mut dyn FnMut(&StepReport),
 ) -> Result<Supernet> {
-    let until = until.min(config.steps);
     let space = space_for(&config.space, data.pair.train.num_classes())?;
-    let mut sgd = Sgd::new(SgdConfig {
+    let settings = LoopSettings {
+        steps: config.steps,
+        batch: config.batch,
         lr: config.lr,
         momentum: config.momentum,
         weight_decay: config.weight_decay,
-    });
-    let mut batcher = Batcher::new(
-        &data.pair.train,
-        data.splits.train.clone(),
-        config.batch,
-        config.augment,
-        config.normalize.clone(),
-        config.seed,
-    )?;
-    let (net, mut state) = match resumable_checkpoint(run) {
-        Some(dir) => {
-            let (w, o, s) = ckpt_files(&dir);
-            let state: TrainState = serde_json::from_slice(
-                &fs::read(&s).with_context(|| format!("reading {}", s.display()))?,
-            )
-            .with_context(|| format!("parsing {}", s.display()))?;
-            let (net, step) = Supernet::load_for(&w, &space, device)
-                .with_context(|| format!("loading {}", w.display()))?;
-            if step != state.step {
-                bail!(
-                    "{}: weights are from step {step} but state.json says {}; the checkpoint is inconsistent",
-                    dir.display(),
-                    state.step
-                );
-            }
-            sgd.load_buffers(&o, device)?;
-            batcher.set_position(state.batcher);
-            (net, state)
-        }
-        None => (
-            Supernet::new(&space, device, config.seed)?,
-            TrainState {
-                step: 0,
-                // A stream of its own so init and sampling never share numbers.
-                rng: {
-                    let mut r = ChaCha8Rng::seed_from_u64(config.seed);
-                    r.set_stream(1);
-                    r
-                },
-                batcher: batcher.position(),
-            },
-        ),
+        seed: config.seed,
+        checkpoint_every: config.checkpoint_every,
+        log_every: config.log_every,
+        augment: config.augment,
+        normalize: config.normalize.clone(),
     };
-    let schedule = LinearDecay {
-        base_lr: config.lr,
-        total_steps: config.steps,
+    let open = |weights: Option<&Path>| -> Result<(SupernetStep<'_>, u64)> {
+        let (net, step) = match weights {
+            Some(w) => Supernet::load_for(w, &space, device)?,
+            None => (Supernet::new(&space, device, config.seed)?, 0),
+        };
+        let archs = Vec::new();
+        Ok((SupernetStep { net, config, archs }, step))
     };
-    let blocks = space.num_blocks();
-    let choices = space.choices.len();
-    let (mut loss_sum, mut loss_n, mut images, mut t0) = (0.0, 0usize, 0usize, Instant::now());
-    while state.step < until {
-        let lr = schedule.lr(state.step);
-        sgd.set_lr(lr);
-        net.set_dropout_seed(config.seed ^ state.step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let trained = run_steps(open, &settings, data, run, device, until, on_report)?;
+    Ok(trained.net)
+}
+
+/// The supernet as the step loop trains it: the paths of the current step and the run's config.
+struct SupernetStep<'a> {
+    net: Supernet,
+    config: &'a TrainConfig,
+    archs: Vec<Arch>,
+}
+
+impl Trainable for SupernetStep<'_> {
+    const WEIGHTS_FILE: &'static str = "supernet.safetensors";
+
+    fn save(&self, path: &Path, step: u64) -> Result<()> {
+        Ok(self.net.save(path, step)?)
+    }
+
+    fn prepare_step(&mut self, step: u64, rng: &mut ChaCha8Rng, sgd: &mut Sgd) -> Result<()> {
+        let config = self.config;
+        self.net.set_dropout_seed(dropout_seed(config.seed, step));
+        let space = self.net.space();
         if config.sampling == Sampling::Uniform
             && config.warmup_steps > 0
-            && state.step == config.warmup_steps
-            && let Some(base) = warmup_base(&space)
+            && step == config.warmup_steps
+            && let Some(base) = warmup_base(space)
         {
-            sgd.forget(&net.inherit_kernels(base)?);
+            sgd.forget(&self.net.inherit_kernels(base)?);
         }
-        let archs = match config.sampling {
-            Sampling::Uniform => vec![warmup_arch(
-                state.step,
-                config.warmup_steps,
-                &space,
-                &mut state.rng,
-            )],
-            Sampling::Fair => fair_paths(blocks, choices, &mut state.rng),
+        let (blocks, choices) = (space.num_blocks(), space.choices.len());
+        self.archs = match config.sampling {
+            Sampling::Uniform => vec![warmup_arch(step, config.warmup_steps, space, rng)],
+            Sampling::Fair => fair_paths(blocks, choices, rng),
         };
-        let batch = batcher.next_batch(&mut state.rng, device)?;
+        Ok(())
+    }
+
+    fn loss_and_grads(
+        &mut self,
+        step: u64,
+        images: &Tensor,
+        labels: &Tensor,
+    ) -> Result<(Vec<f64>, Gradients)> {
         let mut grads = Gradients::default();
-        for arch in &archs {
-            let (loss, g) = batch_loss_and_grads(
-                &net,
-                arch,
-                &batch.images,
-                &batch.labels,
-                config.label_smoothing,
-            )?;
+        let mut losses = Vec::with_capacity(self.archs.len());
+        for arch in &self.archs {
+            let (loss, g) =
+                batch_loss_and_grads(&self.net, arch, images, labels, self.config.label_smoothing)?;
             if !loss.is_finite() {
                 bail!(
-                    "step {}: loss of arch {arch} is {loss}; lower --lr (now {})",
-                    state.step,
-                    config.lr
+                    "step {step}: loss of arch {arch} is {loss}; lower --lr (now {})",
+                    self.config.lr
                 );
             }
             grads.add(g)?;
-            loss_sum += loss;
-            loss_n += 1;
+            losses.push(loss);
         }
-        sgd.step(&grads)?;
-        images += config.batch * archs.len();
-        state.step += 1;
-        state.batcher = batcher.position();
-        let stop = crate::interrupt::requested();
-        let last = state.step == until || stop;
-        let ckpt =
-            last || (config.checkpoint_every > 0 && state.step % config.checkpoint_every == 0);
-        if ckpt {
-            save_checkpoint(run, &net, &sgd, &state)?;
-        }
-        if last || (config.log_every > 0 && state.step % config.log_every == 0) {
-            let secs = t0.elapsed().as_secs_f64().max(1e-9);
-            let report = StepReport {
-                step: state.step,
-                steps: config.steps,
-                loss: loss_sum / loss_n.max(1) as f64,
-                lr,
-                images_per_s: images as f64 / secs,
-                checkpoint: ckpt,
-            };
-            run.log(&report)?;
-            on_report(&report);
-            (loss_sum, loss_n, images, t0) = (0.0, 0, 0, Instant::now());
-        }
-        if stop && state.step < until {
-            return Err(crate::interrupt::Interrupted { step: state.step }.into());
-        }
+        Ok((losses, grads))
     }
-    Ok(net)
 }

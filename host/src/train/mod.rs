@@ -1,8 +1,10 @@
 //! Supernet training: uniform single-path sampling, SGD with momentum, BN calibration and
 //! scoring of archs with supernet weights.
 
+pub mod engine;
 pub mod evaluate;
 pub mod r#loop;
+pub mod retrain;
 pub mod schedule;
 pub mod sgd;
 

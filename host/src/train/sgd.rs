@@ -4,7 +4,7 @@
 //! no Nesterov):
 //!
 //! ```text
-//! d   = g + wd · w                 (wd only on conv/linear weights: names ending in "weight")
+//! d   = g + wd · w                 (wd only on conv/linear weights, see [`decays`])
 //! buf = d                          on the parameter's first update, else  buf = μ · buf + d
 //! w   = w − lr · buf
 //! ```
@@ -110,6 +110,17 @@ impl Gradients {
     }
 }
 
+/// Whether weight decay applies to the parameter `name`: conv and linear weights (names ending in
+/// `weight`), but not BN scales γ (`….bn{j}.weight`, `stem.bn.weight`) nor biases (SPOS retraining
+/// decays no BN parameters).
+pub fn decays(name: &str) -> bool {
+    let Some(owner) = name.strip_suffix("weight") else {
+        return false;
+    };
+    let layer = owner.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    !layer.starts_with("bn")
+}
+
 /// SGD with momentum and decoupled-from-unsampled-paths weight decay (see the module doc).
 #[derive(Debug, Clone)]
 pub struct Sgd {
@@ -153,7 +164,7 @@ impl Sgd {
         } = self.config;
         for (name, (var, g)) in &grads.entries {
             let w = var.as_detached_tensor();
-            let d = if weight_decay != 0.0 && name.ends_with("weight") {
+            let d = if weight_decay != 0.0 && decays(name) {
                 (g + w.affine(weight_decay, 0.0)?)?
             } else {
                 g.clone()
@@ -278,6 +289,42 @@ mod tests {
             sgd.buffer("a.weight").unwrap().to_vec1().unwrap(),
             &[1.46849, 0.41152],
         );
+    }
+
+    #[test]
+    fn weight_decay_skips_bn_parameters_and_biases() {
+        for n in [
+            "stem.conv.weight",
+            "blocks.3.choice1.main.conv2.weight",
+            "classifier.weight",
+            "a.weight",
+        ] {
+            assert!(decays(n), "{n}");
+        }
+        for n in [
+            "stem.bn.weight",
+            "last.bn.bias",
+            "blocks.3.choice1.main.bn2.weight",
+            "blocks.3.choice1.proj.bn0.weight",
+            "blocks.3.choice1.main.bn2.bias",
+            "stem.bn.running_var",
+        ] {
+            assert!(!decays(n), "{n}");
+        }
+        // A BN γ with a gradient of 0 is left alone by the decay; a conv weight shrinks.
+        let g = Var::new(&[2f32], &Device::Cpu).unwrap();
+        let w = Var::new(&[2f32], &Device::Cpu).unwrap();
+        let mut sgd = Sgd::new(SgdConfig {
+            lr: 0.5,
+            momentum: 0.0,
+            weight_decay: 0.1,
+        });
+        sgd.step(&grads(&[
+            ("last.bn.weight", &g, &[0.0]),
+            ("last.conv.weight", &w, &[0.0]),
+        ]))
+        .unwrap();
+        assert_eq!((vals(&g), vals(&w)), (vec![2.0], vec![1.9]));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! batch norm and seeded init.
 
 pub mod bn;
+pub mod bn_affine;
 pub mod bn_op;
 #[cfg(feature = "cuda")]
 pub mod dw_cuda;

@@ -1,6 +1,6 @@
 //! One conv + BN (+ ReLU) unit and the SPOS choice block built from them.
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 
 use crate::error::{Error, Result};
@@ -27,7 +27,7 @@ pub(crate) enum BnMode {
     Train { momentum: f64 },
 }
 
-/// conv → affine-free BN → optional ReLU, with its parameter names.
+/// conv → BN (affine-free, or with learnable γ/β) → optional ReLU, with its parameter names.
 #[derive(Debug, Clone)]
 pub(crate) struct ConvBn {
     /// Name of the conv weight, e.g. `blocks.3.choice1.main.conv0.weight`.
@@ -38,6 +38,9 @@ pub(crate) struct ConvBn {
     pub bn: BatchNorm,
     pub kind: ConvKind,
     pub relu: bool,
+    /// Learnable BN scale γ and shift β `[cout]` (`{bn_name}.weight`, `{bn_name}.bias`); `None`
+    /// in the supernet (affine-free BN).
+    pub affine: Option<(Var, Var)>,
 }
 
 /// What to build: shape and naming of one [`ConvBn`].
@@ -84,7 +87,18 @@ impl ConvBn {
             bn_name: spec.bn_name,
             kind: spec.kind,
             relu: spec.relu,
+            affine: None,
         })
+    }
+
+    /// Gives the BN a learnable scale γ = 1 and shift β = 0 (SPOS retraining).
+    pub fn with_affine(mut self, device: &Device) -> Result<ConvBn> {
+        let c = self.bn.channels();
+        self.affine = Some((
+            Var::ones(c, DType::F32, device)?,
+            Var::zeros(c, DType::F32, device)?,
+        ));
+        Ok(self)
     }
 
     /// Runs conv, BN and ReLU. `detach` cuts the weights out of the autograd graph.
@@ -102,15 +116,35 @@ impl ConvBn {
             ConvKind::Depthwise { stride } => depthwise_conv2d(x, &w, stride)?,
             ConvKind::Pointwise => pointwise_conv2d(x, &w)?,
         };
-        Ok(match mode {
-            BnMode::Eval => self.bn.forward_eval_act(&y, self.relu)?,
-            BnMode::Train { momentum } => self.bn.forward_train_act(&y, momentum, self.relu)?,
-        })
+        let Some((gamma, beta)) = &self.affine else {
+            return Ok(match mode {
+                BnMode::Eval => self.bn.forward_eval_act(&y, self.relu)?,
+                BnMode::Train { momentum } => self.bn.forward_train_act(&y, momentum, self.relu)?,
+            });
+        };
+        let (g, b) = if detach {
+            (gamma.as_detached_tensor(), beta.as_detached_tensor())
+        } else {
+            (gamma.as_tensor().clone(), beta.as_tensor().clone())
+        };
+        if let BnMode::Train { momentum } = mode {
+            return Ok(self
+                .bn
+                .forward_train_affine(&y, &g, &b, momentum, self.relu)?);
+        }
+        // Eval: x̂ · γ + β, then the ReLU (not on the training hot path).
+        let shape = (1, g.dim(0)?, 1, 1);
+        let z = self
+            .bn
+            .forward_eval_act(&y, false)?
+            .broadcast_mul(&g.reshape(shape)?)?
+            .broadcast_add(&b.reshape(shape)?)?;
+        Ok(if self.relu { z.relu()? } else { z })
     }
 
-    /// `(name, tensor)` of the conv weight and both BN statistics.
-    pub fn named_vars(&self) -> [(String, &Var); 3] {
-        [
+    /// `(name, tensor)` of the conv weight, both BN statistics and, when affine, BN γ and β.
+    pub fn named_vars(&self) -> Vec<(String, &Var)> {
+        let mut out = vec![
             (self.conv_name.clone(), &self.weight),
             (
                 format!("{}.running_mean", self.bn_name),
@@ -120,7 +154,12 @@ impl ConvBn {
                 format!("{}.running_var", self.bn_name),
                 self.bn.running_var(),
             ),
-        ]
+        ];
+        if let Some((gamma, beta)) = &self.affine {
+            out.push((format!("{}.weight", self.bn_name), gamma));
+            out.push((format!("{}.bias", self.bn_name), beta));
+        }
+        out
     }
 }
 
@@ -221,6 +260,18 @@ impl ChoiceBlock {
             h = l.forward(&h, mode, detach)?;
         }
         Ok(glue::concat_channels(&p, &h, false)?)
+    }
+
+    /// Gives every BN of the block a learnable γ = 1, β = 0.
+    pub fn with_affine(self, device: &Device) -> Result<ChoiceBlock> {
+        let affine = |v: Vec<ConvBn>| -> Result<Vec<ConvBn>> {
+            v.into_iter().map(|l| l.with_affine(device)).collect()
+        };
+        Ok(ChoiceBlock {
+            stride: self.stride,
+            main: affine(self.main)?,
+            proj: affine(self.proj)?,
+        })
     }
 
     /// All layers: main then projection.

@@ -20,7 +20,7 @@
 //! Init (SPOS) draws from one ChaCha8 RNG seeded by the caller: convs N(0, 1/(in_ch/groups)),
 //! stem N(0, 0.01), classifier N(0, 0.01).
 
-mod block;
+pub(crate) mod block;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -216,17 +216,7 @@ impl Supernet {
     }
 
     fn dropout(&self, x: &Tensor) -> Result<Tensor> {
-        let p = self.space.dropout;
-        let n = x.elem_count();
-        let scale = (1.0 / (1.0 - p)) as f32;
-        let mask: Vec<f32> = {
-            let mut rng = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
-            (0..n)
-                .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
-                .collect()
-        };
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
-        Ok(x.mul(&mask)?)
+        dropout(x, self.space.dropout, &self.dropout_rng)
     }
 
     /// Every conv and linear weight, sorted by name (running statistics excluded).
@@ -399,4 +389,19 @@ impl Supernet {
     pub fn choice(&self, arch: &Arch, i: usize) -> Choice {
         self.space.choice(arch, i)
     }
+}
+
+/// Inverted dropout with drop probability `p`, masks drawn from `rng` (shared with
+/// [`crate::standalone::Standalone`]).
+pub(crate) fn dropout(x: &Tensor, p: f64, rng: &Mutex<ChaCha8Rng>) -> Result<Tensor> {
+    let n = x.elem_count();
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let mask: Vec<f32> = {
+        let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
+        (0..n)
+            .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
+            .collect()
+    };
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+    Ok(x.mul(&mask)?)
 }
