@@ -56,14 +56,18 @@ pub struct TrainArgs {
     /// Steps between log lines (log.jsonl, progress).
     #[arg(long, default_value_t = 10)]
     pub log_every: u64,
-    /// Path sampling: uniform single path (SPOS) or FairNAS strict fairness.
+    /// Path sampling: uniform single path (SPOS), SPOS's FLOPs-binned sampling, or FairNAS
+    /// strict fairness.
     #[arg(long, value_enum, default_value = "uniform")]
     pub sampling: Sampling,
-    /// Path warm-up for uniform sampling: training starts on one path (choice 0 everywhere) and
-    /// widens linearly to uniform over the whole space by this step [default: --steps / 4; 0 =
-    /// plain SPOS from the first step].
+    /// Path warm-up (uniform and FLOPs-binned sampling): training starts on the k3 path with
+    /// Xception blocks mixed in at a growing rate; at this step k5/k7 inherit k3's kernels and
+    /// sampling turns to --sampling [default: --steps / 4, 0 with fair; 0 = plain SPOS].
     #[arg(long)]
     pub warmup_steps: Option<u64>,
+    /// FLOPs bins of `--sampling flops-binned` (equal widths over the space's FLOPs range).
+    #[arg(long, default_value_t = 10)]
+    pub flops_bins: usize,
     /// Training images held out for proxy scoring [default: 1000, or 10 % if smaller].
     #[arg(long)]
     pub proxy_size: Option<usize>,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde_json::json;
 
 use super::{Context, ExitStatus};
@@ -50,12 +50,9 @@ pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
                 AugmentChoice::CropFlip => Augment::default_for(true, space.input_size.min(127)),
                 AugmentChoice::ResizedCrop => Augment::default_for(true, 128),
             };
-            let warmup_steps = match (args.sampling, args.warmup_steps) {
-                (Sampling::Fair, Some(w)) if w > 0 => bail!(
-                    "--warmup-steps {w} applies to --sampling uniform only; drop it for fair sampling"
-                ),
-                (Sampling::Fair, _) => 0,
-                (Sampling::Uniform, w) => w.unwrap_or(args.steps / 4),
+            let warmup_steps = match args.sampling {
+                Sampling::Fair => args.warmup_steps.unwrap_or(0),
+                _ => args.warmup_steps.unwrap_or(args.steps / 4),
             };
             let config = TrainConfig {
                 space: args.space.clone(),
@@ -71,6 +68,7 @@ pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
                 log_every: args.log_every,
                 sampling: args.sampling,
                 warmup_steps,
+                flops_bins: args.flops_bins,
                 proxy_size: data.splits.proxy.len(),
                 conform,
                 augment,

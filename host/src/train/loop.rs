@@ -19,14 +19,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
-use rand::seq::SliceRandom;
-use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use shiftnas_models::{Arch, Choice, Space, Supernet};
+use shiftnas_models::{Arch, Space, Supernet};
 
 use super::engine::{LoopSettings, Trainable, dropout_seed, run_steps};
 use super::evaluate::smoothed_cross_entropy;
+use super::sampling::{PathSampler, Sampling};
 use super::{Gradients, Sgd};
 use crate::data::Dataset;
 use crate::data::batch::assemble;
@@ -35,16 +34,6 @@ use crate::data::{
     Augment, BatcherPosition, ConformOptions, DataPair, DataSpec, Normalize, Splits,
 };
 use crate::run_dir::RunDir;
-
-/// How paths are sampled each step (`--sampling`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Sampling {
-    /// One uniformly random arch per step (SPOS).
-    Uniform,
-    /// FairNAS strict fairness: one path per choice, each choice of each block once per step.
-    Fair,
-}
 
 /// Every effective setting of a training run; written to `config.toml` and read by `--resume`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,9 +62,13 @@ pub struct TrainConfig {
     pub log_every: u64,
     /// Path sampling.
     pub sampling: Sampling,
-    /// Steps of path warm-up at the start of uniform sampling (see [`warmup_arch`]); 0 = plain SPOS.
+    /// Steps of path warm-up (uniform and FLOPs-binned sampling; see
+    /// [`super::sampling::warmup_arch`]); 0 = plain SPOS.
     #[serde(default)]
     pub warmup_steps: u64,
+    /// FLOPs bins of `--sampling flops-binned`.
+    #[serde(default = "default_flops_bins")]
+    pub flops_bins: usize,
     /// Images held out from training for proxy scoring.
     pub proxy_size: usize,
     /// Channel conversion / resizing allowed.
@@ -84,6 +77,10 @@ pub struct TrainConfig {
     pub augment: Augment,
     /// Per-channel normalisation (computed from the training split when the run starts).
     pub normalize: Normalize,
+}
+
+fn default_flops_bins() -> usize {
+    10
 }
 
 /// Data ready for a space: both sets conformed, splits, and normalisation.
@@ -217,58 +214,6 @@ pub fn arch_loss_and_grads(
     Ok((total, grads))
 }
 
-/// The choice the path warm-up trains first (the space's first ShuffleNet choice), if any.
-pub fn warmup_base(space: &Space) -> Option<usize> {
-    space.choices.iter().position(|&c| c != Choice::Xception)
-}
-
-/// The uniform single path of step `step`, after a path warm-up of `warmup` steps.
-///
-/// From step `warmup` on, every block draws its choice uniformly (SPOS). Before, each block runs
-/// the base choice ([`warmup_base`], k3) except with probability `step / warmup × x / n` (x of
-/// the space's n choices are Xception), when it draws one of the Xception choices. At step
-/// `warmup` the loop copies the base choice into the other ShuffleNet choices
-/// ([`Supernet::inherit_kernels`]), so all choices enter uniform sampling trained.
-///
-/// Why: plain uniform sampling from a fresh init barely learns for hundreds of steps in a
-/// 20-block space — every step sees another of 4^20 random feature bases, so the shared layers
-/// get no consistent signal (PyTorch does the same: `experiments/warmup_torch.py`). A space
-/// without ShuffleNet choices samples uniformly from the start.
-pub fn warmup_arch(step: u64, warmup: u64, space: &Space, rng: &mut ChaCha8Rng) -> Arch {
-    let (blocks, n) = (space.num_blocks(), space.choices.len());
-    let Some(base) = warmup_base(space).filter(|_| step < warmup) else {
-        return Arch::random(blocks, n, rng);
-    };
-    let others: Vec<u8> = (0..n as u8)
-        .filter(|&c| space.choices[c as usize] == Choice::Xception)
-        .collect();
-    let p = step as f64 / warmup as f64 * others.len() as f64 / n as f64;
-    let genes = (0..blocks)
-        .map(|_| {
-            if !others.is_empty() && rng.random_bool(p) {
-                others[rng.random_range(0..others.len())]
-            } else {
-                base as u8
-            }
-        })
-        .collect();
-    Arch::new(genes)
-}
-
-/// FairNAS paths: `choices` archs such that each block uses every choice exactly once.
-pub fn fair_paths(blocks: usize, choices: usize, rng: &mut ChaCha8Rng) -> Vec<Arch> {
-    let perms: Vec<Vec<u8>> = (0..blocks)
-        .map(|_| {
-            let mut p: Vec<u8> = (0..choices as u8).collect();
-            p.shuffle(rng);
-            p
-        })
-        .collect();
-    (0..choices)
-        .map(|j| Arch::new(perms.iter().map(|p| p[j]).collect()))
-        .collect()
-}
-
 pub use super::engine::resumable_checkpoint;
 
 /// Trains a supernet in `run` (fresh, or resumed from its checkpoint) and returns it.
@@ -324,8 +269,22 @@ pub fn train_until(
             Some(w) => Supernet::load_for(w, &space, device)?,
             None => (Supernet::new(&space, device, config.seed)?, 0),
         };
+        let sampler = PathSampler::new(
+            net.space(),
+            config.sampling,
+            config.warmup_steps,
+            config.flops_bins,
+        )?;
         let archs = Vec::new();
-        Ok((SupernetStep { net, config, archs }, step))
+        Ok((
+            SupernetStep {
+                net,
+                config,
+                sampler,
+                archs,
+            },
+            step,
+        ))
     };
     let trained = run_steps(open, &settings, data, run, device, until, on_report)?;
     Ok(trained.net)
@@ -335,6 +294,7 @@ pub fn train_until(
 struct SupernetStep<'a> {
     net: Supernet,
     config: &'a TrainConfig,
+    sampler: PathSampler,
     archs: Vec<Arch>,
 }
 
@@ -346,21 +306,12 @@ impl Trainable for SupernetStep<'_> {
     }
 
     fn prepare_step(&mut self, step: u64, rng: &mut ChaCha8Rng, sgd: &mut Sgd) -> Result<()> {
-        let config = self.config;
-        self.net.set_dropout_seed(dropout_seed(config.seed, step));
-        let space = self.net.space();
-        if config.sampling == Sampling::Uniform
-            && config.warmup_steps > 0
-            && step == config.warmup_steps
-            && let Some(base) = warmup_base(space)
-        {
+        self.net
+            .set_dropout_seed(dropout_seed(self.config.seed, step));
+        if let Some(base) = self.sampler.inherits_at(step) {
             sgd.forget(&self.net.inherit_kernels(base)?);
         }
-        let (blocks, choices) = (space.num_blocks(), space.choices.len());
-        self.archs = match config.sampling {
-            Sampling::Uniform => vec![warmup_arch(step, config.warmup_steps, space, rng)],
-            Sampling::Fair => fair_paths(blocks, choices, rng),
-        };
+        self.archs = self.sampler.paths(step, rng);
         Ok(())
     }
 

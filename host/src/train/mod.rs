@@ -1,19 +1,20 @@
-//! Supernet training: uniform single-path sampling, SGD with momentum, BN calibration and
-//! scoring of archs with supernet weights.
+//! Supernet training: path sampling (uniform with warm-up, FLOPs-binned, fair), SGD with
+//! momentum, BN calibration and scoring of archs with supernet weights; standalone retraining.
 
 pub mod engine;
 pub mod evaluate;
 pub mod r#loop;
 pub mod retrain;
+pub mod sampling;
 pub mod schedule;
 pub mod sgd;
 
 pub use evaluate::{Accuracy, BnMode, BnSource, calibrate_bn, evaluate, smoothed_cross_entropy};
 pub use r#loop::{
-    PreparedData, Sampling, StepReport, TrainConfig, TrainState, arch_loss_and_grads,
-    batch_loss_and_grads, prepare_data, resumable_checkpoint, space_for, train, train_until,
-    warmup_arch, warmup_base,
+    PreparedData, StepReport, TrainConfig, TrainState, arch_loss_and_grads, batch_loss_and_grads,
+    prepare_data, resumable_checkpoint, space_for, train, train_until,
 };
+pub use sampling::{FlopsBins, PathSampler, Sampling, fair_paths, warmup_arch, warmup_base};
 pub use schedule::LinearDecay;
 pub use sgd::{Gradients, Sgd, SgdConfig};
 

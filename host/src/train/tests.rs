@@ -23,6 +23,7 @@ fn config(steps: u64, batch: usize, checkpoint_every: u64) -> TrainConfig {
         log_every: 1,
         sampling: Sampling::Uniform,
         warmup_steps: 3,
+        flops_bins: 10,
         proxy_size: 1000,
         conform: ConformOptions::default(),
         augment: Augment::NONE,
@@ -64,9 +65,12 @@ fn weights(net: &shiftnas_models::Supernet) -> Vec<(String, Vec<u32>)> {
 fn killed_and_resumed_run_matches_uninterrupted_bit_for_bit() {
     let data = data();
     let dir = tempfile::tempdir().unwrap();
-    for sampling in [Sampling::Uniform, Sampling::Fair] {
+    for sampling in [Sampling::Uniform, Sampling::FlopsBinned, Sampling::Fair] {
         let mut cfg = config(4, 4, 2);
         cfg.sampling = sampling;
+        if sampling == Sampling::Fair {
+            cfg.warmup_steps = 0;
+        }
         cfg.augment = Augment {
             crop_padding: 2,
             flip: true,

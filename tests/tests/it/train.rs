@@ -9,7 +9,7 @@ use shiftnas_tests::bin;
 fn ctrl_c_checkpoints_and_exits_130_then_resume_continues() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut child = Command::new(bin("shiftnas"))
+    let child = Command::new(bin("shiftnas"))
         .args([
             "train",
             "--steps",

@@ -1,0 +1,283 @@
+//! Which paths a training step runs: SPOS uniform sampling (after a path warm-up), SPOS's
+//! FLOPs-binned sampling, or FairNAS strict fairness.
+
+use anyhow::{Result, bail};
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use shiftnas_models::cost::block_cost;
+use shiftnas_models::{Arch, Choice, Space};
+
+/// How paths are sampled each step (`--sampling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// One uniformly random arch per step (SPOS).
+    Uniform,
+    /// SPOS's FLOPs-binned sampling: a uniformly chosen FLOPs bin, then a uniform arch inside it.
+    FlopsBinned,
+    /// FairNAS strict fairness: one path per choice, each choice of each block once per step.
+    Fair,
+}
+
+/// The paths of every step of a run: its sampling, warm-up and FLOPs bins.
+#[derive(Debug, Clone)]
+pub struct PathSampler {
+    space: Space,
+    sampling: Sampling,
+    warmup: u64,
+    bins: Option<FlopsBins>,
+}
+
+impl PathSampler {
+    /// A sampler for `space`; `warmup` applies to uniform and FLOPs-binned sampling.
+    ///
+    /// # Errors
+    /// A warm-up with fair sampling, or fewer than 1 FLOPs bin.
+    pub fn new(space: &Space, sampling: Sampling, warmup: u64, bins: usize) -> Result<PathSampler> {
+        if sampling == Sampling::Fair && warmup > 0 {
+            bail!("--warmup-steps {warmup} does not apply to --sampling fair; set it to 0");
+        }
+        let bins = match sampling {
+            Sampling::FlopsBinned => Some(FlopsBins::new(space, bins)?),
+            _ => None,
+        };
+        Ok(PathSampler {
+            space: space.clone(),
+            sampling,
+            warmup,
+            bins,
+        })
+    }
+
+    /// The archs of step `step` (one, or one per choice for fair sampling).
+    pub fn paths(&self, step: u64, rng: &mut ChaCha8Rng) -> Vec<Arch> {
+        let space = &self.space;
+        match (&self.bins, self.sampling) {
+            (_, Sampling::Fair) => fair_paths(space.num_blocks(), space.choices.len(), rng),
+            (Some(bins), _) if step >= self.warmup => vec![bins.sample(rng)],
+            _ => vec![warmup_arch(step, self.warmup, space, rng)],
+        }
+    }
+
+    /// Whether the k5/k7 choices inherit k3's kernels before step `step` (the warm-up's end).
+    pub fn inherits_at(&self, step: u64) -> Option<usize> {
+        (self.warmup > 0 && step == self.warmup)
+            .then(|| warmup_base(&self.space))
+            .flatten()
+    }
+}
+
+/// SPOS's FLOPs-binned sampling: the space's FLOPs range `[all-cheapest, all-dearest]` cut into
+/// equal bins; a step picks a bin uniformly, then draws uniform archs until one lands in it (at
+/// most [`FlopsBins::TRIES`], then the closest one drawn: the outermost bins are rarely reachable
+/// by chance). Uniform sampling alone concentrates on mid-range FLOPs; this spreads training over
+/// the whole range.
+#[derive(Debug, Clone)]
+pub struct FlopsBins {
+    /// `per_block[i][c]`: multiply-adds of block i with choice c.
+    per_block: Vec<Vec<u64>>,
+    lo: u64,
+    hi: u64,
+    bins: usize,
+}
+
+impl FlopsBins {
+    /// Uniform draws per step before taking the closest.
+    pub const TRIES: usize = 2000;
+
+    /// The bins of `space`.
+    ///
+    /// # Errors
+    /// `bins == 0`.
+    pub fn new(space: &Space, bins: usize) -> Result<FlopsBins> {
+        if bins == 0 {
+            bail!("--flops-bins must be at least 1");
+        }
+        let per_block: Vec<Vec<u64>> = (0..space.num_blocks())
+            .map(|i| {
+                space
+                    .choices
+                    .iter()
+                    .map(|&c| block_cost(space, i, c).flops)
+                    .collect()
+            })
+            .collect();
+        let sum = |pick: fn(&Vec<u64>) -> u64| per_block.iter().map(pick).sum::<u64>();
+        let lo = sum(|v| v.iter().copied().min().unwrap_or(0));
+        let hi = sum(|v| v.iter().copied().max().unwrap_or(0));
+        Ok(FlopsBins {
+            per_block,
+            lo,
+            hi,
+            bins,
+        })
+    }
+
+    /// Block FLOPs of `arch` (the fixed stem/last/classifier part left out: it shifts every arch
+    /// alike).
+    pub fn flops(&self, arch: &Arch) -> u64 {
+        arch.genes()
+            .iter()
+            .zip(&self.per_block)
+            .map(|(&g, v)| v[g as usize])
+            .sum()
+    }
+
+    /// The bin `flops` falls in.
+    pub fn bin_of(&self, flops: u64) -> usize {
+        let span = (self.hi - self.lo).max(1) as f64;
+        let x = (flops.saturating_sub(self.lo)) as f64 / span;
+        ((x * self.bins as f64) as usize).min(self.bins - 1)
+    }
+
+    /// A uniform bin, then an arch in it (or the closest of [`FlopsBins::TRIES`] draws).
+    pub fn sample(&self, rng: &mut ChaCha8Rng) -> Arch {
+        let bin = rng.random_range(0..self.bins);
+        self.sample_in(bin, rng)
+    }
+
+    /// An arch in `bin`, or the closest to its centre of [`FlopsBins::TRIES`] draws.
+    pub fn sample_in(&self, bin: usize, rng: &mut ChaCha8Rng) -> Arch {
+        let width = (self.hi - self.lo) as f64 / self.bins as f64;
+        let centre = self.lo as f64 + (bin as f64 + 0.5) * width;
+        let choices = self.per_block.first().map_or(1, Vec::len);
+        let mut best: Option<(f64, Arch)> = None;
+        for _ in 0..Self::TRIES {
+            let arch = Arch::random(self.per_block.len(), choices, rng);
+            let f = self.flops(&arch);
+            if self.bin_of(f) == bin {
+                return arch;
+            }
+            let d = (f as f64 - centre).abs();
+            if best.as_ref().is_none_or(|(b, _)| d < *b) {
+                best = Some((d, arch));
+            }
+        }
+        best.map(|(_, a)| a).expect("TRIES > 0")
+    }
+}
+
+/// The choice the path warm-up trains first (the space's first ShuffleNet choice), if any.
+pub fn warmup_base(space: &Space) -> Option<usize> {
+    space.choices.iter().position(|&c| c != Choice::Xception)
+}
+
+/// The single path of step `step` during a path warm-up of `warmup` steps (uniform after it).
+///
+/// From step `warmup` on, every block draws its choice uniformly (SPOS). Before, each block runs
+/// the base choice ([`warmup_base`], k3) except with probability `step / warmup × x / n` (x of
+/// the space's n choices are Xception), when it draws one of the Xception choices. At step
+/// `warmup` the loop copies the base choice into the other ShuffleNet choices
+/// ([`Supernet::inherit_kernels`]), so all choices enter uniform sampling trained.
+///
+/// Why: plain uniform sampling from a fresh init barely learns for hundreds of steps in a
+/// 20-block space — every step sees another of 4^20 random feature bases, so the shared layers
+/// get no consistent signal (PyTorch does the same: `experiments/warmup_torch.py`). A space
+/// without ShuffleNet choices samples uniformly from the start.
+pub fn warmup_arch(step: u64, warmup: u64, space: &Space, rng: &mut ChaCha8Rng) -> Arch {
+    let (blocks, n) = (space.num_blocks(), space.choices.len());
+    let Some(base) = warmup_base(space).filter(|_| step < warmup) else {
+        return Arch::random(blocks, n, rng);
+    };
+    let others: Vec<u8> = (0..n as u8)
+        .filter(|&c| space.choices[c as usize] == Choice::Xception)
+        .collect();
+    let p = step as f64 / warmup as f64 * others.len() as f64 / n as f64;
+    let genes = (0..blocks)
+        .map(|_| {
+            if !others.is_empty() && rng.random_bool(p) {
+                others[rng.random_range(0..others.len())]
+            } else {
+                base as u8
+            }
+        })
+        .collect();
+    Arch::new(genes)
+}
+
+/// FairNAS paths: `choices` archs such that each block uses every choice exactly once.
+pub fn fair_paths(blocks: usize, choices: usize, rng: &mut ChaCha8Rng) -> Vec<Arch> {
+    let perms: Vec<Vec<u8>> = (0..blocks)
+        .map(|_| {
+            let mut p: Vec<u8> = (0..choices as u8).collect();
+            p.shuffle(rng);
+            p
+        })
+        .collect();
+    (0..choices)
+        .map(|j| Arch::new(perms.iter().map(|p| p[j]).collect()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    /// Bins of the tiny space: exact range, every reachable bin hit exactly, and a spread that
+    /// uniform sampling does not have.
+    #[test]
+    fn flops_bins_cover_the_range_uniformly() {
+        let space = Space::tiny();
+        let bins = FlopsBins::new(&space, 10).unwrap();
+        let all = |c: u8| bins.flops(&Arch::uniform(space.num_blocks(), c));
+        // The range runs from the cheapest to the dearest choice of every block.
+        let (lo, hi) = (0..space.num_blocks()).fold((0, 0), |(lo, hi), i| {
+            let f: Vec<u64> = space
+                .choices
+                .iter()
+                .map(|&c| block_cost(&space, i, c).flops)
+                .collect();
+            (lo + f.iter().min().unwrap(), hi + f.iter().max().unwrap())
+        });
+        assert_eq!((bins.lo, bins.hi), (lo, hi));
+        assert!(all(0) >= lo && all(2) <= hi);
+        assert_eq!(bins.bin_of(lo), 0);
+        assert_eq!(bins.bin_of(hi), 9);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for bin in 2..8 {
+            for _ in 0..20 {
+                let a = bins.sample_in(bin, &mut rng);
+                assert_eq!(bins.bin_of(bins.flops(&a)), bin, "{a}");
+            }
+        }
+        // Uniform archs crowd the middle bins; binned sampling puts ~1/10 in each middle bin.
+        let hist = |sample: &mut dyn FnMut(&mut ChaCha8Rng) -> Arch, rng: &mut ChaCha8Rng| {
+            let mut h = [0usize; 10];
+            for _ in 0..1000 {
+                h[bins.bin_of(bins.flops(&sample(rng)))] += 1;
+            }
+            h
+        };
+        let binned = hist(&mut |r| bins.sample(r), &mut rng);
+        let uniform = hist(&mut |r| Arch::random(20, 4, r), &mut rng);
+        // Bins 2–6 are reached by rejection (~1/10 each); the unreachable outer bins fall back to
+        // the closest arch drawn, which lands in their inner neighbours (seen: 1 and 7).
+        for b in 2..7 {
+            assert!((60..=140).contains(&binned[b]), "{binned:?}");
+        }
+        let outer = |h: &[usize; 10]| h[..3].iter().chain(&h[7..]).sum::<usize>();
+        assert!(
+            outer(&binned) > 2 * outer(&uniform),
+            "{binned:?} vs {uniform:?}"
+        );
+        assert!(FlopsBins::new(&space, 0).is_err());
+    }
+
+    #[test]
+    fn sampler_refuses_warmup_with_fair_and_inherits_once() {
+        let space = Space::tiny();
+        assert!(PathSampler::new(&space, Sampling::Fair, 5, 10).is_err());
+        let s = PathSampler::new(&space, Sampling::FlopsBinned, 5, 10).unwrap();
+        let hits: Vec<u64> = (0..10).filter(|&t| s.inherits_at(t).is_some()).collect();
+        assert_eq!(hits, [5]);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        assert_eq!(s.paths(0, &mut rng), [Arch::uniform(20, 0)]);
+        let fair = PathSampler::new(&space, Sampling::Fair, 0, 10).unwrap();
+        assert_eq!(fair.paths(0, &mut rng).len(), 4);
+        assert_eq!(fair.inherits_at(0), None);
+    }
+}
