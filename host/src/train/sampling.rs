@@ -61,7 +61,8 @@ impl PathSampler {
         }
     }
 
-    /// Whether the k5/k7 choices inherit k3's kernels before step `step` (the warm-up's end).
+    /// The choice the other ShuffleNet choices inherit from before step `step`, when that step
+    /// ends the warm-up.
     pub fn inherits_at(&self, step: u64) -> Option<usize> {
         (self.warmup > 0 && step == self.warmup)
             .then(|| warmup_base(&self.space))
