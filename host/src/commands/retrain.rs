@@ -10,6 +10,7 @@ use shiftnas_models::cost;
 use shiftnas_models::onnx::{self, ExportOptions};
 
 use super::export::{ExportReport, report};
+use super::train::with_progress;
 use super::{Context, ExitStatus};
 use crate::cli::retrain::RetrainArgs;
 use crate::cli::train::AugmentChoice;
@@ -66,39 +67,11 @@ pub fn run(args: RetrainArgs, ctx: &Context) -> Result<ExitStatus> {
         }
         None => new_run(&args, ctx)?,
     };
-    let bar = p.bar(config.steps, "{bar:30} {pos}/{len} {msg} ETA {eta}");
-    let mut on_report = |r: &StepReport| {
-        bar.set_position(r.step);
-        bar.set_message(format!("loss {:.3} {:.0} img/s", r.loss, r.images_per_s));
-        if p.json {
-            let mut v = serde_json::to_value(r).unwrap_or_default();
-            v["type"] = json!("progress");
-            let _ = p.json(&v);
-        } else if !p.progress && !p.quiet {
-            eprintln!(
-                "step {}/{}  loss {:.4}  lr {:.5}  {:.0} img/s",
-                r.step, r.steps, r.loss, r.lr, r.images_per_s
-            );
-        }
-    };
-    crate::interrupt::install();
-    let result = retrain(&config, &data, &run, &device, &mut on_report);
-    bar.finish_and_clear();
-    if let Some(i) = result
-        .as_ref()
-        .err()
-        .and_then(|e| e.downcast_ref::<crate::interrupt::Interrupted>())
-    {
-        p.note(format!(
-            "{i}; continue with `shiftnas retrain --resume {}`",
-            run.path().display()
-        ));
-        if p.json {
-            p.json(&json!({"type": "interrupted", "run_dir": run.path(), "step": i.step}))?;
-        }
+    let go =
+        |on_report: &mut dyn FnMut(&StepReport)| retrain(&config, &data, &run, &device, on_report);
+    let Some(net) = with_progress(&p, config.steps, "retrain", &run, go)? else {
         return Ok(ExitStatus::Interrupted);
-    }
-    let net = result?;
+    };
 
     let norm = &config.normalize;
     let eval_batch = 256;

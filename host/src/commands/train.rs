@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{Context, ExitStatus};
 use crate::cli::train::{AugmentChoice, TrainArgs};
 use crate::data::{Augment, ConformOptions, Normalize};
+use crate::output::Printer;
 use crate::run_dir::RunDir;
 use crate::train::{Sampling, StepReport, TrainConfig, prepare_data, space_for, train};
 
@@ -91,7 +92,38 @@ pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
             (run, config, data)
         }
     };
-    let bar = p.bar(config.steps, "{bar:30} {pos}/{len} {msg} ETA {eta}");
+    let go = |on_report: &mut dyn FnMut(&StepReport)| {
+        train(&config, &data, &run, &device, on_report).map(drop)
+    };
+    let Some(()) = with_progress(&p, config.steps, "train", &run, go)? else {
+        return Ok(ExitStatus::Interrupted);
+    };
+    let ckpt = run.checkpoint_dir().join("supernet.safetensors");
+    if p.json {
+        p.json(&json!({"type": "done", "run_dir": run.path(), "steps": config.steps, "checkpoint": ckpt}))?;
+    } else {
+        p.note(format!(
+            "done: {} steps; checkpoint {}; score an arch with `shiftnas eval --supernet {} --arch ...`",
+            config.steps,
+            ckpt.display(),
+            run.path().display()
+        ));
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Runs a training loop with what `train` and `retrain` share: the progress bar (or `--json`
+/// progress lines, or plain lines without a bar) and Ctrl-C. `go` gets the report callback;
+/// `Ok(None)` means Ctrl-C stopped it after a checkpoint (the note naming `shiftnas COMMAND
+/// --resume RUN` is printed).
+pub(super) fn with_progress<T>(
+    p: &Printer,
+    steps: u64,
+    command: &str,
+    run: &RunDir,
+    go: impl FnOnce(&mut dyn FnMut(&StepReport)) -> Result<T>,
+) -> Result<Option<T>> {
+    let bar = p.bar(steps, "{bar:30} {pos}/{len} {msg} ETA {eta}");
     let mut on_report = |r: &StepReport| {
         bar.set_position(r.step);
         bar.set_message(format!("loss {:.3} {:.0} img/s", r.loss, r.images_per_s));
@@ -107,33 +139,22 @@ pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
         }
     };
     crate::interrupt::install();
-    let result = train(&config, &data, &run, &device, &mut on_report);
+    let result = go(&mut on_report);
     bar.finish_and_clear();
-    if let Some(i) = result
-        .as_ref()
-        .err()
-        .and_then(|e| e.downcast_ref::<crate::interrupt::Interrupted>())
-    {
-        p.note(format!(
-            "{i}; continue with `shiftnas train --resume {}`",
-            run.path().display()
-        ));
-        if p.json {
-            p.json(&json!({"type": "interrupted", "run_dir": run.path(), "step": i.step}))?;
-        }
-        return Ok(ExitStatus::Interrupted);
+    match result {
+        Err(e) => match e.downcast_ref::<crate::interrupt::Interrupted>() {
+            Some(i) => {
+                p.note(format!(
+                    "{i}; continue with `shiftnas {command} --resume {}`",
+                    run.path().display()
+                ));
+                if p.json {
+                    p.json(&json!({"type": "interrupted", "run_dir": run.path(), "step": i.step}))?;
+                }
+                Ok(None)
+            }
+            None => Err(e),
+        },
+        Ok(t) => Ok(Some(t)),
     }
-    result?;
-    let ckpt = run.checkpoint_dir().join("supernet.safetensors");
-    if p.json {
-        p.json(&json!({"type": "done", "run_dir": run.path(), "steps": config.steps, "checkpoint": ckpt}))?;
-    } else {
-        p.note(format!(
-            "done: {} steps; checkpoint {}; score an arch with `shiftnas eval --supernet {} --arch ...`",
-            config.steps,
-            ckpt.display(),
-            run.path().display()
-        ));
-    }
-    Ok(ExitStatus::Success)
 }
