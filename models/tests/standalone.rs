@@ -2,12 +2,14 @@
 //! with the affine batch-norm formula (f64 autograd for the gradients), finite differences for
 //! BN γ/β, the BN-folded [`Subnet`] for eval mode, and a checkpoint round trip.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shiftnas_models::subnet::{FoldedConv, Subnet, split_channels};
+use shiftnas_models::subnet::Subnet;
 use shiftnas_models::{Arch, Choice, Space, Standalone};
 
 const EPS: f64 = 1e-5;
@@ -290,39 +292,6 @@ fn bn_affine_gradients_match_finite_differences() {
     }
 }
 
-/// The folded network in f64: how far the f32 subnet itself drifts from exact.
-fn subnet_f64(subnet: &Subnet, x: &Tensor) -> Tensor {
-    let conv = |c: &FoldedConv, x: &Tensor| -> Tensor {
-        let s = &c.spec;
-        let w = c.weight.to_dtype(DType::F64).unwrap();
-        let b = c.bias.to_dtype(DType::F64).unwrap();
-        let y = x.conv2d(&w, s.padding(), s.stride, 1, s.groups).unwrap();
-        let y = y
-            .broadcast_add(&b.reshape((1, s.out_channels, 1, 1)).unwrap())
-            .unwrap();
-        if s.relu { y.relu().unwrap() } else { y }
-    };
-    let mut h = conv(subnet.stem(), &x.to_dtype(DType::F64).unwrap());
-    for block in subnet.blocks() {
-        let (side, mut main) = if block.shape.stride == 1 {
-            split_channels(&h).unwrap()
-        } else {
-            let mut side = h.clone();
-            for c in &block.proj {
-                side = conv(c, &side);
-            }
-            (side, h.clone())
-        };
-        for c in &block.main {
-            main = conv(c, &main);
-        }
-        h = Tensor::cat(&[side, main], 1).unwrap();
-    }
-    let h = conv(subnet.last(), &h).mean((2, 3)).unwrap();
-    let w = subnet.classifier().to_dtype(DType::F64).unwrap();
-    h.matmul(&w.t().unwrap()).unwrap()
-}
-
 #[test]
 fn folded_subnet_matches_standalone_eval_forward() {
     let space = space();
@@ -334,7 +303,7 @@ fn folded_subnet_matches_standalone_eval_forward() {
     }
     let subnet = Subnet::from_tensors(&space, &arch, &net.tensors().unwrap()).unwrap();
     let x = images(&space, 3, 20);
-    let exact = subnet_f64(&subnet, &x);
+    let exact = common::subnet_f64(&subnet, &x);
     let drift = diff(&subnet.forward(&x).unwrap(), &exact);
     let ours = net.forward_t(&x, false).unwrap();
     let off = diff(&ours, &exact);

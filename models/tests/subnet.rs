@@ -1,11 +1,13 @@
 //! A subnet built from supernet weights computes what the supernet computes for that arch in
 //! eval mode: BN folding and the channel split are checked against the supernet's own forward.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
-use shiftnas_models::subnet::{FoldedConv, Subnet, split_channels};
+use shiftnas_models::subnet::Subnet;
 use shiftnas_models::{Space, Supernet};
 
 /// Seeded N(0, 1) images, so a failure reproduces.
@@ -15,39 +17,6 @@ fn images(space: &Space, b: usize, seed: u64) -> Tensor {
     let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
     let (c, s) = (space.input_channels, space.input_size);
     Tensor::from_vec(v, (b, c, s, s), &Device::Cpu).unwrap()
-}
-
-/// The folded network evaluated in f64: how far the f32 subnet itself drifts from exact.
-fn forward_f64(subnet: &Subnet, x: &Tensor) -> Tensor {
-    let conv = |c: &FoldedConv, x: &Tensor| -> Tensor {
-        let s = &c.spec;
-        let w = c.weight.to_dtype(DType::F64).unwrap();
-        let b = c.bias.to_dtype(DType::F64).unwrap();
-        let y = x.conv2d(&w, s.padding(), s.stride, 1, s.groups).unwrap();
-        let y = y
-            .broadcast_add(&b.reshape((1, s.out_channels, 1, 1)).unwrap())
-            .unwrap();
-        if s.relu { y.relu().unwrap() } else { y }
-    };
-    let mut h = conv(subnet.stem(), &x.to_dtype(DType::F64).unwrap());
-    for block in subnet.blocks() {
-        let (side, mut main) = if block.shape.stride == 1 {
-            split_channels(&h).unwrap()
-        } else {
-            let mut side = h.clone();
-            for c in &block.proj {
-                side = conv(c, &side);
-            }
-            (side, h.clone())
-        };
-        for c in &block.main {
-            main = conv(c, &main);
-        }
-        h = Tensor::cat(&[side, main], 1).unwrap();
-    }
-    let h = conv(subnet.last(), &h).mean((2, 3)).unwrap();
-    let w = subnet.classifier().to_dtype(DType::F64).unwrap();
-    h.matmul(&w.t().unwrap()).unwrap()
 }
 
 fn max_abs(t: &Tensor) -> f64 {
@@ -88,7 +57,7 @@ fn subnet_from_supernet_matches_supernet_eval_forward() {
             Subnet::from_tensors(&space, &arch, &supernet.arch_tensors(&arch).unwrap()).unwrap();
         let want = supernet.forward_t(&x, &arch, false).unwrap();
         let got = subnet.forward(&x).unwrap();
-        let exact = forward_f64(&subnet, &x);
+        let exact = common::subnet_f64(&subnet, &x);
         let f = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
         // The folded f32 subnet's own distance from exact measures how ill-conditioned this arch
         // is in f32 (tiny BN variances amplify rounding; 120 BNs in series for all-Xception).
