@@ -23,16 +23,21 @@
 //! ```
 
 pub mod nodes;
+pub mod parts;
 pub mod pb;
 
+use candle_core::Tensor;
 use prost::Message;
 
 use nodes::Graph;
 pub use nodes::SplitStyle;
+pub use parts::{Part, PartBank, export_part, part_proto};
 
+use crate::arch::Arch;
 use crate::cost;
 use crate::error::{Error, Result};
-use crate::subnet::Subnet;
+use crate::space::Space;
+use crate::subnet::{FoldedConv, Subnet, SubnetBlock};
 
 /// ONNX IR version written.
 pub const IR_VERSION: i64 = 8;
@@ -72,15 +77,15 @@ impl Default for ExportOptions {
     }
 }
 
-fn export_error(subnet: &Subnet, reason: String) -> Error {
+fn export_error(layers: &Layers, reason: String) -> Error {
     Error::InvalidTensor {
         name: "export options".into(),
-        part: format!("subnet {} of space {}", subnet.arch(), subnet.space().name),
+        part: layers.describe(),
         reason,
     }
 }
 
-fn value_info(name: &str, dims: &[Option<usize>]) -> pb::ValueInfoProto {
+pub(crate) fn value_info(name: &str, dims: &[Option<usize>]) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{Dimension, dimension::Value};
     let dim = dims
         .iter()
@@ -105,19 +110,44 @@ fn value_info(name: &str, dims: &[Option<usize>]) -> pb::ValueInfoProto {
     }
 }
 
-/// The ONNX model of `subnet` (see the module doc for its graph and metadata).
-///
-/// # Errors
-/// [`Error::InvalidTensor`] when `mean`/`std`/`class_names` do not match the space's input
-/// channels or classes; candle errors reading weights.
-pub fn model_proto(subnet: &Subnet, options: &ExportOptions) -> Result<pb::ModelProto> {
-    let space = subnet.space();
+/// The layers an export reads: one subnet's, or blocks spliced from several ([`parts`]).
+pub(crate) struct Layers<'a> {
+    pub(crate) space: &'a Space,
+    pub(crate) arch: Arch,
+    pub(crate) stem: &'a FoldedConv,
+    pub(crate) blocks: Vec<&'a SubnetBlock>,
+    pub(crate) last: &'a FoldedConv,
+    pub(crate) classifier: &'a Tensor,
+}
+
+impl<'a> Layers<'a> {
+    /// The layers of `subnet`.
+    pub(crate) fn of(subnet: &'a Subnet) -> Layers<'a> {
+        Layers {
+            space: subnet.space(),
+            arch: subnet.arch().clone(),
+            stem: subnet.stem(),
+            blocks: subnet.blocks().iter().collect(),
+            last: subnet.last(),
+            classifier: subnet.classifier(),
+        }
+    }
+
+    /// `subnet 0123… of space tiny`: how errors name what is exported.
+    pub(crate) fn describe(&self) -> String {
+        format!("subnet {} of space {}", self.arch, self.space.name)
+    }
+}
+
+/// Errors unless `mean`/`std`/`class_names` match the space's input channels and classes.
+pub(crate) fn check_options(layers: &Layers, options: &ExportOptions) -> Result<()> {
+    let space = layers.space;
     for (what, v) in [("mean", &options.mean), ("std", &options.std)] {
         if let Some(v) = v
             && v.len() != space.input_channels
         {
             return Err(export_error(
-                subnet,
+                layers,
                 format!(
                     "{what} has {} values; the space has {} input channels",
                     v.len(),
@@ -130,90 +160,93 @@ pub fn model_proto(subnet: &Subnet, options: &ExportOptions) -> Result<pb::Model
         && names.len() != space.classes
     {
         return Err(export_error(
-            subnet,
+            layers,
             format!("{} class names for {} classes", names.len(), space.classes),
         ));
     }
+    Ok(())
+}
 
-    let mut g = Graph::default();
-    let mut x = nodes::conv(&mut g, INPUT_NAME, subnet.stem())?;
-    for b in subnet.blocks() {
-        let i = b.shape.index;
-        let (mut side, mut main) = if b.shape.stride == 1 {
-            nodes::channel_split(
-                &mut g,
-                &x,
-                &format!("blocks.{i}.split"),
-                b.shape.in_channels,
-                b.shape.in_size,
-                options.split,
-            )
-        } else {
-            (x.clone(), x.clone())
-        };
-        for c in &b.proj {
-            side = nodes::conv(&mut g, &side, c)?;
-        }
-        for c in &b.main {
-            main = nodes::conv(&mut g, &main, c)?;
-        }
-        x = nodes::concat(&mut g, &[&side, &main], &format!("blocks.{i}.concat"));
+/// One choice block from `x`: the SPOS split (stride 1) or a copy (stride 2), the projection and
+/// main convs, and the `Concat`. Returns the block's output value.
+pub(crate) fn block_nodes(
+    g: &mut Graph,
+    x: &str,
+    b: &SubnetBlock,
+    split: SplitStyle,
+) -> Result<String> {
+    let i = b.shape.index;
+    let (mut side, mut main) = if b.shape.stride == 1 {
+        nodes::channel_split(
+            g,
+            x,
+            &format!("blocks.{i}.split"),
+            b.shape.in_channels,
+            b.shape.in_size,
+            split,
+        )
+    } else {
+        (x.to_string(), x.to_string())
+    };
+    for c in &b.proj {
+        side = nodes::conv(g, &side, c)?;
     }
-    x = nodes::conv(&mut g, &x, subnet.last())?;
-    x = nodes::global_average_pool(&mut g, &x, "pool");
-    x = nodes::flatten(&mut g, &x, "flatten");
-    let w = subnet.classifier().flatten_all()?.to_vec1::<f32>()?;
-    nodes::gemm(
-        &mut g,
+    for c in &b.main {
+        main = nodes::conv(g, &main, c)?;
+    }
+    Ok(nodes::concat(
+        g,
+        &[&side, &main],
+        &format!("blocks.{i}.concat"),
+    ))
+}
+
+/// The head from `x`: last conv, `GlobalAveragePool`, `Flatten` and the classifier `Gemm`,
+/// written to [`OUTPUT_NAME`].
+pub(crate) fn head_nodes(g: &mut Graph, x: &str, layers: &Layers) -> Result<String> {
+    let space = layers.space;
+    let mut x = nodes::conv(g, x, layers.last)?;
+    x = nodes::global_average_pool(g, &x, "pool");
+    x = nodes::flatten(g, &x, "flatten");
+    let w = layers.classifier.flatten_all()?.to_vec1::<f32>()?;
+    Ok(nodes::gemm(
+        g,
         &x,
         "classifier",
         OUTPUT_NAME,
         &w,
         (space.classes, space.last_channels),
-    );
+    ))
+}
 
-    let n = space.input_size;
-    let input_dims = [options.batch, Some(space.input_channels), Some(n), Some(n)];
+/// `input_shape` metadata: a JSON array with `"batch"` for a symbolic batch.
+pub(crate) fn shape_json(dims: &[Option<usize>]) -> String {
+    json(
+        &dims
+            .iter()
+            .map(|d| d.map_or(serde_json::json!("batch"), |n| serde_json::json!(n)))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// A model of graph `g` with one input and one output, opset [`OPSET`], and `meta` (keys
+/// without [`META_PREFIX`]).
+pub(crate) fn finish(
+    name: String,
+    g: Graph,
+    input: (&str, &[Option<usize>]),
+    output: (&str, &[Option<usize>]),
+    meta: Vec<(&str, String)>,
+) -> pb::ModelProto {
     let graph = pb::GraphProto {
-        name: Some(format!("shiftnas {} {}", space.name, subnet.arch())),
+        name: Some(name),
         node: g.nodes,
         initializer: g.initializers,
-        input: vec![value_info(INPUT_NAME, &input_dims)],
-        output: vec![value_info(
-            OUTPUT_NAME,
-            &[options.batch, Some(space.classes)],
-        )],
+        input: vec![value_info(input.0, input.1)],
+        output: vec![value_info(output.0, output.1)],
         ..Default::default()
     };
-
-    let cost = cost::arch_cost(space, subnet.arch());
-    let mut meta = vec![
-        ("space", json(space)),
-        ("arch", subnet.arch().to_string()),
-        (
-            "input_shape",
-            json(
-                &input_dims
-                    .iter()
-                    .map(|d| d.map_or(serde_json::json!("batch"), |n| serde_json::json!(n)))
-                    .collect::<Vec<_>>(),
-            ),
-        ),
-        ("layout", "NCHW".into()),
-        ("version", env!("CARGO_PKG_VERSION").into()),
-        ("flops", cost.flops.to_string()),
-        ("params", cost.params.to_string()),
-    ];
-    if let Some(m) = &options.mean {
-        meta.push(("mean", json(m)));
-    }
-    if let Some(s) = &options.std {
-        meta.push(("std", json(s)));
-    }
-    if let Some(c) = &options.class_names {
-        meta.push(("class_names", json(c)));
-    }
-    Ok(pb::ModelProto {
+    pb::ModelProto {
         ir_version: Some(IR_VERSION),
         opset_import: vec![pb::OperatorSetIdProto {
             domain: Some(String::new()),
@@ -230,7 +263,57 @@ pub fn model_proto(subnet: &Subnet, options: &ExportOptions) -> Result<pb::Model
             })
             .collect(),
         ..Default::default()
-    })
+    }
+}
+
+/// The ONNX model of `subnet` (see the module doc for its graph and metadata).
+///
+/// # Errors
+/// [`Error::InvalidTensor`] when `mean`/`std`/`class_names` do not match the space's input
+/// channels or classes; candle errors reading weights.
+pub fn model_proto(subnet: &Subnet, options: &ExportOptions) -> Result<pb::ModelProto> {
+    layers_proto(&Layers::of(subnet), options)
+}
+
+/// [`model_proto`] of any [`Layers`].
+pub(crate) fn layers_proto(layers: &Layers, options: &ExportOptions) -> Result<pb::ModelProto> {
+    check_options(layers, options)?;
+    let space = layers.space;
+    let mut g = Graph::default();
+    let mut x = nodes::conv(&mut g, INPUT_NAME, layers.stem)?;
+    for b in &layers.blocks {
+        x = block_nodes(&mut g, &x, b, options.split)?;
+    }
+    head_nodes(&mut g, &x, layers)?;
+
+    let n = space.input_size;
+    let input_dims = [options.batch, Some(space.input_channels), Some(n), Some(n)];
+    let cost = cost::arch_cost(space, &layers.arch);
+    let mut meta = vec![
+        ("space", json(space)),
+        ("arch", layers.arch.to_string()),
+        ("input_shape", shape_json(&input_dims)),
+        ("layout", "NCHW".into()),
+        ("version", env!("CARGO_PKG_VERSION").into()),
+        ("flops", cost.flops.to_string()),
+        ("params", cost.params.to_string()),
+    ];
+    if let Some(m) = &options.mean {
+        meta.push(("mean", json(m)));
+    }
+    if let Some(s) = &options.std {
+        meta.push(("std", json(s)));
+    }
+    if let Some(c) = &options.class_names {
+        meta.push(("class_names", json(c)));
+    }
+    Ok(finish(
+        format!("shiftnas {} {}", space.name, layers.arch),
+        g,
+        (INPUT_NAME, &input_dims),
+        (OUTPUT_NAME, &[options.batch, Some(space.classes)]),
+        meta,
+    ))
 }
 
 /// The serialized ONNX model of `subnet` (bytes of a `.onnx` file).
@@ -242,7 +325,7 @@ pub fn export(subnet: &Subnet, options: &ExportOptions) -> Result<Vec<u8>> {
 }
 
 /// Compact JSON of plain data (space, numbers, strings) for a metadata value.
-fn json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+pub(crate) fn json<T: serde::Serialize + ?Sized>(v: &T) -> String {
     // Serialising plain data without maps keyed by non-strings cannot fail.
     serde_json::to_string(v).expect("plain data serialises to JSON")
 }
