@@ -166,6 +166,23 @@ fn score(p: &impl Predictor, samples: &[(ArchFeatures, f64)]) -> Result<Report> 
     Report::compute(&pred, &meas)
 }
 
+/// Everything [`calibrate_all`] fitted: the file, the report, both candidates and the split.
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    /// The predictor file with the chosen model.
+    pub file: PredictorFile,
+    /// How the candidates held out and which was chosen (also in `file.holdout`).
+    pub report: FitReport,
+    /// The ridge candidate, fitted on the train part.
+    pub linear: LinearPredictor,
+    /// The block-table candidate, fitted on the train part; `None` without a block table.
+    pub lut: Option<LutPredictor>,
+    /// Sample indices fitted on (sorted).
+    pub train: Vec<usize>,
+    /// Sample indices scored on (sorted).
+    pub holdout: Vec<usize>,
+}
+
 /// Fits both predictors on measured subnets (arch, ms) and returns the better one as a file,
 /// with the report of how it was chosen. Without `block_table` only the linear model is fitted.
 pub fn calibrate(
@@ -174,6 +191,18 @@ pub fn calibrate(
     opts: &FitOptions,
     provenance: Provenance,
 ) -> Result<(PredictorFile, FitReport)> {
+    let c = calibrate_all(samples, block_table, opts, provenance)?;
+    Ok((c.file, c.report))
+}
+
+/// [`calibrate`], also returning both fitted candidates and the split, so that a caller can
+/// show each candidate's predictions.
+pub fn calibrate_all(
+    samples: &[(ArchFeatures, f64)],
+    block_table: Option<BlockTable>,
+    opts: &FitOptions,
+    provenance: Provenance,
+) -> Result<Calibration> {
     for (i, (f, m)) in samples.iter().enumerate() {
         f.validate()
             .map_err(|e| Error::Features(format!("sample {i}: {e}")))?;
@@ -228,22 +257,30 @@ pub fn calibrate(
         Some((ref p, ref fit)) if fit.holdout.rmspe_pct <= linear_fit.holdout.rmspe_pct => {
             (Model::Lut(p.clone()), Kind::Lut)
         }
-        _ => (Model::Linear(linear), Kind::Linear),
+        _ => (Model::Linear(linear.clone()), Kind::Linear),
+    };
+    let (lut_model, lut_fit) = match lut {
+        Some((p, fit)) => (Some(p), Some(fit)),
+        None => (None, None),
     };
     let report = FitReport {
         seed: opts.seed,
         holdout_fraction: opts.holdout,
         n_train: train.len(),
         n_holdout: hold.len(),
-        lut: lut.map(|(_, fit)| fit),
+        lut: lut_fit,
         linear: linear_fit,
         chosen,
         proxies: proxy_taus(samples)?,
     };
-    Ok((
-        PredictorFile::new(model, provenance, report.clone()),
+    Ok(Calibration {
+        file: PredictorFile::new(model, provenance, report.clone()),
         report,
-    ))
+        linear,
+        lut: lut_model,
+        train: train_idx,
+        holdout: hold_idx,
+    })
 }
 
 #[cfg(test)]

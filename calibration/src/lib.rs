@@ -55,5 +55,5 @@ pub mod stats;
 
 pub use error::{Error, Result};
 pub use file::{PredictorFile, Provenance, Runtime};
-pub use fit::{FitOptions, FitReport, calibrate};
+pub use fit::{Calibration, FitOptions, FitReport, calibrate, calibrate_all};
 pub use predictor::{ArchFeatures, Predictor};

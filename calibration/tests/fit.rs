@@ -162,3 +162,38 @@ fn calibrate_rejects_bad_samples() {
     let e = fit::calibrate(&samples[..4], None, &FitOptions::default(), provenance()).unwrap_err();
     assert!(e.to_string().contains("needs at least"), "{e}");
 }
+
+#[test]
+fn block_table_fit_recovers_a_known_affine_correction() {
+    let mut g = Gen::new(7);
+    let truth = Truth::new(&mut g);
+    // Whole subnets take 0.8 × the exact table sum + 1.5 ms, with 0.5 % measurement noise.
+    let (a, b) = (0.8, 1.5);
+    let samples = truth.samples(&mut g, 300, 0.005, |x| a * x + b);
+    let table = truth.measured_table(&mut g, 0.0);
+    let c =
+        fit::calibrate_all(&samples, Some(table), &FitOptions::default(), provenance()).unwrap();
+    let lut = c.lut.as_ref().unwrap();
+    // The sum spans ~12–17 ms, so 0.5 % noise leaves a to ~±0.02 and b to ~±0.3 ms.
+    assert!((lut.a - a).abs() < 0.02, "a = {} (want {a})", lut.a);
+    assert!((lut.b - b).abs() < 0.3, "b = {} (want {b})", lut.b);
+    let fit = c.report.lut.as_ref().unwrap();
+    assert_eq!((fit.a, fit.b), (lut.a, lut.b));
+    // Both candidates come back, scored on exactly the reported split.
+    assert_eq!((c.train.len(), c.holdout.len()), (240, 60));
+    assert_eq!(
+        (c.train.clone(), c.holdout.clone()),
+        fit::split(300, 0.2, 0).unwrap()
+    );
+    let hold: Vec<_> = c.holdout.iter().map(|&i| samples[i].clone()).collect();
+    let score = |p: &dyn Predictor| {
+        let pred: Vec<f64> = hold.iter().map(|(f, _)| p.predict(f)).collect();
+        let meas: Vec<f64> = hold.iter().map(|(_, m)| *m).collect();
+        Report::compute(&pred, &meas).unwrap()
+    };
+    assert_eq!(score(lut), fit.holdout);
+    assert_eq!(score(&c.linear), c.report.linear.holdout);
+    // With an exact table the block table wins and is the file's model.
+    assert_eq!(c.report.chosen, Kind::Lut);
+    assert_eq!(c.file.predictor.kind(), Kind::Lut);
+}
