@@ -37,4 +37,7 @@ pub struct CalibrateArgs {
     /// Measure again even when the cache has a number.
     #[arg(long)]
     pub remeasure: bool,
+    /// Fit only the ridge model: skip measuring every (block, choice) and the stem and head.
+    #[arg(long)]
+    pub no_block_table: bool,
 }

@@ -1,16 +1,27 @@
-//! `shiftnas calibrate`: measure random subnets on a board, fit a latency predictor, and say how
-//! far to trust it on held-out subnets.
+//! `shiftnas calibrate`: measure every block and random subnets on a board, fit both latency
+//! predictors (block table and ridge), keep the better by held-out RMSPE, and say how far to
+//! trust each on held-out subnets.
+//!
+//! Random weights come from one [`PartBank`] (one random subnet per choice, built once): the
+//! block-table parts are exported from it and every sampled arch is spliced from its blocks, so
+//! exporting costs milliseconds per subnet instead of the seconds `Subnet::random` spends on BN
+//! statistics. Everything is measured through the latency cache, keyed by model SHA-256.
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::{Context as _, Result, ensure};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use shiftnas_calibration::fit::split;
+use shiftnas_calibration::fit::{Calibration, LinearFit, LutFit};
+use shiftnas_calibration::predictor::{BlockTable, Kind};
 use shiftnas_calibration::stats::Report;
-use shiftnas_calibration::{ArchFeatures, FitOptions, Provenance, Runtime, calibrate};
+use shiftnas_calibration::{
+    ArchFeatures, FitOptions, Predictor, Provenance, Runtime, calibrate_all,
+};
+use shiftnas_models::onnx::{ExportOptions, Part, PartBank};
 use shiftnas_models::{Arch, Space};
 
 use super::{Context, ExitStatus};
@@ -19,24 +30,55 @@ use crate::boards::config::parse_cores;
 use crate::boards::{Job, Pool};
 use crate::cache::{Cache, default_path};
 use crate::cli::calibrate::CalibrateArgs;
-use crate::latency::board::{export_random, open_pool};
+use crate::latency::board::open_pool;
 use crate::latency::predictor::features;
 use crate::report::plot::{Labels, Point, scatter_svg};
 use crate::run_dir::write_atomic;
 
-/// Subnets sent to the pool at once (the progress bar moves per chunk).
+/// Models sent to the pool at once (the progress bar moves per chunk).
 const CHUNK: usize = 8;
+
+/// Wall-clock seconds per phase, to see where a run's time goes.
+#[derive(Debug, Default, Serialize)]
+struct Seconds {
+    /// Building the random-weight bank (one `Subnet::random` per choice).
+    weights: f64,
+    /// Exporting block-table parts and subnets.
+    export: f64,
+    /// Cache look-ups and board measurements.
+    measure: f64,
+    /// Fitting and scoring both predictors.
+    fit: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct BlockTableSummary {
+    /// Models measured for the table: every (block, choice), the stem and the head.
+    models: usize,
+    /// Stem + head latency, ms.
+    stem_head_ms: f64,
+    /// Smallest and largest table sum over the sampled subnets, ms.
+    sum_range_ms: (f64, f64),
+}
 
 #[derive(Debug, Serialize)]
 struct Summary {
     predictor: String,
-    chosen: String,
+    /// The kind kept: `lut` (block table) or `linear` (ridge).
+    chosen: Kind,
     board_fingerprint: String,
     n_train: usize,
     n_holdout: usize,
+    /// The kept predictor's held-out scores.
     holdout: Report,
+    /// The ridge candidate's choice of features and λ, and its held-out scores.
+    linear: LinearFit,
+    /// The block-table candidate's correction and held-out scores (with and without it).
+    lut: Option<LutFit>,
+    block_table: Option<BlockTableSummary>,
     flops_tau_b: Option<f64>,
     params_tau_b: Option<f64>,
+    seconds: Seconds,
 }
 
 /// Runs `shiftnas calibrate`.
@@ -54,82 +96,182 @@ pub fn run(args: CalibrateArgs, ctx: &Context) -> Result<ExitStatus> {
         false,
     )?;
     let mut cache = Cache::open(&args.cache.clone().unwrap_or_else(default_path))?;
+    let mut secs = Seconds::default();
+
+    let t = Instant::now();
+    let bank = PartBank::random(&space, args.seed)
+        .with_context(|| format!("drawing random weights for space {}", space.name))?;
+    secs.weights = t.elapsed().as_secs_f64();
+
+    let mut m = Measurer {
+        pool: &mut pool,
+        cache: &mut cache,
+        remeasure: args.remeasure,
+        secs: &mut secs,
+    };
+    let table = if args.no_block_table {
+        None
+    } else {
+        Some(measure_block_table(&mut m, &bank, ctx)?)
+    };
 
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let archs: Vec<Arch> = (0..args.subnets)
         .map(|_| Arch::random(space.num_blocks(), space.choices.len(), &mut rng))
         .collect();
-    let ms = measure_archs(&mut pool, &mut cache, &space, &archs, &args, ctx)?;
+    let ms = measure_archs(&mut m, &bank, &archs, ctx)?;
     let samples: Vec<(ArchFeatures, f64)> = archs
         .iter()
         .zip(&ms)
         .map(|(a, &m)| Ok((features(&space, a)?, m)))
         .collect::<Result<_>>()?;
 
+    let t = Instant::now();
     let provenance = provenance(&pool, &space);
     let opts = FitOptions {
         holdout: args.holdout,
         seed: args.seed,
         ..FitOptions::default()
     };
-    let (file, report) = calibrate(&samples, None, &opts, provenance)
-        .with_context(|| format!("fitting a predictor to {} subnets", samples.len()))?;
-    write_atomic(&args.out, file.to_json().as_bytes())
+    let c = calibrate_all(&samples, table.clone(), &opts, provenance)
+        .with_context(|| format!("fitting predictors to {} subnets", samples.len()))?;
+    secs.fit = t.elapsed().as_secs_f64();
+    write_atomic(&args.out, c.file.to_json().as_bytes())
         .with_context(|| format!("writing {}", args.out.display()))?;
-
-    // Held-out pairs, recomputed with the split the fit used.
-    let (_, hold) = split(samples.len(), args.holdout, args.seed)?;
-    let mut pairs = Vec::with_capacity(hold.len());
-    for &i in &hold {
-        pairs.push((file.predict_checked(&samples[i].0)?, samples[i].1, i));
-    }
-    let pred: Vec<f64> = pairs.iter().map(|p| p.0).collect();
-    let meas: Vec<f64> = pairs.iter().map(|p| p.1).collect();
-    let holdout = Report::compute(&pred, &meas)?;
     let dir = args.out.parent().unwrap_or(Path::new("."));
-    write_plot_and_csv(dir, &archs, &samples, &pairs, &hold)?;
+    write_plot_and_csv(dir, &archs, &samples, &c)?;
 
+    let sums: Vec<f64> = match &table {
+        Some(t) => samples.iter().map(|(f, _)| t.sum(f)).collect(),
+        None => vec![],
+    };
     let summary = Summary {
         predictor: args.out.display().to_string(),
-        chosen: format!("{:?}", report.chosen).to_lowercase(),
+        chosen: c.report.chosen,
         board_fingerprint: pool.fingerprint().to_string(),
-        n_train: report.n_train,
-        n_holdout: report.n_holdout,
-        holdout,
-        flops_tau_b: report.proxies.flops,
-        params_tau_b: report.proxies.params,
+        n_train: c.report.n_train,
+        n_holdout: c.report.n_holdout,
+        holdout: match (&c.report.chosen, &c.report.lut) {
+            (Kind::Lut, Some(l)) => l.holdout.clone(),
+            _ => c.report.linear.holdout.clone(),
+        },
+        linear: c.report.linear.clone(),
+        lut: c.report.lut.clone(),
+        block_table: table.as_ref().map(|t| BlockTableSummary {
+            models: t.blocks.iter().map(Vec::len).sum::<usize>() + 2,
+            stem_head_ms: t.stem_head_ms,
+            sum_range_ms: (
+                sums.iter().copied().fold(f64::INFINITY, f64::min),
+                sums.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ),
+        }),
+        flops_tau_b: c.report.proxies.flops,
+        params_tau_b: c.report.proxies.params,
+        seconds: secs,
     };
     print_summary(&summary, ctx)?;
     Ok(ExitStatus::Success)
 }
 
-/// Exports and measures `archs` through the cache, chunk by chunk under a progress bar.
+/// Measures jobs through the cache and adds up where the time goes.
+struct Measurer<'a> {
+    pool: &'a mut Pool,
+    cache: &'a mut Cache,
+    remeasure: bool,
+    secs: &'a mut Seconds,
+}
+
+impl Measurer<'_> {
+    /// p50 latencies (ms) of the models `make` exports for `items`, chunk by chunk under a
+    /// progress bar. `make` returns the job's name, its bytes and its input shape.
+    fn measure<T>(
+        &mut self,
+        items: &[T],
+        what: &str,
+        ctx: &Context,
+        make: impl Fn(&T) -> Result<(String, Vec<u8>, [usize; 4])>,
+    ) -> Result<Vec<f64>> {
+        let bar = ctx.printer.bar(items.len() as u64, what);
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(CHUNK) {
+            let t = Instant::now();
+            let mut jobs = Vec::with_capacity(chunk.len());
+            for item in chunk {
+                let (name, bytes, shape) = make(item)?;
+                let mut j = Job::new(name, bytes);
+                j.input_shape = Some(shape.map(|d| d.to_string()).join("x"));
+                jobs.push(j);
+            }
+            self.secs.export += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let l = measure_cached(self.pool, self.cache, &jobs, self.remeasure)?;
+            self.secs.measure += t.elapsed().as_secs_f64();
+            out.extend(l.into_iter().map(|l| l.p50_ms));
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+}
+
+/// Batch 1, default split: what the search's board source exports too.
+fn export_options() -> ExportOptions {
+    ExportOptions {
+        batch: Some(1),
+        ..ExportOptions::default()
+    }
+}
+
+/// Measures every (block, choice) in isolation, plus the stem and the head, into a table.
+fn measure_block_table(m: &mut Measurer, bank: &PartBank, ctx: &Context) -> Result<BlockTable> {
+    let space = bank.space();
+    let n_choices = space.choices.len();
+    let mut parts: Vec<(Part, u8)> = vec![(Part::Stem, 0), (Part::Head, 0)];
+    for i in 0..space.num_blocks() {
+        parts.extend((0..n_choices as u8).map(|d| (Part::Block(i), d)));
+    }
+    let opts = export_options();
+    let ms = m.measure(&parts, "measuring blocks", ctx, |&(part, d)| {
+        let ((c, s), _) = part.io(space)?;
+        let (name, bytes) = match part {
+            Part::Block(i) => (
+                format!("{} {part} choice {d}", space.name),
+                bank.export_block(i, d, &opts),
+            ),
+            _ => (
+                format!("{} {part}", space.name),
+                bank.export_part(part, &opts),
+            ),
+        };
+        let bytes = bytes.with_context(|| format!("exporting {name}"))?;
+        Ok((name, bytes, [1, c, s, s]))
+    })?;
+    let table = BlockTable {
+        stem_head_ms: ms[0] + ms[1],
+        blocks: ms[2..].chunks(n_choices).map(<[f64]>::to_vec).collect(),
+    };
+    table
+        .validate()
+        .context("the measured block table is unusable")?;
+    Ok(table)
+}
+
+/// Exports (spliced from the bank) and measures `archs`.
 fn measure_archs(
-    pool: &mut Pool,
-    cache: &mut Cache,
-    space: &Space,
+    m: &mut Measurer,
+    bank: &PartBank,
     archs: &[Arch],
-    args: &CalibrateArgs,
     ctx: &Context,
 ) -> Result<Vec<f64>> {
-    let shape = format!("1x{}x{s}x{s}", space.input_channels, s = space.input_size);
-    let bar = ctx.printer.bar(archs.len() as u64, "measuring subnets");
-    let mut out = Vec::with_capacity(archs.len());
-    for chunk in archs.chunks(CHUNK) {
-        let mut jobs = Vec::with_capacity(chunk.len());
-        for a in chunk {
-            let bytes = export_random(space, a, args.seed)
-                .with_context(|| format!("exporting arch {a}"))?;
-            let mut j = Job::new(a.to_string(), bytes);
-            j.input_shape = Some(shape.clone());
-            jobs.push(j);
-        }
-        let l = measure_cached(pool, cache, &jobs, args.remeasure)?;
-        out.extend(l.into_iter().map(|l| l.p50_ms));
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(out)
+    let space = bank.space();
+    let shape = [1, space.input_channels, space.input_size, space.input_size];
+    let opts = export_options();
+    m.measure(archs, "measuring subnets", ctx, |a| {
+        let bytes = bank
+            .export_arch(a, &opts)
+            .with_context(|| format!("exporting arch {a}"))?;
+        Ok((a.to_string(), bytes, shape))
+    })
 }
 
 /// Who measured: the pool's fingerprint, runtime, threads and cores.
@@ -160,48 +302,72 @@ fn provenance(pool: &Pool, space: &Space) -> Provenance {
     }
 }
 
-/// `calibration.svg` (predicted vs measured on the holdout, y = x) and `calibration.csv`
-/// (every measured subnet, with its prediction where held out).
+/// `calibration.svg` (both candidates' predictions vs measured on the holdout, y = x; the kept
+/// one highlighted) and `calibration.csv` (every measured subnet with both candidates'
+/// predictions; `predicted_ms`, the kept one's, only on held-out rows).
 fn write_plot_and_csv(
     dir: &Path,
     archs: &[Arch],
     samples: &[(ArchFeatures, f64)],
-    pairs: &[(f64, f64, usize)],
-    hold: &[usize],
+    c: &Calibration,
 ) -> Result<()> {
-    let points: Vec<Point> = pairs
-        .iter()
-        .map(|&(p, m, _)| Point {
-            x: m,
-            y: p,
-            highlight: false,
-        })
-        .collect();
+    let chosen = c.report.chosen;
+    let predict = |kind: Kind, f: &ArchFeatures| -> Option<f64> {
+        match kind {
+            Kind::Linear => Some(c.linear.predict(f)),
+            Kind::Lut => c.lut.as_ref().map(|p| p.predict(f)),
+        }
+    };
+    let mut points = Vec::new();
+    for &i in &c.holdout {
+        let (f, m) = &samples[i];
+        for kind in [Kind::Lut, Kind::Linear] {
+            if let Some(p) = predict(kind, f) {
+                points.push(Point {
+                    x: *m,
+                    y: p,
+                    highlight: kind == chosen,
+                });
+            }
+        }
+    }
+    let other = match chosen {
+        Kind::Lut => "ridge (linear), not kept",
+        Kind::Linear if c.lut.is_some() => "block table (lut), not kept",
+        Kind::Linear => "",
+    };
+    let kept = match chosen {
+        Kind::Lut => "block table (lut), kept",
+        Kind::Linear => "ridge (linear), kept",
+    };
     let labels = Labels {
-        title: "latency predictor on held-out subnets",
+        title: "latency predictors on held-out subnets",
         x: "measured (ms)",
         y: "predicted (ms)",
-        highlight: "",
-        rest: "held-out subnet",
+        highlight: kept,
+        rest: other,
     };
     let svg = scatter_svg(&points, &labels, true)?;
     let svg_path = dir.join("calibration.svg");
     write_atomic(&svg_path, svg.as_bytes())
         .with_context(|| format!("writing {}", svg_path.display()))?;
-    let mut csv = String::from("arch,measured_ms,predicted_ms,split,flops,params\n");
+
+    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let mut csv = String::from(
+        "arch,measured_ms,predicted_ms,split,flops,params,lut_ms,linear_ms,table_sum_ms\n",
+    );
     for (i, (a, (f, m))) in archs.iter().zip(samples).enumerate() {
-        let held = pairs.iter().find(|p| p.2 == i);
+        let held = c.holdout.binary_search(&i).is_ok();
         let _ = writeln!(
             csv,
-            "{a},{m},{},{},{},{}",
-            held.map(|p| p.0.to_string()).unwrap_or_default(),
-            if hold.contains(&i) {
-                "holdout"
-            } else {
-                "train"
-            },
+            "{a},{m},{},{},{},{},{},{},{}",
+            opt(predict(chosen, f).filter(|_| held)),
+            if held { "holdout" } else { "train" },
             f.total_flops,
-            f.params
+            f.params,
+            opt(predict(Kind::Lut, f)),
+            opt(predict(Kind::Linear, f)),
+            opt(c.lut.as_ref().map(|p| p.table.sum(f))),
         );
     }
     let csv_path = dir.join("calibration.csv");
@@ -214,35 +380,86 @@ fn print_summary(s: &Summary, ctx: &Context) -> Result<()> {
         return ctx.printer.json(s);
     }
     let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
-    let h = &s.holdout;
-    let rows = vec![
+    let pct = |v: f64| format!("{:.1}", 100.0 * v);
+    let metrics = |h: &Report| -> Vec<String> {
         vec![
-            "predictor".into(),
-            format!("{} ({})", s.predictor, s.chosen),
-        ],
+            f(h.kendall_tau_b),
+            f(h.spearman_rho),
+            format!("{:.3}", h.rmse),
+            format!("{:.2}", h.rmspe_pct),
+            pct(h.within_5pct),
+            pct(h.within_10pct),
+            pct(h.within_15pct),
+        ]
+    };
+    let names = [
+        "Kendall tau-b",
+        "Spearman rho",
+        "RMSE (ms)",
+        "RMSPE (%)",
+        "within 5 % (%)",
+        "within 10 % (%)",
+        "within 15 % (%)",
+    ];
+    let lin = metrics(&s.linear.holdout);
+    let lut = s.lut.as_ref().map(|l| metrics(&l.holdout));
+    let mark = |k: Kind, name: &str| {
+        if k == s.chosen {
+            format!("{name} (kept)")
+        } else {
+            name.to_string()
+        }
+    };
+    let (h_lut, h_lin) = (mark(Kind::Lut, "block table"), mark(Kind::Linear, "ridge"));
+    let mut rows = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let l = lut.as_ref().map_or("-".to_string(), |v| v[i].clone());
+            vec![n.to_string(), l, lin[i].clone()]
+        })
+        .collect::<Vec<_>>();
+    if let Some(l) = &s.lut {
+        rows.push(vec![
+            "correction".into(),
+            format!("{:.3}*sum {:+.3} ms", l.a, l.b),
+            format!(
+                "{}, lambda {}",
+                serde_json::to_value(s.linear.features)?
+                    .as_str()
+                    .unwrap_or_default(),
+                s.linear.lambda
+            ),
+        ]);
+    }
+    ctx.printer
+        .table(&["held-out", h_lut.as_str(), h_lin.as_str()], &rows)?;
+    let mut info = vec![
+        vec!["predictor".into(), s.predictor.clone()],
         vec!["board".into(), s.board_fingerprint.clone()],
         vec![
             "subnets".into(),
             format!("{} train, {} held out", s.n_train, s.n_holdout),
         ],
-        vec!["Kendall tau-b".into(), f(h.kendall_tau_b)],
-        vec!["Spearman rho".into(), f(h.spearman_rho)],
-        vec!["RMSE (ms)".into(), format!("{:.3}", h.rmse)],
-        vec!["RMSPE (%)".into(), format!("{:.2}", h.rmspe_pct)],
-        vec![
-            "within 5 %".into(),
-            format!("{:.1} %", 100.0 * h.within_5pct),
-        ],
-        vec![
-            "within 10 %".into(),
-            format!("{:.1} %", 100.0 * h.within_10pct),
-        ],
-        vec![
-            "within 15 %".into(),
-            format!("{:.1} %", 100.0 * h.within_15pct),
-        ],
         vec!["tau-b of FLOPs".into(), f(s.flops_tau_b)],
         vec!["tau-b of params".into(), f(s.params_tau_b)],
     ];
-    ctx.printer.table(&["held-out", "value"], &rows)
+    if let Some(t) = &s.block_table {
+        info.push(vec![
+            "block table".into(),
+            format!(
+                "{} models, stem+head {:.3} ms, sums {:.3}-{:.3} ms",
+                t.models, t.stem_head_ms, t.sum_range_ms.0, t.sum_range_ms.1
+            ),
+        ]);
+    }
+    let sec = &s.seconds;
+    info.push(vec![
+        "time (s)".into(),
+        format!(
+            "weights {:.1}, export {:.1}, measure {:.1}, fit {:.1}",
+            sec.weights, sec.export, sec.measure, sec.fit
+        ),
+    ]);
+    ctx.printer.table(&["", ""], &info)
 }
