@@ -23,7 +23,7 @@ use shiftnas_models::{Arch, Space};
 const TOLERANCE: f32 = 5e-4;
 
 /// The ONNX Runtime environment, loaded once from `ORT_DYLIB_PATH`.
-fn environment() -> &'static Environment {
+pub(crate) fn environment() -> &'static Environment {
     static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
     let r = ENV.get_or_init(|| {
         let path = std::env::var("ORT_DYLIB_PATH").unwrap_or_default();
@@ -44,7 +44,7 @@ fn environment() -> &'static Environment {
     }
 }
 
-fn session(model: &[u8]) -> Session {
+pub(crate) fn session(model: &[u8]) -> Session {
     Session::builder(environment())
         .unwrap()
         .with_optimization_level(GraphOptimizationLevel::All)
