@@ -75,6 +75,9 @@ struct Summary {
     linear: LinearFit,
     /// The block-table candidate's correction and held-out scores (with and without it).
     lut: Option<LutFit>,
+    /// A constant predictor (the training subnets' median latency) on the same holdout: the
+    /// share within ±10 % a predictor must beat to say anything (τ-b and ρ are undefined).
+    constant_baseline: Report,
     block_table: Option<BlockTableSummary>,
     flops_tau_b: Option<f64>,
     params_tau_b: Option<f64>,
@@ -141,6 +144,7 @@ pub fn run(args: CalibrateArgs, ctx: &Context) -> Result<ExitStatus> {
     let dir = args.out.parent().unwrap_or(Path::new("."));
     write_plot_and_csv(dir, &archs, &samples, &c)?;
 
+    let constant_baseline = constant_baseline(&samples, &c)?;
     let sums: Vec<f64> = match &table {
         Some(t) => samples.iter().map(|(f, _)| t.sum(f)).collect(),
         None => vec![],
@@ -157,6 +161,7 @@ pub fn run(args: CalibrateArgs, ctx: &Context) -> Result<ExitStatus> {
         },
         linear: c.report.linear.clone(),
         lut: c.report.lut.clone(),
+        constant_baseline,
         block_table: table.as_ref().map(|t| BlockTableSummary {
             models: t.blocks.iter().map(Vec::len).sum::<usize>() + 2,
             stem_head_ms: t.stem_head_ms,
@@ -171,6 +176,20 @@ pub fn run(args: CalibrateArgs, ctx: &Context) -> Result<ExitStatus> {
     };
     print_summary(&summary, ctx)?;
     Ok(ExitStatus::Success)
+}
+
+/// Scores of predicting the training subnets' median latency for every held-out subnet.
+fn constant_baseline(samples: &[(ArchFeatures, f64)], c: &Calibration) -> Result<Report> {
+    let mut train: Vec<f64> = c.train.iter().map(|&i| samples[i].1).collect();
+    train.sort_by(f64::total_cmp);
+    let n = train.len();
+    let median = if n % 2 == 1 {
+        train[n / 2]
+    } else {
+        0.5 * (train[n / 2 - 1] + train[n / 2])
+    };
+    let meas: Vec<f64> = c.holdout.iter().map(|&i| samples[i].1).collect();
+    Ok(Report::compute(&vec![median; meas.len()], &meas)?)
 }
 
 /// Measures jobs through the cache and adds up where the time goes.
@@ -403,6 +422,7 @@ fn print_summary(s: &Summary, ctx: &Context) -> Result<()> {
     ];
     let lin = metrics(&s.linear.holdout);
     let lut = s.lut.as_ref().map(|l| metrics(&l.holdout));
+    let base = metrics(&s.constant_baseline);
     let mark = |k: Kind, name: &str| {
         if k == s.chosen {
             format!("{name} (kept)")
@@ -416,7 +436,7 @@ fn print_summary(s: &Summary, ctx: &Context) -> Result<()> {
         .enumerate()
         .map(|(i, n)| {
             let l = lut.as_ref().map_or("-".to_string(), |v| v[i].clone());
-            vec![n.to_string(), l, lin[i].clone()]
+            vec![n.to_string(), l, lin[i].clone(), base[i].clone()]
         })
         .collect::<Vec<_>>();
     if let Some(l) = &s.lut {
@@ -430,10 +450,13 @@ fn print_summary(s: &Summary, ctx: &Context) -> Result<()> {
                     .unwrap_or_default(),
                 s.linear.lambda
             ),
+            "median of train".into(),
         ]);
     }
-    ctx.printer
-        .table(&["held-out", h_lut.as_str(), h_lin.as_str()], &rows)?;
+    ctx.printer.table(
+        &["held-out", h_lut.as_str(), h_lin.as_str(), "constant"],
+        &rows,
+    )?;
     let mut info = vec![
         vec!["predictor".into(), s.predictor.clone()],
         vec!["board".into(), s.board_fingerprint.clone()],

@@ -269,14 +269,19 @@ fn spliced_subnet_equals_its_parts_chained_in_ort() {
     assert!(diff < 1e-4, "whole vs chained parts: {diff}");
 }
 
-/// Issue 7's bar: ≥ 90 % of held-out spos-cifar subnets within ±10 %.
+/// Issue 7's bar: ≥ 90 % of held-out spos-cifar subnets within ±10 %, for the kept predictor
+/// (block table or ridge, whichever held out better), which must also rank better than FLOPs.
 #[test]
-#[ignore = "not reached on the shared, loaded 2-core dev machine (40 subnets: 50 % within ±10 %, tau-b ~0); \
-            each subnet also takes ~7 s to export there; run with --ignored on a quiet machine"]
+#[ignore = "reached here once (1000 subnets, 50 runs, load ~8: block table 94.8 %, ridge 94.4 %, \
+            see docs/benchmarks.md), but with 50 held-out subnets a loaded machine misses it about \
+            1 run in 10, and a constant predictor already gets 93 % on this narrow latency range; \
+            takes ~2 min; run with --ignored on a quiet machine"]
 fn local_predictor_for_spos_cifar_puts_90_percent_of_holdout_within_10_percent() {
     let t = TestDir::new();
-    let s = calibrate(&t, "spos-cifar", 80, 20);
-    // `holdout` is the kept predictor's (block table or ridge, lower held-out RMSPE).
+    let s = calibrate(&t, "spos-cifar", 200, 50);
+    // `holdout` is the kept predictor's (lower held-out RMSPE).
     let within = s["holdout"]["within_10pct"].as_f64().unwrap();
     assert!(within >= 0.9, "{s}");
+    let tau = s["holdout"]["kendall_tau_b"].as_f64().unwrap();
+    assert!(tau > s["flops_tau_b"].as_f64().unwrap(), "{s}");
 }
