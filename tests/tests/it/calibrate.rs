@@ -272,10 +272,11 @@ fn spliced_subnet_equals_its_parts_chained_in_ort() {
 /// Issue 7's bar: ≥ 90 % of held-out spos-cifar subnets within ±10 %, for the kept predictor
 /// (block table or ridge, whichever held out better), which must also rank better than FLOPs.
 #[test]
-#[ignore = "reached here once (1000 subnets, 50 runs, load ~8: block table 94.8 %, ridge 94.4 %, \
-            see docs/benchmarks.md), but with 50 held-out subnets a loaded machine misses it about \
-            1 run in 10, and a constant predictor already gets 93 % on this narrow latency range; \
-            takes ~2 min; run with --ignored on a quiet machine"]
+#[ignore = "measurement noise on the shared, loaded 2-core dev machine decides it: met once \
+            (1000 subnets, load ~8: block table 94.8 %), missed in a 200-subnet rerun (load ~5: \
+            72 %; the same subnets re-measured agree at tau-b 0.13 and 79.5 % within 10 %), and a \
+            constant predictor gets 86-93 % there (docs/benchmarks.md); takes ~2 min; run with \
+            --ignored on a quiet machine"]
 fn local_predictor_for_spos_cifar_puts_90_percent_of_holdout_within_10_percent() {
     let t = TestDir::new();
     let s = calibrate(&t, "spos-cifar", 200, 50);
