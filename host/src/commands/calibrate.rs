@@ -94,7 +94,7 @@ pub fn run(args: CalibrateArgs, ctx: &Context) -> Result<ExitStatus> {
     let space = Space::by_name(&args.space)?;
     let mut pool = open_pool(
         &args.boards,
-        &[args.board.clone()],
+        std::slice::from_ref(&args.board),
         args.agent.as_deref(),
         false,
     )?;

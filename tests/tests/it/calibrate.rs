@@ -25,6 +25,17 @@ fn local_boards(t: &TestDir, runs: usize) -> std::path::PathBuf {
 
 /// Runs `shiftnas --json calibrate` and returns its JSON summary.
 fn calibrate(t: &TestDir, space: &str, subnets: usize, runs: usize) -> serde_json::Value {
+    calibrate_with(t, space, subnets, runs, &[])
+}
+
+/// [`calibrate`] with extra arguments.
+fn calibrate_with(
+    t: &TestDir,
+    space: &str,
+    subnets: usize,
+    runs: usize,
+    extra: &[&str],
+) -> serde_json::Value {
     let boards = local_boards(t, runs);
     let out = Command::new(bin("shiftnas"))
         .args([
@@ -52,6 +63,7 @@ fn calibrate(t: &TestDir, space: &str, subnets: usize, runs: usize) -> serde_jso
         .arg(&boards)
         .arg("--agent")
         .arg(bin("shiftnas-agent"))
+        .args(extra)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -135,6 +147,23 @@ fn calibrate_writes_a_predictor_plot_and_csv_the_predictor_source_reads() {
         format!("{err:#}").contains("calibrated for space"),
         "{err:#}"
     );
+}
+
+#[test]
+fn without_a_block_table_only_the_ridge_is_fitted() {
+    let t = TestDir::new();
+    let s = calibrate_with(&t, "tiny", 8, 5, &["--no-block-table"]);
+    assert_eq!(s["chosen"], "linear", "{s}");
+    assert!(s["lut"].is_null() && s["block_table"].is_null(), "{s}");
+    assert_eq!(s["holdout"], s["linear"]["holdout"], "{s}");
+    let csv = std::fs::read_to_string(t.join("calibration.csv")).unwrap();
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(
+        (row[6], row[8]),
+        ("", ""),
+        "no table, no lut_ms or table_sum_ms"
+    );
+    assert!(row[7].parse::<f64>().is_ok(), "{csv}");
 }
 
 /// Runs a part's model in ONNX Runtime on `x` of its declared input shape; returns the output
