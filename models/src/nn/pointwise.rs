@@ -63,16 +63,16 @@ struct Mat {
 /// `dst (m×n, row-major) = [dst +] lhs (m×k) · rhs (k×n)`.
 ///
 /// # Safety
-/// `dst` must hold m·n values, and `lhs`/`rhs` must address m×k and k×n values inside live
+/// `dst` must address m·n writable values (initialised when `acc`; k ≥ 1 otherwise, so that
+/// every value gets written), and `lhs`/`rhs` must address m×k and k×n values inside live
 /// buffers with the given strides.
-unsafe fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], acc: bool, lhs: Mat, rhs: Mat) {
-    debug_assert!(dst.len() >= m * n);
+unsafe fn mm(m: usize, n: usize, k: usize, dst: *mut f32, acc: bool, lhs: Mat, rhs: Mat) {
     unsafe {
         gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             acc,
@@ -97,11 +97,11 @@ const BATCHED_BELOW: usize = 256;
 
 /// NCHW `[b, c, hw]` → channel-major `[c, b·hw]`.
 fn to_cols(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    for (n, image) in x.chunks_exact(c * hw).enumerate() {
-        for (ch, plane) in image.chunks_exact(hw).enumerate() {
-            let at = ch * b * hw + n * hw;
-            out[at..at + hw].copy_from_slice(plane);
+    let mut out = Vec::with_capacity(x.len());
+    for ch in 0..c {
+        for n in 0..b {
+            let at = (n * c + ch) * hw;
+            out.extend_from_slice(&x[at..at + hw]);
         }
     }
     out
@@ -109,14 +109,26 @@ fn to_cols(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<f32> {
 
 /// Channel-major `[c, b·hw]` → NCHW `[b, c, hw]`.
 fn from_cols(cols: &[f32], b: usize, c: usize, hw: usize) -> Vec<f32> {
-    let mut out = vec![0f32; cols.len()];
-    for (n, image) in out.chunks_exact_mut(c * hw).enumerate() {
-        for (ch, plane) in image.chunks_exact_mut(hw).enumerate() {
-            let at = ch * b * hw + n * hw;
-            plane.copy_from_slice(&cols[at..at + hw]);
+    let mut out = Vec::with_capacity(cols.len());
+    for n in 0..b {
+        for ch in 0..c {
+            let at = (ch * b + n) * hw;
+            out.extend_from_slice(&cols[at..at + hw]);
         }
     }
     out
+}
+
+/// A buffer of `len` values all written by `fill` (through a raw pointer: no zeroing pass).
+///
+/// # Safety
+/// `fill` must write every one of the `len` values.
+unsafe fn filled(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
+    let mut v = Vec::<f32>::with_capacity(len);
+    fill(v.as_mut_ptr());
+    // SAFETY: the caller guarantees `fill` initialised all `len` values.
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// Row-major view of an `r×c` buffer.
@@ -144,18 +156,22 @@ fn apply(a: Mat, m: usize, k: usize, x: &[f32], b: usize, hw: usize) -> Vec<f32>
     }
     if hw < BATCHED_BELOW {
         let xc = to_cols(x, b, k, hw);
-        let mut yc = vec![0f32; m * b * hw];
-        // SAFETY: yc is m×(b·hw); a is m×k; xc is k×(b·hw), all in bounds.
-        unsafe { mm(m, b * hw, k, &mut yc, false, a, rows(&xc, b * hw)) };
+        // SAFETY: the gemm writes all of yc (m×(b·hw), k ≥ 1); a is m×k; xc is k×(b·hw).
+        let yc = unsafe {
+            filled(m * b * hw, |yc| {
+                mm(m, b * hw, k, yc, false, a, rows(&xc, b * hw))
+            })
+        };
         return from_cols(&yc, b, m, hw);
     }
-    let mut out = vec![0f32; b * m * hw];
-    for (n, o) in out.chunks_mut(m * hw).enumerate() {
-        let xn = &x[n * k * hw..(n + 1) * k * hw];
-        // SAFETY: o is m×hw; a is m×k; image n of x is k×hw, all in bounds.
-        unsafe { mm(m, hw, k, o, false, a, rows(xn, hw)) };
-    }
-    out
+    let fill = |out: *mut f32| {
+        for (n, xn) in x.chunks_exact(k * hw).enumerate() {
+            // SAFETY: image n of the output is m×hw inside the b·m·hw buffer; a is m×k; xn k×hw.
+            unsafe { mm(m, hw, k, out.add(n * m * hw), false, a, rows(xn, hw)) };
+        }
+    };
+    // SAFETY: the b per-image gemms write every value (k ≥ 1).
+    unsafe { filled(b * m * hw, fill) }
 }
 
 /// Forward: (x `[b, cin, h, w]`, weight `[cout, cin, 1, 1]`) → `[b, cout, h, w]`.
@@ -251,7 +267,7 @@ impl CustomOp2 for GradWeight {
                     cout,
                     cin,
                     b * hw,
-                    &mut out,
+                    out.as_mut_ptr(),
                     false,
                     rows(&gc, b * hw),
                     transposed(&xc, b * hw),
@@ -267,7 +283,7 @@ impl CustomOp2 for GradWeight {
                         cout,
                         cin,
                         hw,
-                        &mut out,
+                        out.as_mut_ptr(),
                         n > 0,
                         rows(gn, hw),
                         transposed(xn, hw),
