@@ -127,12 +127,17 @@ impl Geom {
         self.s * self.s * self.block
     }
 
-    /// Position in the phase buffer of input pixel `(iy, ix)`.
-    #[inline]
-    fn at(&self, iy: usize, ix: usize) -> usize {
-        let p = self.k / 2;
-        let (py, px) = (iy + p, ix + p);
-        ((py % self.s) * self.s + px % self.s) * self.block + (py / self.s) * self.l + px / self.s
+    /// Input row `iy` as runs: for each column phase, the first input column in it and where that
+    /// column sits in the phase buffer; the run's later columns follow every `s` input columns
+    /// and at consecutive positions.
+    fn runs(&self, iy: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let (s, p) = (self.s, self.k / 2);
+        let py = iy + p;
+        (0..s).map(move |b| {
+            let ix0 = (b + s - p % s) % s;
+            let phase = (py % s) * s + b;
+            (ix0, phase * self.block + (py / s) * self.l + (ix0 + p) / s)
+        })
     }
 
     /// Writes plane `x` (`h×w`) into the zeroed phase buffer `buf`.
@@ -140,12 +145,10 @@ impl Geom {
         buf.clear();
         buf.resize(self.phases(), 0.0);
         for (iy, row) in x.chunks_exact(self.w).enumerate() {
-            if self.s == 1 {
-                let at = self.at(iy, 0);
-                buf[at..at + self.w].copy_from_slice(row);
-            } else {
-                for (ix, &v) in row.iter().enumerate() {
-                    buf[self.at(iy, ix)] = v;
+            for (ix0, at) in self.runs(iy) {
+                let src = row.get(ix0..).unwrap_or_default().iter().step_by(self.s);
+                for (d, &v) in buf[at..].iter_mut().zip(src) {
+                    *d = v;
                 }
             }
         }
@@ -154,12 +157,14 @@ impl Geom {
     /// Reads plane `x` (`h×w`) back out of the phase buffer `buf`.
     fn gather(&self, buf: &[f32], x: &mut [f32]) {
         for (iy, row) in x.chunks_exact_mut(self.w).enumerate() {
-            if self.s == 1 {
-                let at = self.at(iy, 0);
-                row.copy_from_slice(&buf[at..at + self.w]);
-            } else {
-                for (ix, v) in row.iter_mut().enumerate() {
-                    *v = buf[self.at(iy, ix)];
+            for (ix0, at) in self.runs(iy) {
+                let dst = row
+                    .get_mut(ix0..)
+                    .unwrap_or_default()
+                    .iter_mut()
+                    .step_by(self.s);
+                for (d, &v) in dst.zip(&buf[at..]) {
+                    *d = v;
                 }
             }
         }
