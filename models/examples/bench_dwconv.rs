@@ -1,8 +1,9 @@
 //! Times forward + backward of every depthwise conv shape of the `spos-cifar` preset at batch 64:
 //! our custom op against candle's native grouped `conv2d`.
 //!
-//! `cargo run --release -p shiftnas-models --example bench_dwconv [-- --batch N --space NAME]`
-//! prints a TSV table (channels, size, k, stride, ours_ms, candle_ms, speedup); times are medians.
+//! `cargo run --release -p shiftnas-models --example bench_dwconv [-- --batch N --space NAME
+//! --ours-only]` prints a TSV table (channels, size, k, stride, ours_ms, candle_ms, speedup); times
+//! are medians. `--ours-only` skips candle's (10–100× slower) grouped conv.
 //! `scripts/bench/dwconv.sh` runs it next to PyTorch.
 
 use std::collections::BTreeSet;
@@ -74,6 +75,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let ours_only = args.iter().any(|a| a == "--ours-only");
     let dev = Device::Cpu;
     println!("# space {space_name}, batch {batch}, fwd+bwd median ms");
     println!("channels\tsize\tk\tstride\tours_ms\tcandle_ms\tspeedup");
@@ -82,7 +84,11 @@ fn main() {
         let x = Var::randn(0f32, 1.0, (batch, c, size, size), &dev).unwrap();
         let w = Var::randn(0f32, 1.0, (c, 1, k, k), &dev).unwrap();
         let ours = time(&depthwise_conv2d, &x, &w, stride, 0.5);
-        let native = time(&native_depthwise_conv2d, &x, &w, stride, 0.5);
+        let native = if ours_only {
+            f64::NAN
+        } else {
+            time(&native_depthwise_conv2d, &x, &w, stride, 0.5)
+        };
         tot_ours += ours;
         tot_candle += native;
         println!(

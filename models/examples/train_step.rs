@@ -446,13 +446,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.threads > 0 {
-        // Before any pool exists: candle's CPU kernels read CANDLE_NUM_THREADS, rayon RAYON_NUM_THREADS.
-        // SAFETY: no other thread runs yet.
-        unsafe {
-            std::env::set_var("CANDLE_NUM_THREADS", args.threads.to_string());
+    // Before any pool exists: rayon (and candle's matmul) read RAYON_NUM_THREADS; then the same
+    // process settings as the `shiftnas` binary.
+    // SAFETY: no other thread runs yet.
+    unsafe {
+        if args.threads > 0 {
             std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
         }
+        shiftnas_models::cpu::configure();
     }
     let result = if args.check {
         check_against_cpu(&args).map(|ok| {

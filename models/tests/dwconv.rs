@@ -131,7 +131,7 @@ fn problems() -> Vec<DwConvProblem> {
     let mut seed = 1;
     for k in [3, 5, 7] {
         for s in [1, 2] {
-            for (h, w) in [(8, 8), (7, 7), (6, 9), (3, 2)] {
+            for (h, w) in [(8, 8), (7, 7), (6, 9), (3, 2), (2, 2), (1, 1)] {
                 out.push(DwConvProblem::new(2, 3, h, w, k, s, seed));
                 seed += 1;
             }

@@ -62,72 +62,149 @@ pub fn native_depthwise_conv2d(
     x.conv2d(weight, k / 2, stride, 1, c)
 }
 
-/// Geometry of one op application, read from the layouts.
-#[derive(Debug, Clone, Copy)]
+/// Geometry of one op application in the *polyphase padded* layout the CPU loops use.
+///
+/// The zero-padded plane (`h + 2p` × `w + 2p`, `p = k / 2`) is split into `s × s` phases by
+/// (row mod s, column mod s); phase `(a, b)` holds padded pixel `(a + s·r, b + s·c)` at `r·l + c`.
+/// Kernel tap `(ky, kx)` of output `(oy, ox)` then reads phase `(ky mod s, kx mod s)` at
+/// `(oy + ky / s)·l + ox + kx / s`: for every output on a flat grid of row width `l` that is one
+/// contiguous slice per tap, so each tap is a single long multiply-add the compiler vectorises,
+/// whatever the stride and however small the plane. Grid columns `ox ≥ ow` are scratch (never
+/// copied out; zero in gradients).
+#[derive(Debug, Clone)]
 struct Geom {
-    h: usize,
     w: usize,
     k: usize,
     s: usize,
     oh: usize,
     ow: usize,
-    /// `ox_range` for kx < `RANGES`, computed once (it sat in the inner loops' profile).
-    ranges: [(usize, usize); RANGES],
+    /// Row width of a phase and of the output grid.
+    l: usize,
+    /// Length of one phase block (rows·l plus slack for the scratch columns' over-reads).
+    block: usize,
+    /// Start in the phase buffer of each tap that can touch a real pixel, with its tap index.
+    taps: Vec<(usize, usize)>,
 }
-
-/// Kernel widths up to this have their column ranges precomputed.
-const RANGES: usize = 15;
 
 impl Geom {
     fn new(h: usize, w: usize, k: usize, s: usize) -> Geom {
-        let mut g = Geom {
-            h,
+        let p = k / 2;
+        let (oh, ow) = (dw_out_size(h, k, s), dw_out_size(w, k, s));
+        let rows = (h + 2 * p).div_ceil(s);
+        let l = (w + 2 * p).div_ceil(s);
+        let block = rows * l + k;
+        // A tap whose reads are all padding for every output contributes nothing: skip it
+        // (a 7×7 kernel on a 2×2 plane touches real pixels with 9 of its 49 taps).
+        let touches = |kk: usize, n: usize, on: usize| {
+            (0..on).any(|o| (o * s + kk).checked_sub(p).is_some_and(|i| i < n))
+        };
+        let mut taps = Vec::with_capacity(k * k);
+        for ky in (0..k).filter(|&ky| touches(ky, h, oh)) {
+            for kx in (0..k).filter(|&kx| touches(kx, w, ow)) {
+                let phase = (ky % s) * s + kx % s;
+                taps.push((phase * block + (ky / s) * l + kx / s, ky * k + kx));
+            }
+        }
+        Geom {
             w,
             k,
             s,
-            oh: dw_out_size(h, k, s),
-            ow: dw_out_size(w, k, s),
-            ranges: [(0, 0); RANGES],
-        };
-        for kx in 0..k.min(RANGES) {
-            g.ranges[kx] = g.compute_ox_range(kx);
-        }
-        g
-    }
-
-    /// Range of output columns `ox` whose input column `ox·s + kx − p` lies inside `[0, w)`.
-    #[inline]
-    fn ox_range(&self, kx: usize) -> (usize, usize) {
-        if kx < RANGES {
-            self.ranges[kx]
-        } else {
-            self.compute_ox_range(kx)
+            oh,
+            ow,
+            l,
+            block,
+            taps,
         }
     }
 
-    /// [`Geom::ox_range`] computed from scratch.
-    fn compute_ox_range(&self, kx: usize) -> (usize, usize) {
-        let p = (self.k / 2) as isize;
-        let s = self.s as isize;
-        let off = kx as isize - p;
-        // ox*s + off >= 0  ⇔  ox >= ceil(-off / s)
-        let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
-        // ox*s + off <= w - 1  ⇔  ox <= floor((w - 1 - off) / s)
-        let top = self.w as isize - 1 - off;
-        let hi = if top < 0 {
-            0
-        } else {
-            (top / s + 1).min(self.ow as isize)
-        };
-        (lo as usize, (hi.max(lo)) as usize)
+    /// Length of the output grid (`oh` rows of width `l`).
+    fn grid(&self) -> usize {
+        self.oh * self.l
     }
 
-    /// Input row of output row `oy` and kernel row `ky`, if inside the image.
-    #[inline]
-    fn in_row(&self, oy: usize, ky: usize) -> Option<usize> {
-        let iy = (oy * self.s + ky) as isize - (self.k / 2) as isize;
-        (iy >= 0 && (iy as usize) < self.h).then_some(iy as usize)
+    /// Length of the phase buffer.
+    fn phases(&self) -> usize {
+        self.s * self.s * self.block
     }
+
+    /// Input row `iy` as runs: for each column phase, the first input column in it and where that
+    /// column sits in the phase buffer; the run's later columns follow every `s` input columns
+    /// and at consecutive positions.
+    fn runs(&self, iy: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let (s, p) = (self.s, self.k / 2);
+        let py = iy + p;
+        (0..s).map(move |b| {
+            let ix0 = (b + s - p % s) % s;
+            let phase = (py % s) * s + b;
+            (ix0, phase * self.block + (py / s) * self.l + (ix0 + p) / s)
+        })
+    }
+
+    /// Writes plane `x` (`h×w`) into the zeroed phase buffer `buf`.
+    fn scatter(&self, x: &[f32], buf: &mut Vec<f32>) {
+        buf.clear();
+        buf.resize(self.phases(), 0.0);
+        for (iy, row) in x.chunks_exact(self.w).enumerate() {
+            for (ix0, at) in self.runs(iy) {
+                let src = row.get(ix0..).unwrap_or_default().iter().step_by(self.s);
+                for (d, &v) in buf[at..].iter_mut().zip(src) {
+                    *d = v;
+                }
+            }
+        }
+    }
+
+    /// Reads plane `x` (`h×w`) back out of the phase buffer `buf`.
+    fn gather(&self, buf: &[f32], x: &mut [f32]) {
+        for (iy, row) in x.chunks_exact_mut(self.w).enumerate() {
+            for (ix0, at) in self.runs(iy) {
+                let dst = row
+                    .get_mut(ix0..)
+                    .unwrap_or_default()
+                    .iter_mut()
+                    .step_by(self.s);
+                for (d, &v) in dst.zip(&buf[at..]) {
+                    *d = v;
+                }
+            }
+        }
+    }
+
+    /// Lays an `oh×ow` plane onto the zeroed output grid `buf`.
+    fn to_grid(&self, y: &[f32], buf: &mut Vec<f32>) {
+        buf.clear();
+        buf.resize(self.grid(), 0.0);
+        for (row, src) in buf.chunks_exact_mut(self.l).zip(y.chunks_exact(self.ow)) {
+            row[..self.ow].copy_from_slice(src);
+        }
+    }
+}
+
+/// `y += a · x` over equal-length slices (vectorised by the compiler).
+#[inline]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+/// `Σ x·y` with eight independent partial sums, so the compiler can vectorise the reduction.
+#[inline]
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail: f32 = xc
+        .remainder()
+        .iter()
+        .zip(yc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in xc.zip(yc) {
+        for i in 0..8 {
+            acc[i] += a[i] * b[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -140,94 +217,55 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core:
     }
 }
 
-fn fwd_plane(g: &Geom, x: &[f32], wk: &[f32], out: &mut [f32]) {
-    let (k, s, w, ow) = (g.k, g.s, g.w, g.ow);
-    let p = k / 2;
-    out.fill(0.0);
-    for oy in 0..g.oh {
-        let orow = &mut out[oy * ow..(oy + 1) * ow];
-        for ky in 0..k {
-            let Some(iy) = g.in_row(oy, ky) else { continue };
-            let xrow = &x[iy * w..(iy + 1) * w];
-            for kx in 0..k {
-                let wv = wk[ky * k + kx];
-                let (lo, hi) = g.ox_range(kx);
-                if lo >= hi {
-                    continue;
-                }
-                if s == 1 {
-                    let start = lo + kx - p;
-                    for (o, &xv) in orow[lo..hi].iter_mut().zip(&xrow[start..start + hi - lo]) {
-                        *o += wv * xv;
-                    }
-                } else {
-                    for (ox, o) in orow[lo..hi].iter_mut().enumerate() {
-                        *o += wv * xrow[(ox + lo) * s + kx - p];
-                    }
-                }
-            }
-        }
+/// Per-thread scratch: the phase buffer and the output grid.
+type Scratch = (Vec<f32>, Vec<f32>);
+
+#[inline(never)]
+fn fwd_plane(g: &Geom, x: &[f32], wk: &[f32], out: &mut [f32], (phases, grid): &mut Scratch) {
+    g.scatter(x, phases);
+    grid.clear();
+    grid.resize(g.grid(), 0.0);
+    let n = g.grid();
+    for &(at, t) in &g.taps {
+        axpy(grid, wk[t], &phases[at..at + n]);
+    }
+    for (dst, row) in out.chunks_exact_mut(g.ow).zip(grid.chunks_exact(g.l)) {
+        dst.copy_from_slice(&row[..g.ow]);
     }
 }
 
-fn grad_input_plane(g: &Geom, go: &[f32], wk: &[f32], gx: &mut [f32]) {
-    let (k, s, w, ow) = (g.k, g.s, g.w, g.ow);
-    let p = k / 2;
-    gx.fill(0.0);
-    for oy in 0..g.oh {
-        let grow = &go[oy * ow..(oy + 1) * ow];
-        for ky in 0..k {
-            let Some(iy) = g.in_row(oy, ky) else { continue };
-            let xrow = &mut gx[iy * w..(iy + 1) * w];
-            for kx in 0..k {
-                let wv = wk[ky * k + kx];
-                let (lo, hi) = g.ox_range(kx);
-                if lo >= hi {
-                    continue;
-                }
-                if s == 1 {
-                    let start = lo + kx - p;
-                    for (xv, &gv) in xrow[start..start + hi - lo].iter_mut().zip(&grow[lo..hi]) {
-                        *xv += wv * gv;
-                    }
-                } else {
-                    for (ox, &gv) in grow[lo..hi].iter().enumerate() {
-                        xrow[(ox + lo) * s + kx - p] += wv * gv;
-                    }
-                }
-            }
-        }
+#[inline(never)]
+fn grad_input_plane(
+    g: &Geom,
+    go: &[f32],
+    wk: &[f32],
+    gx: &mut [f32],
+    (phases, grid): &mut Scratch,
+) {
+    g.to_grid(go, grid);
+    phases.clear();
+    phases.resize(g.phases(), 0.0);
+    let n = g.grid();
+    for &(at, t) in &g.taps {
+        axpy(&mut phases[at..at + n], wk[t], grid);
     }
+    g.gather(phases, gx);
 }
 
-fn grad_weight_plane(g: &Geom, x: &[f32], go: &[f32], gw: &mut [f32]) {
-    let (k, s, w, ow) = (g.k, g.s, g.w, g.ow);
-    let p = k / 2;
+#[inline(never)]
+fn grad_weight_plane(
+    g: &Geom,
+    x: &[f32],
+    go: &[f32],
+    gw: &mut [f32],
+    (phases, grid): &mut Scratch,
+) {
+    g.scatter(x, phases);
+    g.to_grid(go, grid);
     gw.fill(0.0);
-    for oy in 0..g.oh {
-        let grow = &go[oy * ow..(oy + 1) * ow];
-        for ky in 0..k {
-            let Some(iy) = g.in_row(oy, ky) else { continue };
-            let xrow = &x[iy * w..(iy + 1) * w];
-            for kx in 0..k {
-                let (lo, hi) = g.ox_range(kx);
-                if lo >= hi {
-                    continue;
-                }
-                let mut acc = 0f32;
-                if s == 1 {
-                    let start = lo + kx - p;
-                    for (&xv, &gv) in xrow[start..start + hi - lo].iter().zip(&grow[lo..hi]) {
-                        acc += xv * gv;
-                    }
-                } else {
-                    for (ox, &gv) in grow[lo..hi].iter().enumerate() {
-                        acc += xrow[(ox + lo) * s + kx - p] * gv;
-                    }
-                }
-                gw[ky * k + kx] += acc;
-            }
-        }
+    let n = g.grid();
+    for &(at, t) in &g.taps {
+        gw[t] = dot(grid, &phases[at..at + n]);
     }
 }
 
@@ -267,17 +305,19 @@ impl CustomOp2 for DwConv {
         let kk = g.k * g.k;
         let mut out = vec![0f32; b * c * g.oh * g.ow];
         if !out.is_empty() {
-            out.par_chunks_mut(g.oh * g.ow)
-                .enumerate()
-                .for_each(|(i, o)| {
+            out.par_chunks_mut(g.oh * g.ow).enumerate().for_each_init(
+                Scratch::default,
+                |scratch, (i, o)| {
                     let ch = i % c;
                     fwd_plane(
                         &g,
                         &x[i * h * w..(i + 1) * h * w],
                         &wt[ch * kk..(ch + 1) * kk],
                         o,
+                        scratch,
                     )
-                });
+                },
+            );
         }
         Ok((CpuStorage::F32(out), Shape::from((b, c, g.oh, g.ow))))
     }
@@ -351,15 +391,19 @@ impl CustomOp2 for DwConvGradInput {
         let plane = g.oh * g.ow;
         let mut gx = vec![0f32; b * c * h * w];
         if !gx.is_empty() {
-            gx.par_chunks_mut(h * w).enumerate().for_each(|(i, o)| {
-                let ch = i % c;
-                grad_input_plane(
-                    &g,
-                    &go[i * plane..(i + 1) * plane],
-                    &wt[ch * kk..(ch + 1) * kk],
-                    o,
-                )
-            });
+            gx.par_chunks_mut(h * w).enumerate().for_each_init(
+                Scratch::default,
+                |scratch, (i, o)| {
+                    let ch = i % c;
+                    grad_input_plane(
+                        &g,
+                        &go[i * plane..(i + 1) * plane],
+                        &wt[ch * kk..(ch + 1) * kk],
+                        o,
+                        scratch,
+                    )
+                },
+            );
         }
         Ok((CpuStorage::F32(gx), Shape::from((b, c, h, w))))
     }
@@ -403,14 +447,18 @@ impl CustomOp2 for DwConvGradWeight {
         // One k×k partial sum per (batch, channel) plane, then a sum over the batch.
         let mut parts = vec![0f32; b * c * kk];
         if !parts.is_empty() {
-            parts.par_chunks_mut(kk).enumerate().for_each(|(i, gw)| {
-                grad_weight_plane(
-                    &g,
-                    &x[i * h * w..(i + 1) * h * w],
-                    &go[i * plane..(i + 1) * plane],
-                    gw,
-                )
-            });
+            parts.par_chunks_mut(kk).enumerate().for_each_init(
+                Scratch::default,
+                |scratch, (i, gw)| {
+                    grad_weight_plane(
+                        &g,
+                        &x[i * h * w..(i + 1) * h * w],
+                        &go[i * plane..(i + 1) * plane],
+                        gw,
+                        scratch,
+                    )
+                },
+            );
         }
         let mut gw = vec![0f32; c * kk];
         for n in 0..b {

@@ -4,8 +4,10 @@
 //! puts five nodes in the graph, and its backward copies the broadcast, transposed weight per
 //! image and reduces a `[b, cout, cin]` weight gradient over the batch with a strided sum — more
 //! time than the gemms. [`pointwise_conv2d`] is one node; forward and both gradients call the
-//! `gemm` crate (the one candle uses) per image on the NCHW buffers, the weight gradient
-//! accumulating in place across the batch.
+//! `gemm` crate (the one candle uses) on the NCHW buffers: per image for large planes (the weight
+//! gradient accumulating in place across the batch), and for small planes (late stages: 2×2 to
+//! 8×8 pixels) as one gemm over the whole batch on a `[channels, batch·pixels]` copy, because a
+//! gemm only 4–64 columns wide runs far below peak and does not parallelise.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use gemm::{Parallelism, gemm};
@@ -61,16 +63,16 @@ struct Mat {
 /// `dst (m×n, row-major) = [dst +] lhs (m×k) · rhs (k×n)`.
 ///
 /// # Safety
-/// `dst` must hold m·n values, and `lhs`/`rhs` must address m×k and k×n values inside live
+/// `dst` must address m·n writable values (initialised when `acc`; k ≥ 1 otherwise, so that
+/// every value gets written), and `lhs`/`rhs` must address m×k and k×n values inside live
 /// buffers with the given strides.
-unsafe fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], acc: bool, lhs: Mat, rhs: Mat) {
-    debug_assert!(dst.len() >= m * n);
+unsafe fn mm(m: usize, n: usize, k: usize, dst: *mut f32, acc: bool, lhs: Mat, rhs: Mat) {
     unsafe {
         gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             acc,
@@ -88,6 +90,88 @@ unsafe fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], acc: bool, lhs: Mat,
             parallelism(),
         )
     }
+}
+
+/// Planes with fewer pixels than this go through one batch-wide gemm (see the module doc).
+const BATCHED_BELOW: usize = 256;
+
+/// NCHW `[b, c, hw]` → channel-major `[c, b·hw]`.
+fn to_cols(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    for ch in 0..c {
+        for n in 0..b {
+            let at = (n * c + ch) * hw;
+            out.extend_from_slice(&x[at..at + hw]);
+        }
+    }
+    out
+}
+
+/// Channel-major `[c, b·hw]` → NCHW `[b, c, hw]`.
+fn from_cols(cols: &[f32], b: usize, c: usize, hw: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(cols.len());
+    for n in 0..b {
+        for ch in 0..c {
+            let at = (ch * b + n) * hw;
+            out.extend_from_slice(&cols[at..at + hw]);
+        }
+    }
+    out
+}
+
+/// A buffer of `len` values all written by `fill` (through a raw pointer: no zeroing pass).
+///
+/// # Safety
+/// `fill` must write every one of the `len` values.
+unsafe fn filled(len: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
+    let mut v = Vec::<f32>::with_capacity(len);
+    fill(v.as_mut_ptr());
+    // SAFETY: the caller guarantees `fill` initialised all `len` values.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// Row-major view of an `r×c` buffer.
+fn rows(m: &[f32], c: usize) -> Mat {
+    Mat {
+        ptr: m.as_ptr(),
+        rs: c as isize,
+        cs: 1,
+    }
+}
+
+/// Transposed view of a row-major `r×c` buffer (a `c×r` matrix).
+fn transposed(m: &[f32], c: usize) -> Mat {
+    Mat {
+        ptr: m.as_ptr(),
+        rs: 1,
+        cs: c as isize,
+    }
+}
+
+/// `a (m×k) · x` for NCHW `x` `[b, k, hw]` → NCHW `[b, m, hw]`, `a` given as a view.
+fn apply(a: Mat, m: usize, k: usize, x: &[f32], b: usize, hw: usize) -> Vec<f32> {
+    if hw == 0 || k == 0 || b == 0 {
+        return vec![0f32; b * m * hw];
+    }
+    if hw < BATCHED_BELOW {
+        let xc = to_cols(x, b, k, hw);
+        // SAFETY: the gemm writes all of yc (m×(b·hw), k ≥ 1); a is m×k; xc is k×(b·hw).
+        let yc = unsafe {
+            filled(m * b * hw, |yc| {
+                mm(m, b * hw, k, yc, false, a, rows(&xc, b * hw))
+            })
+        };
+        return from_cols(&yc, b, m, hw);
+    }
+    let fill = |out: *mut f32| {
+        for (n, xn) in x.chunks_exact(k * hw).enumerate() {
+            // SAFETY: image n of the output is m×hw inside the b·m·hw buffer; a is m×k; xn k×hw.
+            unsafe { mm(m, hw, k, out.add(n * m * hw), false, a, rows(xn, hw)) };
+        }
+    };
+    // SAFETY: the b per-image gemms write every value (k ≥ 1).
+    unsafe { filled(b * m * hw, fill) }
 }
 
 /// Forward: (x `[b, cin, h, w]`, weight `[cout, cin, 1, 1]`) → `[b, cout, h, w]`.
@@ -110,23 +194,7 @@ impl CustomOp2 for Pointwise {
         let hw = h * w;
         let x = slice(s1, l1, "input")?;
         let wt = slice(s2, l2, "weight")?;
-        let mut out = vec![0f32; b * cout * hw];
-        if hw > 0 && cin > 0 {
-            let wm = Mat {
-                ptr: wt.as_ptr(),
-                rs: cin as isize,
-                cs: 1,
-            };
-            for (n, o) in out.chunks_mut(cout * hw).enumerate() {
-                let xm = Mat {
-                    ptr: x[n * cin * hw..].as_ptr(),
-                    rs: hw as isize,
-                    cs: 1,
-                };
-                // SAFETY: o is cout×hw; wt is cout×cin; image n of x is cin×hw, all in bounds.
-                unsafe { mm(cout, hw, cin, o, false, wm, xm) };
-            }
-        }
+        let out = apply(rows(wt, cin), cout, cin, x, b, hw);
         Ok((CpuStorage::F32(out), Shape::from((b, cout, h, w))))
     }
 
@@ -164,24 +232,8 @@ impl CustomOp2 for GradInput {
         let hw = h * w;
         let g = slice(s1, l1, "output gradient")?;
         let wt = slice(s2, l2, "weight")?;
-        let mut out = vec![0f32; b * cin * hw];
-        if hw > 0 && cout > 0 {
-            // wᵀ (cin×cout): element (i, j) = w[j·cin + i].
-            let wm = Mat {
-                ptr: wt.as_ptr(),
-                rs: 1,
-                cs: cin as isize,
-            };
-            for (n, o) in out.chunks_mut(cin * hw).enumerate() {
-                let gm = Mat {
-                    ptr: g[n * cout * hw..].as_ptr(),
-                    rs: hw as isize,
-                    cs: 1,
-                };
-                // SAFETY: o is cin×hw; wᵀ is cin×cout; image n of g is cout×hw.
-                unsafe { mm(cin, hw, cout, o, false, wm, gm) };
-            }
-        }
+        // wᵀ (cin×cout) · g per image.
+        let out = apply(transposed(wt, cin), cin, cout, g, b, hw);
         Ok((CpuStorage::F32(out), Shape::from((b, cin, h, w))))
     }
 }
@@ -207,21 +259,36 @@ impl CustomOp2 for GradWeight {
         let x = slice(s1, l1, "input")?;
         let g = slice(s2, l2, "output gradient")?;
         let mut out = vec![0f32; cout * cin];
-        if hw > 0 {
+        if hw > 0 && b > 0 && hw < BATCHED_BELOW {
+            let (gc, xc) = (to_cols(g, b, cout, hw), to_cols(x, b, cin, hw));
+            // SAFETY: out is cout×cin; gc is cout×(b·hw); xcᵀ is (b·hw)×cin.
+            unsafe {
+                mm(
+                    cout,
+                    cin,
+                    b * hw,
+                    out.as_mut_ptr(),
+                    false,
+                    rows(&gc, b * hw),
+                    transposed(&xc, b * hw),
+                )
+            };
+        } else if hw > 0 {
             for n in 0..b {
-                let gm = Mat {
-                    ptr: g[n * cout * hw..].as_ptr(),
-                    rs: hw as isize,
-                    cs: 1,
+                let gn = &g[n * cout * hw..(n + 1) * cout * hw];
+                let xn = &x[n * cin * hw..(n + 1) * cin * hw];
+                // SAFETY: out is cout×cin; image n of g is cout×hw, xₙᵀ is hw×cin.
+                unsafe {
+                    mm(
+                        cout,
+                        cin,
+                        hw,
+                        out.as_mut_ptr(),
+                        n > 0,
+                        rows(gn, hw),
+                        transposed(xn, hw),
+                    )
                 };
-                // xᵀ (hw×cin): element (p, i) = x[i·hw + p].
-                let xm = Mat {
-                    ptr: x[n * cin * hw..].as_ptr(),
-                    rs: 1,
-                    cs: hw as isize,
-                };
-                // SAFETY: out is cout×cin; image n of g is cout×hw, of x cin×hw.
-                unsafe { mm(cout, cin, hw, &mut out, n > 0, gm, xm) };
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((cout, cin, 1, 1))))

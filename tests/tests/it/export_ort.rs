@@ -16,11 +16,14 @@ use shiftnas_models::onnx::{self, ExportOptions, SplitStyle};
 use shiftnas_models::subnet::Subnet;
 use shiftnas_models::{Arch, Space};
 
-/// Max |ORT − candle| on logits of magnitude ~1–3. Measured: below 1e-4 for `tiny`, `spos-imagenet`
-/// and most `spos-cifar` archs, but up to 2.1e-4 for `spos-cifar` all-Xception (BN folded with
-/// measured means makes `W'x + b'` a difference of larger numbers, and ORT sums in another order).
-/// The brief asked for 1e-4; this is 5e-4 until the cause is pinned down (see docs/export.md).
-const TOLERANCE: f32 = 5e-4;
+/// Max |ORT − candle| on logits of magnitude ~1–3 (the bound). Measured well below it for
+/// every preset and arch here (docs/export.md): `Subnet::random` draws BN β > 0, which keeps the
+/// random nets well conditioned in f32 (its doc comment says why).
+const TOLERANCE: f32 = 1e-4;
+
+/// The largest |logit| must be at least this, so that [`TOLERANCE`] is small relative to the
+/// logits and not a bound any near-zero output would meet.
+const MIN_LOGIT_SCALE: f32 = 0.3;
 
 /// The ONNX Runtime environment, loaded once from `ORT_DYLIB_PATH`.
 pub(crate) fn environment() -> &'static Environment {
@@ -90,10 +93,22 @@ fn max_diff(space: &Space, arch: &str, options: &ExportOptions, batch: usize, se
     );
     let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(scale < 100.0, "{} {arch}: logits up to {scale}", space.name);
-    got.iter()
+    assert!(
+        scale >= MIN_LOGIT_SCALE,
+        "{} {arch}: logits only up to {scale}, too small for an absolute tolerance of {TOLERANCE}",
+        space.name
+    );
+    let d = got
+        .iter()
         .zip(&reference)
         .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+        .fold(0.0, f32::max);
+    // Shown with --nocapture: the margins recorded in docs/export.md.
+    eprintln!(
+        "{} {arch} batch {batch}: max |ORT - candle| {d:.2e}, max |logit| {scale:.2}",
+        space.name
+    );
+    d
 }
 
 /// All-k3, all-k5, all-k7, all-Xception and two mixed archs: every choice at every stride.
