@@ -5,14 +5,14 @@
 //! it. stdout carries nothing but response lines. Models live in memory, keyed by SHA-256; nothing
 //! is written to disk, so the agent touches no file outside its work dir.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, Write};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use shiftnas_protocol::{
-    PROTOCOL_VERSION, Request, Response, check_version, decode_line, encode_line,
+    MAX_LOADED_MODELS, PROTOCOL_VERSION, Request, Response, check_version, decode_line, encode_line,
 };
 
 use crate::bench::{self, BenchEnv};
@@ -21,11 +21,35 @@ use crate::runtime::{self, Backend, BackendChoice, SessionOptions};
 /// Largest model accepted inline (base64 text), to refuse a runaway line early.
 pub const MAX_MODEL_BYTES: usize = 512 << 20;
 
+/// The models of a session by SHA-256, at most [`MAX_LOADED_MODELS`], oldest load evicted first.
+#[derive(Default)]
+struct Models {
+    bytes: HashMap<String, Vec<u8>>,
+    order: VecDeque<String>,
+}
+
+impl Models {
+    fn get(&self, sha256: &str) -> Option<&[u8]> {
+        self.bytes.get(sha256).map(Vec::as_slice)
+    }
+
+    fn insert(&mut self, sha256: String, model: Vec<u8>) {
+        if self.bytes.insert(sha256.clone(), model).is_none() {
+            self.order.push_back(sha256);
+        }
+        while self.order.len() > MAX_LOADED_MODELS {
+            if let Some(old) = self.order.pop_front() {
+                self.bytes.remove(&old);
+            }
+        }
+    }
+}
+
 /// State of one serve session.
 pub struct Server {
     choice: BackendChoice,
     backend: Option<Box<dyn Backend>>,
-    models: HashMap<String, Vec<u8>>,
+    models: Models,
     greeted: bool,
     env: BenchEnv,
 }
@@ -36,7 +60,7 @@ impl Server {
         Server {
             choice,
             backend: None,
-            models: HashMap::new(),
+            models: Models::default(),
             greeted: false,
             env,
         }
@@ -50,7 +74,7 @@ impl Server {
     }
 
     fn model(&self, sha256: &str) -> Result<&[u8]> {
-        self.models.get(sha256).map(Vec::as_slice).with_context(|| {
+        self.models.get(sha256).with_context(|| {
             format!(
                 "no model with sha256 {sha256} is loaded in this session; send a load request first"
             )
@@ -127,7 +151,7 @@ impl Server {
                 self.backend()?;
                 let (backend, model) = (
                     self.backend.as_deref().expect("loaded above"),
-                    &self.models[&sha],
+                    self.models.get(&sha).expect("checked above"),
                 );
                 Ok(Response::Bench(bench::measure(
                     backend, model, &sha, &spec, &self.env,
@@ -139,7 +163,7 @@ impl Server {
                 self.backend()?;
                 let (backend, model) = (
                     self.backend.as_deref().expect("loaded above"),
-                    &self.models[&sha],
+                    self.models.get(&sha).expect("checked above"),
                 );
                 let mut m = backend.open(model, SessionOptions::default())?;
                 anyhow::ensure!(
@@ -207,6 +231,21 @@ mod tests {
             .lines()
             .map(|l| decode_line(l).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_session_keeps_the_newest_loads_only() {
+        let mut m = Models::default();
+        for i in 0..MAX_LOADED_MODELS + 3 {
+            m.insert(format!("{i:064}"), vec![i as u8]);
+        }
+        m.insert(format!("{:064}", MAX_LOADED_MODELS + 2), vec![0]); // a reload adds nothing
+        assert_eq!(
+            (m.bytes.len(), m.order.len()),
+            (MAX_LOADED_MODELS, MAX_LOADED_MODELS)
+        );
+        assert!((0..3).all(|i| m.get(&format!("{i:064}")).is_none()));
+        assert_eq!(m.get(&format!("{:064}", 3)), Some(&[3u8][..]));
     }
 
     #[test]

@@ -56,6 +56,11 @@ use serde::{Deserialize, Serialize};
 /// Version of this wire format; bump it on any incompatible change to the messages below.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Models one agent session keeps loaded. Both sides evict the oldest load beyond it (the agent
+/// frees its bytes; the host sends that model again when it next needs it), so a long search
+/// neither fills a small board's memory nor asks for a model the agent dropped.
+pub const MAX_LOADED_MODELS: usize = 64;
+
 /// A message from the host to the agent (one JSON line, tagged by `"type"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use shiftnas_protocol::{
-    BenchReport, BenchSpec, BoardInfo, PROTOCOL_VERSION, Request, Response, check_version,
-    decode_line, encode_line,
+    BenchReport, BenchSpec, BoardInfo, MAX_LOADED_MODELS, PROTOCOL_VERSION, Request, Response,
+    check_version, decode_line, encode_line,
 };
 
 use super::config::{BoardConfig, parse_cores};
@@ -106,9 +106,6 @@ pub struct AgentSession {
     loaded: VecDeque<String>,
 }
 
-/// Models kept loaded per session (the agent keeps one ORT session per model).
-const LOADED_KEEP: usize = 64;
-
 impl AgentSession {
     /// Opens a session and does the hello/version exchange.
     ///
@@ -198,7 +195,7 @@ impl AgentSession {
         })?;
         match r {
             Response::Loaded { .. } => {
-                if self.loaded.len() >= LOADED_KEEP {
+                if self.loaded.len() >= MAX_LOADED_MODELS {
                     self.loaded.pop_front();
                 }
                 self.loaded.push_back(sha256.to_string());
