@@ -18,8 +18,8 @@ pub fn dw_out_size(n: usize, k: usize, stride: usize) -> usize {
 /// Depthwise conv: `x` `[b, c, h, w]`, `weight` `[c, 1, k, k]` (k odd), padding `k / 2`, `stride`
 /// 1 or 2 → `[b, c, h', w']` with `h' = (h + 2·(k/2) − k) / stride + 1`.
 ///
-/// On CPU with f32 it uses the custom op (gradients for both inputs); on CUDA the shift-and-add
-/// composition of `dw_shift` (or the op's CUDA kernels with `SHIFTNAS_CUDA_DWCONV=kernel`);
+/// On CPU with f32 it uses the custom op (gradients for both inputs); on CUDA the op's NVRTC
+/// kernels (or the shift-and-add composition of `dw_shift` with `SHIFTNAS_CUDA_DWCONV=shift`);
 /// otherwise candle's grouped `conv2d`.
 pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
     let (_, c, _, _) = x.dims4()?;
@@ -36,14 +36,14 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize) -> candle_co
         x.contiguous()?
             .apply_op2(&weight.contiguous()?, DwConv { k, stride })
     } else if x.device().is_cuda() {
-        // CUDA default: k² whole-tensor multiply-adds (see `dw_shift`), not C tiny grouped convs.
+        // CUDA with SHIFTNAS_CUDA_DWCONV=shift: k² whole-tensor multiply-adds (see `dw_shift`).
         super::dw_shift::shift_add_depthwise_conv2d(x, weight, stride)
     } else {
         native_depthwise_conv2d(x, weight, stride)
     }
 }
 
-/// Whether CUDA tensors use the op's own kernels (`SHIFTNAS_CUDA_DWCONV=kernel`, see `dw_cuda`).
+/// Whether CUDA tensors use the op's own kernels (unless `SHIFTNAS_CUDA_DWCONV=shift`, see `dw_cuda`).
 fn cuda_kernels_enabled() -> bool {
     #[cfg(feature = "cuda")]
     return super::dw_cuda::kernels_enabled();
