@@ -10,6 +10,11 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu::contiguous_f32;
+
+/// Names the op in errors.
+const OP: &str = "depthwise conv";
+
 /// Output height/width of a `k`×`k` conv with padding `k / 2` and `stride` over `n` pixels.
 pub fn dw_out_size(n: usize, k: usize, stride: usize) -> usize {
     (n + 2 * (k / 2) - k) / stride + 1
@@ -207,16 +212,6 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => {
-            candle_core::bail!("depthwise conv: {what} must be contiguous (call .contiguous())")
-        }
-    }
-}
-
 /// Per-thread scratch: the phase buffer and the output grid.
 type Scratch = (Vec<f32>, Vec<f32>);
 
@@ -300,8 +295,8 @@ impl CustomOp2 for DwConv {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l1.shape().dims4()?;
         let g = Geom::new(h, w, self.k, self.stride);
-        let x = contiguous_f32(s1, l1, "input")?;
-        let wt = contiguous_f32(s2, l2, "weight")?;
+        let x = contiguous_f32(s1, l1, OP, "input")?;
+        let wt = contiguous_f32(s2, l2, OP, "weight")?;
         let kk = g.k * g.k;
         let mut out = vec![0f32; b * c * g.oh * g.ow];
         if !out.is_empty() {
@@ -385,8 +380,8 @@ impl CustomOp2 for DwConvGradInput {
         let (b, c, _, _) = l1.shape().dims4()?;
         let (h, w) = (self.h, self.w);
         let g = Geom::new(h, w, self.k, self.stride);
-        let go = contiguous_f32(s1, l1, "output gradient")?;
-        let wt = contiguous_f32(s2, l2, "weight")?;
+        let go = contiguous_f32(s1, l1, OP, "output gradient")?;
+        let wt = contiguous_f32(s2, l2, OP, "weight")?;
         let kk = g.k * g.k;
         let plane = g.oh * g.ow;
         let mut gx = vec![0f32; b * c * h * w];
@@ -440,8 +435,8 @@ impl CustomOp2 for DwConvGradWeight {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l1.shape().dims4()?;
         let g = Geom::new(h, w, self.k, self.stride);
-        let x = contiguous_f32(s1, l1, "input")?;
-        let go = contiguous_f32(s2, l2, "output gradient")?;
+        let x = contiguous_f32(s1, l1, OP, "input")?;
+        let go = contiguous_f32(s2, l2, OP, "output gradient")?;
         let kk = g.k * g.k;
         let plane = g.oh * g.ow;
         // One k×k partial sum per (batch, channel) plane, then a sum over the batch.
