@@ -31,10 +31,12 @@ const USAGE: &str = "usage: train_step [--space NAME] [--arch DIGITS] [--batch N
 [--steps N] [--eval-steps N] [--warmup N] [--threads N] [--compute cpu|cuda:N] [--lr F] [--seed N] \
 [--no-train] [--no-eval] [--json] [--check-against-cpu]";
 
-/// Relative L2 difference allowed between CUDA and CPU results (see `check_against_cpu`).
+/// Relative L2 difference allowed between CUDA and CPU outputs and loss (see `check_against_cpu`).
 const TOL_OUTPUT: f64 = 1e-3;
-/// The same for each gradient tensor (small gradients cancel more, so a looser bound).
-const TOL_GRAD: f64 = 1e-2;
+/// The same for all gradients together: f32 itself is 0.2–5 % from f64 on these tiny batches.
+const TOL_GRAD_ALL: f64 = 0.15;
+/// The same for the worst single gradient tensor.
+const TOL_GRAD: f64 = 0.3;
 
 /// Command-line settings.
 #[derive(Debug, Clone)]
@@ -370,7 +372,11 @@ fn compare(space: &Space, arch: &Arch, batch: usize, seed: u64, gpu: &Device) ->
         all_c.extend(c);
         all_g.extend(g);
     }
-    rows.push(("gradients (all)".into(), rel_l2(&all_g, &all_c), TOL_OUTPUT));
+    rows.push((
+        "gradients (all)".into(),
+        rel_l2(&all_g, &all_c),
+        TOL_GRAD_ALL,
+    ));
     rows.push((format!("worst gradient {}", worst.0), worst.1, TOL_GRAD));
     Ok(rows)
 }
@@ -380,9 +386,13 @@ fn compare(space: &Space, arch: &Arch, batch: usize, seed: u64, gpu: &Device) ->
 /// Tolerance: both sides compute in f32 (candle's CUDA gemm keeps full f32 unless reduced precision
 /// is switched on, and it is not here). Summation order differs (cuBLAS vs CPU gemm, reductions),
 /// which gives ~1e-6 relative error per layer; through ~60 conv+BN layers with batch statistics it
-/// grows to 1e-5..1e-4. 1e-3 (outputs, all gradients together) leaves margin for that while any
-/// real error — wrong stride, padding, layout, a missing gradient — is O(1). Single small gradient
-/// tensors suffer more cancellation, hence 1e-2 for the worst one.
+/// grows to 1e-5..1e-4 on outputs: 1e-3 leaves margin, while any real error — wrong stride,
+/// padding, layout, a missing gradient — is O(1). Gradients are far worse conditioned: train-mode
+/// BN at batch 4–8 makes them differences of nearly equal terms, and on the CPU alone f32 is
+/// 0.2–5 % (relative L2) from an f64 evaluation, two correct f32 implementations 0.4–11 % apart
+/// (`examples/grad_conditioning.rs`, docs/cuda.md) — the size of the CUDA-vs-CPU gaps first seen
+/// on an H200. Hence 15 % for all gradients together and 30 % for the worst tensor: still far
+/// below the O(1) of a wiring bug.
 fn check_against_cpu(args: &Args) -> BoxResult<bool> {
     let space = Space::by_name(&args.space)?;
     let gpu = device(&args.compute)?;

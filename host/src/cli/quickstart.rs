@@ -14,7 +14,7 @@ pub struct QuickstartArgs {
     #[arg(long, default_value = "runs/quickstart")]
     pub out: PathBuf,
     /// Supernet training steps (uniform single-path sampling, `tiny` space).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 2000)]
     pub steps: u64,
     /// Training batch size.
     #[arg(long, default_value_t = 64)]

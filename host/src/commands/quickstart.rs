@@ -280,6 +280,6 @@ mod tests {
     fn every_default_parses() {
         let a = flags::<QuickstartArgs>(vec![]).unwrap();
         assert_eq!(a.latency.to_string(), "board:local");
-        assert_eq!((a.pop, a.gens, a.steps), (12, 4, 1000));
+        assert_eq!((a.pop, a.gens, a.steps), (12, 4, 2000));
     }
 }

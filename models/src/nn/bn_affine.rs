@@ -14,6 +14,11 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu::{contiguous_f32, planes, sum8};
+
+/// Names the op in errors.
+const OP: &str = "fused affine batch norm";
+
 use super::bn::{BN_EPS, BatchNorm};
 use super::bn_op::bn_train;
 
@@ -33,19 +38,6 @@ struct BnAffineTrain {
     saved: Arc<Mutex<Option<Saved>>>,
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("fused affine batch norm: {what} must be contiguous"),
-    }
-}
-
-/// The planes of channel `ch` over the batch: `x[(i·c + ch)·hw ..][..hw]`.
-fn planes(x: &[f32], b: usize, c: usize, ch: usize, hw: usize) -> impl Iterator<Item = &[f32]> {
-    (0..b).map(move |i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw])
-}
-
 impl CustomOp3 for BnAffineTrain {
     fn name(&self) -> &'static str {
         "shiftnas-bn-affine-train"
@@ -61,9 +53,9 @@ impl CustomOp3 for BnAffineTrain {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l1.shape().dims4()?;
-        let x = slice(s1, l1, "input")?;
-        let gamma = slice(s2, l2, "γ")?;
-        let beta = slice(s3, l3, "β")?;
+        let x = contiguous_f32(s1, l1, OP, "input")?;
+        let gamma = contiguous_f32(s2, l2, OP, "γ")?;
+        let beta = contiguous_f32(s3, l3, OP, "β")?;
         if gamma.len() != c || beta.len() != c {
             candle_core::bail!(
                 "fused affine batch norm over {c} channels got γ of {} and β of {}",
@@ -76,12 +68,11 @@ impl CustomOp3 for BnAffineTrain {
         let stats: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let sum: f64 = planes(x, b, c, ch, hw)
-                    .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
-                    .sum();
+                let sum: f64 = planes(x, b, c, ch, hw).map(|p| sum8(p, |v| v)).sum();
                 let mean = sum / n;
+                let m = mean as f32;
                 let ss: f64 = planes(x, b, c, ch, hw)
-                    .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                    .map(|p| sum8(p, |v| (v - m) * (v - m)))
                     .sum();
                 (mean, ss / n)
             })

@@ -13,6 +13,11 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu::{contiguous_f32, planes, sum8, sum8_pair};
+
+/// Names the op in errors.
+const OP: &str = "fused batch norm";
+
 /// Per-channel batch statistics of one [`bn_train`] call.
 #[derive(Debug, Clone)]
 struct Saved {
@@ -29,56 +34,6 @@ struct BnTrain {
     saved: Arc<Mutex<Option<Saved>>>,
 }
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("fused batch norm: {what} must be contiguous"),
-    }
-}
-
-/// Runs `f(channel, plane_index_in_batch_order...)`: for channel `ch`, the planes of all `b`
-/// images are `x[(n·c + ch)·hw ..][..hw]`.
-fn planes(x: &[f32], n: usize, c: usize, ch: usize, hw: usize) -> impl Iterator<Item = &[f32]> {
-    (0..n).map(move |i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw])
-}
-
-/// `Σ f(x)` with eight f32 partial sums (so the compiler vectorises it), returned in f64.
-#[inline]
-fn sum8(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    let mut acc = [0f32; 8];
-    let chunks = xs.chunks_exact(8);
-    let tail: f64 = chunks.remainder().iter().map(|&v| f64::from(f(v))).sum();
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] += f(c[i]);
-        }
-    }
-    acc.iter().map(|&a| f64::from(a)).sum::<f64>() + tail
-}
-
-/// Two sums `Σ f(x, g)` over paired slices, the same way as [`sum8`].
-#[inline]
-fn sum8_pair(xs: &[f32], gs: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64) {
-    let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
-    let (xc, gc) = (xs.chunks_exact(8), gs.chunks_exact(8));
-    let (mut ta, mut tb) = (0f64, 0f64);
-    for (&x, &g) in xc.remainder().iter().zip(gc.remainder()) {
-        let (u, v) = f(x, g);
-        ta += f64::from(u);
-        tb += f64::from(v);
-    }
-    for (x, g) in xc.zip(gc) {
-        for i in 0..8 {
-            let (u, v) = f(x[i], g[i]);
-            a[i] += u;
-            b[i] += v;
-        }
-    }
-    let total = |l: [f32; 8]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
-    (total(a) + ta, total(b) + tb)
-}
-
 impl CustomOp1 for BnTrain {
     fn name(&self) -> &'static str {
         "shiftnas-bn-train"
@@ -86,7 +41,7 @@ impl CustomOp1 for BnTrain {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l.shape().dims4()?;
-        let x = contiguous(s, l, "input")?;
+        let x = contiguous_f32(s, l, OP, "input")?;
         let hw = h * w;
         let n = (b * hw) as f64;
         // Per channel (mean, var) in f64: two passes over the channel's planes (shifted sums would
@@ -177,8 +132,8 @@ impl CustomOp2 for BnTrainGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l1.shape().dims4()?;
-        let x = contiguous(s1, l1, "input")?;
-        let g = contiguous(s2, l2, "output gradient")?;
+        let x = contiguous_f32(s1, l1, OP, "input")?;
+        let g = contiguous_f32(s2, l2, OP, "output gradient")?;
         let hw = h * w;
         let n = (b * hw) as f64;
         let (mean, invstd) = (&self.saved.mean, &self.saved.invstd);
@@ -295,7 +250,7 @@ impl CustomOp1 for BnEval {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (_, c, h, w) = l.shape().dims4()?;
-        let x = contiguous(s, l, "input")?;
+        let x = contiguous_f32(s, l, OP, "input")?;
         let hw = h * w;
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(hw.max(1))

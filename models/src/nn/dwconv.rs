@@ -10,6 +10,11 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu::contiguous_f32;
+
+/// Names the op in errors.
+const OP: &str = "depthwise conv";
+
 /// Output height/width of a `k`×`k` conv with padding `k / 2` and `stride` over `n` pixels.
 pub fn dw_out_size(n: usize, k: usize, stride: usize) -> usize {
     (n + 2 * (k / 2) - k) / stride + 1
@@ -18,8 +23,8 @@ pub fn dw_out_size(n: usize, k: usize, stride: usize) -> usize {
 /// Depthwise conv: `x` `[b, c, h, w]`, `weight` `[c, 1, k, k]` (k odd), padding `k / 2`, `stride`
 /// 1 or 2 → `[b, c, h', w']` with `h' = (h + 2·(k/2) − k) / stride + 1`.
 ///
-/// On CPU with f32 it uses the custom op (gradients for both inputs); on CUDA the shift-and-add
-/// composition of `dw_shift` (or the op's CUDA kernels with `SHIFTNAS_CUDA_DWCONV=kernel`);
+/// On CPU with f32 it uses the custom op (gradients for both inputs); on CUDA the op's NVRTC
+/// kernels (or the shift-and-add composition of `dw_shift` with `SHIFTNAS_CUDA_DWCONV=shift`);
 /// otherwise candle's grouped `conv2d`.
 pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
     let (_, c, _, _) = x.dims4()?;
@@ -36,14 +41,14 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, stride: usize) -> candle_co
         x.contiguous()?
             .apply_op2(&weight.contiguous()?, DwConv { k, stride })
     } else if x.device().is_cuda() {
-        // CUDA default: k² whole-tensor multiply-adds (see `dw_shift`), not C tiny grouped convs.
+        // CUDA with SHIFTNAS_CUDA_DWCONV=shift: k² whole-tensor multiply-adds (see `dw_shift`).
         super::dw_shift::shift_add_depthwise_conv2d(x, weight, stride)
     } else {
         native_depthwise_conv2d(x, weight, stride)
     }
 }
 
-/// Whether CUDA tensors use the op's own kernels (`SHIFTNAS_CUDA_DWCONV=kernel`, see `dw_cuda`).
+/// Whether CUDA tensors use the op's own kernels (unless `SHIFTNAS_CUDA_DWCONV=shift`, see `dw_cuda`).
 fn cuda_kernels_enabled() -> bool {
     #[cfg(feature = "cuda")]
     return super::dw_cuda::kernels_enabled();
@@ -207,16 +212,6 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => {
-            candle_core::bail!("depthwise conv: {what} must be contiguous (call .contiguous())")
-        }
-    }
-}
-
 /// Per-thread scratch: the phase buffer and the output grid.
 type Scratch = (Vec<f32>, Vec<f32>);
 
@@ -300,8 +295,8 @@ impl CustomOp2 for DwConv {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l1.shape().dims4()?;
         let g = Geom::new(h, w, self.k, self.stride);
-        let x = contiguous_f32(s1, l1, "input")?;
-        let wt = contiguous_f32(s2, l2, "weight")?;
+        let x = contiguous_f32(s1, l1, OP, "input")?;
+        let wt = contiguous_f32(s2, l2, OP, "weight")?;
         let kk = g.k * g.k;
         let mut out = vec![0f32; b * c * g.oh * g.ow];
         if !out.is_empty() {
@@ -385,8 +380,8 @@ impl CustomOp2 for DwConvGradInput {
         let (b, c, _, _) = l1.shape().dims4()?;
         let (h, w) = (self.h, self.w);
         let g = Geom::new(h, w, self.k, self.stride);
-        let go = contiguous_f32(s1, l1, "output gradient")?;
-        let wt = contiguous_f32(s2, l2, "weight")?;
+        let go = contiguous_f32(s1, l1, OP, "output gradient")?;
+        let wt = contiguous_f32(s2, l2, OP, "weight")?;
         let kk = g.k * g.k;
         let plane = g.oh * g.ow;
         let mut gx = vec![0f32; b * c * h * w];
@@ -440,8 +435,8 @@ impl CustomOp2 for DwConvGradWeight {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l1.shape().dims4()?;
         let g = Geom::new(h, w, self.k, self.stride);
-        let x = contiguous_f32(s1, l1, "input")?;
-        let go = contiguous_f32(s2, l2, "output gradient")?;
+        let x = contiguous_f32(s1, l1, OP, "input")?;
+        let go = contiguous_f32(s2, l2, OP, "output gradient")?;
         let kk = g.k * g.k;
         let plane = g.oh * g.ow;
         // One k×k partial sum per (batch, channel) plane, then a sum over the batch.

@@ -9,13 +9,10 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("channel glue: {what} must be contiguous"),
-    }
-}
+use super::cpu::contiguous_f32;
+
+/// Names the op in errors.
+const OP: &str = "channel glue";
 
 fn fused(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32 && t.rank() == 4
@@ -100,7 +97,7 @@ impl CustomOp1 for OddChannels {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l.shape().dims4()?;
-        let x = contiguous(s, l, "input")?;
+        let x = contiguous_f32(s, l, OP, "input")?;
         let mut out = vec![0f32; b * (c / 2) * h * w];
         gather(x, c, h * w, 1, 2, &mut out);
         Ok((CpuStorage::F32(out), Shape::from((b, c / 2, h, w))))
@@ -126,7 +123,7 @@ impl CustomOp1 for Interleave {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, ch, h, w) = l.shape().dims4()?;
-        let g = contiguous(s, l, "gradient")?;
+        let g = contiguous_f32(s, l, OP, "gradient")?;
         let hw = h * w;
         let c = 2 * ch;
         let mut out = vec![0f32; b * c * hw];
@@ -163,8 +160,8 @@ impl CustomOp2 for Concat {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, ca, h, w) = l1.shape().dims4()?;
         let (_, cb, _, _) = l2.shape().dims4()?;
-        let a = contiguous(s1, l1, "first input")?;
-        let bt = contiguous(s2, l2, "second input")?;
+        let a = contiguous_f32(s1, l1, OP, "first input")?;
+        let bt = contiguous_f32(s2, l2, OP, "second input")?;
         let hw = h * w;
         let ka = if self.even_of_a { ca / 2 } else { ca };
         let step = if self.even_of_a { 2 } else { 1 };

@@ -4,6 +4,7 @@
 pub mod bn;
 pub mod bn_affine;
 pub mod bn_op;
+mod cpu;
 #[cfg(feature = "cuda")]
 pub mod dw_cuda;
 pub mod dw_shift;

@@ -12,6 +12,11 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use gemm::{Parallelism, gemm};
 
+use super::cpu::contiguous_f32;
+
+/// Names the op in errors.
+const OP: &str = "pointwise conv";
+
 /// 1×1 conv without bias: `x` `[b, cin, h, w]`, `weight` `[cout, cin, 1, 1]` → `[b, cout, h, w]`.
 /// Same numbers as `conv2d`; f32 CPU tensors use the one-node op, others the plain composition.
 pub fn pointwise_conv2d(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
@@ -33,14 +38,6 @@ pub fn pointwise_conv2d(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tens
         .reshape((cout, cin))?
         .broadcast_matmul(&x3)?
         .reshape((b, cout, h, w))
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("pointwise conv: {what} must be contiguous"),
-    }
 }
 
 fn parallelism() -> Parallelism {
@@ -192,8 +189,8 @@ impl CustomOp2 for Pointwise {
         let (b, cin, h, w) = l1.shape().dims4()?;
         let (cout, _, _, _) = l2.shape().dims4()?;
         let hw = h * w;
-        let x = slice(s1, l1, "input")?;
-        let wt = slice(s2, l2, "weight")?;
+        let x = contiguous_f32(s1, l1, OP, "input")?;
+        let wt = contiguous_f32(s2, l2, OP, "weight")?;
         let out = apply(rows(wt, cin), cout, cin, x, b, hw);
         Ok((CpuStorage::F32(out), Shape::from((b, cout, h, w))))
     }
@@ -230,8 +227,8 @@ impl CustomOp2 for GradInput {
         let (b, cout, h, w) = l1.shape().dims4()?;
         let (_, cin, _, _) = l2.shape().dims4()?;
         let hw = h * w;
-        let g = slice(s1, l1, "output gradient")?;
-        let wt = slice(s2, l2, "weight")?;
+        let g = contiguous_f32(s1, l1, OP, "output gradient")?;
+        let wt = contiguous_f32(s2, l2, OP, "weight")?;
         // wᵀ (cin×cout) · g per image.
         let out = apply(transposed(wt, cin), cin, cout, g, b, hw);
         Ok((CpuStorage::F32(out), Shape::from((b, cin, h, w))))
@@ -256,8 +253,8 @@ impl CustomOp2 for GradWeight {
         let (b, cin, h, w) = l1.shape().dims4()?;
         let (_, cout, _, _) = l2.shape().dims4()?;
         let hw = h * w;
-        let x = slice(s1, l1, "input")?;
-        let g = slice(s2, l2, "output gradient")?;
+        let x = contiguous_f32(s1, l1, OP, "input")?;
+        let g = contiguous_f32(s2, l2, OP, "output gradient")?;
         let mut out = vec![0f32; cout * cin];
         if hw > 0 && b > 0 && hw < BATCHED_BELOW {
             let (gc, xc) = (to_cols(g, b, cout, hw), to_cols(x, b, cin, hw));
