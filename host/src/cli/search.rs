@@ -68,9 +68,14 @@ pub struct SearchArgs {
     /// BN calibration before each score.
     #[arg(long, value_enum, default_value = "exact")]
     pub bn: BnMode,
-    /// BN calibration images.
+    /// BN calibration images (with `--shift accumulate --bn exact` and sharing: only for the
+    /// final front's re-score).
     #[arg(long, default_value_t = 2000)]
     pub bn_images: usize,
+    /// With `--shift accumulate --bn exact`, calibrate BN with a separate forward over
+    /// `--bn-images` instead of taking each candidate's statistics from its shifting forward.
+    #[arg(long)]
+    pub no_share_bn: bool,
     /// Proxy images scored [default: 1000, or 10 % if smaller].
     #[arg(long)]
     pub proxy_size: Option<usize>,

@@ -98,6 +98,7 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
         },
         transfer_from: args.transfer_from.clone(),
         remeasure: args.remeasure,
+        share_bn: !args.no_share_bn,
         out: args.out.clone().unwrap_or_else(|| {
             PathBuf::from(format!("runs/search-{:?}-{}", args.algorithm, args.seed).to_lowercase())
         }),

@@ -3,7 +3,8 @@
 //!
 //! Each batch (a generation) is scored in order: `immediate` shifting trains a candidate's path
 //! before its score; `accumulate` adds each candidate's loss gradient after its score and takes
-//! the generation's one SGD step at the end. Every evaluation becomes an [`ArchiveRecord`] in
+//! the generation's one SGD step at the end. With [`ArchProblem::shares_bn`], the `accumulate`
+//! forward comes first and also calibrates BN, and the score uses those statistics. Every evaluation becomes an [`ArchiveRecord`] in
 //! [`ArchProblem::records`] (the driver appends them to `archive.jsonl`).
 
 use anyhow::Result;
@@ -14,9 +15,10 @@ use shiftnas_models::{Arch, Space, Supernet};
 use super::archive::ArchiveRecord;
 use super::evaluator::Evaluator;
 use super::problem::{Evaluation, Problem};
-use super::shifting::Shifter;
+use super::shifting::{ShiftMode, Shifter};
 use crate::data::Batcher;
 use crate::latency::LatencySource;
+use crate::train::BnMode;
 
 /// Caps turned into constraint violations (each normalised by its cap).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -79,12 +81,25 @@ pub struct ArchProblem<'a> {
     pub generation: usize,
     /// Records of the last `evaluate`.
     pub records: Vec<ArchiveRecord>,
+    /// Share BN calibration with the shifting forward (only with `accumulate` and exact BN; see
+    /// [`ArchProblem::shares_bn`]).
+    pub share_bn: bool,
 }
 
 impl ArchProblem<'_> {
     /// The supernet's current training step (checkpoint step + shifting steps).
     pub fn step(&self) -> u64 {
         self.base_step + self.shifter.steps_taken
+    }
+
+    /// Whether candidates' BN statistics come from their shifting forward: `share_bn` with
+    /// `accumulate` shifting and exact BN calibration. Then each candidate's shift samples
+    /// (`⌈shift_samples / shift_batch⌉ × shift_batch` training images, fresh for every candidate)
+    /// calibrate its BN, and no separate calibration forward over `bn_images` runs.
+    pub fn shares_bn(&self) -> bool {
+        self.share_bn
+            && self.shifter.config().mode == ShiftMode::Accumulate
+            && self.evaluator.bn == BnMode::Exact
     }
 
     /// Scores one arch at the current weights (no shifting), e.g. to re-score the final front.
@@ -126,12 +141,25 @@ impl Problem for ArchProblem<'_> {
         self.records.clear();
         let mut evals = Vec::with_capacity(archs.len());
         for (arch, &lat) in archs.iter().zip(&latencies) {
-            self.shifter
-                .before_score(self.net, arch, &mut self.batcher, &mut self.rng)?;
-            let step = self.step();
-            let error = self.evaluator.error(self.net, arch, step)?;
-            self.shifter
-                .accumulate(self.net, arch, &mut self.batcher, &mut self.rng)?;
+            let (error, step) = if self.shares_bn() {
+                // One train-mode forward: exact BN statistics + the shifting loss's backward.
+                let step = self.step();
+                self.shifter.accumulate_calibrating(
+                    self.net,
+                    arch,
+                    &mut self.batcher,
+                    &mut self.rng,
+                )?;
+                (self.evaluator.error_calibrated(self.net, arch, step)?, step)
+            } else {
+                self.shifter
+                    .before_score(self.net, arch, &mut self.batcher, &mut self.rng)?;
+                let step = self.step();
+                let error = self.evaluator.error(self.net, arch, step)?;
+                self.shifter
+                    .accumulate(self.net, arch, &mut self.batcher, &mut self.rng)?;
+                (error, step)
+            };
             let cost = arch_cost(&self.space, arch);
             let mut objectives = vec![error];
             if self.n_obj > 1 {

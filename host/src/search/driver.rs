@@ -81,6 +81,12 @@ pub struct SearchConfig {
     /// Board latencies: measure again even when the latency cache has the key (`--remeasure`).
     #[serde(default)]
     pub remeasure: bool,
+    /// With `accumulate` shifting and `exact` BN: each candidate's BN statistics come from its
+    /// shifting forward over its shift samples instead of a separate calibration forward over
+    /// `bn_images` (which then only calibrate the final front's re-score). Run dirs from before
+    /// this setting read back as `false`, the behaviour they were started with.
+    #[serde(default)]
+    pub share_bn: bool,
 }
 
 /// What a finished search produced.
@@ -404,7 +410,15 @@ pub fn run_until(
         base_step,
         generation: start_gen,
         records: Vec::new(),
+        share_bn: config.share_bn,
     };
+    if problem.shares_bn() {
+        printer.note(format!(
+            "BN statistics of each candidate come from its {} shifting images (shared forward); --bn-images {} calibrates the final re-score",
+            problem.shifter.images_per_candidate(),
+            config.bn_images
+        ));
+    }
     let bar = printer.bar(
         config.gens as u64,
         "{bar:30} gen {pos}/{len} {msg} ETA {eta}",
@@ -626,6 +640,7 @@ mod tests {
             out: dir.to_path_buf(),
             transfer_from: None,
             remeasure: false,
+            share_bn: true,
         }
     }
 
@@ -633,6 +648,13 @@ mod tests {
     /// archive, as a kill would) and resumed ends with the archive of an uninterrupted run.
     #[test]
     fn killed_and_resumed_search_has_the_same_archive() {
+        // BN shared with the shifting forward (the default), and calibrated separately.
+        for share_bn in [true, false] {
+            killed_and_resumed(share_bn);
+        }
+    }
+
+    fn killed_and_resumed(share_bn: bool) {
         let tmp = tempfile::tempdir().unwrap();
         let space = space_for("tiny", 10).unwrap();
         let ckpt = tmp.path().join("supernet.safetensors");
@@ -641,10 +663,16 @@ mod tests {
             .save(&ckpt, 7)
             .unwrap();
         let p = Printer::silent();
-        let a = config(&tmp.path().join("a"), &ckpt);
+        let a = SearchConfig {
+            share_bn,
+            ..config(&tmp.path().join("a"), &ckpt)
+        };
         assert_eq!(a.shift.mode, ShiftMode::Accumulate);
         let full = run(&a, &p, Box::new(FlopsSource)).unwrap();
-        let b = config(&tmp.path().join("b"), &ckpt);
+        let b = SearchConfig {
+            out: tmp.path().join("b"),
+            ..a.clone()
+        };
         run_until(&b, &p, Box::new(FlopsSource), &Device::Cpu, Some(1)).unwrap();
         let arch_path = b.out.join("archive.jsonl");
         let first = archive::read(&arch_path).unwrap();
