@@ -106,6 +106,16 @@ pub struct SearchArgs {
     /// Continue the search in this dir from its last checkpoint (its config.toml wins).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// With `--latency board:…`: predict each candidate's latency with this calibrated
+    /// predictor first and skip the board for those clearly outside the measured front.
+    #[arg(long, value_name = "predictor:FILE")]
+    pub prescreen: Option<LatencySpec>,
+    /// Prescreen margin in % [default: twice the predictor's held-out RMSPE].
+    #[arg(long, value_name = "PCT", requires = "prescreen")]
+    pub prescreen_margin: Option<f64>,
+    /// Use a prescreen predictor calibrated on a board with another fingerprint.
+    #[arg(long, requires = "prescreen")]
+    pub force_predictor: bool,
     /// `board:` latency: measure every candidate again even when the latency cache has its key
     /// (the new numbers replace the cached ones).
     #[arg(long)]

@@ -9,7 +9,7 @@ use super::{Context, ExitStatus};
 use crate::cli::search::SearchArgs;
 use crate::data::ConformOptions;
 use crate::data::split::default_proxy_size;
-use crate::latency::{LatencyOptions, LatencySource};
+use crate::latency::{LatencyOptions, LatencySource, LatencySpec};
 use crate::run_dir::RunDir;
 use crate::search::arch_problem::Constraints;
 use crate::search::driver::{SearchConfig, run_until};
@@ -99,6 +99,18 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
         transfer_from: args.transfer_from.clone(),
         remeasure: args.remeasure,
         share_bn: !args.no_share_bn,
+        prescreen: match &args.prescreen {
+            None => None,
+            Some(LatencySpec::Predictor(path)) => Some(path.clone()),
+            Some(other) => bail!("--prescreen {other}: write --prescreen predictor:FILE"),
+        },
+        prescreen_margin: match args.prescreen_margin {
+            Some(m) if !(m.is_finite() && m >= 0.0) => {
+                bail!("--prescreen-margin {m}: must be a percentage ≥ 0")
+            }
+            m => m,
+        },
+        force_predictor: args.force_predictor,
         out: args.out.clone().unwrap_or_else(|| {
             PathBuf::from(format!("runs/search-{:?}-{}", args.algorithm, args.seed).to_lowercase())
         }),
@@ -123,6 +135,12 @@ pub fn effective_config(args: &SearchArgs, ctx: &Context) -> Result<SearchConfig
         let n = c.data.load(probe.input_size)?.train.len();
         c.proxy_size = default_proxy_size(n);
     }
+    if c.prescreen.is_some() && !matches!(c.latency, LatencySpec::Board(_)) {
+        bail!(
+            "--prescreen saves board measurements: use it with --latency board:NAME (not {})",
+            c.latency
+        );
+    }
     if c.pop < 2 || c.gens == 0 {
         bail!("--pop must be at least 2 and --gens at least 1");
     }
@@ -146,7 +164,7 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
     let latency = latency_source(&config)?;
     let outcome = run_until(&config, p, latency, &device, None)?;
     if p.json {
-        p.json(&json!({"type": "done", "run_dir": outcome.run_dir, "evaluations": outcome.evaluations, "front": outcome.front}))?;
+        p.json(&json!({"type": "done", "run_dir": outcome.run_dir, "evaluations": outcome.evaluations, "board_measurements_saved": outcome.prescreened, "front": outcome.front}))?;
     } else {
         let rows: Vec<Vec<String>> = outcome
             .front
@@ -162,6 +180,12 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
             })
             .collect();
         p.table(&["arch", "error %", "latency", "MFLOPs", "M params"], &rows)?;
+        if config.prescreen.is_some() {
+            p.note(format!(
+                "prescreen: {} of {} evaluations kept off the board (latency predicted; board measurements saved)",
+                outcome.prescreened, outcome.evaluations
+            ));
+        }
         p.note(format!(
             "done: {} evaluations; front in {}/pareto.csv (plot: pareto.svg)",
             outcome.evaluations,

@@ -4,8 +4,11 @@
 //! Each batch (a generation) is scored in order: `immediate` shifting trains a candidate's path
 //! before its score; `accumulate` adds each candidate's loss gradient after its score and takes
 //! the generation's one SGD step at the end. With [`ArchProblem::shares_bn`], the `accumulate`
-//! forward comes first and also calibrates BN, and the score uses those statistics. Every evaluation becomes an [`ArchiveRecord`] in
-//! [`ArchProblem::records`] (the driver appends them to `archive.jsonl`).
+//! forward comes first and also calibrates BN, and the score uses those statistics. Latencies
+//! come after the generation's scores (one batch, so boards work in parallel), so a prescreen
+//! ([`super::prescreen`]) can compare each candidate with the measured front. Every evaluation
+//! becomes an [`ArchiveRecord`] in [`ArchProblem::records`] (the driver appends them to
+//! `archive.jsonl`).
 
 use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
@@ -14,6 +17,7 @@ use shiftnas_models::{Arch, Space, Supernet};
 
 use super::archive::ArchiveRecord;
 use super::evaluator::Evaluator;
+use super::prescreen::Prescreen;
 use super::problem::{Evaluation, Problem};
 use super::shifting::{ShiftMode, Shifter};
 use crate::data::Batcher;
@@ -84,6 +88,8 @@ pub struct ArchProblem<'a> {
     /// Share BN calibration with the shifting forward (only with `accumulate` and exact BN; see
     /// [`ArchProblem::shares_bn`]).
     pub share_bn: bool,
+    /// Keeps candidates clearly outside the front off the boards (`--prescreen`).
+    pub prescreen: Option<Prescreen>,
 }
 
 impl ArchProblem<'_> {
@@ -100,6 +106,41 @@ impl ArchProblem<'_> {
         self.share_bn
             && self.shifter.config().mode == ShiftMode::Accumulate
             && self.evaluator.bn == BnMode::Exact
+    }
+
+    /// Latencies and their sources for `archs` scored `errors` (error %, step): from the
+    /// latency source, except candidates the prescreen finds clearly outside the front, which
+    /// keep their predicted latency and the predictor's label.
+    fn latencies(
+        &mut self,
+        archs: &[Arch],
+        errors: &[(f64, u64)],
+    ) -> Result<(Vec<f64>, Vec<String>)> {
+        let measured = self.latency.describe();
+        let Some(p) = &self.prescreen else {
+            let l = self.latency.latencies(&self.space, archs)?;
+            return Ok((l, vec![measured; archs.len()]));
+        };
+        let mut lat = vec![0.0; archs.len()];
+        let mut src = vec![measured; archs.len()];
+        let mut send = Vec::new();
+        for (i, (arch, &(error, _))) in archs.iter().zip(errors).enumerate() {
+            let predicted = p.predict(&self.space, arch)?;
+            if p.is_clearly_out(error / 100.0, predicted, self.constraints.latency_budget) {
+                lat[i] = predicted;
+                src[i] = p.label().to_string();
+            } else {
+                send.push(i);
+            }
+        }
+        let to_measure: Vec<Arch> = send.iter().map(|&i| archs[i].clone()).collect();
+        if !to_measure.is_empty() {
+            let got = self.latency.latencies(&self.space, &to_measure)?;
+            for (&i, l) in send.iter().zip(got) {
+                lat[i] = l;
+            }
+        }
+        Ok((lat, src))
     }
 
     /// Scores one arch at the current weights (no shifting), e.g. to re-score the final front.
@@ -136,11 +177,9 @@ impl Problem for ArchProblem<'_> {
                 self.space.choices.len()
             );
         }
-        let latencies = self.latency.latencies(&self.space, archs)?;
-        let source = self.latency.describe();
         self.records.clear();
-        let mut evals = Vec::with_capacity(archs.len());
-        for (arch, &lat) in archs.iter().zip(&latencies) {
+        let mut errors = Vec::with_capacity(archs.len());
+        for arch in archs {
             let (error, step) = if self.shares_bn() {
                 // One train-mode forward: exact BN statistics + the shifting loss's backward.
                 let step = self.step();
@@ -160,6 +199,13 @@ impl Problem for ArchProblem<'_> {
                     .accumulate(self.net, arch, &mut self.batcher, &mut self.rng)?;
                 (error, step)
             };
+            errors.push((error, step));
+        }
+        let (latencies, sources) = self.latencies(archs, &errors)?;
+        let mut evals = Vec::with_capacity(archs.len());
+        for ((arch, &(error, step)), (&lat, source)) in
+            archs.iter().zip(&errors).zip(latencies.iter().zip(sources))
+        {
             let cost = arch_cost(&self.space, arch);
             let mut objectives = vec![error];
             if self.n_obj > 1 {
@@ -172,11 +218,14 @@ impl Problem for ArchProblem<'_> {
                 arch: arch.clone(),
                 error: error / 100.0,
                 latency: lat,
-                latency_source: source.clone(),
+                latency_source: source,
                 flops: cost.flops,
                 params: cost.params,
                 supernet_step: step,
             });
+        }
+        if let Some(p) = &mut self.prescreen {
+            p.observe(&self.records);
         }
         self.shifter.end_generation(self.net)?;
         Ok(evals)

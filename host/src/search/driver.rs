@@ -27,11 +27,13 @@ use super::hypervolume::hypervolume;
 use super::nsga2::{Nsga2, Nsga2Config, Nsga2State};
 use super::observer::GenerationSummary;
 use super::operators::{ArchSampling, GeneMutation, UniformCrossover};
+use super::prescreen::Prescreen;
 use super::random::{RandomConfig, RandomSearch, RandomState};
 use super::shifting::{ShiftConfig, Shifter};
 use super::{Algorithm, Search};
 use crate::data::Batcher;
 use crate::data::{Augment, BatcherPosition, ConformOptions, DataSpec, Normalize};
+use crate::latency::predictor::PredictorSource;
 use crate::latency::{LatencySource, LatencySpec};
 use crate::output::Printer;
 use crate::run_dir::{RunDir, write_atomic};
@@ -87,6 +89,16 @@ pub struct SearchConfig {
     /// this setting read back as `false`, the behaviour they were started with.
     #[serde(default)]
     pub share_bn: bool,
+    /// `--prescreen predictor:FILE`: keep candidates whose predicted latency is clearly outside
+    /// the measured front off the boards (see [`super::prescreen`]).
+    #[serde(default)]
+    pub prescreen: Option<PathBuf>,
+    /// Prescreen margin in % (default: twice the predictor's held-out RMSPE).
+    #[serde(default)]
+    pub prescreen_margin: Option<f64>,
+    /// Use a prescreen predictor calibrated on another board fingerprint.
+    #[serde(default)]
+    pub force_predictor: bool,
 }
 
 /// What a finished search produced.
@@ -100,6 +112,9 @@ pub struct SearchOutcome {
     pub hypervolume: Vec<f64>,
     /// Evaluations in the archive.
     pub evaluations: usize,
+    /// Evaluations whose latency the prescreen predicted instead of sending them to the board
+    /// (board measurements saved); 0 without `--prescreen`.
+    pub prescreened: usize,
 }
 
 /// `state.json` of a search checkpoint.
@@ -397,6 +412,16 @@ pub fn run_until(
             evaluator.remember(r.arch, r.error * 100.0, r.supernet_step);
         }
     }
+    let mut prescreen = open_prescreen(config, &space, latency.as_ref())?;
+    if let Some(p) = &mut prescreen {
+        if archive_path.is_file() {
+            p.observe(&archive::read(&archive_path)?);
+        }
+        printer.note(format!(
+            "prescreen: candidates predicted more than {:.1} % above the measured front (or the budget) are not sent to the board",
+            100.0 * p.margin()
+        ));
+    }
     let mut problem = ArchProblem {
         net: &net,
         space: space.clone(),
@@ -411,6 +436,7 @@ pub fn run_until(
         generation: start_gen,
         records: Vec::new(),
         share_bn: config.share_bn,
+        prescreen,
     };
     if problem.shares_bn() {
         printer.note(format!(
@@ -443,11 +469,13 @@ pub fn run_until(
         report_progress(printer, &bar, &summary, hv);
         if stop_after == Some(summary.generation) {
             bar.finish_and_clear();
+            let records = archive::read(&archive_path)?;
             return Ok(SearchOutcome {
                 run_dir: run.path().to_path_buf(),
                 front: Vec::new(),
                 hypervolume: hv_log,
-                evaluations: archive::read(&archive_path)?.len(),
+                evaluations: records.len(),
+                prescreened: prescreened(&problem, &records),
             });
         }
     }
@@ -604,7 +632,47 @@ fn finish(
         front,
         hypervolume: hv,
         evaluations: records.len(),
+        prescreened: prescreened(problem, &records),
     })
+}
+
+/// Archive records whose latency the prescreen predicted.
+fn prescreened(problem: &ArchProblem<'_>, records: &[ArchiveRecord]) -> usize {
+    match &problem.prescreen {
+        Some(p) => records
+            .iter()
+            .filter(|r| r.latency_source == p.label())
+            .count(),
+        None => 0,
+    }
+}
+
+/// The prescreen `config` asks for, checked against the board source `latency`.
+fn open_prescreen(
+    config: &SearchConfig,
+    space: &shiftnas_models::Space,
+    latency: &dyn LatencySource,
+) -> Result<Option<Prescreen>> {
+    let Some(path) = &config.prescreen else {
+        return Ok(None);
+    };
+    let measured = latency.describe();
+    let Some(fingerprint) = measured.strip_prefix("board:") else {
+        bail!(
+            "--prescreen predictor:{} saves board measurements, but --latency is {measured}; use it with --latency board:NAME",
+            path.display()
+        );
+    };
+    let predictor = PredictorSource::open(path, space).context("--prescreen")?;
+    predictor
+        .check_board(fingerprint, config.force_predictor)
+        .context("--prescreen (pass --force-predictor to use it anyway)")?;
+    let margin = match config.prescreen_margin {
+        Some(pct) => pct / 100.0,
+        None => super::prescreen::default_margin(&predictor)
+            .with_context(|| format!("--prescreen {}", path.display()))?,
+    };
+    Ok(Some(Prescreen::new(predictor, margin, measured)?))
 }
 
 #[cfg(test)]
@@ -641,6 +709,9 @@ mod tests {
             transfer_from: None,
             remeasure: false,
             share_bn: true,
+            prescreen: None,
+            prescreen_margin: None,
+            force_predictor: false,
         }
     }
 
