@@ -15,8 +15,11 @@ POP="${2:-4}"
 GENS="${3:-2}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build -q --release -p shiftnas
-S="$CARGO_TARGET_DIR/release/shiftnas"
 W="$(mktemp -d)"; trap 'rm -rf "$W"' EXIT
+# A copy: with a target dir shared between worktrees another build may replace the binary.
+S="$W/shiftnas"; cp "$CARGO_TARGET_DIR/release/shiftnas" "$S"
+"$S" search --help | grep -q -- --no-share-bn ||
+    { echo "$CARGO_TARGET_DIR/release/shiftnas lacks --no-share-bn: another worktree's build? rerun" >&2; exit 1; }
 COMMON=(--space tiny --data "cifar10:$DATA" --convert-channels --resize --proxy-size 12500)
 "$S" -q --no-progress train "${COMMON[@]}" --steps 20 --batch 64 --warmup-steps 0 --seed 0 \
     --out "$W/train"

@@ -215,6 +215,51 @@ mod tests {
         }
     }
 
+    /// `--prescreen predictor:FILE` reaches the config with its margin; it needs a board source
+    /// and a predictor spec; sharing BN is on unless `--no-share-bn`.
+    #[test]
+    fn prescreen_and_share_bn_flags() {
+        let ctx = Context {
+            printer: Printer::silent(),
+            compute: Compute::Cpu,
+        };
+        let base = ["--supernet", "s.safetensors", "--proxy-size", "10"];
+        let cfg = |extra: &[&str]| {
+            let mut f = base.to_vec();
+            f.extend_from_slice(extra);
+            effective_config(&args(&f), &ctx)
+        };
+        let c = cfg(&[
+            "--latency",
+            "board:rk1",
+            "--prescreen",
+            "predictor:p.json",
+            "--prescreen-margin",
+            "7.5",
+        ])
+        .unwrap();
+        assert_eq!(c.prescreen, Some(PathBuf::from("p.json")));
+        assert_eq!(c.prescreen_margin, Some(7.5));
+        assert!(c.share_bn && !c.force_predictor);
+        assert!(!cfg(&["--no-share-bn"]).unwrap().share_bn);
+        let e = |extra: &[&str]| format!("{:#}", cfg(extra).unwrap_err());
+        assert!(e(&["--prescreen", "predictor:p.json"]).contains("--latency board:NAME"));
+        assert!(
+            e(&["--latency", "board:rk1", "--prescreen", "board:rk2"])
+                .contains("--prescreen predictor:FILE")
+        );
+        assert!(
+            e(&[
+                "--latency",
+                "board:rk1",
+                "--prescreen",
+                "predictor:p.json",
+                "--prescreen-margin=-1"
+            ])
+            .contains("--prescreen-margin")
+        );
+    }
+
     /// `--remeasure` reaches the board source's options, is kept in config.toml, and a run dir
     /// written before the flag existed still resumes (without it, unless passed again).
     #[test]

@@ -27,13 +27,11 @@ use super::hypervolume::hypervolume;
 use super::nsga2::{Nsga2, Nsga2Config, Nsga2State};
 use super::observer::GenerationSummary;
 use super::operators::{ArchSampling, GeneMutation, UniformCrossover};
-use super::prescreen::Prescreen;
 use super::random::{RandomConfig, RandomSearch, RandomState};
 use super::shifting::{ShiftConfig, Shifter};
 use super::{Algorithm, Search};
 use crate::data::Batcher;
 use crate::data::{Augment, BatcherPosition, ConformOptions, DataSpec, Normalize};
-use crate::latency::predictor::PredictorSource;
 use crate::latency::{LatencySource, LatencySpec};
 use crate::output::Printer;
 use crate::run_dir::{RunDir, write_atomic};
@@ -412,7 +410,7 @@ pub fn run_until(
             evaluator.remember(r.arch, r.error * 100.0, r.supernet_step);
         }
     }
-    let mut prescreen = open_prescreen(config, &space, latency.as_ref())?;
+    let mut prescreen = super::prescreen::open(config, &space, latency.as_ref())?;
     if let Some(p) = &mut prescreen {
         if archive_path.is_file() {
             p.observe(&archive::read(&archive_path)?);
@@ -475,7 +473,7 @@ pub fn run_until(
                 front: Vec::new(),
                 hypervolume: hv_log,
                 evaluations: records.len(),
-                prescreened: prescreened(&problem, &records),
+                prescreened: super::prescreen::count(problem.prescreen.as_ref(), &records),
             });
         }
     }
@@ -632,47 +630,8 @@ fn finish(
         front,
         hypervolume: hv,
         evaluations: records.len(),
-        prescreened: prescreened(problem, &records),
+        prescreened: super::prescreen::count(problem.prescreen.as_ref(), &records),
     })
-}
-
-/// Archive records whose latency the prescreen predicted.
-fn prescreened(problem: &ArchProblem<'_>, records: &[ArchiveRecord]) -> usize {
-    match &problem.prescreen {
-        Some(p) => records
-            .iter()
-            .filter(|r| r.latency_source == p.label())
-            .count(),
-        None => 0,
-    }
-}
-
-/// The prescreen `config` asks for, checked against the board source `latency`.
-fn open_prescreen(
-    config: &SearchConfig,
-    space: &shiftnas_models::Space,
-    latency: &dyn LatencySource,
-) -> Result<Option<Prescreen>> {
-    let Some(path) = &config.prescreen else {
-        return Ok(None);
-    };
-    let measured = latency.describe();
-    let Some(fingerprint) = measured.strip_prefix("board:") else {
-        bail!(
-            "--prescreen predictor:{} saves board measurements, but --latency is {measured}; use it with --latency board:NAME",
-            path.display()
-        );
-    };
-    let predictor = PredictorSource::open(path, space).context("--prescreen")?;
-    predictor
-        .check_board(fingerprint, config.force_predictor)
-        .context("--prescreen (pass --force-predictor to use it anyway)")?;
-    let margin = match config.prescreen_margin {
-        Some(pct) => pct / 100.0,
-        None => super::prescreen::default_margin(&predictor)
-            .with_context(|| format!("--prescreen {}", path.display()))?,
-    };
-    Ok(Some(Prescreen::new(predictor, margin, measured)?))
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ use shiftnas_calibration::predictor::Kind;
 use shiftnas_models::{Arch, Space};
 
 use super::archive::ArchiveRecord;
+use super::driver::SearchConfig;
+use crate::latency::LatencySource;
 use crate::latency::predictor::PredictorSource;
 
 /// A predictor, its margin and the board-measured (error, latency) points seen so far.
@@ -109,7 +111,6 @@ impl Prescreen {
         if !(margin.is_finite() && margin >= 0.0) {
             bail!("--prescreen-margin must be a non-negative percentage, got {margin}");
         }
-        use crate::latency::LatencySource as _;
         let label = predictor.describe();
         Ok(Prescreen {
             predictor,
@@ -154,6 +155,50 @@ impl Prescreen {
             .predict(space, arch)
             .context("--prescreen predictor")
     }
+}
+
+/// How many of `records` had their latency predicted by `prescreen` (board measurements saved).
+pub fn count(prescreen: Option<&Prescreen>, records: &[ArchiveRecord]) -> usize {
+    prescreen.map_or(0, |p| {
+        records
+            .iter()
+            .filter(|r| r.latency_source == p.label())
+            .count()
+    })
+}
+
+/// The prescreen `config` asks for (`None` without `--prescreen`), checked against the board
+/// source `latency` (its fingerprint must match the predictor's unless `force_predictor`).
+///
+/// # Errors
+/// A non-board latency source, an unreadable predictor, one for another space or board, or a
+/// bad margin.
+pub fn open(
+    config: &SearchConfig,
+    space: &Space,
+    latency: &dyn LatencySource,
+) -> Result<Option<Prescreen>> {
+    let Some(path) = &config.prescreen else {
+        return Ok(None);
+    };
+    let measured = latency.describe();
+    let Some(fingerprint) = measured.strip_prefix("board:") else {
+        bail!(
+            "--prescreen predictor:{} saves board measurements, but --latency is {measured}; use it with --latency board:NAME",
+            path.display()
+        );
+    };
+    let predictor = PredictorSource::open(path, space).context("--prescreen")?;
+    predictor
+        .check_board(fingerprint, config.force_predictor)
+        .context("--prescreen (pass --force-predictor to use it anyway)")?;
+    let margin = match config.prescreen_margin {
+        Some(pct) => pct / 100.0,
+        None => {
+            default_margin(&predictor).with_context(|| format!("--prescreen {}", path.display()))?
+        }
+    };
+    Ok(Some(Prescreen::new(predictor, margin, measured)?))
 }
 
 #[cfg(test)]
