@@ -68,9 +68,14 @@ pub struct SearchArgs {
     /// BN calibration before each score.
     #[arg(long, value_enum, default_value = "exact")]
     pub bn: BnMode,
-    /// BN calibration images.
+    /// BN calibration images (with `--shift accumulate --bn exact` and sharing: only for the
+    /// final front's re-score).
     #[arg(long, default_value_t = 2000)]
     pub bn_images: usize,
+    /// With `--shift accumulate --bn exact`, calibrate BN with a separate forward over
+    /// `--bn-images` instead of taking each candidate's statistics from its shifting forward.
+    #[arg(long)]
+    pub no_share_bn: bool,
     /// Proxy images scored [default: 1000, or 10 % if smaller].
     #[arg(long)]
     pub proxy_size: Option<usize>,
@@ -101,6 +106,16 @@ pub struct SearchArgs {
     /// Continue the search in this dir from its last checkpoint (its config.toml wins).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// With `--latency board:…`: predict each candidate's latency with this calibrated
+    /// predictor first and skip the board for those clearly outside the measured front.
+    #[arg(long, value_name = "predictor:FILE")]
+    pub prescreen: Option<LatencySpec>,
+    /// Prescreen margin in % [default: twice the predictor's held-out RMSPE].
+    #[arg(long, value_name = "PCT", requires = "prescreen")]
+    pub prescreen_margin: Option<f64>,
+    /// Use a prescreen predictor calibrated on a board with another fingerprint.
+    #[arg(long, requires = "prescreen")]
+    pub force_predictor: bool,
     /// `board:` latency: measure every candidate again even when the latency cache has its key
     /// (the new numbers replace the cached ones).
     #[arg(long)]

@@ -9,7 +9,7 @@ use super::{Context, ExitStatus};
 use crate::cli::search::SearchArgs;
 use crate::data::ConformOptions;
 use crate::data::split::default_proxy_size;
-use crate::latency::{LatencyOptions, LatencySource};
+use crate::latency::{LatencyOptions, LatencySource, LatencySpec};
 use crate::run_dir::RunDir;
 use crate::search::arch_problem::Constraints;
 use crate::search::driver::{SearchConfig, run_until};
@@ -98,6 +98,19 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
         },
         transfer_from: args.transfer_from.clone(),
         remeasure: args.remeasure,
+        share_bn: !args.no_share_bn,
+        prescreen: match &args.prescreen {
+            None => None,
+            Some(LatencySpec::Predictor(path)) => Some(path.clone()),
+            Some(other) => bail!("--prescreen {other}: write --prescreen predictor:FILE"),
+        },
+        prescreen_margin: match args.prescreen_margin {
+            Some(m) if !(m.is_finite() && m >= 0.0) => {
+                bail!("--prescreen-margin {m}: must be a percentage ≥ 0")
+            }
+            m => m,
+        },
+        force_predictor: args.force_predictor,
         out: args.out.clone().unwrap_or_else(|| {
             PathBuf::from(format!("runs/search-{:?}-{}", args.algorithm, args.seed).to_lowercase())
         }),
@@ -122,6 +135,12 @@ pub fn effective_config(args: &SearchArgs, ctx: &Context) -> Result<SearchConfig
         let n = c.data.load(probe.input_size)?.train.len();
         c.proxy_size = default_proxy_size(n);
     }
+    if c.prescreen.is_some() && !matches!(c.latency, LatencySpec::Board(_)) {
+        bail!(
+            "--prescreen saves board measurements: use it with --latency board:NAME (not {})",
+            c.latency
+        );
+    }
     if c.pop < 2 || c.gens == 0 {
         bail!("--pop must be at least 2 and --gens at least 1");
     }
@@ -145,7 +164,7 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
     let latency = latency_source(&config)?;
     let outcome = run_until(&config, p, latency, &device, None)?;
     if p.json {
-        p.json(&json!({"type": "done", "run_dir": outcome.run_dir, "evaluations": outcome.evaluations, "front": outcome.front}))?;
+        p.json(&json!({"type": "done", "run_dir": outcome.run_dir, "evaluations": outcome.evaluations, "board_measurements_saved": outcome.prescreened, "front": outcome.front}))?;
     } else {
         let rows: Vec<Vec<String>> = outcome
             .front
@@ -161,6 +180,12 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
             })
             .collect();
         p.table(&["arch", "error %", "latency", "MFLOPs", "M params"], &rows)?;
+        if config.prescreen.is_some() {
+            p.note(format!(
+                "prescreen: {} of {} evaluations kept off the board (latency predicted; board measurements saved)",
+                outcome.prescreened, outcome.evaluations
+            ));
+        }
         p.note(format!(
             "done: {} evaluations; front in {}/pareto.csv (plot: pareto.svg)",
             outcome.evaluations,
@@ -188,6 +213,51 @@ mod tests {
             Command::Search(a) => a,
             _ => unreachable!(),
         }
+    }
+
+    /// `--prescreen predictor:FILE` reaches the config with its margin; it needs a board source
+    /// and a predictor spec; sharing BN is on unless `--no-share-bn`.
+    #[test]
+    fn prescreen_and_share_bn_flags() {
+        let ctx = Context {
+            printer: Printer::silent(),
+            compute: Compute::Cpu,
+        };
+        let base = ["--supernet", "s.safetensors", "--proxy-size", "10"];
+        let cfg = |extra: &[&str]| {
+            let mut f = base.to_vec();
+            f.extend_from_slice(extra);
+            effective_config(&args(&f), &ctx)
+        };
+        let c = cfg(&[
+            "--latency",
+            "board:rk1",
+            "--prescreen",
+            "predictor:p.json",
+            "--prescreen-margin",
+            "7.5",
+        ])
+        .unwrap();
+        assert_eq!(c.prescreen, Some(PathBuf::from("p.json")));
+        assert_eq!(c.prescreen_margin, Some(7.5));
+        assert!(c.share_bn && !c.force_predictor);
+        assert!(!cfg(&["--no-share-bn"]).unwrap().share_bn);
+        let e = |extra: &[&str]| format!("{:#}", cfg(extra).unwrap_err());
+        assert!(e(&["--prescreen", "predictor:p.json"]).contains("--latency board:NAME"));
+        assert!(
+            e(&["--latency", "board:rk1", "--prescreen", "board:rk2"])
+                .contains("--prescreen predictor:FILE")
+        );
+        assert!(
+            e(&[
+                "--latency",
+                "board:rk1",
+                "--prescreen",
+                "predictor:p.json",
+                "--prescreen-margin=-1"
+            ])
+            .contains("--prescreen-margin")
+        );
     }
 
     /// `--remeasure` reaches the board source's options, is kept in config.toml, and a run dir

@@ -3,8 +3,12 @@
 //!
 //! Each batch (a generation) is scored in order: `immediate` shifting trains a candidate's path
 //! before its score; `accumulate` adds each candidate's loss gradient after its score and takes
-//! the generation's one SGD step at the end. Every evaluation becomes an [`ArchiveRecord`] in
-//! [`ArchProblem::records`] (the driver appends them to `archive.jsonl`).
+//! the generation's one SGD step at the end. With [`ArchProblem::shares_bn`], the `accumulate`
+//! forward comes first and also calibrates BN, and the score uses those statistics. Latencies
+//! come after the generation's scores (one batch, so boards work in parallel), so a prescreen
+//! ([`super::prescreen`]) can compare each candidate with the measured front. Every evaluation
+//! becomes an [`ArchiveRecord`] in [`ArchProblem::records`] (the driver appends them to
+//! `archive.jsonl`).
 
 use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
@@ -13,10 +17,12 @@ use shiftnas_models::{Arch, Space, Supernet};
 
 use super::archive::ArchiveRecord;
 use super::evaluator::Evaluator;
+use super::prescreen::Prescreen;
 use super::problem::{Evaluation, Problem};
-use super::shifting::Shifter;
+use super::shifting::{ShiftMode, Shifter};
 use crate::data::Batcher;
 use crate::latency::LatencySource;
+use crate::train::BnMode;
 
 /// Caps turned into constraint violations (each normalised by its cap).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -79,12 +85,62 @@ pub struct ArchProblem<'a> {
     pub generation: usize,
     /// Records of the last `evaluate`.
     pub records: Vec<ArchiveRecord>,
+    /// Share BN calibration with the shifting forward (only with `accumulate` and exact BN; see
+    /// [`ArchProblem::shares_bn`]).
+    pub share_bn: bool,
+    /// Keeps candidates clearly outside the front off the boards (`--prescreen`).
+    pub prescreen: Option<Prescreen>,
 }
 
 impl ArchProblem<'_> {
     /// The supernet's current training step (checkpoint step + shifting steps).
     pub fn step(&self) -> u64 {
         self.base_step + self.shifter.steps_taken
+    }
+
+    /// Whether candidates' BN statistics come from their shifting forward: `share_bn` with
+    /// `accumulate` shifting and exact BN calibration. Then each candidate's shift samples
+    /// (`⌈shift_samples / shift_batch⌉ × shift_batch` training images, fresh for every candidate)
+    /// calibrate its BN, and no separate calibration forward over `bn_images` runs.
+    pub fn shares_bn(&self) -> bool {
+        self.share_bn
+            && self.shifter.config().mode == ShiftMode::Accumulate
+            && self.evaluator.bn == BnMode::Exact
+    }
+
+    /// Latencies and their sources for `archs` scored `errors` (error %, step): from the
+    /// latency source, except candidates the prescreen finds clearly outside the front, which
+    /// keep their predicted latency and the predictor's label.
+    fn latencies(
+        &mut self,
+        archs: &[Arch],
+        errors: &[(f64, u64)],
+    ) -> Result<(Vec<f64>, Vec<String>)> {
+        let measured = self.latency.describe();
+        let Some(p) = &self.prescreen else {
+            let l = self.latency.latencies(&self.space, archs)?;
+            return Ok((l, vec![measured; archs.len()]));
+        };
+        let mut lat = vec![0.0; archs.len()];
+        let mut src = vec![measured; archs.len()];
+        let mut send = Vec::new();
+        for (i, (arch, &(error, _))) in archs.iter().zip(errors).enumerate() {
+            let predicted = p.predict(&self.space, arch)?;
+            if p.is_clearly_out(error / 100.0, predicted, self.constraints.latency_budget) {
+                lat[i] = predicted;
+                src[i] = p.label().to_string();
+            } else {
+                send.push(i);
+            }
+        }
+        let to_measure: Vec<Arch> = send.iter().map(|&i| archs[i].clone()).collect();
+        if !to_measure.is_empty() {
+            let got = self.latency.latencies(&self.space, &to_measure)?;
+            for (&i, l) in send.iter().zip(got) {
+                lat[i] = l;
+            }
+        }
+        Ok((lat, src))
     }
 
     /// Scores one arch at the current weights (no shifting), e.g. to re-score the final front.
@@ -121,17 +177,35 @@ impl Problem for ArchProblem<'_> {
                 self.space.choices.len()
             );
         }
-        let latencies = self.latency.latencies(&self.space, archs)?;
-        let source = self.latency.describe();
         self.records.clear();
+        let mut errors = Vec::with_capacity(archs.len());
+        for arch in archs {
+            let (error, step) = if self.shares_bn() {
+                // One train-mode forward: exact BN statistics + the shifting loss's backward.
+                let step = self.step();
+                self.shifter.accumulate_calibrating(
+                    self.net,
+                    arch,
+                    &mut self.batcher,
+                    &mut self.rng,
+                )?;
+                (self.evaluator.error_calibrated(self.net, arch, step)?, step)
+            } else {
+                self.shifter
+                    .before_score(self.net, arch, &mut self.batcher, &mut self.rng)?;
+                let step = self.step();
+                let error = self.evaluator.error(self.net, arch, step)?;
+                self.shifter
+                    .accumulate(self.net, arch, &mut self.batcher, &mut self.rng)?;
+                (error, step)
+            };
+            errors.push((error, step));
+        }
+        let (latencies, sources) = self.latencies(archs, &errors)?;
         let mut evals = Vec::with_capacity(archs.len());
-        for (arch, &lat) in archs.iter().zip(&latencies) {
-            self.shifter
-                .before_score(self.net, arch, &mut self.batcher, &mut self.rng)?;
-            let step = self.step();
-            let error = self.evaluator.error(self.net, arch, step)?;
-            self.shifter
-                .accumulate(self.net, arch, &mut self.batcher, &mut self.rng)?;
+        for ((arch, &(error, step)), (&lat, source)) in
+            archs.iter().zip(&errors).zip(latencies.iter().zip(sources))
+        {
             let cost = arch_cost(&self.space, arch);
             let mut objectives = vec![error];
             if self.n_obj > 1 {
@@ -144,11 +218,14 @@ impl Problem for ArchProblem<'_> {
                 arch: arch.clone(),
                 error: error / 100.0,
                 latency: lat,
-                latency_source: source.clone(),
+                latency_source: source,
                 flops: cost.flops,
                 params: cost.params,
                 supernet_step: step,
             });
+        }
+        if let Some(p) = &mut self.prescreen {
+            p.observe(&self.records);
         }
         self.shifter.end_generation(self.net)?;
         Ok(evals)

@@ -81,6 +81,22 @@ pub struct SearchConfig {
     /// Board latencies: measure again even when the latency cache has the key (`--remeasure`).
     #[serde(default)]
     pub remeasure: bool,
+    /// With `accumulate` shifting and `exact` BN: each candidate's BN statistics come from its
+    /// shifting forward over its shift samples instead of a separate calibration forward over
+    /// `bn_images` (which then only calibrate the final front's re-score). Run dirs from before
+    /// this setting read back as `false`, the behaviour they were started with.
+    #[serde(default)]
+    pub share_bn: bool,
+    /// `--prescreen predictor:FILE`: keep candidates whose predicted latency is clearly outside
+    /// the measured front off the boards (see [`super::prescreen`]).
+    #[serde(default)]
+    pub prescreen: Option<PathBuf>,
+    /// Prescreen margin in % (default: twice the predictor's held-out RMSPE).
+    #[serde(default)]
+    pub prescreen_margin: Option<f64>,
+    /// Use a prescreen predictor calibrated on another board fingerprint.
+    #[serde(default)]
+    pub force_predictor: bool,
 }
 
 /// What a finished search produced.
@@ -94,6 +110,9 @@ pub struct SearchOutcome {
     pub hypervolume: Vec<f64>,
     /// Evaluations in the archive.
     pub evaluations: usize,
+    /// Evaluations whose latency the prescreen predicted instead of sending them to the board
+    /// (board measurements saved); 0 without `--prescreen`.
+    pub prescreened: usize,
 }
 
 /// `state.json` of a search checkpoint.
@@ -391,6 +410,16 @@ pub fn run_until(
             evaluator.remember(r.arch, r.error * 100.0, r.supernet_step);
         }
     }
+    let mut prescreen = super::prescreen::open(config, &space, latency.as_ref())?;
+    if let Some(p) = &mut prescreen {
+        if archive_path.is_file() {
+            p.observe(&archive::read(&archive_path)?);
+        }
+        printer.note(format!(
+            "prescreen: candidates predicted more than {:.1} % above the measured front (or the budget) are not sent to the board",
+            100.0 * p.margin()
+        ));
+    }
     let mut problem = ArchProblem {
         net: &net,
         space: space.clone(),
@@ -404,7 +433,16 @@ pub fn run_until(
         base_step,
         generation: start_gen,
         records: Vec::new(),
+        share_bn: config.share_bn,
+        prescreen,
     };
+    if problem.shares_bn() {
+        printer.note(format!(
+            "BN statistics of each candidate come from its {} shifting images (shared forward); --bn-images {} calibrates the final re-score",
+            problem.shifter.images_per_candidate(),
+            config.bn_images
+        ));
+    }
     let bar = printer.bar(
         config.gens as u64,
         "{bar:30} gen {pos}/{len} {msg} ETA {eta}",
@@ -429,11 +467,13 @@ pub fn run_until(
         report_progress(printer, &bar, &summary, hv);
         if stop_after == Some(summary.generation) {
             bar.finish_and_clear();
+            let records = archive::read(&archive_path)?;
             return Ok(SearchOutcome {
                 run_dir: run.path().to_path_buf(),
                 front: Vec::new(),
                 hypervolume: hv_log,
-                evaluations: archive::read(&archive_path)?.len(),
+                evaluations: records.len(),
+                prescreened: super::prescreen::count(problem.prescreen.as_ref(), &records),
             });
         }
     }
@@ -590,6 +630,7 @@ fn finish(
         front,
         hypervolume: hv,
         evaluations: records.len(),
+        prescreened: super::prescreen::count(problem.prescreen.as_ref(), &records),
     })
 }
 
@@ -626,6 +667,10 @@ mod tests {
             out: dir.to_path_buf(),
             transfer_from: None,
             remeasure: false,
+            share_bn: true,
+            prescreen: None,
+            prescreen_margin: None,
+            force_predictor: false,
         }
     }
 
@@ -633,6 +678,13 @@ mod tests {
     /// archive, as a kill would) and resumed ends with the archive of an uninterrupted run.
     #[test]
     fn killed_and_resumed_search_has_the_same_archive() {
+        // BN shared with the shifting forward (the default), and calibrated separately.
+        for share_bn in [true, false] {
+            killed_and_resumed(share_bn);
+        }
+    }
+
+    fn killed_and_resumed(share_bn: bool) {
         let tmp = tempfile::tempdir().unwrap();
         let space = space_for("tiny", 10).unwrap();
         let ckpt = tmp.path().join("supernet.safetensors");
@@ -641,10 +693,16 @@ mod tests {
             .save(&ckpt, 7)
             .unwrap();
         let p = Printer::silent();
-        let a = config(&tmp.path().join("a"), &ckpt);
+        let a = SearchConfig {
+            share_bn,
+            ..config(&tmp.path().join("a"), &ckpt)
+        };
         assert_eq!(a.shift.mode, ShiftMode::Accumulate);
         let full = run(&a, &p, Box::new(FlopsSource)).unwrap();
-        let b = config(&tmp.path().join("b"), &ckpt);
+        let b = SearchConfig {
+            out: tmp.path().join("b"),
+            ..a.clone()
+        };
         run_until(&b, &p, Box::new(FlopsSource), &Device::Cpu, Some(1)).unwrap();
         let arch_path = b.out.join("archive.jsonl");
         let first = archive::read(&arch_path).unwrap();

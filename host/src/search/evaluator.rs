@@ -2,7 +2,8 @@
 //!
 //! Error is `100 − top-1 %` on the fixed proxy split after BN calibration. A cached score is reused
 //! only while the supernet has not moved since it was measured; after a shift it is stale and the
-//! arch is scored again.
+//! arch is scored again. [`Evaluator::error`] calibrates BN over the fixed `bn_images` first;
+//! [`Evaluator::error_calibrated`] scores with the statistics already set (shared with shifting).
 
 use std::collections::HashMap;
 
@@ -70,6 +71,19 @@ impl<'a> Evaluator<'a> {
     /// # Errors
     /// BN calibration or forward failures, naming the arch.
     pub fn error(&mut self, net: &Supernet, arch: &Arch, step: u64) -> Result<f64> {
+        self.score(net, arch, step, self.bn)
+    }
+
+    /// Error % of `arch` whose BN statistics were already set for it (e.g. by the shifting
+    /// forward, [`super::shifting::Shifter::accumulate_calibrating`]): no calibration here.
+    ///
+    /// # Errors
+    /// Forward failures, naming the arch.
+    pub fn error_calibrated(&mut self, net: &Supernet, arch: &Arch, step: u64) -> Result<f64> {
+        self.score(net, arch, step, BnMode::None)
+    }
+
+    fn score(&mut self, net: &Supernet, arch: &Arch, step: u64, mode: BnMode) -> Result<f64> {
         if let Some(&(e, s)) = self.cache.get(arch)
             && s == step
         {
@@ -78,7 +92,7 @@ impl<'a> Evaluator<'a> {
         let bn = BnSource {
             data: self.data,
             indices: self.train,
-            mode: self.bn,
+            mode,
             images: self.bn_images,
             seed: self.seed,
         };

@@ -38,6 +38,7 @@ pub mod nds;
 pub mod nsga2;
 pub mod observer;
 pub mod operators;
+pub mod prescreen;
 pub mod problem;
 pub mod random;
 pub mod shifting;
@@ -145,3 +146,6 @@ mod inf_as_null {
         Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
     }
 }
+
+#[cfg(test)]
+mod prescreen_tests;

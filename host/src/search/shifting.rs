@@ -10,14 +10,14 @@
 //! and weight decay move all of them. The optimizer's buffers persist across generations and are
 //! checkpointed by the driver.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use candle_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use shiftnas_models::{Arch, Supernet};
 
 use crate::data::{Batcher, BatcherPosition};
-use crate::train::{Gradients, Sgd, SgdConfig, batch_loss_and_grads};
+use crate::train::{Gradients, Sgd, SgdConfig, batch_loss_and_grads, smoothed_cross_entropy};
 
 /// How the supernet shifts during the search (`--shift`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -108,6 +108,10 @@ impl Shifter {
     }
 
     /// Mean gradient of `arch`'s loss over `images` training images drawn from `batcher`.
+    ///
+    /// `calibrate`: batch k moves the path's BN running statistics with momentum `1/(k+1)`, so
+    /// they end as the exact average over these batches ([`BnMode::Exact`](crate::train::BnMode::Exact) calibration);
+    /// otherwise with the training momentum 0.1.
     fn loss_grads(
         &self,
         net: &Supernet,
@@ -115,14 +119,19 @@ impl Shifter {
         batcher: &mut Batcher<'_>,
         images: usize,
         rng: &mut ChaCha8Rng,
+        calibrate: bool,
     ) -> Result<Gradients> {
         let batch = self.config.batch.max(1);
         let n = images.div_ceil(batch).max(1);
         let mut grads = Gradients::default();
-        for _ in 0..n {
+        for k in 0..n {
             let b = batcher.next_batch(rng, net.device())?;
-            let (loss, mut g) =
-                batch_loss_and_grads(net, arch, &b.images, &b.labels, self.config.label_smoothing)?;
+            let eps = self.config.label_smoothing;
+            let (loss, mut g) = if calibrate {
+                calibrating_loss_and_grads(net, arch, &b.images, &b.labels, eps, k)?
+            } else {
+                batch_loss_and_grads(net, arch, &b.images, &b.labels, eps)?
+            };
             anyhow::ensure!(
                 loss.is_finite(),
                 "shifting loss of arch {arch} is {loss}; lower --shift-lr"
@@ -158,7 +167,7 @@ impl Shifter {
             return Ok(());
         }
         for _ in 0..self.config.steps {
-            let g = self.loss_grads(net, arch, batcher, self.config.batch, rng)?;
+            let g = self.loss_grads(net, arch, batcher, self.config.batch, rng, false)?;
             self.step(net, g)?;
         }
         Ok(())
@@ -178,10 +187,42 @@ impl Shifter {
         if self.config.mode != ShiftMode::Accumulate {
             return Ok(());
         }
-        let g = self.loss_grads(net, arch, batcher, self.config.samples, rng)?;
+        let g = self.loss_grads(net, arch, batcher, self.config.samples, rng, false)?;
         self.pending.add(g)?;
         self.candidates += 1;
         Ok(())
+    }
+
+    /// `accumulate` sharing its forward with BN calibration: the train-mode forward over
+    /// `arch`'s shift samples also leaves the path's BN running statistics at their exact average
+    /// over those images (what [`BnMode::Exact`](crate::train::BnMode::Exact) calibration computes from the same batches), so
+    /// `arch` can be scored right after without a calibration forward of its own. Call it
+    /// *before* scoring. The gradients are the same as [`Shifter::accumulate`]'s on these images.
+    ///
+    /// # Errors
+    /// A mode other than `accumulate`, forward/backward failures or a non-finite loss.
+    pub fn accumulate_calibrating(
+        &mut self,
+        net: &Supernet,
+        arch: &Arch,
+        batcher: &mut Batcher<'_>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<()> {
+        anyhow::ensure!(
+            self.config.mode == ShiftMode::Accumulate,
+            "BN calibration can share the shifting forward only with --shift accumulate"
+        );
+        let g = self.loss_grads(net, arch, batcher, self.config.samples, rng, true)?;
+        self.pending.add(g)?;
+        self.candidates += 1;
+        Ok(())
+    }
+
+    /// Images per candidate that `accumulate` trains on (and calibrates BN with when sharing):
+    /// `⌈samples / batch⌉ × batch`.
+    pub fn images_per_candidate(&self) -> usize {
+        let batch = self.config.batch.max(1);
+        self.config.samples.div_ceil(batch).max(1) * batch
     }
 
     /// `accumulate`: the one SGD step of the generation (mean of the candidates' gradients).
@@ -199,6 +240,24 @@ impl Shifter {
         self.step(net, g)?;
         Ok(true)
     }
+}
+
+/// Loss and path gradients of batch `k` of a calibrating sequence: a train-mode forward whose BN
+/// momentum is `1/(k+1)` (exact running average), then the smoothed cross-entropy's backward.
+fn calibrating_loss_and_grads(
+    net: &Supernet,
+    arch: &Arch,
+    images: &Tensor,
+    labels: &Tensor,
+    label_smoothing: f64,
+    k: usize,
+) -> Result<(f64, Gradients)> {
+    let logits = net
+        .forward_train_momentum(images, arch, 1.0 / (k as f64 + 1.0))
+        .with_context(|| format!("shifting forward of arch {arch}"))?;
+    let loss = smoothed_cross_entropy(&logits, labels, label_smoothing)?;
+    let grads = Gradients::from_store(&net.path_trainable(arch), &loss.backward()?)?;
+    Ok((f64::from(loss.to_scalar::<f32>()?), grads))
 }
 
 /// Zero gradients for every trainable parameter (so `full` updates reach all of them).
@@ -232,6 +291,7 @@ mod tests {
 
     use candle_core::Device;
     use rand::SeedableRng;
+    use shiftnas_models::BnCalibration;
 
     use super::*;
     use crate::data::{Augment, ConformOptions, DataSpec, Normalize};
@@ -350,6 +410,130 @@ mod tests {
             union.len() < before.len(),
             "the test needs unvisited params"
         );
+    }
+
+    fn bn_stats(net: &Supernet, a: &Arch) -> Vec<(String, Vec<f32>)> {
+        net.arch_tensors(a)
+            .unwrap()
+            .into_iter()
+            .filter(|(n, _)| n.contains(".running_"))
+            .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// The shared forward leaves the BN statistics that exact calibration computes over the same
+    /// images, the same proxy score, and the same gradients as the unshared shifting forward.
+    #[test]
+    fn shared_forward_calibrates_bn_exactly_with_the_same_gradients_and_score() {
+        let d = data();
+        let net = net();
+        let a = pattern(3);
+        let cfg = config(ShiftMode::Accumulate, ShiftUpdate::Masked);
+        let b0 = batcher(&d);
+        // Unshared reference: exact calibration over the shift batches, then the shift forward.
+        let (mut b1, mut r1) = (b0.clone(), ChaCha8Rng::seed_from_u64(2));
+        let (mut bc, mut rc) = (b0.clone(), ChaCha8Rng::seed_from_u64(2));
+        let images: Vec<Tensor> = (0..cfg.samples.div_ceil(cfg.batch))
+            .map(|_| bc.next_batch(&mut rc, &Device::Cpu).unwrap().images)
+            .collect();
+        assert_eq!(images.len(), 2);
+        net.calibrate_bn(&a, images.into_iter().map(Ok), BnCalibration::Exact)
+            .unwrap();
+        let calibrated = bn_stats(&net, &a);
+        let norm = Normalize::from_dataset(&d.pair.train, &d.splits.train);
+        let proxy = &d.splits.proxy;
+        let no_bn = || crate::train::BnSource {
+            data: &d.pair.train,
+            indices: &d.splits.train,
+            mode: crate::train::BnMode::None,
+            images: 0,
+            seed: 0,
+        };
+        let score_ref =
+            crate::train::evaluate(&net, &a, &d.pair.train, proxy, &norm, no_bn(), 50).unwrap();
+        let mut unshared = Shifter::new(cfg);
+        net.set_dropout_seed(11);
+        unshared.accumulate(&net, &a, &mut b1, &mut r1).unwrap();
+
+        // Shared: scramble the statistics first, so only the shared forward can set them.
+        net.calibrate_bn(
+            &a,
+            [Ok((Tensor::ones(
+                (4, 1, 28, 28),
+                candle_core::DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap()
+                * 3.0)
+                .unwrap())],
+            BnCalibration::ResetEma { momentum: 0.5 },
+        )
+        .unwrap();
+        assert!(max_diff(&bn_stats(&net, &a)[0].1, &calibrated[0].1) > 1e-3);
+        let mut shared = Shifter::new(cfg);
+        let (mut b2, mut r2) = (b0.clone(), ChaCha8Rng::seed_from_u64(2));
+        net.set_dropout_seed(11);
+        shared
+            .accumulate_calibrating(&net, &a, &mut b2, &mut r2)
+            .unwrap();
+        assert_eq!(b2.position(), b1.position(), "same shift images consumed");
+        let after = bn_stats(&net, &a);
+        assert_eq!(after.len(), calibrated.len());
+        assert!(after.len() > 10);
+        for ((n, x), (_, y)) in after.iter().zip(&calibrated) {
+            let scale = y.iter().fold(1f32, |m, v| m.max(v.abs()));
+            assert!(max_diff(x, y) <= 1e-5 * scale, "{n}: {}", max_diff(x, y));
+        }
+        let score =
+            crate::train::evaluate(&net, &a, &d.pair.train, proxy, &norm, no_bn(), 50).unwrap();
+        assert_eq!(score.top1, score_ref.top1);
+        assert!(
+            (score.loss - score_ref.loss).abs() < 1e-5,
+            "{score:?} {score_ref:?}"
+        );
+        // Same gradients as the unshared forward on the same images.
+        assert_eq!(shared.pending.len(), unshared.pending.len());
+        for name in unshared.pending.names() {
+            let g1 = unshared.pending.get(name).unwrap().flatten_all().unwrap();
+            let g2 = shared.pending.get(name).unwrap().flatten_all().unwrap();
+            let (g1, g2) = (g1.to_vec1::<f32>().unwrap(), g2.to_vec1::<f32>().unwrap());
+            let scale = g1.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            assert!(max_diff(&g1, &g2) <= 1e-5 * scale, "{name}");
+        }
+    }
+
+    /// Sharing BN calibration keeps Algorithm 1: gradients pile up, one step per generation.
+    #[test]
+    fn shared_accumulate_takes_exactly_one_step_per_generation() {
+        let d = data();
+        let net = net();
+        let mut b = batcher(&d);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut s = Shifter::new(config(ShiftMode::Accumulate, ShiftUpdate::Masked));
+        assert_eq!(s.images_per_candidate(), 16);
+        for gen_ in 0..2u64 {
+            let before = trainable(&net);
+            for a in [pattern(0), pattern(1), pattern(2)] {
+                s.accumulate_calibrating(&net, &a, &mut b, &mut rng)
+                    .unwrap();
+            }
+            assert_eq!(trainable(&net), before, "no update inside a generation");
+            assert!(s.end_generation(&net).unwrap());
+            assert!(!s.end_generation(&net).unwrap());
+            assert_eq!(s.steps_taken, gen_ + 1);
+            assert_ne!(trainable(&net), before);
+        }
+        let mut imm = Shifter::new(config(ShiftMode::Immediate, ShiftUpdate::Masked));
+        let err = imm.accumulate_calibrating(&net, &pattern(0), &mut b, &mut rng);
+        assert!(format!("{:#}", err.unwrap_err()).contains("--shift accumulate"));
     }
 
     #[test]

@@ -179,16 +179,26 @@ impl Supernet {
     /// # Errors
     /// An arch that does not fit the space, an input of the wrong rank or channel count.
     pub fn forward_t(&self, x: &Tensor, arch: &Arch, train: bool) -> Result<Tensor> {
-        let mode = if train {
-            BnMode::Train {
-                momentum: BN_MOMENTUM,
-            }
-        } else {
-            BnMode::Eval
-        };
-        let feat = self.features(x, arch, mode, false)?;
+        if train {
+            return self.forward_train_momentum(x, arch, BN_MOMENTUM);
+        }
+        let feat = self.features(x, arch, BnMode::Eval, false)?;
+        Ok(feat
+            .mean((2, 3))?
+            .matmul(&self.classifier.as_tensor().t()?)?)
+    }
+
+    /// [`Supernet::forward_t`] in training mode, with the path's BN running statistics moved by
+    /// `momentum` instead of 0.1: batch k (0-based) of a sequence with momentum `1/(k+1)` leaves
+    /// exactly the statistics [`Supernet::calibrate_bn`] computes with [`BnCalibration::Exact`]
+    /// over the same batches, so one forward can both calibrate BN and give a training loss.
+    ///
+    /// # Errors
+    /// As [`Supernet::forward_t`].
+    pub fn forward_train_momentum(&self, x: &Tensor, arch: &Arch, momentum: f64) -> Result<Tensor> {
+        let feat = self.features(x, arch, BnMode::Train { momentum }, false)?;
         let pooled = feat.mean((2, 3))?;
-        let pooled = if train && self.space.dropout > 0.0 {
+        let pooled = if self.space.dropout > 0.0 {
             self.dropout(&pooled)?
         } else {
             pooled

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Supernet Shifting overhead (issue 4): wall time of the same search with `--shift off` and with
+# `--shift accumulate` (BN calibration shared with the shifting forward, the default), in one run,
+# on CIFAR-10 with the paper's ratio of proxy to shift images (12,500 scored vs 640 shifted per
+# candidate). Target: accumulate ≤ 1.10 × off. A third search, `accumulate --no-share-bn`,
+# shows what the sharing saves. The supernet is a `tiny` one (CIFAR converted to 28×28 gray)
+# trained for a few steps by this script: timing does not depend on how well it is trained.
+# Both searches calibrate BN over 640 images (--bn-images 640 = the shift samples), so `off` and
+# shared `accumulate` do the same BN work and the difference is the shifting backward.
+# Usage: scripts/bench/shift_overhead.sh [CIFAR10_DIR] [POP] [GENS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA="${1:-/work/shared/datasets/cifar10}"
+POP="${2:-4}"
+GENS="${3:-2}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+cargo build -q --release -p shiftnas
+W="$(mktemp -d)"; trap 'rm -rf "$W"' EXIT
+# A copy: with a target dir shared between worktrees another build may replace the binary.
+S="$W/shiftnas"; cp "$CARGO_TARGET_DIR/release/shiftnas" "$S"
+"$S" search --help | grep -q -- --no-share-bn ||
+    { echo "$CARGO_TARGET_DIR/release/shiftnas lacks --no-share-bn: another worktree's build? rerun" >&2; exit 1; }
+COMMON=(--space tiny --data "cifar10:$DATA" --convert-channels --resize --proxy-size 12500)
+"$S" -q --no-progress train "${COMMON[@]}" --steps 20 --batch 64 --warmup-steps 0 --seed 0 \
+    --out "$W/train"
+SEARCH=(search --supernet "$W/train" "${COMMON[@]}" --algorithm nsga2 --latency flops
+        --pop "$POP" --gens "$GENS" --seed 1 --split-seed 0 --bn exact --bn-images 640 --shift-samples 640
+        --shift-batch 128 --eval-batch 250)
+run() { # name, extra flags...
+    local name="$1"; shift
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$S" -q --no-progress --json "${SEARCH[@]}" --out "$W/$name" "$@" > "$W/$name.json"
+    t1=$(date +%s.%N)
+    python3 -c "print(f'{$t1 - $t0:.1f}')" > "$W/$name.time"
+    echo "$name: $(cat "$W/$name.time") s, $(wc -l < "$W/$name/archive.jsonl") evaluations" >&2
+}
+echo "load before: $(cat /proc/loadavg)"
+run off --shift off
+run accumulate --shift accumulate
+run unshared --shift accumulate --no-share-bn
+echo "load after: $(cat /proc/loadavg)"
+python3 - "$W" <<'PY'
+import sys
+w = sys.argv[1]
+t = {n: float(open(f"{w}/{n}.time").read()) for n in ("off", "accumulate", "unshared")}
+print(f"off:                          {t['off']:.1f} s")
+print(f"accumulate (BN shared):       {t['accumulate']:.1f} s   ratio {t['accumulate'] / t['off']:.3f}")
+print(f"accumulate --no-share-bn:     {t['unshared']:.1f} s   ratio {t['unshared'] / t['off']:.3f}")
+PY
