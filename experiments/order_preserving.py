@@ -21,8 +21,10 @@ killed half-way is continued with the command's own `--resume`):
   report      docs/results/order-preserving.md (only the block between the GENERATED markers is
               rewritten, so prose written around it survives a rerun)
 
-Usage: experiments/order_preserving.sh [--preset smoke|cpu-small|gpu] [--until STAGE] [--estimate]
+Usage: experiments/order_preserving.sh [--preset smoke|cpu-small|gpu] [--until STAGE] [--rebuild]
 (the .sh builds and freezes the binary, then runs this file). Every budget knob is in PRESETS.
+CIFAR-10 is read from $CIFAR10_DIR (default /work/shared/datasets/cifar10, binary version).
+Stop a background run with `kill -TERM <python pid>`: the running command checkpoints first.
 """
 
 from __future__ import annotations
@@ -72,20 +74,20 @@ PRESETS: dict[str, dict] = {
     # What fits ~100 min of a busy 2-core CPU (see the report for the measured stage times).
     "cpu-small": dict(
         compute="cpu",
-        test_images=2000,
-        proxy_size=500,
-        supernet_steps=400, supernet_batch=32, supernet_lr=None, warmup_steps=None,
-        source_steps=250, source_batch=32,
-        algorithm="evolution", pop=8, gens=3, max_flops=27e6,
-        bn_images=256,
+        test_images=1000,
+        proxy_size=250,
+        supernet_steps=300, supernet_batch=32, supernet_lr=None, warmup_steps=None,
+        source_steps=150, source_batch=32,
+        algorithm="evolution", pop=6, gens=3, max_flops=27e6,
+        bn_images=128,
         shift_samples=64, shift_batch=32, shift_lr=1e-4,
         transfer_shift_steps=2, transfer_shift_batch=32, transfer_shift_lr=0.01,
         seeds=[1, 2, 3], transfer_seeds=[1, 2, 3],
-        top_archs=3,
-        random_archs=6,
-        retrain_steps=100, retrain_batch=32, retrain_lr=None, retrain_bn_images=256, retrain_seed=0,
+        top_archs=2,
+        random_archs=4,
+        retrain_steps=60, retrain_batch=32, retrain_lr=None, retrain_bn_images=128, retrain_seed=0,
         top_k=3,
-        checkpoint_every=100,
+        checkpoint_every=50,
     ),
     # The same study scaled up for one GPU (`--compute cuda:0`, a `--features cuda` build).
     "gpu": dict(
@@ -206,7 +208,9 @@ class Study:
 
 
 def has_checkpoint(run: Path) -> bool:
-    return (run / "checkpoint").is_dir() or (run / "checkpoint.old").is_dir()
+    """A complete checkpoint (state.json is written last) in `checkpoint/` or, mid-swap, in
+    `checkpoint.old/`. `search` creates an empty `checkpoint/` before its first generation."""
+    return any((run / d / "state.json").is_file() for d in ["checkpoint", "checkpoint.old"])
 
 
 def fresh_or_resume(run: Path, new_args: list[str]) -> list[str]:
@@ -604,7 +608,7 @@ def stage_report(s: Study) -> None:
         ["knob", "value"], [[f"`{n}`", f"`{v}`"] for n, v in k.items()]))
     rows = [[st, f"{d.get('wall_s', 0):.0f}", f"{d.get('cpu_s', 0):.0f}", d.get("attempts", 0),
              f"{d.get('load_end', 0):.1f}"] for st, d in sorted(t.items())]
-    parts.append(table(["stage", "wall s", "CPU s", "attempts", "load avg at end"], rows))
+    parts.append(table(["stage", "wall s", "CPU s", "commands run", "load avg at end"], rows))
     rt = [float(r["wall_s"]) for r in truth.values()]
     parts.append(f"{len(truth)} distinct archs retrained ({k['retrain_steps']} steps of "
                  f"{k['retrain_batch']}, {mean_sd(rt, '{:.0f}')} s wall each); machine: "
@@ -656,6 +660,8 @@ def main() -> None:
     ap.add_argument("--binary", type=Path, default=Path(os.environ.get("SHIFTNAS", "shiftnas")))
     ap.add_argument("--report", type=Path, help="markdown report to (re)write "
                     "[default: docs/results/order-preserving.md; smoke: its run dir]")
+    ap.add_argument("--knobs-changed", action="store_true",
+                    help="accept knobs that differ from the run dir's knobs.json")
     a = ap.parse_args()
     report = a.report or (ROOT / "experiments/runs/smoke/order-preserving.md" if a.preset == "smoke"
                           else ROOT / "docs/results/order-preserving.md")
@@ -676,6 +682,15 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    knobs = s.dir / "knobs.json"
+    if knobs.is_file():
+        old = json.loads(knobs.read_text())
+        diff = sorted(n for n in set(old) | set(s.k) if old.get(n) != s.k.get(n))
+        if diff and not a.knobs_changed:
+            sys.exit(f"the {a.preset} knobs {diff} differ from those {s.dir} was run with "
+                     f"({knobs}); results would mix: remove the stages they affect (run dirs and "
+                     "state/*.json) and pass --knobs-changed, or use another preset")
+    knobs.write_text(json.dumps(s.k, indent=1))
     s.log(f"preset {a.preset}: {s.dir} (binary {s.bin}, load {os.getloadavg()[0]:.1f})")
     upto = STAGES.index(a.until)
     try:
