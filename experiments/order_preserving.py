@@ -517,42 +517,62 @@ def table(head: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+def load_json(p: Path):
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
 def stage_report(s: Study) -> None:
+    """Writes the tables from whatever has been collected so far (a partial run gives partial
+    tables with `pending` marks, so `--report-only` can be used while the study runs)."""
     k, truth = s.k, read_csv(s.dir / "retrained.csv")
     seeds = k["seeds"]
     t = {p.stem: json.loads(p.read_text()) for p in (s.dir / "state").glob("*.json")}
 
     def wall(stage):
-        return t.get(stage, {}).get("wall_s")
+        return t.get(stage, {}).get("wall_s") if t.get(stage, {}).get("done") else None
 
-    def cpu(stage):
-        return t.get(stage, {}).get("cpu_s")
+    def acc_of(arch):
+        return float(truth[arch]["accuracy"]) if arch in truth else None
 
-    rk = {(w, sd): json.loads((s.dir / "rank" / f"rank-{w}-s{sd}.json").read_text())
-          for w in ["before", "after"] for sd in seeds}
+    def pick_of(mode, sd):
+        run = s.dir / f"search-{mode}-s{sd}"
+        return pick(run) if (run / "pareto.json").is_file() else None
+
+    complete = all(t.get(st, {}).get("done") for st in ["rank"])
     parts = [f"Preset `{s.name}`, generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-             f"by `experiments/order_preserving.sh --preset {s.name}`. Mean ± sample SD "
-             f"[min, max] over search seeds {seeds}."]
+             f"by `experiments/order_preserving.sh --preset {s.name}`"
+             + ("" if complete else " **from a run still in progress: `pending` marks what "
+                "was not measured yet**") +
+             f". Mean ± sample SD [min, max] over search seeds {seeds}."]
 
+    rk = {(w, sd): load_json(s.dir / "rank" / f"rank-{w}-s{sd}.json")
+          for w in ["before", "after"] for sd in seeds}
     parts.append("### Order preservation before and after shifting\n\n"
-                 "Same arch set per seed (its random archs + top archs and picks of both searches), "
-                 "scored by the trained supernet (*before*: what `--shift off` searches with) and by "
-                 "the accumulate search's final weights (*after*), ranked against retrained test "
-                 "accuracy with `shiftnas rank`.")
+                 "Same arch set per seed (the shared random archs + the top archs and picks of "
+                 "both searches), scored by the trained supernet (*before*: what `--shift off` "
+                 "searches with) and by the accumulate search's final weights (*after*), ranked "
+                 "against retrained test accuracy with `shiftnas rank` (global: share of the "
+                 "supernet's top-k in the true top-k; local: Kendall τ-b within the true top-k).")
     rows = []
     for w in ["before", "after"]:
-        g = [rk[w, sd]["global"] for sd in seeds]
-        rows.append([w, mean_sd([rk[w, sd]["n"] for sd in seeds], "{:.0f}"),
-                     rk[w, seeds[0]]["k"], mean_sd(g, "{:.3f}"),
-                     mean_sd([rk[w, sd]["global_chance"] for sd in seeds], "{:.3f}"),
-                     mean_sd([rk[w, sd]["local_tau_b"] for sd in seeds], "{:.3f}"),
-                     mean_sd([rk[w, sd]["tau_b"] for sd in seeds], "{:.3f}"),
-                     mean_sd([rk[w, sd]["spearman_rho"] for sd in seeds], "{:.3f}")])
+        got = [rk[w, sd] for sd in seeds if rk[w, sd]]
+        if not got:
+            rows.append([w] + ["pending"] * 7)
+            continue
+        rows.append([w, mean_sd([r["n"] for r in got], "{:.0f}"), got[0]["k"],
+                     mean_sd([r["global"] for r in got], "{:.3f}"),
+                     mean_sd([r["global_chance"] for r in got], "{:.3f}"),
+                     mean_sd([r["local_tau_b"] for r in got], "{:.3f}"),
+                     mean_sd([r["tau_b"] for r in got], "{:.3f}"),
+                     mean_sd([r["spearman_rho"] for r in got], "{:.3f}")])
     parts.append(table(["supernet", "N", "k", "global", "chance", "local τ-b", "τ-b (all)",
                         "Spearman ρ (all)"], rows))
     rows = []
     for sd in seeds:
         b, a = rk["before", sd], rk["after", sd]
+        if not (b and a):
+            rows.append([sd] + ["pending"] * 7)
+            continue
         rows.append([sd, b["n"], fnum(b["global"]), fnum(a["global"]), fnum(b["local_tau_b"]),
                      fnum(a["local_tau_b"]), fnum(b["tau_b"]), fnum(a["tau_b"])])
     parts.append("Per seed:\n\n" + table(["seed", "N", "global before", "global after",
@@ -560,78 +580,92 @@ def stage_report(s: Study) -> None:
                                           "τ-b after"], rows))
 
     parts.append("### Each method's pick\n\nThe lowest supernet error on the search's final front "
-                 "(re-scored under the final weights), retrained from scratch with the same recipe.")
+                 "(re-scored under the final weights), retrained from scratch with the same recipe "
+                 f"(supernet accuracy on the {k['proxy_size']}-image proxy split, retrained "
+                 f"accuracy on {k['test_images']} class-balanced test images).")
     rows, per_seed = [], []
     for label, mode, sds in [("SPOS (`--shift off`)", "off", seeds),
                              ("shifting (`--shift accumulate`)", "accumulate", seeds),
-                             ("transfer (Fashion-MNIST → CIFAR-10)", "transfer", k["transfer_seeds"])]:
-        picks = [pick(s.dir / f"search-{mode}-s{sd}") for sd in sds]
-        acc = [float(truth[p["arch"]]["accuracy"]) if p["arch"] in truth else None for p in picks]
-        rows.append([label, mean_sd([100 * (1 - p["error"]) for p in picks]), mean_sd(acc),
-                     mean_sd([p["flops"] / 1e6 for p in picks])])
-        for sd, p, a in zip(sds, picks, acc):
-            per_seed.append([label.split(" ")[0], sd, f"`{p['arch']}`", f"{100 * (1 - p['error']):.2f}",
-                             fnum(a, "{:.2f}"), f"{p['flops'] / 1e6:.2f}"])
+                             ("transfer (Fashion-MNIST → CIFAR-10)", "transfer",
+                              k["transfer_seeds"])]:
+        picks = [(sd, pick_of(mode, sd)) for sd in sds]
+        picks = [(sd, p) for sd, p in picks if p]
+        if not picks:
+            rows.append([label, "pending", "pending", "pending"])
+            continue
+        accs = [acc_of(p["arch"]) for _, p in picks]
+        rows.append([label, mean_sd([100 * (1 - p["error"]) for _, p in picks]),
+                     mean_sd(accs) if any(a is not None for a in accs) else "pending",
+                     mean_sd([p["flops"] / 1e6 for _, p in picks])])
+        for (sd, p), a in zip(picks, accs):
+            per_seed.append([label.split(" ")[0], sd, f"`{p['arch']}`",
+                             f"{100 * (1 - p['error']):.2f}",
+                             "pending" if a is None else f"{a:.2f}", f"{p['flops'] / 1e6:.2f}"])
     parts.append(table(["method", "supernet proxy acc %", "retrained test acc %", "MFLOPs"], rows))
     parts.append("Per seed:\n\n" + table(["method", "seed", "pick", "supernet proxy acc %",
                                           "retrained test acc %", "MFLOPs"], per_seed))
-    rand = random_archs(s)
-    ra = [float(truth[a]["accuracy"]) for a in rand if a in truth]
-    parts.append(f"Reference: the {len(ra)} random archs under the FLOPs cap retrain to "
-                 f"{mean_sd(ra)} % test accuracy.")
+    rfile = s.dir / "random_archs.txt"
+    if rfile.is_file():
+        ra = [acc_of(a) for a in rfile.read_text().split()]
+        parts.append(f"Reference: {sum(a is not None for a in ra)} of the {len(ra)} random archs "
+                     f"under the FLOPs cap retrained so far: {mean_sd(ra)} % test accuracy.")
 
     parts.append("### Transfer vs training from scratch\n\nFrom scratch: train the CIFAR-10 "
                  "supernet, then search with `--shift accumulate`. Transfer: search CIFAR-10 with "
-                 "`--transfer-from` the Fashion-MNIST supernet (each candidate's path fine-tuned "
-                 f"by `--shift immediate`, {k['transfer_shift_steps']} steps of "
-                 f"{k['transfer_shift_batch']} at lr {k['transfer_shift_lr']}). Times in seconds on this machine (wall, and CPU "
-                 "= user + system of the command: the machine was shared).")
-    scratch_acc = [float(truth[pick(s.dir / f"search-accumulate-s{sd}")["arch"]]["accuracy"])
-                   for sd in seeds if pick(s.dir / f"search-accumulate-s{sd}")["arch"] in truth]
-    trans_acc = [float(truth[pick(s.dir / f"search-transfer-s{sd}")["arch"]]["accuracy"])
-                 for sd in k["transfer_seeds"]
-                 if pick(s.dir / f"search-transfer-s{sd}")["arch"] in truth]
-    rows = [
-        ["from scratch", f"{wall('supernet') or 0:.0f} / {cpu('supernet') or 0:.0f} (CIFAR-10)",
-         mean_sd([wall(f"search-accumulate-s{sd}") for sd in seeds], "{:.0f}"),
-         mean_sd([(wall("supernet") or 0) + wall(f"search-accumulate-s{sd}") for sd in seeds],
-                 "{:.0f}"), mean_sd(scratch_acc)],
-        ["transfer", f"{wall('source') or 0:.0f} / {cpu('source') or 0:.0f} (Fashion-MNIST, reusable)",
-         mean_sd([wall(f"search-transfer-s{sd}") for sd in k["transfer_seeds"]], "{:.0f}"),
-         mean_sd([wall(f"search-transfer-s{sd}") for sd in k["transfer_seeds"]], "{:.0f}"),
-         mean_sd(trans_acc)],
-    ]
-    parts.append(table(["arm", "supernet training s (wall / CPU)", "search s (wall)",
-                        "time on CIFAR-10 s (wall)", "pick's retrained test acc %"], rows))
+                 "`--transfer-from` the Fashion-MNIST supernet (every weight copied, the classifier "
+                 "too as both have 10 classes; each candidate's path fine-tuned by `--shift "
+                 f"immediate`, {k['transfer_shift_steps']} steps of {k['transfer_shift_batch']} "
+                 f"images at lr {k['transfer_shift_lr']}, before its score). Wall seconds on this "
+                 "machine, which was shared (CPU seconds in the stage table).")
+
+    def arm(mode, sds, train_stage):
+        walls = [wall(f"search-{mode}-s{sd}") for sd in sds]
+        tw = wall(train_stage)
+        accs = [acc_of(p["arch"]) for p in (pick_of(mode, sd) for sd in sds) if p]
+        total = [w + (tw if mode == "accumulate" else 0) for w in walls
+                 if w is not None and tw is not None]
+        return [("pending" if tw is None else f"{tw:.0f}"),
+                mean_sd(walls, "{:.0f}") if any(w is not None for w in walls) else "pending",
+                mean_sd(total, "{:.0f}") if total else "pending",
+                mean_sd(accs) if any(a is not None for a in accs) else "pending"]
+
+    parts.append(table(["arm", "supernet training s", "search s", "time spent on CIFAR-10 s",
+                        "pick's retrained test acc %"],
+                       [["from scratch (CIFAR-10 supernet)", *arm("accumulate", seeds, "supernet")],
+                        ["transfer (Fashion-MNIST supernet, reusable)",
+                         *arm("transfer", k["transfer_seeds"], "source")]]))
 
     parts.append("### Setup and stage times\n\n" + table(
         ["knob", "value"], [[f"`{n}`", f"`{v}`"] for n, v in k.items()]))
     rows = [[st, f"{d.get('wall_s', 0):.0f}", f"{d.get('cpu_s', 0):.0f}", d.get("attempts", 0),
-             f"{d.get('load_end', 0):.1f}"] for st, d in sorted(t.items())]
-    parts.append(table(["stage", "wall s", "CPU s", "commands run", "load avg at end"], rows))
+             "yes" if d.get("done") else "no", f"{d.get('load_end', 0):.1f}"]
+            for st, d in sorted(t.items())]
+    parts.append(table(["stage", "wall s", "CPU s", "commands run", "done", "load avg at end"],
+                       rows))
     rt = [float(r["wall_s"]) for r in truth.values()]
-    parts.append(f"{len(truth)} distinct archs retrained ({k['retrain_steps']} steps of "
+    parts.append(f"{len(truth)} distinct archs retrained so far ({k['retrain_steps']} steps of "
                  f"{k['retrain_batch']}, {mean_sd(rt, '{:.0f}')} s wall each); machine: "
                  f"{os.cpu_count()} cores, space `{SPACE}`, supernet seed {SUPERNET_SEED}, "
                  f"retrain seed {k['retrain_seed']}. Raw files: `experiments/runs/{s.name}/` "
-                 "(`retrained.csv`, `scores-*.csv`, `rank/*.json`, `state/*.json`).")
+                 "(`retrained.csv`, `scores-*.csv`, `rank/*.json`, `state/*.json`, `logs/`).")
     generated = "\n\n".join(parts) + "\n"
 
     begin, end = "<!-- BEGIN GENERATED (experiments/order_preserving.py) -->", \
         "<!-- END GENERATED -->"
     path = s.report_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file() and begin in path.read_text() and end in path.read_text():
-        text = path.read_text()
+    text = path.read_text() if path.is_file() else ""
+    if begin in text and end in text:
         head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
         text = head + begin + "\n\n" + generated + "\n" + end + tail
     else:
-        text = (HEADER + "\n" + begin + "\n\n" + generated + "\n" + end + "\n\n" + DRAFT)
+        text = HEADER + "\n" + begin + "\n\n" + generated + "\n" + end + "\n\n" + DRAFT
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(path)
-    s.add_time("report", 0.0, 0.0, True)
+    if complete:
+        s.add_time("report", 0.0, 0.0, True)
     s.log(f"report: {path}")
 
 
@@ -662,10 +696,16 @@ def main() -> None:
                     "[default: docs/results/order-preserving.md; smoke: its run dir]")
     ap.add_argument("--knobs-changed", action="store_true",
                     help="accept knobs that differ from the run dir's knobs.json")
+    ap.add_argument("--report-only", action="store_true",
+                    help="only (re)write the report from what has been collected; runs nothing, "
+                    "safe while the study runs")
     a = ap.parse_args()
     report = a.report or (ROOT / "experiments/runs/smoke/order-preserving.md" if a.preset == "smoke"
                           else ROOT / "docs/results/order-preserving.md")
     s = Study(a.preset, a.binary, report)
+    if a.report_only:
+        stage_report(s)
+        return
     lock = open(s.dir / ".lock", "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
