@@ -675,16 +675,49 @@ HEADER = """# The order-preserving study (issue 8)
 
 Does Supernet Shifting (Zhang et al., CVPR 2024, "Boosting Order-Preserving and Transferability
 for Neural Architecture Search") make a SPOS supernet rank architectures more like retraining does,
-and is a supernet trained on other data a usable start for a search on CIFAR-10? Produced by
-`experiments/order_preserving.sh` (every budget knob in its `PRESETS`); the figures are defined in
-[../rank.md](../rank.md). Everything between the GENERATED markers is rewritten on each run.
+and is a supernet trained on other data a usable start for a search on CIFAR-10?
+
+## How it was run
+
+```sh
+experiments/order_preserving.sh --preset cpu-small     # ~80 min on 2 busy cores; rerun to resume
+experiments/order_preserving.sh --preset gpu           # the same study scaled up, --compute cuda:0
+experiments/order_preserving.sh --preset smoke         # minutes: checks every stage
+python3 experiments/order_preserving.py --preset cpu-small --report-only   # tables so far
+```
+
+Every budget knob (steps, batch, proxy size, population, generations, archs retrained, retrain
+steps, seeds, compute) is in `PRESETS` at the top of `experiments/order_preserving.py`; the values
+used are listed under *Setup* below. The stages, each skipped when its output exists and continued
+with the command's `--resume` when it was interrupted (outputs in `experiments/runs/<preset>/`):
+
+1. **supernet**: one `spos-cifar` supernet trained on CIFAR-10 (`shiftnas train`, uniform SPOS
+   sampling after the default path warm-up, a held-out proxy split of `proxy_size` images).
+2. **source**: a `spos-cifar` supernet trained on the embedded Fashion-MNIST (grayscale → RGB,
+   28 → 32 px: `--convert-channels --resize`).
+3. **search**, per seed: SPOS's evolution under a FLOPs cap with `--shift off` and with `--shift
+   accumulate` from the same checkpoint and seed; and the transfer arm, `--transfer-from` the
+   Fashion-MNIST supernet on CIFAR-10 (which shifts with `immediate`: each candidate's path is
+   fine-tuned before its score).
+4. **retrain** (`shiftnas retrain`, one recipe for all): each search's pick (lowest supernet error
+   on its final front), the top `top_archs` archs of each search by supernet error, and
+   `random_archs` uniform archs under the same FLOPs cap shared by all seeds. Each distinct arch
+   is retrained once (`retrained.csv` caches arch → accuracy) and scored on a class-balanced
+   subset of `test_images` CIFAR-10 test images.
+5. **score** (`shiftnas eval`): every ranked arch's proxy error under the trained supernet
+   (*before* shifting: what `--shift off` searches with) and under each accumulate search's final
+   weights (*after*), so both are ranked over the same archs at one set of weights each.
+6. **rank** (`shiftnas rank --archs … --truth …`): global and local order preservation
+   ([../rank.md](../rank.md)) per seed; the tables give mean ± sample SD [min, max] over seeds.
+
+Everything between the GENERATED markers is rewritten by each run; the rest of this page is not.
 """
 
 DRAFT = """## What the numbers show
 
-<!-- DRAFT (written by the study's helper from the first runs; to be rewritten by the lead) -->
+<!-- DRAFT: a first reading by the study's helper; the lead rewrites this section. -->
 
-_Draft: to be written from the tables above._
+_Draft to be written from the tables above._
 """
 
 
