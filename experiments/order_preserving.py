@@ -92,23 +92,26 @@ PRESETS: dict[str, dict] = {
         checkpoint_every=50,
     ),
     # The same study scaled up for one GPU (`--compute cuda:0`, a `--features cuda` build).
+    # Estimate from docs/benchmarks.md's H200 figures (spos-cifar, NVRTC depthwise: 2,540 train and
+    # 9,380 eval img/s): supernet ~17 min, source ~9 min, 3 x 3 searches ~50 min, ~45 archs
+    # retrained at ~4.5 min each ~3.5 h: ~5 h in all.
     "gpu": dict(
         compute="cuda:0",
         test_images=10000,
-        proxy_size=5000,
-        supernet_steps=20000, supernet_batch=256, supernet_lr=None, warmup_steps=None,
-        source_steps=10000, source_batch=256,
-        algorithm="evolution", pop=50, gens=20, max_flops=27e6,
-        bn_images=2000,
+        proxy_size=2500,
+        supernet_steps=10000, supernet_batch=256, supernet_lr=None, warmup_steps=None,
+        source_steps=5000, source_batch=256,
+        algorithm="evolution", pop=50, gens=10, max_flops=27e6,
+        bn_images=1000,
         shift_samples=640, shift_batch=150, shift_lr=1e-4,
-        transfer_shift_steps=20, transfer_shift_batch=150, transfer_shift_lr=0.01,
-        seeds=[1, 2, 3, 4, 5], transfer_seeds=[1, 2, 3, 4, 5],
-        top_archs=10,
-        random_archs=30,
-        retrain_steps=10000, retrain_batch=256, retrain_lr=None, retrain_bn_images=2000,
+        transfer_shift_steps=10, transfer_shift_batch=150, transfer_shift_lr=0.01,
+        seeds=[1, 2, 3], transfer_seeds=[1, 2, 3],
+        top_archs=5,
+        random_archs=20,
+        retrain_steps=2000, retrain_batch=256, retrain_lr=None, retrain_bn_images=2000,
         retrain_seed=0,
-        top_k=10,
-        checkpoint_every=1000,
+        top_k=5,
+        checkpoint_every=500,
     ),
 }
 SUPERNET_SEED = 0  # seed of the supernets' init and of the proxy split every score uses
