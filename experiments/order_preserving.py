@@ -612,8 +612,8 @@ def stage_report(s: Study) -> None:
     rfile = s.dir / "random_archs.txt"
     if rfile.is_file():
         ra = [acc_of(a) for a in rfile.read_text().split()]
-        parts.append(f"Reference: {sum(a is not None for a in ra)} of the {len(ra)} random archs "
-                     f"under the FLOPs cap retrained so far: {mean_sd(ra)} % test accuracy.")
+        parts.append(f"Reference: the random archs under the FLOPs cap ({sum(a is not None for a in ra)}"
+                     f" of {len(ra)} retrained) reach {mean_sd(ra)} % test accuracy.")
 
     parts.append("### Transfer vs training from scratch\n\nFrom scratch: train the CIFAR-10 "
                  "supernet, then search with `--shift accumulate`. Transfer: search CIFAR-10 with "
@@ -648,7 +648,7 @@ def stage_report(s: Study) -> None:
     parts.append(table(["stage", "wall s", "CPU s", "commands run", "done", "load avg at end"],
                        rows))
     rt = [float(r["wall_s"]) for r in truth.values()]
-    parts.append(f"{len(truth)} distinct archs retrained so far ({k['retrain_steps']} steps of "
+    parts.append(f"{len(truth)} distinct archs retrained ({k['retrain_steps']} steps of "
                  f"{k['retrain_batch']}, {mean_sd(rt, '{:.0f}')} s wall each); machine: "
                  f"{os.cpu_count()} cores, space `{SPACE}`, supernet seed {SUPERNET_SEED}, "
                  f"retrain seed {k['retrain_seed']}. Raw files: `experiments/runs/{s.name}/` "
