@@ -683,7 +683,7 @@ and is a supernet trained on other data a usable start for a search on CIFAR-10?
 ## How it was run
 
 ```sh
-experiments/order_preserving.sh --preset cpu-small     # ~80 min on 2 busy cores; rerun to resume
+experiments/order_preserving.sh --preset cpu-small     # 63 min measured on 2 busy cores; rerun to resume
 experiments/order_preserving.sh --preset gpu           # the same study scaled up, --compute cuda:0
 experiments/order_preserving.sh --preset smoke         # minutes: checks every stage
 python3 experiments/order_preserving.py --preset cpu-small --report-only   # tables so far
