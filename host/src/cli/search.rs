@@ -41,9 +41,10 @@ pub struct SearchArgs {
     /// Seed of the search and of shifting batches.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Supernet Shifting: accumulate (paper), immediate (authors' code) or off.
-    #[arg(long, value_enum, default_value = "accumulate")]
-    pub shift: ShiftMode,
+    /// Supernet Shifting: accumulate (paper; the default), immediate (authors' code; the only mode
+    /// with --transfer-from) or off.
+    #[arg(long, value_enum)]
+    pub shift: Option<ShiftMode>,
     /// Shifting updates only the evaluated paths (masked) or every parameter (full).
     #[arg(long, value_enum, default_value = "masked")]
     pub shift_update: ShiftUpdate,
@@ -159,7 +160,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.algorithm, crate::search::Algorithm::Evolution);
         assert_eq!(a.latency.to_string(), "board:rk1,rk2");
-        assert_eq!(a.shift, crate::search::shifting::ShiftMode::Immediate);
+        assert_eq!(a.shift, Some(crate::search::shifting::ShiftMode::Immediate));
         assert_eq!(a.max_flops, Some(300e6));
         assert_eq!(a.pop, 8);
         assert!(!a.remeasure);

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
+use clap::ValueEnum as _;
 use serde_json::json;
 
 use super::{Context, ExitStatus};
@@ -13,7 +14,7 @@ use crate::latency::{LatencyOptions, LatencySource, LatencySpec};
 use crate::run_dir::RunDir;
 use crate::search::arch_problem::Constraints;
 use crate::search::driver::{SearchConfig, run_until};
-use crate::search::shifting::ShiftConfig;
+use crate::search::shifting::{ShiftConfig, ShiftMode};
 use crate::train::SgdConfig;
 
 /// The options `config`'s latency source is opened with (boards from `./boards.toml`, the
@@ -34,6 +35,21 @@ pub fn latency_source(config: &SearchConfig) -> Result<Box<dyn LatencySource>> {
     let space = crate::train::space_for(&config.space, 1)?;
     crate::latency::open(spec, &space, &latency_options(config))
         .with_context(|| format!("--latency {spec}"))
+}
+
+/// `--shift`, defaulting to accumulate; transfer fine-tunes while searching, which only
+/// `immediate` (SGD steps on each candidate's path) does.
+fn shift_mode(args: &SearchArgs) -> Result<ShiftMode> {
+    match (args.shift, &args.transfer_from) {
+        (None | Some(ShiftMode::Immediate), Some(_)) => Ok(ShiftMode::Immediate),
+        (Some(other), Some(_)) => bail!(
+            "--transfer-from fine-tunes the supernet with --shift immediate; drop --shift {}",
+            other
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string())
+        ),
+        (mode, None) => Ok(mode.unwrap_or(ShiftMode::Accumulate)),
+    }
 }
 
 fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
@@ -65,12 +81,7 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
         gens: args.gens,
         seed: args.seed,
         shift: ShiftConfig {
-            // Transfer fine-tunes while searching: immediate updates on each candidate's path.
-            mode: if args.transfer_from.is_some() {
-                crate::search::shifting::ShiftMode::Immediate
-            } else {
-                args.shift
-            },
+            mode: shift_mode(args)?,
             update: args.shift_update,
             samples: args.shift_samples,
             steps: args.shift_steps,
@@ -213,6 +224,29 @@ mod tests {
             Command::Search(a) => a,
             _ => unreachable!(),
         }
+    }
+
+    /// `--shift` defaults to accumulate; `--transfer-from` implies immediate and refuses another
+    /// explicit mode instead of replacing it silently.
+    #[test]
+    fn transfer_shifts_immediately_and_refuses_other_modes() {
+        let mode = |f: &[&str]| shift_mode(&args(f));
+        assert_eq!(mode(&["--supernet", "s"]).unwrap(), ShiftMode::Accumulate);
+        assert_eq!(
+            mode(&["--supernet", "s", "--shift", "off"]).unwrap(),
+            ShiftMode::Off
+        );
+        assert_eq!(
+            mode(&["--transfer-from", "t"]).unwrap(),
+            ShiftMode::Immediate
+        );
+        let err = mode(&["--transfer-from", "t", "--shift", "off"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--shift immediate") && err.contains("drop --shift off"),
+            "{err}"
+        );
     }
 
     /// `--prescreen predictor:FILE` reaches the config with its margin; it needs a board source
