@@ -16,8 +16,9 @@ pub struct SearchArgs {
     /// Trained supernet: a `supernet.safetensors` or a `shiftnas train` run dir.
     #[arg(long, required_unless_present_any = ["resume", "transfer_from"])]
     pub supernet: Option<PathBuf>,
-    /// Transfer: a supernet trained on another data set (features kept, new classifier; new
-    /// stem when input channels differ unless --convert-channels); implies --shift immediate.
+    /// Transfer: a supernet trained on another data set (features kept; a new classifier when the
+    /// class count differs, a new stem when input channels differ unless --convert-channels);
+    /// implies --shift immediate (another --shift is an error).
     #[arg(long, value_name = "CKPT", conflicts_with = "supernet")]
     pub transfer_from: Option<PathBuf>,
     /// Images: builtin:fashion-mnist | idx:DIR | cifar10:DIR | cifar100:DIR | folder:DIR.
