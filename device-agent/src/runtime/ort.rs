@@ -212,7 +212,7 @@ impl Backend for OrtBackend {
             matches!(ty, TensorElementType::Float32),
             "input {name:?} is {ty:?}; the agent feeds float32"
         );
-        let shape = static_shape(&name, &shape)?;
+        let shape = static_shape(&name, shape)?;
         Ok(Box::new(OrtModel {
             session,
             name,

@@ -50,7 +50,7 @@ fn parse_records(
     if bytes.is_empty() {
         return Err(FormatError::new(name, 0, "file is empty; expected records"));
     }
-    if bytes.len() % rec != 0 {
+    if !bytes.len().is_multiple_of(rec) {
         let whole = bytes.len() / rec;
         return Err(FormatError::new(
             name,

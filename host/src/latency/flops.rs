@@ -35,7 +35,9 @@ mod tests {
     fn flops_source_is_mflops_of_the_cost_model() {
         let space = Space::by_name("tiny").unwrap();
         let arch = Arch::new(vec![0; space.num_blocks()]);
-        let v = FlopsSource.latencies(&space, &[arch.clone()]).unwrap();
+        let v = FlopsSource
+            .latencies(&space, std::slice::from_ref(&arch))
+            .unwrap();
         assert_eq!(v[0], arch_flops(&space, &arch) as f64 / 1e6);
         assert_eq!(FlopsSource.describe(), "flops");
         assert_eq!(FlopsSource.unit(), "MFLOPs");

@@ -293,7 +293,7 @@ impl Space {
                 "input size, input channels, classes and stages must all be non-zero".into(),
             );
         }
-        if self.stem.kernel % 2 == 0 || self.stem.stride == 0 {
+        if self.stem.kernel.is_multiple_of(2) || self.stem.stride == 0 {
             return bad(format!(
                 "stem kernel {} must be odd and stride non-zero",
                 self.stem.kernel
