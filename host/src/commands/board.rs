@@ -152,12 +152,12 @@ fn measure(
     if let Some(space) = &args.space {
         let space = shiftnas_models::Space::by_name(space)?;
         let shape = format!("1x{}x{s}x{s}", space.input_channels, s = space.input_size);
+        let export = crate::latency::board::random_exporter(args.seed);
         for a in &args.arch {
             let arch = space
                 .parse_arch(a)
                 .with_context(|| format!("--arch {a} for space {}", space.name))?;
-            let bytes = crate::latency::board::export_random(&space, &arch, args.seed)
-                .with_context(|| format!("exporting arch {a}"))?;
+            let bytes = export(&space, &arch).with_context(|| format!("exporting arch {a}"))?;
             let mut job = Job::new(arch.to_string(), bytes);
             job.input_shape = Some(shape.clone());
             jobs.push(job);

@@ -5,34 +5,17 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Result;
-use shiftnas_models::onnx::{ExportOptions, PartBank, export};
-use shiftnas_models::subnet::Subnet;
-use shiftnas_models::{Arch, Space};
+use shiftnas_models::onnx::{ExportOptions, PartBank};
 
 use crate::boards::config::BoardsFile;
 use crate::boards::source::Exporter;
 use crate::boards::{Pool, PoolOptions, open_board};
 
-/// The `.onnx` bytes of `arch` with random weights drawn from `seed`, batch 1.
-///
-/// # Errors
-/// An arch that does not fit `space`, or an export failure.
-pub fn export_random(space: &Space, arch: &Arch, seed: u64) -> Result<Vec<u8>> {
-    let subnet = Subnet::random(space, arch, seed)?;
-    Ok(export(&subnet, &batch_one())?)
-}
-
-fn batch_one() -> ExportOptions {
-    ExportOptions {
-        batch: Some(1),
-        ..ExportOptions::default()
-    }
-}
-
-/// An [`Exporter`] of random-weight subnets (batch 1) for a search's candidates: each arch is
-/// spliced from one bank of random subnets per space ([`PartBank`], built on first use), so an
-/// export costs milliseconds instead of the BN-statistics probe of [`export_random`] (~1 s per
-/// `spos-cifar` subnet on 2 cores).
+/// An [`Exporter`] of random-weight subnets (batch 1), for search candidates and `board measure`:
+/// each arch is spliced from one bank of random subnets per space ([`PartBank`], built on first
+/// use, the same bank `calibrate` uses for its seed), so an export costs milliseconds instead of
+/// a `Subnet::random` BN-statistics probe (~1 s per `spos-cifar` subnet on 2 cores), and the same
+/// (space, arch, seed) gives the same model — and latency-cache entry — in all three commands.
 pub fn random_exporter(seed: u64) -> Exporter {
     let bank: Mutex<Option<PartBank>> = Mutex::new(None);
     Box::new(move |space, arch| {
@@ -41,7 +24,11 @@ pub fn random_exporter(seed: u64) -> Exporter {
             *bank = Some(PartBank::random(space, seed)?);
         }
         let bank = bank.as_ref().expect("the bank was just built");
-        Ok(bank.export_arch(arch, &batch_one())?)
+        let batch_one = ExportOptions {
+            batch: Some(1),
+            ..ExportOptions::default()
+        };
+        Ok(bank.export_arch(arch, &batch_one)?)
     })
 }
 
