@@ -635,12 +635,14 @@ fn finish(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::latency::flops::FlopsSource;
     use crate::search::shifting::ShiftMode;
 
-    fn config(dir: &Path, supernet: &Path) -> SearchConfig {
+    /// A small `tiny`-space search on the embedded data (flops latency, shifting on); other
+    /// tests override fields with struct-update syntax.
+    pub(crate) fn config(dir: &Path, supernet: &Path) -> SearchConfig {
         let mut shift = ShiftConfig {
             samples: 16,
             batch: 16,

@@ -15,7 +15,6 @@ use shiftnas_models::{Arch, Space, Supernet, cost};
 use shiftnas_protocol::{BenchReport, BenchSpec, BoardInfo};
 
 use super::Algorithm;
-use super::arch_problem::Constraints;
 use super::archive;
 use super::driver::{SearchConfig, SearchOutcome, run};
 use super::hypervolume::hypervolume;
@@ -26,11 +25,11 @@ use crate::boards::pool::{Pool, PoolOptions};
 use crate::boards::scripted::{ScriptedBoard, Step};
 use crate::boards::source::{BoardSource, Exporter};
 use crate::cache::Cache;
-use crate::data::{ConformOptions, DataSpec};
+
 use crate::latency::predictor::{PredictorSource, features};
 use crate::latency::{LatencySource, LatencySpec};
 use crate::output::Printer;
-use crate::train::{BnMode, space_for};
+use crate::train::space_for;
 
 type Log = Arc<Mutex<Vec<(String, String)>>>;
 
@@ -133,9 +132,6 @@ fn predictor_file(space: &Space, fingerprint: &str, path: &Path) {
 
 fn config(dir: &Path, ckpt: &Path, algorithm: Algorithm, gens: usize) -> SearchConfig {
     SearchConfig {
-        supernet: ckpt.to_path_buf(),
-        data: DataSpec::BuiltinFashionMnist,
-        space: "tiny".into(),
         algorithm,
         latency: LatencySpec::Board(vec!["rk1".into()]),
         pop: 8,
@@ -145,20 +141,7 @@ fn config(dir: &Path, ckpt: &Path, algorithm: Algorithm, gens: usize) -> SearchC
             mode: ShiftMode::Off,
             ..ShiftConfig::default()
         },
-        bn: BnMode::Exact,
-        bn_images: 32,
-        proxy_size: 60,
-        split_seed: 3,
-        eval_batch: 60,
-        constraints: Constraints::default(),
-        conform: ConformOptions::default(),
-        out: dir.to_path_buf(),
-        transfer_from: None,
-        remeasure: false,
-        share_bn: true,
-        prescreen: None,
-        prescreen_margin: None,
-        force_predictor: false,
+        ..super::driver::tests::config(dir, ckpt)
     }
 }
 
