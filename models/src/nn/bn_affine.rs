@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{contiguous_f32, planes, sum8};
+use super::cpu::{batch_stats, contiguous_f32, keep_if, simd_fn, sum_over_batch};
 
 /// Names the op in errors.
 const OP: &str = "fused affine batch norm";
@@ -64,19 +64,7 @@ impl CustomOp3 for BnAffineTrain {
             );
         }
         let hw = h * w;
-        let n = (b * hw) as f64;
-        let stats: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let sum: f64 = planes(x, b, c, ch, hw).map(|p| sum8(p, |v| v)).sum();
-                let mean = sum / n;
-                let m = mean as f32;
-                let ss: f64 = planes(x, b, c, ch, hw)
-                    .map(|p| sum8(p, |v| (v - m) * (v - m)))
-                    .sum();
-                (mean, ss / n)
-            })
-            .collect();
+        let stats = batch_stats(x, b, c, hw);
         let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
         let var: Vec<f32> = stats.iter().map(|s| s.1 as f32).collect();
         let invstd: Vec<f32> = stats
@@ -84,7 +72,6 @@ impl CustomOp3 for BnAffineTrain {
             .map(|s| (1.0 / (s.1 + self.eps).sqrt()) as f32)
             .collect();
         let mut y = vec![0f32; x.len()];
-        let relu = self.relu;
         y.par_chunks_mut(hw.max(1))
             .enumerate()
             .for_each(|(i, out)| {
@@ -92,11 +79,7 @@ impl CustomOp3 for BnAffineTrain {
                 // y = (x − m)·is·γ + β = x·scale + shift
                 let scale = invstd[ch] * gamma[ch];
                 let shift = beta[ch] - mean[ch] * scale;
-                let xp = &x[i * hw..(i + 1) * hw];
-                for (o, &v) in out.iter_mut().zip(xp) {
-                    let z = v * scale + shift;
-                    *o = if relu { z.max(0.0) } else { z };
-                }
+                affine_plane(out, &x[i * hw..(i + 1) * hw], scale, shift, self.relu);
             });
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Saved { mean, invstd, var });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -124,28 +107,20 @@ impl CustomOp3 for BnAffineTrain {
         let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
         let (xv, yv, gv, gam) = (flat(x)?, flat(res)?, flat(grad)?, flat(gamma)?);
         let relu = self.relu;
-        let masked = |y: f32, g: f32| if relu && y <= 0.0 { 0.0 } else { g };
         // Per channel: Σ g' (= gβ) and Σ g'·x̂ (= gγ).
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (m, is) = (s.mean[ch], s.invstd[ch]);
-                let (mut sb, mut sg) = (0f64, 0f64);
-                for ((xp, yp), gp) in planes(&xv, b, c, ch, hw)
-                    .zip(planes(&yv, b, c, ch, hw))
-                    .zip(planes(&gv, b, c, ch, hw))
-                {
-                    let (mut a, mut bb) = (0f32, 0f32);
-                    for ((&xv, &yv), &gv) in xp.iter().zip(yp).zip(gp) {
-                        let g = masked(yv, gv);
-                        a += g;
-                        bb += g * (xv - m) * is;
-                    }
-                    sb += a as f64;
-                    sg += bb as f64;
-                }
-                (sb, sg)
+        let parts: Vec<[f64; 2]> = xv
+            .par_chunks(hw.max(1))
+            .zip(yv.par_chunks(hw.max(1)))
+            .zip(gv.par_chunks(hw.max(1)))
+            .enumerate()
+            .map(|(i, ((xp, yp), gp))| {
+                let ch = i % c;
+                affine_grad_sums(xp, yp, gp, s.mean[ch], s.invstd[ch], relu)
             })
+            .collect();
+        let sums: Vec<(f64, f64)> = sum_over_batch(&parts, c)
+            .iter()
+            .map(|s| (s[0], s[1]))
             .collect();
         let mut gx = vec![0f32; xv.len()];
         gx.par_chunks_mut(hw.max(1))
@@ -157,14 +132,8 @@ impl CustomOp3 for BnAffineTrain {
                 let mg = (sums[ch].1 / n) as f32;
                 let k = gam[ch] * is;
                 let r = i * hw..(i + 1) * hw;
-                for ((o, &xv), (&yv, &gv)) in out
-                    .iter_mut()
-                    .zip(&xv[r.clone()])
-                    .zip(yv[r.clone()].iter().zip(&gv[r]))
-                {
-                    let xh = (xv - m) * is;
-                    *o = k * (masked(yv, gv) - mb - xh * mg);
-                }
+                let planes = (&xv[r.clone()], &yv[r.clone()], &gv[r]);
+                affine_grad_plane(out, planes, (m, is, k, mb, mg), relu);
             });
         let dev = x.device();
         let gb: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
@@ -174,6 +143,62 @@ impl CustomOp3 for BnAffineTrain {
             Some(Tensor::from_vec(gg, c, dev)?.to_dtype(gamma.dtype())?),
             Some(Tensor::from_vec(gb, c, dev)?.to_dtype(gamma.dtype())?),
         ))
+    }
+}
+
+simd_fn! {
+    /// `out = act(x · scale + shift)` over one plane, `act` the ReLU when `relu`.
+    fn affine_plane(out: &mut [f32], x: &[f32], scale: f32, shift: f32, relu: bool) {
+        if relu {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (v * scale + shift).max(0.0);
+            }
+        } else {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = v * scale + shift;
+            }
+        }
+    }
+}
+
+simd_fn! {
+    /// `(Σ g', Σ g'·x̂)` over one plane, `g'` the output gradient masked where the ReLU clipped
+    /// (output `y ≤ 0`) when `relu`.
+    fn affine_grad_sums(x: &[f32], y: &[f32], g: &[f32], m: f32, is: f32, relu: bool) -> [f64; 2] {
+        let (yc, gc) = (y.chunks_exact(8), g.chunks_exact(8));
+        let (mut a, mut bb) = ([0f32; 8], [0f32; 8]);
+        let (xc, mut ta, mut tb) = (x.chunks_exact(8), 0f64, 0f64);
+        for ((&xv, &yv), &gv) in xc.remainder().iter().zip(yc.remainder()).zip(gc.remainder()) {
+            let gm = keep_if(gv, !relu || yv > 0.0);
+            ta += f64::from(gm);
+            tb += f64::from(gm * ((xv - m) * is));
+        }
+        for ((xs, ys), gs) in xc.zip(yc).zip(gc) {
+            for i in 0..8 {
+                let gm = keep_if(gs[i], !relu || ys[i] > 0.0);
+                a[i] += gm;
+                bb[i] += gm * ((xs[i] - m) * is);
+            }
+        }
+        let total = |l: [f32; 8]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
+        [total(a) + ta, total(bb) + tb]
+    }
+}
+
+simd_fn! {
+    /// `gx = k · (g' − mb − x̂ · mg)` over one plane of (x, y, g); `stats` is
+    /// `(mean, invstd, k = γ·invstd, mb = mean(g'), mg = mean(g'·x̂))` of its channel.
+    fn affine_grad_plane(
+        out: &mut [f32],
+        planes: (&[f32], &[f32], &[f32]),
+        stats: (f32, f32, f32, f32, f32),
+        relu: bool,
+    ) {
+        let ((x, y, g), (m, is, k, mb, mg)) = (planes, stats);
+        for ((o, &xv), (&yv, &gv)) in out.iter_mut().zip(x).zip(y.iter().zip(g)) {
+            let xh = (xv - m) * is;
+            *o = k * (keep_if(gv, !relu || yv > 0.0) - mb - xh * mg);
+        }
     }
 }
 

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{contiguous_f32, planes, sum8, sum8_pair};
+use super::cpu::{
+    batch_stats, contiguous_f32, keep_if, normalize_plane, simd_fn, sum_over_batch, sum8_pair,
+};
 
 /// Names the op in errors.
 const OP: &str = "fused batch norm";
@@ -43,26 +45,7 @@ impl CustomOp1 for BnTrain {
         let (b, c, h, w) = l.shape().dims4()?;
         let x = contiguous_f32(s, l, OP, "input")?;
         let hw = h * w;
-        let n = (b * hw) as f64;
-        // Per channel (mean, var) in f64: two passes over the channel's planes (shifted sums would
-        // do in one, but the second pass reads cache-warm data and is exact).
-        let stats: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let sum: f64 = planes(x, b, c, ch, hw).map(|p| sum8(p, |v| v)).sum();
-                let mean = sum / n;
-                let m = mean as f32;
-                let ss: f64 = planes(x, b, c, ch, hw)
-                    .map(|p| {
-                        sum8(p, |v| {
-                            let d = v - m;
-                            d * d
-                        })
-                    })
-                    .sum();
-                (mean, ss / n)
-            })
-            .collect();
+        let stats = batch_stats(x, b, c, hw);
         let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
         let var: Vec<f32> = stats.iter().map(|s| s.1 as f32).collect();
         let invstd: Vec<f32> = stats
@@ -70,22 +53,12 @@ impl CustomOp1 for BnTrain {
             .map(|s| (1.0 / (s.1 + self.eps).sqrt()) as f32)
             .collect();
         let mut y = vec![0f32; x.len()];
-        let relu = self.relu;
         y.par_chunks_mut(hw.max(1))
             .enumerate()
             .for_each(|(i, out)| {
                 let ch = i % c;
-                let (m, is) = (mean[ch], invstd[ch]);
                 let xp = &x[i * hw..(i + 1) * hw];
-                if relu {
-                    for (o, &v) in out.iter_mut().zip(xp) {
-                        *o = ((v - m) * is).max(0.0);
-                    }
-                } else {
-                    for (o, &v) in out.iter_mut().zip(xp) {
-                        *o = (v - m) * is;
-                    }
-                }
+                normalize_plane(out, xp, mean[ch], invstd[ch], self.relu);
             });
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Saved { mean, invstd, var });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -139,39 +112,52 @@ impl CustomOp2 for BnTrainGrad {
         let (mean, invstd) = (&self.saved.mean, &self.saved.invstd);
         let relu = self.relu;
         // Per channel: mean(g') and mean(g'·x̂), with g' = g masked where the ReLU clipped.
-        let sums: Vec<(f32, f32)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (m, is) = (mean[ch], invstd[ch]);
-                let (mut sg, mut sgx) = (0f64, 0f64);
-                for (xp, gp) in planes(x, b, c, ch, hw).zip(planes(g, b, c, ch, hw)) {
-                    let (a, bb) = sum8_pair(xp, gp, |xv, gv| {
-                        let xh = (xv - m) * is;
-                        let gv = if relu && xh <= 0.0 { 0.0 } else { gv };
-                        (gv, gv * xh)
-                    });
-                    sg += a;
-                    sgx += bb;
-                }
-                ((sg / n) as f32, (sgx / n) as f32)
-            })
+        let parts: Vec<[f64; 2]> = x
+            .par_chunks(hw.max(1))
+            .zip(g.par_chunks(hw.max(1)))
+            .enumerate()
+            .map(|(i, (xp, gp))| grad_sums(xp, gp, mean[i % c], invstd[i % c], relu))
+            .collect();
+        let sums: Vec<(f32, f32)> = sum_over_batch(&parts, c)
+            .iter()
+            .map(|s| ((s[0] / n) as f32, (s[1] / n) as f32))
             .collect();
         let mut gx = vec![0f32; x.len()];
         gx.par_chunks_mut(hw.max(1))
             .enumerate()
             .for_each(|(i, out)| {
                 let ch = i % c;
-                let (m, is) = (mean[ch], invstd[ch]);
-                let (mg, mgx) = sums[ch];
-                let xp = &x[i * hw..(i + 1) * hw];
-                let gp = &g[i * hw..(i + 1) * hw];
-                for ((o, &xv), &gv) in out.iter_mut().zip(xp).zip(gp) {
-                    let xh = (xv - m) * is;
-                    let gv = if relu && xh <= 0.0 { 0.0 } else { gv };
-                    *o = is * (gv - mg - xh * mgx);
-                }
+                let r = i * hw..(i + 1) * hw;
+                let stats = (mean[ch], invstd[ch], sums[ch].0, sums[ch].1);
+                grad_plane(out, &x[r.clone()], &g[r], stats, relu);
             });
         Ok((CpuStorage::F32(gx), l1.shape().clone()))
+    }
+}
+
+simd_fn! {
+    /// `[Σ g', Σ g'·x̂]` over one plane, `g'` the output gradient masked where the ReLU clipped
+    /// (`x̂ ≤ 0`) when `relu`.
+    fn grad_sums(x: &[f32], g: &[f32], m: f32, is: f32, relu: bool) -> [f64; 2] {
+        let (a, b) = sum8_pair(x, g, |xv, gv| {
+            let xh = (xv - m) * is;
+            let gv = keep_if(gv, !relu || xh > 0.0);
+            (gv, gv * xh)
+        });
+        [a, b]
+    }
+}
+
+simd_fn! {
+    /// `gx = is · (g' − mean(g') − x̂ · mean(g'·x̂))` over one plane; `stats` is
+    /// `(mean, invstd, mean(g'), mean(g'·x̂))` of its channel.
+    fn grad_plane(out: &mut [f32], x: &[f32], g: &[f32], stats: (f32, f32, f32, f32), relu: bool) {
+        let (m, is, mg, mgx) = stats;
+        for ((o, &xv), &gv) in out.iter_mut().zip(x).zip(g) {
+            let xh = (xv - m) * is;
+            let gv = keep_if(gv, !relu || xh > 0.0);
+            *o = is * (gv - mg - xh * mgx);
+        }
     }
 }
 
@@ -257,12 +243,8 @@ impl CustomOp1 for BnEval {
             .enumerate()
             .for_each(|(i, out)| {
                 let ch = i % c;
-                let (m, is) = (self.mean[ch], self.invstd[ch]);
                 let xp = &x[i * hw..(i + 1) * hw];
-                for (o, &v) in out.iter_mut().zip(xp) {
-                    let t = (v - m) * is;
-                    *o = if self.relu { t.max(0.0) } else { t };
-                }
+                normalize_plane(out, xp, self.mean[ch], self.invstd[ch], self.relu);
             });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }

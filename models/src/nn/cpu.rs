@@ -16,19 +16,8 @@ pub(crate) fn contiguous_f32<'a>(
     }
 }
 
-/// The planes of channel `ch` over the batch of an NCHW buffer: `x[(i·c + ch)·hw ..][..hw]`.
-pub(crate) fn planes(
-    x: &[f32],
-    b: usize,
-    c: usize,
-    ch: usize,
-    hw: usize,
-) -> impl Iterator<Item = &[f32]> {
-    (0..b).map(move |i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw])
-}
-
 /// `Σ f(x)` with eight f32 partial sums (so the compiler vectorises it), returned in f64.
-#[inline]
+#[inline(always)]
 pub(crate) fn sum8(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut acc = [0f32; 8];
     let chunks = xs.chunks_exact(8);
@@ -42,7 +31,7 @@ pub(crate) fn sum8(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 }
 
 /// Two sums `Σ f(x, g)` over paired slices, the same way as [`sum8`].
-#[inline]
+#[inline(always)]
 pub(crate) fn sum8_pair(xs: &[f32], gs: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64) {
     let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
     let (xc, gc) = (xs.chunks_exact(8), gs.chunks_exact(8));
@@ -61,4 +50,177 @@ pub(crate) fn sum8_pair(xs: &[f32], gs: &[f32], f: impl Fn(f32, f32) -> (f32, f3
     }
     let total = |l: [f32; 8]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
     (total(a) + ta, total(b) + tb)
+}
+
+/// `g` where `keep`, else 0.0, without a branch: a `?:` on data-dependent signs compiled to one
+/// mispredicted branch per lane and kept BN's backward from vectorising.
+#[inline(always)]
+pub(crate) fn keep_if(g: f32, keep: bool) -> f32 {
+    f32::from_bits(g.to_bits() & 0u32.wrapping_sub(u32::from(keep)))
+}
+
+/// Set by tests to run the baseline copies of [`simd_fn`] functions on an AVX2 machine.
+static BASELINE_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`simd_fn`] functions run their AVX2 copy: this x86-64 CPU has AVX2 (std caches the
+/// answer after the first check).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx2() -> bool {
+    !BASELINE_ONLY.load(std::sync::atomic::Ordering::Relaxed)
+        && std::arch::is_x86_feature_detected!("avx2")
+}
+
+/// Defines a function whose body is compiled twice, for the baseline x86-64 target (SSE2) and with
+/// AVX2, and runs the AVX2 copy when the CPU has it. Both copies do the same f32 operations in the
+/// same order (no FMA contraction), so they give bit-identical results; the AVX2 copy runs the
+/// vectorised loops 8 lanes wide instead of 4. Helpers the body calls must be `#[inline(always)]`
+/// to be compiled into the AVX2 copy. Parameters are plain identifiers.
+macro_rules! simd_fn {
+    ($(#[$m:meta])* $vis:vis fn $name:ident $(<$($lt:lifetime),*>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name $(<$($lt),*>)? ($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn imp $(<$($lt),*>)? ($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2 $(<$($lt),*>)? ($($arg: $ty),*) $(-> $ret)? {
+                    imp($($arg),*)
+                }
+                if $crate::nn::cpu::has_avx2() {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            imp($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_fn;
+
+simd_fn! {
+    /// `Σ x` in f64 (eight f32 lanes).
+    fn plane_sum(x: &[f32]) -> f64 {
+        sum8(x, |v| v)
+    }
+}
+
+simd_fn! {
+    /// `Σ (x − m)²` in f64 (eight f32 lanes).
+    fn plane_sq_dev(x: &[f32], m: f32) -> f64 {
+        sum8(x, |v| {
+            let d = v - m;
+            d * d
+        })
+    }
+}
+
+/// Per-channel sums over the batch of per-plane values `[b·c]` (NCHW plane order), in batch
+/// order.
+pub(crate) fn sum_over_batch<const N: usize>(parts: &[[f64; N]], c: usize) -> Vec<[f64; N]> {
+    let mut out = vec![[0.0; N]; c];
+    for row in parts.chunks_exact(c) {
+        for (o, p) in out.iter_mut().zip(row) {
+            for (o, p) in o.iter_mut().zip(p) {
+                *o += p;
+            }
+        }
+    }
+    out
+}
+
+/// Per-channel (mean, biased variance) in f64 of an NCHW buffer `[b, c, hw]`: two passes over
+/// the buffer in memory order (planes in parallel), the second around the channel means. Reading
+/// a channel's planes across the batch instead (stride `c·hw`) defeated the prefetcher.
+pub(crate) fn batch_stats(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
+    use rayon::prelude::*;
+    let n = (b * hw) as f64;
+    let sums: Vec<[f64; 1]> = x.par_chunks(hw.max(1)).map(|p| [plane_sum(p)]).collect();
+    let mean: Vec<f64> = sum_over_batch(&sums, c).iter().map(|s| s[0] / n).collect();
+    let ss: Vec<[f64; 1]> = x
+        .par_chunks(hw.max(1))
+        .enumerate()
+        .map(|(i, p)| [plane_sq_dev(p, mean[i % c] as f32)])
+        .collect();
+    sum_over_batch(&ss, c)
+        .iter()
+        .zip(&mean)
+        .map(|(s, &m)| (m, s[0] / n))
+        .collect()
+}
+
+simd_fn! {
+    /// `out = act((x − m) · is)` over one plane, `act` the ReLU when `relu`.
+    pub(crate) fn normalize_plane(out: &mut [f32], x: &[f32], m: f32, is: f32, relu: bool) {
+        if relu {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = ((v - m) * is).max(0.0);
+            }
+        } else {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (v - m) * is;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    use super::BASELINE_ONLY;
+    use crate::nn::{bn_affine::bn_affine_train, bn_op::bn_train, depthwise_conv2d};
+
+    /// A fixed pseudo-random `[dims]` tensor (values `scale · sin(i · 0.7 + phase) + offset`).
+    fn input(dims: &[usize], scale: f32, offset: f32, phase: f32) -> Var {
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| scale * (i as f32 * 0.7 + phase).sin() + offset)
+            .collect();
+        Var::from_tensor(&Tensor::from_vec(v, dims, &Device::Cpu).unwrap()).unwrap()
+    }
+
+    /// Outputs and gradients of the CPU custom ops that use `simd_fn`, as raw bits.
+    fn run_ops() -> Vec<Vec<u32>> {
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().map(|f| f.to_bits()).collect()
+        };
+        let mut out = Vec::new();
+        // Odd plane sizes and channel counts leave remainders in every vectorised loop.
+        for (k, stride, hw) in [(3, 1, 7), (5, 2, 9), (7, 1, 3), (3, 2, 4)] {
+            let x = input(&[3, 5, hw, hw], 1.0, 0.1, 0.0);
+            let w = input(&[5, 1, k, k], 0.3, 0.0, 1.0);
+            let y = depthwise_conv2d(x.as_tensor(), w.as_tensor(), stride).unwrap();
+            let (z, mean, var) = bn_train(&y, 1e-5, true).unwrap();
+            let g = input(&[5], 0.2, 1.0, 2.0);
+            let b = input(&[5], 0.2, 0.0, 3.0);
+            let (a, _, _) = bn_affine_train(&z, g.as_tensor(), b.as_tensor(), 1e-5, true).unwrap();
+            let loss = (a.sqr().unwrap().sum_all().unwrap() + y.sum_all().unwrap()).unwrap();
+            let grads = loss.backward().unwrap();
+            for t in [&y, &z, &mean, &var, &a] {
+                out.push(bits(t));
+            }
+            for v in [&x, &w, &g, &b] {
+                out.push(bits(grads.get(v.as_tensor()).unwrap()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn avx2_and_baseline_copies_give_identical_bits() {
+        let fast = run_ops();
+        BASELINE_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+        let base = run_ops();
+        BASELINE_ONLY.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(fast.len(), base.len());
+        for (i, (f, b)) in fast.iter().zip(&base).enumerate() {
+            assert_eq!(
+                f, b,
+                "tensor {i} differs between the AVX2 and the baseline copy"
+            );
+        }
+    }
 }

@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::contiguous_f32;
+use super::cpu::{contiguous_f32, simd_fn};
 
 /// Names the op in errors.
 const OP: &str = "depthwise conv";
@@ -97,7 +97,8 @@ impl Geom {
         let (oh, ow) = (dw_out_size(h, k, s), dw_out_size(w, k, s));
         let rows = (h + 2 * p).div_ceil(s);
         let l = (w + 2 * p).div_ceil(s);
-        let block = rows * l + k;
+        // Slack past the last row: scratch columns' over-reads and the last register chunk.
+        let block = rows * l + k + LANES;
         // A tap whose reads are all padding for every output contributes nothing: skip it
         // (a 7×7 kernel on a 2×2 plane touches real pixels with 9 of its 49 taps).
         let touches = |kk: usize, n: usize, on: usize| {
@@ -123,11 +124,13 @@ impl Geom {
     }
 
     /// Length of the output grid (`oh` rows of width `l`).
+    #[inline(always)]
     fn grid(&self) -> usize {
         self.oh * self.l
     }
 
     /// Length of the phase buffer.
+    #[inline(always)]
     fn phases(&self) -> usize {
         self.s * self.s * self.block
     }
@@ -135,6 +138,7 @@ impl Geom {
     /// Input row `iy` as runs: for each column phase, the first input column in it and where that
     /// column sits in the phase buffer; the run's later columns follow every `s` input columns
     /// and at consecutive positions.
+    #[inline(always)]
     fn runs(&self, iy: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
         let (s, p) = (self.s, self.k / 2);
         let py = iy + p;
@@ -145,12 +149,18 @@ impl Geom {
         })
     }
 
-    /// Writes plane `x` (`h×w`) into the zeroed phase buffer `buf`.
+    /// Writes plane `x` (`h×w`) into the phase buffer `buf`, zeroed when it is not of this
+    /// geometry's size yet: every plane overwrites the same interior positions, so padding and
+    /// slack stay zero between planes of one op.
+    #[inline(always)]
     fn scatter(&self, x: &[f32], buf: &mut Vec<f32>) {
-        buf.clear();
-        buf.resize(self.phases(), 0.0);
+        zeroed_once(buf, self.phases());
         for (iy, row) in x.chunks_exact(self.w).enumerate() {
             for (ix0, at) in self.runs(iy) {
+                if self.s == 1 {
+                    buf[at..at + self.w].copy_from_slice(row);
+                    continue;
+                }
                 let src = row.get(ix0..).unwrap_or_default().iter().step_by(self.s);
                 for (d, &v) in buf[at..].iter_mut().zip(src) {
                     *d = v;
@@ -160,9 +170,14 @@ impl Geom {
     }
 
     /// Reads plane `x` (`h×w`) back out of the phase buffer `buf`.
+    #[inline(always)]
     fn gather(&self, buf: &[f32], x: &mut [f32]) {
         for (iy, row) in x.chunks_exact_mut(self.w).enumerate() {
             for (ix0, at) in self.runs(iy) {
+                if self.s == 1 {
+                    row.copy_from_slice(&buf[at..at + self.w]);
+                    continue;
+                }
                 let dst = row
                     .get_mut(ix0..)
                     .unwrap_or_default()
@@ -175,26 +190,56 @@ impl Geom {
         }
     }
 
-    /// Lays an `oh×ow` plane onto the zeroed output grid `buf`.
+    /// Lays an `oh×ow` plane onto the output grid `buf` (scratch columns zero, as in [`scatter`]).
+    #[inline(always)]
     fn to_grid(&self, y: &[f32], buf: &mut Vec<f32>) {
-        buf.clear();
-        buf.resize(self.grid(), 0.0);
+        zeroed_once(buf, self.grid());
         for (row, src) in buf.chunks_exact_mut(self.l).zip(y.chunks_exact(self.ow)) {
             row[..self.ow].copy_from_slice(src);
         }
     }
 }
 
+/// Makes `buf` `n` zeros unless it already has length `n` (then it is left as it is).
+#[inline(always)]
+fn zeroed_once(buf: &mut Vec<f32>, n: usize) {
+    if buf.len() != n {
+        buf.clear();
+        buf.resize(n, 0.0);
+    }
+}
+
 /// `y += a · x` over equal-length slices (vectorised by the compiler).
-#[inline]
+#[inline(always)]
 fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y += a * x;
     }
 }
 
+/// Lanes of one register-blocked chunk (two AVX2 registers).
+const LANES: usize = 16;
+
+/// `grid[i] = Σ_taps wk[t] · phases[at + i]`, taps added in order, over a grid whose length is a
+/// multiple of [`LANES`] (the phase buffer has that much slack). Register-blocked: each chunk of
+/// `LANES` outputs stays in registers while every tap is added (one load and a multiply-add per
+/// tap), instead of a read-modify-write pass over the grid per tap.
+#[inline(always)]
+fn taps_sum(grid: &mut [f32], phases: &[f32], taps: &[(usize, usize)], wk: &[f32]) {
+    for (j, out) in grid.chunks_exact_mut(LANES).enumerate() {
+        let mut acc = [0f32; LANES];
+        for &(at, t) in taps {
+            let (w, src) = (wk[t], &phases[at + j * LANES..at + (j + 1) * LANES]);
+            for i in 0..LANES {
+                acc[i] += w * src[i];
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+}
+
 /// `Σ x·y` with eight independent partial sums, so the compiler can vectorise the reduction.
-#[inline]
+#[inline(always)]
 fn dot(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
@@ -215,52 +260,46 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
 /// Per-thread scratch: the phase buffer and the output grid.
 type Scratch = (Vec<f32>, Vec<f32>);
 
-#[inline(never)]
-fn fwd_plane(g: &Geom, x: &[f32], wk: &[f32], out: &mut [f32], (phases, grid): &mut Scratch) {
-    g.scatter(x, phases);
-    grid.clear();
-    grid.resize(g.grid(), 0.0);
-    let n = g.grid();
-    for &(at, t) in &g.taps {
-        axpy(grid, wk[t], &phases[at..at + n]);
-    }
-    for (dst, row) in out.chunks_exact_mut(g.ow).zip(grid.chunks_exact(g.l)) {
-        dst.copy_from_slice(&row[..g.ow]);
+simd_fn! {
+    /// Output plane of one (batch, channel) plane `x` with kernel `wk`.
+    fn fwd_plane(g: &Geom, x: &[f32], wk: &[f32], out: &mut [f32], scratch: &mut Scratch) {
+        let (phases, grid) = scratch;
+        g.scatter(x, phases);
+        // Every element is written below.
+        grid.resize(g.grid().next_multiple_of(LANES), 0.0);
+        taps_sum(grid, phases, &g.taps, wk);
+        for (dst, row) in out.chunks_exact_mut(g.ow).zip(grid.chunks_exact(g.l)) {
+            dst.copy_from_slice(&row[..g.ow]);
+        }
     }
 }
 
-#[inline(never)]
-fn grad_input_plane(
-    g: &Geom,
-    go: &[f32],
-    wk: &[f32],
-    gx: &mut [f32],
-    (phases, grid): &mut Scratch,
-) {
-    g.to_grid(go, grid);
-    phases.clear();
-    phases.resize(g.phases(), 0.0);
-    let n = g.grid();
-    for &(at, t) in &g.taps {
-        axpy(&mut phases[at..at + n], wk[t], grid);
+simd_fn! {
+    /// Input gradient `gx` of one plane from its output gradient `go`.
+    fn grad_input_plane(g: &Geom, go: &[f32], wk: &[f32], gx: &mut [f32], scratch: &mut Scratch) {
+        let (phases, grid) = scratch;
+        g.to_grid(go, grid);
+        phases.clear();
+        phases.resize(g.phases(), 0.0);
+        let n = g.grid();
+        for &(at, t) in &g.taps {
+            axpy(&mut phases[at..at + n], wk[t], grid);
+        }
+        g.gather(phases, gx);
     }
-    g.gather(phases, gx);
 }
 
-#[inline(never)]
-fn grad_weight_plane(
-    g: &Geom,
-    x: &[f32],
-    go: &[f32],
-    gw: &mut [f32],
-    (phases, grid): &mut Scratch,
-) {
-    g.scatter(x, phases);
-    g.to_grid(go, grid);
-    gw.fill(0.0);
-    let n = g.grid();
-    for &(at, t) in &g.taps {
-        gw[t] = dot(grid, &phases[at..at + n]);
+simd_fn! {
+    /// Kernel gradient `gw` of one plane (input `x`, output gradient `go`).
+    fn grad_weight_plane(g: &Geom, x: &[f32], go: &[f32], gw: &mut [f32], scratch: &mut Scratch) {
+        let (phases, grid) = scratch;
+        g.scatter(x, phases);
+        g.to_grid(go, grid);
+        gw.fill(0.0);
+        let n = g.grid();
+        for &(at, t) in &g.taps {
+            gw[t] = dot(grid, &phases[at..at + n]);
+        }
     }
 }
 
