@@ -89,6 +89,12 @@ struct Geom {
     block: usize,
     /// Start in the phase buffer of each tap that can touch a real pixel, with its tap index.
     taps: Vec<(usize, usize)>,
+    /// Zeros in front of the output grid when the input gradient reads it (the largest tap
+    /// offset within its phase block).
+    front: usize,
+    /// Per phase block, its taps as (read offset into the front-padded grid, tap index): the
+    /// input gradient at `q` of phase `ph` is `Σ wk[t] · padded[offset + q]` over `back[ph]`.
+    back: Vec<Vec<(usize, usize)>>,
 }
 
 impl Geom {
@@ -97,8 +103,9 @@ impl Geom {
         let (oh, ow) = (dw_out_size(h, k, s), dw_out_size(w, k, s));
         let rows = (h + 2 * p).div_ceil(s);
         let l = (w + 2 * p).div_ceil(s);
-        // Slack past the last row: scratch columns' over-reads and the last register chunk.
-        let block = rows * l + k + LANES;
+        // Slack past the last row for the scratch columns' over-reads and the last register
+        // chunk; a whole number of chunks.
+        let block = (rows * l + k + LANES).next_multiple_of(LANES);
         // A tap whose reads are all padding for every output contributes nothing: skip it
         // (a 7×7 kernel on a 2×2 plane touches real pixels with 9 of its 49 taps).
         let touches = |kk: usize, n: usize, on: usize| {
@@ -111,6 +118,11 @@ impl Geom {
                 taps.push((phase * block + (ky / s) * l + kx / s, ky * k + kx));
             }
         }
+        let front = taps.iter().map(|&(at, _)| at % block).max().unwrap_or(0);
+        let mut back = vec![Vec::new(); s * s];
+        for &(at, t) in &taps {
+            back[at / block].push((front - at % block, t));
+        }
         Geom {
             w,
             k,
@@ -120,6 +132,8 @@ impl Geom {
             l,
             block,
             taps,
+            front,
+            back,
         }
     }
 
@@ -190,11 +204,13 @@ impl Geom {
         }
     }
 
-    /// Lays an `oh×ow` plane onto the output grid `buf` (scratch columns zero, as in [`scatter`]).
+    /// Lays an `oh×ow` plane onto the output grid in `buf` after `front` zeros; the scratch
+    /// columns and the tail up to `len` stay zero (as in [`Geom::scatter`]).
     #[inline(always)]
-    fn to_grid(&self, y: &[f32], buf: &mut Vec<f32>) {
-        zeroed_once(buf, self.grid());
-        for (row, src) in buf.chunks_exact_mut(self.l).zip(y.chunks_exact(self.ow)) {
+    fn to_grid(&self, y: &[f32], buf: &mut Vec<f32>, front: usize, len: usize) {
+        zeroed_once(buf, len);
+        let grid = &mut buf[front..front + self.grid()];
+        for (row, src) in grid.chunks_exact_mut(self.l).zip(y.chunks_exact(self.ow)) {
             row[..self.ow].copy_from_slice(src);
         }
     }
@@ -206,14 +222,6 @@ fn zeroed_once(buf: &mut Vec<f32>, n: usize) {
     if buf.len() != n {
         buf.clear();
         buf.resize(n, 0.0);
-    }
-}
-
-/// `y += a · x` over equal-length slices (vectorised by the compiler).
-#[inline(always)]
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
     }
 }
 
@@ -275,15 +283,15 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// Input gradient `gx` of one plane from its output gradient `go`.
+    /// Input gradient `gx` of one plane from its output gradient `go`: per phase block, a
+    /// register-blocked sum of taps over the front-padded grid (the transpose of the forward).
     fn grad_input_plane(g: &Geom, go: &[f32], wk: &[f32], gx: &mut [f32], scratch: &mut Scratch) {
-        let (phases, grid) = scratch;
-        g.to_grid(go, grid);
-        phases.clear();
+        let (phases, padded) = scratch;
+        g.to_grid(go, padded, g.front, g.front + g.block);
+        // Every element is written below.
         phases.resize(g.phases(), 0.0);
-        let n = g.grid();
-        for &(at, t) in &g.taps {
-            axpy(&mut phases[at..at + n], wk[t], grid);
+        for (out, taps) in phases.chunks_exact_mut(g.block).zip(&g.back) {
+            taps_sum(out, padded, taps, wk);
         }
         g.gather(phases, gx);
     }
@@ -294,7 +302,7 @@ simd_fn! {
     fn grad_weight_plane(g: &Geom, x: &[f32], go: &[f32], gw: &mut [f32], scratch: &mut Scratch) {
         let (phases, grid) = scratch;
         g.scatter(x, phases);
-        g.to_grid(go, grid);
+        g.to_grid(go, grid, 0, g.grid());
         gw.fill(0.0);
         let n = g.grid();
         for &(at, t) in &g.taps {
