@@ -268,10 +268,37 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// The command that continues an interrupted quickstart: the same one on the same folder (the
-/// stages read their settings back from their run dirs; `--compute` is kept).
+/// The command that continues an interrupted quickstart: the same one on the same folder, with
+/// every flag that differs from its default (a stage not started yet still needs its settings;
+/// started ones read theirs back from their run dirs).
 fn resume_command(args: &QuickstartArgs, ctx: &Context) -> String {
     let mut c = format!("shiftnas quickstart --out {}", args.out.display());
+    let d = flags::<QuickstartArgs>(vec![]).ok();
+    let mut flag = |name: &str, value: String, default: Option<String>| {
+        if default.as_ref() != Some(&value) {
+            c.push_str(&format!(" --{name} {value}"));
+        }
+    };
+    let d = d.as_ref();
+    flag(
+        "steps",
+        args.steps.to_string(),
+        d.map(|d| d.steps.to_string()),
+    );
+    flag(
+        "batch",
+        args.batch.to_string(),
+        d.map(|d| d.batch.to_string()),
+    );
+    flag("lr", args.lr.to_string(), d.map(|d| d.lr.to_string()));
+    flag("pop", args.pop.to_string(), d.map(|d| d.pop.to_string()));
+    flag("gens", args.gens.to_string(), d.map(|d| d.gens.to_string()));
+    flag(
+        "latency",
+        args.latency.to_string(),
+        d.map(|d| d.latency.to_string()),
+    );
+    flag("seed", args.seed.to_string(), d.map(|d| d.seed.to_string()));
     if ctx.compute != Compute::Cpu {
         c.push_str(&format!(" --compute {}", ctx.compute));
     }
@@ -300,6 +327,26 @@ mod tests {
         );
         assert_eq!(knee_and_ends(&front[..1]), vec![("fastest", 0)]);
         assert!(knee_and_ends(&[]).is_empty());
+    }
+
+    /// The resume hint repeats exactly the flags that differ from their defaults.
+    #[test]
+    fn resume_command_keeps_non_default_flags() {
+        let ctx = |compute| Context {
+            printer: crate::output::Printer::silent(),
+            compute,
+        };
+        let a = flags::<QuickstartArgs>(vec![]).unwrap();
+        assert_eq!(
+            resume_command(&a, &ctx(Compute::Cpu)),
+            "shiftnas quickstart --out runs/quickstart"
+        );
+        let argv = "--out q --steps 20 --gens 2 --latency flops --lr 0.1";
+        let a = flags::<QuickstartArgs>(argv.split(' ').map(String::from).collect()).unwrap();
+        assert_eq!(
+            resume_command(&a, &ctx(Compute::Cpu)),
+            "shiftnas quickstart --out q --steps 20 --lr 0.1 --gens 2 --latency flops"
+        );
     }
 
     #[test]
