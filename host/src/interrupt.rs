@@ -1,8 +1,10 @@
 //! Ctrl-C for long work: the first SIGINT asks the running loop to stop at its next safe point
-//! (training: right after writing a checkpoint), the second one ends the process at once.
+//! (training: right after writing a checkpoint; search: after the candidate in flight, with the
+//! last finished generation's checkpoint on disk), the second one ends the process at once.
 //!
-//! Loops poll [`requested`] between steps and return [`Interrupted`] once they have saved; the
-//! command turns that into exit code 130 and a note on how to resume.
+//! Loops poll [`requested`] between steps and return [`Interrupted`] (training) or
+//! [`SearchInterrupted`] (search) once their state is saved; the command turns that into exit
+//! code 130 and a note on how to resume.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,4 +39,29 @@ pub fn requested() -> bool {
 pub struct Interrupted {
     /// Steps completed and saved.
     pub step: u64,
+}
+
+/// The error the search returns when it stopped for Ctrl-C. Generations up to `generation` are
+/// in the checkpoint and the archive; the one in flight is dropped and runs again, identically,
+/// on resume.
+#[derive(Debug, thiserror::Error)]
+pub struct SearchInterrupted {
+    /// Generations completed and checkpointed (0: none yet).
+    pub generation: usize,
+}
+
+impl std::fmt::Display for SearchInterrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.generation {
+            0 => write!(
+                f,
+                "interrupted in generation 1, before the first checkpoint; resuming starts the search from the beginning"
+            ),
+            g => write!(
+                f,
+                "interrupted after generation {g}; its checkpoint is complete and generation {} runs again on resume",
+                g + 1
+            ),
+        }
+    }
 }

@@ -169,6 +169,9 @@ impl Board for LocalBoard {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+        // Its own process group: a terminal's Ctrl-C reaches only `shiftnas`, which finishes the
+        // measurement in flight and stops in order (crate::interrupt); the agent exits at EOF.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn().with_context(|| {
             format!(
                 "board {:?}: starting {}",

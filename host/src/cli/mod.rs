@@ -20,7 +20,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::compute::Compute;
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 the command ran and the answer is no (e.g. a board is down); \
-2 it could not do the job (bad input, I/O, no board reachable); 130 interrupted (the checkpoint being written is finished first).";
+2 it could not do the job (bad input, I/O, no board reachable); 130 interrupted by Ctrl-C (train, retrain, quickstart training: the step in flight \
+is finished and checkpointed; search, quickstart search: the candidate in flight is finished and the last generation's checkpoint \
+kept), with a note naming the command that resumes; a second Ctrl-C quits at once.";
 
 /// Find the most accurate CNN that runs under a latency budget on your board.
 #[derive(Debug, Parser)]

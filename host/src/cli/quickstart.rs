@@ -10,7 +10,8 @@ use crate::latency::LatencySpec;
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
     /// Where everything goes: `train/` (supernet run), `search/` (search run), `models/` (ONNX).
-    /// Running again with the same folder resumes whatever did not finish.
+    /// Running again with the same folder resumes whatever did not finish (after a kill, or
+    /// Ctrl-C, which exits 130 naming that command).
     #[arg(long, default_value = "runs/quickstart")]
     pub out: PathBuf,
     /// Supernet training steps (uniform single-path sampling, `tiny` space).

@@ -105,7 +105,9 @@ pub struct SearchArgs {
     /// Run dir to create [default: runs/search-ALGORITHM-SEED].
     #[arg(long, conflicts_with = "resume")]
     pub out: Option<PathBuf>,
-    /// Continue the search in this dir from its last checkpoint (its config.toml wins).
+    /// Continue the search in this dir from its last checkpoint (its config.toml wins): after a
+    /// kill, or Ctrl-C (which finishes the candidate in flight and exits 130), it ends with the
+    /// archive of an uninterrupted run.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
     /// With `--latency board:…`: predict each candidate's latency with this calibrated

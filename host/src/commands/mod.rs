@@ -12,6 +12,7 @@ pub mod search;
 mod space;
 pub mod train;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -76,4 +77,26 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Retrain(a) => retrain::run(a, &ctx),
         Command::Rank(a) => rank::run(a, &ctx),
     }
+}
+
+/// After Ctrl-C stopped a run at a checkpoint: the note naming `resume`, the command that
+/// continues it, and with `--json` an `{"type": "interrupted", "run_dir", "resume", …}` line
+/// carrying `fields` (`step`, `generation`) too.
+fn report_interrupted(
+    p: &Printer,
+    why: &dyn std::fmt::Display,
+    run_dir: &Path,
+    resume: &str,
+    fields: serde_json::Value,
+) -> Result<()> {
+    p.note(format!("{why}; continue with `{resume}`"));
+    if p.json {
+        let mut v =
+            serde_json::json!({"type": "interrupted", "run_dir": run_dir, "resume": resume});
+        if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), fields) {
+            v.extend(extra);
+        }
+        p.json(&v)?;
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser};
 use serde::Serialize;
+use serde_json::json;
 use shiftnas_models::onnx;
 
 use super::export::load_trained;
@@ -16,10 +17,10 @@ use super::{Context, ExitStatus};
 use crate::cli::quickstart::QuickstartArgs;
 use crate::cli::search::SearchArgs;
 use crate::cli::train::TrainArgs;
+use crate::compute::Compute;
 use crate::data::DataSpec;
 use crate::run_dir::write_atomic;
 use crate::search::archive::ArchiveRecord;
-use crate::search::driver::run_until;
 use crate::train::{BnMode, BnSource, evaluate};
 
 const DATA: &str = "builtin:fashion-mnist";
@@ -121,7 +122,9 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
         "quickstart 1/3: training a tiny supernet on {DATA} ({} steps)",
         args.steps
     ));
-    let status = super::train::run(flags::<TrainArgs>(argv)?, ctx)?;
+    // Ctrl-C in any stage: running the quickstart again on the same folder resumes it.
+    let resume = resume_command(&args, ctx);
+    let status = super::train::run_resumable(flags::<TrainArgs>(argv)?, ctx, Some(resume.clone()))?;
     if status != ExitStatus::Success {
         return Ok(status);
     }
@@ -167,12 +170,25 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
     ));
     let search_args = flags::<SearchArgs>(argv)?;
     let config = super::search::effective_config(&search_args, ctx)?;
-    let latency = super::search::latency_source(&config)?;
-    let outcome = run_until(&config, p, latency, &ctx.compute.device()?, None)?;
+    let Some(outcome) = super::search::search_interruptible(&config, ctx, &resume)? else {
+        return Ok(ExitStatus::Interrupted);
+    };
+    if crate::interrupt::requested() {
+        // Ctrl-C while the front was re-scored: the search is complete; export on the next run.
+        let why = "interrupted after the search (its results are complete)";
+        super::report_interrupted(p, &why, &args.out, &resume, json!({"stage": "export"}))?;
+        return Ok(ExitStatus::Interrupted);
+    }
 
     // 3. Export the knee and both ends of the front with the shifted supernet's weights.
     p.note("quickstart 3/3: exporting the front's knee and ends, scoring them on the test set");
-    let trained = load_trained(&search_dir, &DataSpec::BuiltinFashionMnist, args.seed, ctx)?;
+    // The search's split seed (its config.toml's on a resume, whatever `--seed` says now).
+    let trained = load_trained(
+        &search_dir,
+        &DataSpec::BuiltinFashionMnist,
+        config.split_seed,
+        ctx,
+    )?;
     let front: Vec<&ArchiveRecord> = outcome.front.iter().collect();
     let points: Vec<(f64, f64)> = front.iter().map(|r| (r.latency, r.error)).collect();
     let mut picks = Vec::new();
@@ -252,6 +268,43 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+/// The command that continues an interrupted quickstart: the same one on the same folder, with
+/// every flag that differs from its default (a stage not started yet still needs its settings;
+/// started ones read theirs back from their run dirs).
+fn resume_command(args: &QuickstartArgs, ctx: &Context) -> String {
+    let mut c = format!("shiftnas quickstart --out {}", args.out.display());
+    let d = flags::<QuickstartArgs>(vec![]).ok();
+    let mut flag = |name: &str, value: String, default: Option<String>| {
+        if default.as_ref() != Some(&value) {
+            c.push_str(&format!(" --{name} {value}"));
+        }
+    };
+    let d = d.as_ref();
+    flag(
+        "steps",
+        args.steps.to_string(),
+        d.map(|d| d.steps.to_string()),
+    );
+    flag(
+        "batch",
+        args.batch.to_string(),
+        d.map(|d| d.batch.to_string()),
+    );
+    flag("lr", args.lr.to_string(), d.map(|d| d.lr.to_string()));
+    flag("pop", args.pop.to_string(), d.map(|d| d.pop.to_string()));
+    flag("gens", args.gens.to_string(), d.map(|d| d.gens.to_string()));
+    flag(
+        "latency",
+        args.latency.to_string(),
+        d.map(|d| d.latency.to_string()),
+    );
+    flag("seed", args.seed.to_string(), d.map(|d| d.seed.to_string()));
+    if ctx.compute != Compute::Cpu {
+        c.push_str(&format!(" --compute {}", ctx.compute));
+    }
+    c
+}
+
 fn path(p: &Path) -> String {
     p.display().to_string()
 }
@@ -274,6 +327,26 @@ mod tests {
         );
         assert_eq!(knee_and_ends(&front[..1]), vec![("fastest", 0)]);
         assert!(knee_and_ends(&[]).is_empty());
+    }
+
+    /// The resume hint repeats exactly the flags that differ from their defaults.
+    #[test]
+    fn resume_command_keeps_non_default_flags() {
+        let ctx = |compute| Context {
+            printer: crate::output::Printer::silent(),
+            compute,
+        };
+        let a = flags::<QuickstartArgs>(vec![]).unwrap();
+        assert_eq!(
+            resume_command(&a, &ctx(Compute::Cpu)),
+            "shiftnas quickstart --out runs/quickstart"
+        );
+        let argv = "--out q --steps 20 --gens 2 --latency flops --lr 0.1";
+        let a = flags::<QuickstartArgs>(argv.split(' ').map(String::from).collect()).unwrap();
+        assert_eq!(
+            resume_command(&a, &ctx(Compute::Cpu)),
+            "shiftnas quickstart --out q --steps 20 --lr 0.1 --gens 2 --latency flops"
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub fn run(args: RetrainArgs, ctx: &Context) -> Result<ExitStatus> {
     };
     let go =
         |on_report: &mut dyn FnMut(&StepReport)| retrain(&config, &data, &run, &device, on_report);
-    let Some(net) = with_progress(&p, config.steps, "retrain", &run, go)? else {
+    let resume = format!("shiftnas retrain --resume {}", run.path().display());
+    let Some(net) = with_progress(&p, config.steps, &resume, &run, go)? else {
         return Ok(ExitStatus::Interrupted);
     };
 

@@ -10,10 +10,11 @@ use super::{Context, ExitStatus};
 use crate::cli::search::SearchArgs;
 use crate::data::ConformOptions;
 use crate::data::split::default_proxy_size;
+use crate::interrupt::SearchInterrupted;
 use crate::latency::{LatencyOptions, LatencySource, LatencySpec};
 use crate::run_dir::RunDir;
 use crate::search::arch_problem::Constraints;
-use crate::search::driver::{SearchConfig, run_until};
+use crate::search::driver::{SearchConfig, SearchOutcome, run_until};
 use crate::search::shifting::{ShiftConfig, ShiftMode};
 use crate::train::SgdConfig;
 
@@ -167,13 +168,42 @@ pub fn effective_config(args: &SearchArgs, ctx: &Context) -> Result<SearchConfig
     Ok(c)
 }
 
+/// Runs (or resumes) the search of `config` with Ctrl-C routed to it: `Ok(None)` means Ctrl-C
+/// stopped it with the last finished generation checkpointed, and the note naming `resume` (the
+/// command that continues) is printed.
+///
+/// # Errors
+/// As [`run_until`].
+pub(super) fn search_interruptible(
+    config: &SearchConfig,
+    ctx: &Context,
+    resume: &str,
+) -> Result<Option<SearchOutcome>> {
+    let p = &ctx.printer;
+    let device = ctx.compute.device()?;
+    let latency = latency_source(config)?;
+    crate::interrupt::install();
+    match run_until(config, p, latency, &device, None) {
+        Ok(outcome) => Ok(Some(outcome)),
+        Err(e) => match e.downcast_ref::<SearchInterrupted>() {
+            Some(i) => {
+                let fields = json!({"generation": i.generation});
+                super::report_interrupted(p, i, &config.out, resume, fields)?;
+                Ok(None)
+            }
+            None => Err(e),
+        },
+    }
+}
+
 /// Runs `shiftnas search`.
 pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
     let p = &ctx.printer;
-    let device = ctx.compute.device()?;
     let config = effective_config(&args, ctx)?;
-    let latency = latency_source(&config)?;
-    let outcome = run_until(&config, p, latency, &device, None)?;
+    let resume = format!("shiftnas search --resume {}", config.out.display());
+    let Some(outcome) = search_interruptible(&config, ctx, &resume)? else {
+        return Ok(ExitStatus::Interrupted);
+    };
     if p.json {
         p.json(&json!({"type": "done", "run_dir": outcome.run_dir, "evaluations": outcome.evaluations, "board_measurements_saved": outcome.prescreened, "front": outcome.front}))?;
     } else {

@@ -14,6 +14,16 @@ use crate::train::{Sampling, StepReport, TrainConfig, prepare_data, space_for, t
 
 /// Runs `shiftnas train`.
 pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
+    run_resumable(args, ctx, None)
+}
+
+/// Runs `shiftnas train`; after Ctrl-C the note names `resume` as the command that continues
+/// (default: `shiftnas train --resume RUN_DIR`).
+pub(super) fn run_resumable(
+    args: TrainArgs,
+    ctx: &Context,
+    resume: Option<String>,
+) -> Result<ExitStatus> {
     let p = ctx.printer;
     let device = ctx.compute.device()?;
     let (run, config, data) = match &args.resume {
@@ -95,7 +105,9 @@ pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
     let go = |on_report: &mut dyn FnMut(&StepReport)| {
         train(&config, &data, &run, &device, on_report).map(drop)
     };
-    let Some(()) = with_progress(&p, config.steps, "train", &run, go)? else {
+    let resume =
+        resume.unwrap_or_else(|| format!("shiftnas train --resume {}", run.path().display()));
+    let Some(()) = with_progress(&p, config.steps, &resume, &run, go)? else {
         return Ok(ExitStatus::Interrupted);
     };
     let ckpt = run.checkpoint_dir().join("supernet.safetensors");
@@ -114,12 +126,12 @@ pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
 
 /// Runs a training loop with what `train` and `retrain` share: the progress bar (or `--json`
 /// progress lines, or plain lines without a bar) and Ctrl-C. `go` gets the report callback;
-/// `Ok(None)` means Ctrl-C stopped it after a checkpoint (the note naming `shiftnas COMMAND
-/// --resume RUN` is printed).
+/// `Ok(None)` means Ctrl-C stopped it after a checkpoint (the note naming `resume`, the command
+/// that continues, is printed).
 pub(super) fn with_progress<T>(
     p: &Printer,
     steps: u64,
-    command: &str,
+    resume: &str,
     run: &RunDir,
     go: impl FnOnce(&mut dyn FnMut(&StepReport)) -> Result<T>,
 ) -> Result<Option<T>> {
@@ -144,13 +156,7 @@ pub(super) fn with_progress<T>(
     match result {
         Err(e) => match e.downcast_ref::<crate::interrupt::Interrupted>() {
             Some(i) => {
-                p.note(format!(
-                    "{i}; continue with `shiftnas {command} --resume {}`",
-                    run.path().display()
-                ));
-                if p.json {
-                    p.json(&json!({"type": "interrupted", "run_dir": run.path(), "step": i.step}))?;
-                }
+                super::report_interrupted(p, i, run.path(), resume, json!({"step": i.step}))?;
                 Ok(None)
             }
             None => Err(e),

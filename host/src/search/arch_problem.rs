@@ -179,7 +179,17 @@ impl Problem for ArchProblem<'_> {
         }
         self.records.clear();
         let mut errors = Vec::with_capacity(archs.len());
+        // Ctrl-C: stop once the candidate in flight is scored; the weights it shifted live only
+        // in memory and the last checkpoint is the previous generation's, which resume reloads.
+        let done = self.generation.saturating_sub(1);
+        let stop = move || -> Result<()> {
+            if crate::interrupt::requested() {
+                return Err(crate::interrupt::SearchInterrupted { generation: done }.into());
+            }
+            Ok(())
+        };
         for arch in archs {
+            stop()?;
             let (error, step) = if self.shares_bn() {
                 // One train-mode forward: exact BN statistics + the shifting loss's backward.
                 let step = self.step();
@@ -201,6 +211,7 @@ impl Problem for ArchProblem<'_> {
             };
             errors.push((error, step));
         }
+        stop()?;
         let (latencies, sources) = self.latencies(archs, &errors)?;
         let mut evals = Vec::with_capacity(archs.len());
         for ((arch, &(error, step)), (&lat, source)) in

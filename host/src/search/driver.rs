@@ -6,7 +6,9 @@
 //! `state.json` with the RNGs, algorithm state, shifting data cursor and archive length), and at
 //! the end `pareto.json`, `pareto.csv`, `pareto.svg` and `hypervolume.csv`. On resume the archive
 //! is truncated to the checkpointed length, so a run killed at any point and resumed ends with the
-//! same archive as an uninterrupted one.
+//! same archive as an uninterrupted one. Ctrl-C ([`crate::interrupt`]) stops after the candidate in
+//! flight with [`crate::interrupt::SearchInterrupted`]; the unfinished generation is dropped (its
+//! shifted weights were never saved) and runs again on resume.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -263,7 +265,8 @@ pub fn run(
 /// after that generation's checkpoint; returns the partial outcome without reports).
 ///
 /// # Errors
-/// As [`run`].
+/// As [`run`]; [`crate::interrupt::SearchInterrupted`] after Ctrl-C (when
+/// [`crate::interrupt::install`] routed it), with the last finished generation checkpointed.
 pub fn run_until(
     config: &SearchConfig,
     printer: &Printer,
@@ -450,12 +453,20 @@ pub fn run_until(
     bar.set_position(start_gen as u64);
     let hv_ref = hv_reference(&space, config);
     while alg.search().generation() < config.gens {
+        // Ctrl-C (crate::interrupt): the last generation's checkpoint is on disk; stop here, or
+        // inside `evaluate` after the candidate in flight, and leave the generation to resume.
+        if crate::interrupt::requested() {
+            bar.finish_and_clear();
+            let generation = alg.search().generation();
+            return Err(crate::interrupt::SearchInterrupted { generation }.into());
+        }
         let archs = alg.search().ask(&mut rng);
         problem.generation = alg.search().generation() + 1;
         problem.net.set_dropout_seed(
             config.seed ^ (problem.generation as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
-        let evals = super::problem::Problem::evaluate(&mut problem, &archs)?;
+        let evals = super::problem::Problem::evaluate(&mut problem, &archs)
+            .inspect_err(|_| bar.finish_and_clear())?;
         let summary = alg.search().tell(evals, &mut rng)?;
         for r in &problem.records {
             archive::append(&archive_path, r)?;

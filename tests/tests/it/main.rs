@@ -5,4 +5,5 @@ mod boards;
 mod calibrate;
 mod export_ort;
 mod rank;
+mod search;
 mod train;
