@@ -13,9 +13,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{
-    batch_stats, contiguous_f32, keep_if, normalize_plane, simd_fn, sum_over_batch, sum8_pair,
-};
+use super::cpu::{batch_stats, contiguous_f32, keep_if, normalize_plane, simd_fn, sum_over_batch};
 
 /// Names the op in errors.
 const OP: &str = "fused batch norm";
@@ -137,14 +135,47 @@ impl CustomOp2 for BnTrainGrad {
 
 simd_fn! {
     /// `[Σ g', Σ g'·x̂]` over one plane, `g'` the output gradient masked where the ReLU clipped
-    /// (`x̂ ≤ 0`) when `relu`.
+    /// (`x̂ ≤ 0`) when `relu`; eight f32 lanes, then f64.
     fn grad_sums(x: &[f32], g: &[f32], m: f32, is: f32, relu: bool) -> [f64; 2] {
-        let (a, b) = sum8_pair(x, g, |xv, gv| {
+        let (xc, gc) = (x.chunks_exact(8), g.chunks_exact(8));
+        let mut tail = [0f64; 2];
+        for (&xv, &gv) in xc.remainder().iter().zip(gc.remainder()) {
             let xh = (xv - m) * is;
-            let gv = keep_if(gv, !relu || xh > 0.0);
-            (gv, gv * xh)
-        });
-        [a, b]
+            let gv = if relu && xh <= 0.0 { 0.0 } else { gv };
+            tail[0] += f64::from(gv);
+            tail[1] += f64::from(gv * xh);
+        }
+        let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+        // Two loops, so each inner loop has a constant `relu` and vectorises to a blend.
+        if relu {
+            for (xs, gs) in xc.zip(gc) {
+                grad_lanes::<true>((&mut a, &mut b), xs, gs, m, is);
+            }
+        } else {
+            for (xs, gs) in xc.zip(gc) {
+                grad_lanes::<false>((&mut a, &mut b), xs, gs, m, is);
+            }
+        }
+        let total = |l: [f32; 8]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
+        [total(a) + tail[0], total(b) + tail[1]]
+    }
+}
+
+/// Adds eight lanes of `g'` to `a` and of `g'·x̂` to `b` (see [`grad_sums`]).
+#[inline(always)]
+fn grad_lanes<const RELU: bool>(
+    (a, b): (&mut [f32; 8], &mut [f32; 8]),
+    xs: &[f32],
+    gs: &[f32],
+    m: f32,
+    is: f32,
+) {
+    let (xs, gs): (&[f32; 8], &[f32; 8]) = (xs.try_into().unwrap(), gs.try_into().unwrap());
+    let xh: [f32; 8] = std::array::from_fn(|i| (xs[i] - m) * is);
+    let gv: [f32; 8] = std::array::from_fn(|i| keep_if(gs[i], !RELU || xh[i] > 0.0));
+    for i in 0..8 {
+        a[i] += gv[i];
+        b[i] += gv[i] * xh[i];
     }
 }
 

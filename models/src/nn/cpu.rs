@@ -30,28 +30,6 @@ pub(crate) fn sum8(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     acc.iter().map(|&a| f64::from(a)).sum::<f64>() + tail
 }
 
-/// Two sums `Σ f(x, g)` over paired slices, the same way as [`sum8`].
-#[inline(always)]
-pub(crate) fn sum8_pair(xs: &[f32], gs: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64) {
-    let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
-    let (xc, gc) = (xs.chunks_exact(8), gs.chunks_exact(8));
-    let (mut ta, mut tb) = (0f64, 0f64);
-    for (&x, &g) in xc.remainder().iter().zip(gc.remainder()) {
-        let (u, v) = f(x, g);
-        ta += f64::from(u);
-        tb += f64::from(v);
-    }
-    for (x, g) in xc.zip(gc) {
-        for i in 0..8 {
-            let (u, v) = f(x[i], g[i]);
-            a[i] += u;
-            b[i] += v;
-        }
-    }
-    let total = |l: [f32; 8]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
-    (total(a) + ta, total(b) + tb)
-}
-
 /// `g` where `keep`, else 0.0, without a branch: a `?:` on data-dependent signs compiled to one
 /// mispredicted branch per lane and kept BN's backward from vectorising.
 #[inline(always)]
