@@ -3,7 +3,11 @@
 # in the same run (docs/benchmarks.md "Supernet training step (CPU)"). Prints both JSON lines and
 # the ratio; the issue's target is shiftnas ms/step <= 1.0x PyTorch's.
 #
-#   scripts/bench/train_step.sh [--space spos-cifar] [--batch 64] [--eval-batch 256] [--threads 2] [--steps 10] [--profile release|dev]
+#   scripts/bench/train_step.sh [--space spos-cifar] [--batch 64] [--eval-batch 256] [--threads 2] [--steps 10] [--rounds 3] [--profile release|dev]
+#
+# Each round runs shiftnas, PyTorch NCHW and PyTorch channels-last one after the other; the ratio
+# reported is the median over rounds of the per-round ratio (a shared VM's speed drifts by ±20 %
+# within minutes, so single rounds disagree).
 #
 # PyTorch goes into a throwaway venv $SHIFTNAS_CACHE/bench-venv (never a shiftnas dependency). On
 # Linux x86-64 PyPI only has CUDA builds of torch, which cannot even be imported without their CUDA
@@ -11,7 +15,7 @@
 # dependencies: ~3.8 GB, once.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-space=spos-cifar batch=64 eval_batch=256 threads=2 steps=10 profile=release
+space=spos-cifar batch=64 eval_batch=256 threads=2 steps=10 rounds=3 profile=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --space) space=$2; shift 2 ;;
@@ -19,6 +23,7 @@ while [ $# -gt 0 ]; do
     --eval-batch) eval_batch=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --profile) profile=$2; shift 2 ;;
     *) echo "train_step.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -36,18 +41,32 @@ dir=$profile; [ "$profile" = dev ] && dir=debug
 bin="${CARGO_TARGET_DIR:-target}/$dir/examples/train_step"
 args=(--space "$space" --batch "$batch" --eval-batch "$eval_batch" --threads "$threads" --steps "$steps")
 echo "load average before: $(cut -d" " -f1-3 /proc/loadavg) on $(nproc) cores" >&2
-ours=$("$bin" "${args[@]}" --json)
-theirs=$("$venv/bin/python" scripts/bench/supernet_torch.py "${args[@]}" --device cpu)
-theirs_cl=$("$venv/bin/python" scripts/bench/supernet_torch.py "${args[@]}" --device cpu --channels-last)
-echo "$ours"; echo "$theirs"; echo "$theirs_cl"
-"$venv/bin/python" - "$ours" "$theirs" "$theirs_cl" "$profile" <<'PY'
-import json, sys
-s, p, pc = (json.loads(a) for a in sys.argv[1:4])
-profile = sys.argv[4]
-print(f"\n{s['space']} arch {s['arch']}, batch {s['batch']}, threads {s['threads']} (torch {p['torch']}, shiftnas profile {profile})")
-print(f"{'':24}{'shiftnas':>10}{'PyTorch':>10}{'PyTorch NHWC':>14}")
-print(f"{'train ms/step (median)':24}{s['train_ms_per_step']:>10.1f}{p['train_ms_per_step']:>10.1f}{pc['train_ms_per_step']:>14.1f}")
-print(f"{'eval img/s @' + str(s['eval_batch']):24}{s['eval_images_per_s']:>10.0f}{p['eval_images_per_s']:>10.0f}{pc['eval_images_per_s']:>14.0f}")
-print(f"ratio shiftnas/PyTorch time per step: {s['train_ms_per_step'] / p['train_ms_per_step']:.2f}x "
-      f"(NCHW), {s['train_ms_per_step'] / pc['train_ms_per_step']:.2f}x (channels-last); target <= 1.0x")
+lines=()
+for _ in $(seq "$rounds"); do
+  ours=$("$bin" "${args[@]}" --json)
+  theirs=$("$venv/bin/python" scripts/bench/supernet_torch.py "${args[@]}" --device cpu)
+  theirs_cl=$("$venv/bin/python" scripts/bench/supernet_torch.py "${args[@]}" --device cpu --channels-last)
+  echo "$ours"; echo "$theirs"; echo "$theirs_cl"
+  lines+=("$ours" "$theirs" "$theirs_cl")
+done
+echo "load average after: $(cut -d" " -f1-3 /proc/loadavg)" >&2
+"$venv/bin/python" - "$profile" "${lines[@]}" <<'PY'
+import json, statistics, sys
+profile = sys.argv[1]
+rows = [json.loads(a) for a in sys.argv[2:]]
+rounds = [rows[i:i + 3] for i in range(0, len(rows), 3)]
+s = rounds[0][0]
+print(f"\n{s['space']} arch {s['arch']}, batch {s['batch']}, threads {s['threads']} "
+      f"(torch {rounds[0][1]['torch']}, shiftnas profile {profile}), {len(rounds)} rounds")
+print(f"{'round':8}{'shiftnas ms':>12}{'PyTorch ms':>12}{'NHWC ms':>10}{'ratio':>8}{'ratio NHWC':>12}"
+      f"{'eval img/s ours/PyTorch/NHWC':>32}")
+ratios, ratios_cl = [], []
+for i, (o, p, pc) in enumerate(rounds, 1):
+    r, rc = o['train_ms_per_step'] / p['train_ms_per_step'], o['train_ms_per_step'] / pc['train_ms_per_step']
+    ratios.append(r); ratios_cl.append(rc)
+    ev = f"{o['eval_images_per_s']:.0f} / {p['eval_images_per_s']:.0f} / {pc['eval_images_per_s']:.0f}"
+    print(f"{i:<8}{o['train_ms_per_step']:>12.1f}{p['train_ms_per_step']:>12.1f}{pc['train_ms_per_step']:>10.1f}"
+          f"{r:>8.2f}{rc:>12.2f}{ev:>32}")
+print(f"median ratio shiftnas/PyTorch time per step: {statistics.median(ratios):.2f}x (NCHW), "
+      f"{statistics.median(ratios_cl):.2f}x (channels-last); target <= 1.0x")
 PY

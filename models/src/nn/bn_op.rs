@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{batch_stats, contiguous_f32, keep_if, normalize_plane, simd_fn, sum_over_batch};
+use super::cpu::{
+    batch_stats, contiguous_f32, keep_if, normalize_plane, par_filled, simd_fn, sum_over_batch,
+};
 
 /// Names the op in errors.
 const OP: &str = "fused batch norm";
@@ -50,14 +52,19 @@ impl CustomOp1 for BnTrain {
             .iter()
             .map(|s| (1.0 / (s.1 + self.eps).sqrt()) as f32)
             .collect();
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(hw.max(1))
-            .enumerate()
-            .for_each(|(i, out)| {
-                let ch = i % c;
-                let xp = &x[i * hw..(i + 1) * hw];
-                normalize_plane(out, xp, mean[ch], invstd[ch], self.relu);
-            });
+        // SAFETY: `normalize_plane` writes every value of its plane.
+        let y = unsafe {
+            par_filled(
+                x.len(),
+                hw,
+                || (),
+                |_, i, out| {
+                    let ch = i % c;
+                    let xp = &x[i * hw..(i + 1) * hw];
+                    normalize_plane(out, xp, mean[ch], invstd[ch], self.relu);
+                },
+            )
+        };
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Saved { mean, invstd, var });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -120,15 +127,20 @@ impl CustomOp2 for BnTrainGrad {
             .iter()
             .map(|s| ((s[0] / n) as f32, (s[1] / n) as f32))
             .collect();
-        let mut gx = vec![0f32; x.len()];
-        gx.par_chunks_mut(hw.max(1))
-            .enumerate()
-            .for_each(|(i, out)| {
-                let ch = i % c;
-                let r = i * hw..(i + 1) * hw;
-                let stats = (mean[ch], invstd[ch], sums[ch].0, sums[ch].1);
-                grad_plane(out, &x[r.clone()], &g[r], stats, relu);
-            });
+        // SAFETY: `grad_plane` writes every value of its plane.
+        let gx = unsafe {
+            par_filled(
+                x.len(),
+                hw,
+                || (),
+                |_, i, out| {
+                    let ch = i % c;
+                    let r = i * hw..(i + 1) * hw;
+                    let stats = (mean[ch], invstd[ch], sums[ch].0, sums[ch].1);
+                    grad_plane(out, &x[r.clone()], &g[r], stats, relu);
+                },
+            )
+        };
         Ok((CpuStorage::F32(gx), l1.shape().clone()))
     }
 }
@@ -269,14 +281,19 @@ impl CustomOp1 for BnEval {
         let (_, c, h, w) = l.shape().dims4()?;
         let x = contiguous_f32(s, l, OP, "input")?;
         let hw = h * w;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(hw.max(1))
-            .enumerate()
-            .for_each(|(i, out)| {
-                let ch = i % c;
-                let xp = &x[i * hw..(i + 1) * hw];
-                normalize_plane(out, xp, self.mean[ch], self.invstd[ch], self.relu);
-            });
+        // SAFETY: `normalize_plane` writes every value of its plane.
+        let y = unsafe {
+            par_filled(
+                x.len(),
+                hw,
+                || (),
+                |_, i, out| {
+                    let ch = i % c;
+                    let xp = &x[i * hw..(i + 1) * hw];
+                    normalize_plane(out, xp, self.mean[ch], self.invstd[ch], self.relu);
+                },
+            )
+        };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 

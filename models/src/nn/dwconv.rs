@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{contiguous_f32, simd_fn};
+use super::cpu::{contiguous_f32, par_filled, simd_fn};
 
 /// Names the op in errors.
 const OP: &str = "depthwise conv";
@@ -345,22 +345,19 @@ impl CustomOp2 for DwConv {
         let x = contiguous_f32(s1, l1, OP, "input")?;
         let wt = contiguous_f32(s2, l2, OP, "weight")?;
         let kk = g.k * g.k;
-        let mut out = vec![0f32; b * c * g.oh * g.ow];
-        if !out.is_empty() {
-            out.par_chunks_mut(g.oh * g.ow).enumerate().for_each_init(
+        // SAFETY: `fwd_plane` writes every value of its output plane.
+        let out = unsafe {
+            par_filled(
+                b * c * g.oh * g.ow,
+                g.oh * g.ow,
                 Scratch::default,
-                |scratch, (i, o)| {
+                |scratch, i, o| {
                     let ch = i % c;
-                    fwd_plane(
-                        &g,
-                        &x[i * h * w..(i + 1) * h * w],
-                        &wt[ch * kk..(ch + 1) * kk],
-                        o,
-                        scratch,
-                    )
+                    let xp = &x[i * h * w..(i + 1) * h * w];
+                    fwd_plane(&g, xp, &wt[ch * kk..(ch + 1) * kk], o, scratch)
                 },
-            );
-        }
+            )
+        };
         Ok((CpuStorage::F32(out), Shape::from((b, c, g.oh, g.ow))))
     }
 
@@ -431,22 +428,14 @@ impl CustomOp2 for DwConvGradInput {
         let wt = contiguous_f32(s2, l2, OP, "weight")?;
         let kk = g.k * g.k;
         let plane = g.oh * g.ow;
-        let mut gx = vec![0f32; b * c * h * w];
-        if !gx.is_empty() {
-            gx.par_chunks_mut(h * w).enumerate().for_each_init(
-                Scratch::default,
-                |scratch, (i, o)| {
-                    let ch = i % c;
-                    grad_input_plane(
-                        &g,
-                        &go[i * plane..(i + 1) * plane],
-                        &wt[ch * kk..(ch + 1) * kk],
-                        o,
-                        scratch,
-                    )
-                },
-            );
-        }
+        // SAFETY: `grad_input_plane` writes every value of its plane (`gather` covers it).
+        let gx = unsafe {
+            par_filled(b * c * h * w, h * w, Scratch::default, |scratch, i, o| {
+                let ch = i % c;
+                let gp = &go[i * plane..(i + 1) * plane];
+                grad_input_plane(&g, gp, &wt[ch * kk..(ch + 1) * kk], o, scratch)
+            })
+        };
         Ok((CpuStorage::F32(gx), Shape::from((b, c, h, w))))
     }
 }
