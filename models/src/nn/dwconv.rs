@@ -73,9 +73,9 @@ pub fn native_depthwise_conv2d(
 /// (row mod s, column mod s); phase `(a, b)` holds padded pixel `(a + s·r, b + s·c)` at `r·l + c`.
 /// Kernel tap `(ky, kx)` of output `(oy, ox)` then reads phase `(ky mod s, kx mod s)` at
 /// `(oy + ky / s)·l + ox + kx / s`: for every output on a flat grid of row width `l` that is one
-/// contiguous slice per tap, so each tap is a single long multiply-add the compiler vectorises,
-/// whatever the stride and however small the plane. Grid columns `ox ≥ ow` are scratch (never
-/// copied out; zero in gradients).
+/// contiguous slice per tap, so the forward sums, for each run of grid positions, one vectorised
+/// multiply-add per tap (register-blocked: see [`taps_sum`]), whatever the stride and however
+/// small the plane. Grid columns `ox ≥ ow` are scratch (never copied out; zero in gradients).
 #[derive(Debug, Clone)]
 struct Geom {
     w: usize,
@@ -85,7 +85,7 @@ struct Geom {
     ow: usize,
     /// Row width of a phase and of the output grid.
     l: usize,
-    /// Length of one phase block (rows·l plus slack for the scratch columns' over-reads).
+    /// Length of one phase block (rows·l plus slack for over-reads; a multiple of [`LANES`]).
     block: usize,
     /// Start in the phase buffer of each tap that can touch a real pixel, with its tap index.
     taps: Vec<(usize, usize)>,
