@@ -52,19 +52,7 @@ impl CustomOp1 for BnTrain {
             .iter()
             .map(|s| (1.0 / (s.1 + self.eps).sqrt()) as f32)
             .collect();
-        // SAFETY: `normalize_plane` writes every value of its plane.
-        let y = unsafe {
-            par_filled(
-                x.len(),
-                hw,
-                || (),
-                |_, i, out| {
-                    let ch = i % c;
-                    let xp = &x[i * hw..(i + 1) * hw];
-                    normalize_plane(out, xp, mean[ch], invstd[ch], self.relu);
-                },
-            )
-        };
+        let y = normalize(x, c, hw, &mean, &invstd, self.relu);
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Saved { mean, invstd, var });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -204,6 +192,23 @@ simd_fn! {
     }
 }
 
+/// `act((x − mean) · invstd)` per channel over an NCHW buffer `[b, c, hw]`, `act` the ReLU when
+/// `relu`: the forward of train-mode (batch statistics) and eval-mode (running statistics) BN.
+fn normalize(x: &[f32], c: usize, hw: usize, mean: &[f32], invstd: &[f32], relu: bool) -> Vec<f32> {
+    // SAFETY: `normalize_plane` writes every value of its plane.
+    unsafe {
+        par_filled(
+            x.len(),
+            hw,
+            || (),
+            |_, i, out| {
+                let ch = i % c;
+                normalize_plane(out, &x[i * hw..(i + 1) * hw], mean[ch], invstd[ch], relu);
+            },
+        )
+    }
+}
+
 /// Whether the fused CPU loops handle `x`.
 fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 4
@@ -281,19 +286,7 @@ impl CustomOp1 for BnEval {
         let (_, c, h, w) = l.shape().dims4()?;
         let x = contiguous_f32(s, l, OP, "input")?;
         let hw = h * w;
-        // SAFETY: `normalize_plane` writes every value of its plane.
-        let y = unsafe {
-            par_filled(
-                x.len(),
-                hw,
-                || (),
-                |_, i, out| {
-                    let ch = i % c;
-                    let xp = &x[i * hw..(i + 1) * hw];
-                    normalize_plane(out, xp, self.mean[ch], self.invstd[ch], self.relu);
-                },
-            )
-        };
+        let y = normalize(x, c, hw, &self.mean, &self.invstd, self.relu);
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
