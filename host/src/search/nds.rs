@@ -131,6 +131,8 @@ pub fn crowding_distance(objectives: &[&[f64]]) -> Vec<f64> {
     }
     let n_obj = objectives[unique[0]].len();
     let mut order = unique.clone();
+    // `m` indexes every point's objective vector (clippy reads it as indexing one slice).
+    #[allow(clippy::needless_range_loop)]
     for m in 0..n_obj {
         let value = |i: usize| objectives[i][m];
         order.sort_by(|&a, &b| value(a).total_cmp(&value(b)));
