@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{batch_stats, contiguous_f32, keep_if, simd_fn, sum_over_batch};
+use super::cpu::{BatchStats, batch_stats, contiguous_f32, keep_if, simd_fn, sum_over_batch};
 
 /// Names the op in errors.
 const OP: &str = "fused affine batch norm";
@@ -22,20 +22,11 @@ const OP: &str = "fused affine batch norm";
 use super::bn::{BN_EPS, BatchNorm};
 use super::bn_op::bn_train;
 
-/// Per-channel batch statistics of one forward.
-#[derive(Debug, Clone)]
-struct Saved {
-    mean: Vec<f32>,
-    invstd: Vec<f32>,
-    /// Biased variance, for the running-statistics update.
-    var: Vec<f32>,
-}
-
 /// `act(x̂ · γ + β)` with batch statistics; remembers them for the backward.
 struct BnAffineTrain {
     eps: f64,
     relu: bool,
-    saved: Arc<Mutex<Option<Saved>>>,
+    saved: Arc<Mutex<Option<BatchStats>>>,
 }
 
 impl CustomOp3 for BnAffineTrain {
@@ -64,13 +55,7 @@ impl CustomOp3 for BnAffineTrain {
             );
         }
         let hw = h * w;
-        let stats = batch_stats(x, b, c, hw);
-        let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
-        let var: Vec<f32> = stats.iter().map(|s| s.1 as f32).collect();
-        let invstd: Vec<f32> = stats
-            .iter()
-            .map(|s| (1.0 / (s.1 + self.eps).sqrt()) as f32)
-            .collect();
+        let BatchStats { mean, invstd, var } = batch_stats(x, b, c, hw, self.eps);
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(hw.max(1))
             .enumerate()
@@ -81,7 +66,8 @@ impl CustomOp3 for BnAffineTrain {
                 let shift = beta[ch] - mean[ch] * scale;
                 affine_plane(out, &x[i * hw..(i + 1) * hw], scale, shift, self.relu);
             });
-        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Saved { mean, invstd, var });
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(BatchStats { mean, invstd, var });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

@@ -14,26 +14,17 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 use super::cpu::{
-    batch_stats, contiguous_f32, keep_if, normalize_plane, par_filled, simd_fn, sum_over_batch,
+    BatchStats, batch_stats, contiguous_f32, keep_if, par_filled, simd_fn, sum_over_batch,
 };
 
 /// Names the op in errors.
 const OP: &str = "fused batch norm";
 
-/// Per-channel batch statistics of one [`bn_train`] call.
-#[derive(Debug, Clone)]
-struct Saved {
-    mean: Vec<f32>,
-    invstd: Vec<f32>,
-    /// Biased variance, for the running-statistics update.
-    var: Vec<f32>,
-}
-
 /// Train-mode BN(+ReLU): normalises with batch statistics, remembers them for the backward.
 struct BnTrain {
     eps: f64,
     relu: bool,
-    saved: Arc<Mutex<Option<Saved>>>,
+    saved: Arc<Mutex<Option<BatchStats>>>,
 }
 
 impl CustomOp1 for BnTrain {
@@ -45,15 +36,9 @@ impl CustomOp1 for BnTrain {
         let (b, c, h, w) = l.shape().dims4()?;
         let x = contiguous_f32(s, l, OP, "input")?;
         let hw = h * w;
-        let stats = batch_stats(x, b, c, hw);
-        let mean: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
-        let var: Vec<f32> = stats.iter().map(|s| s.1 as f32).collect();
-        let invstd: Vec<f32> = stats
-            .iter()
-            .map(|s| (1.0 / (s.1 + self.eps).sqrt()) as f32)
-            .collect();
-        let y = normalize(x, c, hw, &mean, &invstd, self.relu);
-        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Saved { mean, invstd, var });
+        let stats = batch_stats(x, b, c, hw, self.eps);
+        let y = normalize(x, c, hw, &stats.mean, &stats.invstd, self.relu);
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -82,7 +67,7 @@ impl CustomOp1 for BnTrain {
 /// Input gradient of [`BnTrain`]: (x, grad_y) → grad_x.
 struct BnTrainGrad {
     relu: bool,
-    saved: Saved,
+    saved: BatchStats,
 }
 
 impl CustomOp2 for BnTrainGrad {
@@ -188,6 +173,21 @@ simd_fn! {
             let xh = (xv - m) * is;
             let gv = keep_if(gv, !relu || xh > 0.0);
             *o = is * (gv - mg - xh * mgx);
+        }
+    }
+}
+
+simd_fn! {
+    /// `out = act((x − m) · is)` over one plane, `act` the ReLU when `relu`.
+    fn normalize_plane(out: &mut [f32], x: &[f32], m: f32, is: f32, relu: bool) {
+        if relu {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = ((v - m) * is).max(0.0);
+            }
+        } else {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (v - m) * is;
+            }
         }
     }
 }

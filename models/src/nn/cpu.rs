@@ -134,10 +134,20 @@ pub(crate) fn sum_over_batch<const N: usize>(parts: &[[f64; N]], c: usize) -> Ve
     out
 }
 
-/// Per-channel (mean, biased variance) in f64 of an NCHW buffer `[b, c, hw]`: two passes over
-/// the buffer in memory order (planes in parallel), the second around the channel means. Reading
-/// a channel's planes across the batch instead (stride `c·hw`) defeated the prefetcher.
-pub(crate) fn batch_stats(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
+/// Per-channel batch statistics of one train-mode BN forward (kept for its backward).
+#[derive(Debug, Clone)]
+pub(crate) struct BatchStats {
+    pub mean: Vec<f32>,
+    /// `1 / sqrt(var + eps)`.
+    pub invstd: Vec<f32>,
+    /// Biased variance, for the running-statistics update.
+    pub var: Vec<f32>,
+}
+
+/// Per-channel statistics of an NCHW buffer `[b, c, hw]`, computed in f64: two passes over the
+/// buffer in memory order (planes in parallel), the second around the channel means. Reading a
+/// channel's planes across the batch instead (stride `c·hw`) defeated the prefetcher.
+pub(crate) fn batch_stats(x: &[f32], b: usize, c: usize, hw: usize, eps: f64) -> BatchStats {
     use rayon::prelude::*;
     let n = (b * hw) as f64;
     let sums: Vec<[f64; 1]> = x.par_chunks(hw.max(1)).map(|p| [plane_sum(p)]).collect();
@@ -147,25 +157,14 @@ pub(crate) fn batch_stats(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<(f64,
         .enumerate()
         .map(|(i, p)| [plane_sq_dev(p, mean[i % c] as f32)])
         .collect();
-    sum_over_batch(&ss, c)
-        .iter()
-        .zip(&mean)
-        .map(|(s, &m)| (m, s[0] / n))
-        .collect()
-}
-
-simd_fn! {
-    /// `out = act((x − m) · is)` over one plane, `act` the ReLU when `relu`.
-    pub(crate) fn normalize_plane(out: &mut [f32], x: &[f32], m: f32, is: f32, relu: bool) {
-        if relu {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = ((v - m) * is).max(0.0);
-            }
-        } else {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = (v - m) * is;
-            }
-        }
+    let var: Vec<f64> = sum_over_batch(&ss, c).iter().map(|s| s[0] / n).collect();
+    BatchStats {
+        mean: mean.iter().map(|&m| m as f32).collect(),
+        invstd: var
+            .iter()
+            .map(|&v| (1.0 / (v + eps).sqrt()) as f32)
+            .collect(),
+        var: var.iter().map(|&v| v as f32).collect(),
     }
 }
 
