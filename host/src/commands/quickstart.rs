@@ -272,33 +272,24 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
 /// every flag that differs from its default (a stage not started yet still needs its settings;
 /// started ones read theirs back from their run dirs).
 fn resume_command(args: &QuickstartArgs, ctx: &Context) -> String {
+    let settings = |a: &QuickstartArgs| {
+        [
+            ("steps", a.steps.to_string()),
+            ("batch", a.batch.to_string()),
+            ("lr", a.lr.to_string()),
+            ("pop", a.pop.to_string()),
+            ("gens", a.gens.to_string()),
+            ("latency", a.latency.to_string()),
+            ("seed", a.seed.to_string()),
+        ]
+    };
+    let defaults = flags::<QuickstartArgs>(vec![]).ok().map(|d| settings(&d));
     let mut c = format!("shiftnas quickstart --out {}", args.out.display());
-    let d = flags::<QuickstartArgs>(vec![]).ok();
-    let mut flag = |name: &str, value: String, default: Option<String>| {
-        if default.as_ref() != Some(&value) {
+    for (i, (name, value)) in settings(args).into_iter().enumerate() {
+        if defaults.as_ref().is_none_or(|d| d[i].1 != value) {
             c.push_str(&format!(" --{name} {value}"));
         }
-    };
-    let d = d.as_ref();
-    flag(
-        "steps",
-        args.steps.to_string(),
-        d.map(|d| d.steps.to_string()),
-    );
-    flag(
-        "batch",
-        args.batch.to_string(),
-        d.map(|d| d.batch.to_string()),
-    );
-    flag("lr", args.lr.to_string(), d.map(|d| d.lr.to_string()));
-    flag("pop", args.pop.to_string(), d.map(|d| d.pop.to_string()));
-    flag("gens", args.gens.to_string(), d.map(|d| d.gens.to_string()));
-    flag(
-        "latency",
-        args.latency.to_string(),
-        d.map(|d| d.latency.to_string()),
-    );
-    flag("seed", args.seed.to_string(), d.map(|d| d.seed.to_string()));
+    }
     if ctx.compute != Compute::Cpu {
         c.push_str(&format!(" --compute {}", ctx.compute));
     }

@@ -25,7 +25,6 @@ use crate::boards::pool::{Pool, PoolOptions};
 use crate::boards::scripted::{ScriptedBoard, Step};
 use crate::boards::source::{BoardSource, Exporter};
 use crate::cache::Cache;
-
 use crate::latency::predictor::{PredictorSource, features};
 use crate::latency::{LatencySource, LatencySpec};
 use crate::output::Printer;
