@@ -78,6 +78,7 @@ PRESETS: dict[str, dict] = {
         proxy_size=250,
         # lr 0.05 (SPOS's scaling gives 0.0156 at batch 32): measured on a 60-step retrain, 0.04
         # and 0.1 both reach loss 2.34 (0.1 overshoots to 3.5 first); short runs need the larger
+        # rate to move at all.
         supernet_steps=300, supernet_batch=32, supernet_lr=0.05, warmup_steps=None,
         source_steps=150, source_batch=32,
         algorithm="evolution", pop=6, gens=3, max_flops=27e6,
