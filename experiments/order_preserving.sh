@@ -4,7 +4,7 @@
 # experiments/runs/<preset>/bin/, so a long or resumed run never picks up another build from the
 # shared target dir; then runs the study. Rerun the same command to continue after a kill.
 #
-#   experiments/order_preserving.sh [--preset smoke|cpu-small|gpu] [--until STAGE] [--rebuild]
+#   experiments/order_preserving.sh [--preset smoke|cpu-small|cpu-medium|gpu] [--until STAGE] [--rebuild]
 #   nohup experiments/order_preserving.sh --preset cpu-small >> experiments/runs/cpu-small/log.txt 2>&1 &
 #
 # SHIFTNAS=/path/to/shiftnas skips the build. The gpu preset builds with `--features cuda`
@@ -26,15 +26,15 @@ if [[ -n "${SHIFTNAS:-}" ]]; then
     frozen="$SHIFTNAS"
 elif [[ ! -x "$frozen" || $rebuild == 1 ]]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+    features=()
     if [[ $preset == gpu ]]; then
         # shellcheck disable=SC1091
         source scripts/cuda-env
-        cargo build --release -p shiftnas --features cuda
-        built="$CARGO_TARGET_DIR/release/shiftnas"
-    else
-        cargo build -p shiftnas # the dev profile is optimised (opt-level 2, deps 3)
-        built="$CARGO_TARGET_DIR/debug/shiftnas"
+        features=(--features cuda)
     fi
+    # release: the dev profile's overflow checks and debug assertions halve the training speed
+    cargo build --release -p shiftnas "${features[@]}"
+    built="$CARGO_TARGET_DIR/release/shiftnas"
     mkdir -p "$bin_dir"
     cp "$built" "$frozen.tmp" && mv "$frozen.tmp" "$frozen"
     git rev-parse HEAD > "$bin_dir/commit.txt" 2>/dev/null || true

@@ -48,11 +48,35 @@ pub struct Interrupted {
 pub struct SearchInterrupted {
     /// Generations completed and checkpointed (0: none yet).
     pub generation: usize,
+    /// Every generation was done; the final front's re-score was cut short (resume redoes it).
+    pub rescoring: bool,
+}
+
+impl SearchInterrupted {
+    /// Stopped inside or before generation `generation + 1`.
+    pub fn after(generation: usize) -> SearchInterrupted {
+        SearchInterrupted {
+            generation,
+            rescoring: false,
+        }
+    }
+
+    /// Stopped while re-scoring the final front, all `generations` done.
+    pub fn in_rescore(generations: usize) -> SearchInterrupted {
+        SearchInterrupted {
+            generation: generations,
+            rescoring: true,
+        }
+    }
 }
 
 impl std::fmt::Display for SearchInterrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.generation {
+            g if self.rescoring => write!(
+                f,
+                "interrupted while re-scoring the final front; all {g} generations are checkpointed and resuming re-scores it"
+            ),
             0 => write!(
                 f,
                 "interrupted in generation 1, before the first checkpoint; resuming starts the search from the beginning"
@@ -63,5 +87,20 @@ impl std::fmt::Display for SearchInterrupted {
                 g + 1
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SearchInterrupted;
+
+    #[test]
+    fn search_interruptions_say_what_resume_redoes() {
+        let first = SearchInterrupted::after(0).to_string();
+        assert!(first.contains("from the beginning"), "{first}");
+        let mid = SearchInterrupted::after(3).to_string();
+        assert!(mid.contains("after generation 3") && mid.contains("generation 4 runs again"));
+        let end = SearchInterrupted::in_rescore(5).to_string();
+        assert!(end.contains("re-scoring the final front") && end.contains("all 5 generations"));
     }
 }

@@ -184,7 +184,7 @@ impl Problem for ArchProblem<'_> {
         let done = self.generation.saturating_sub(1);
         let stop = move || -> Result<()> {
             if crate::interrupt::requested() {
-                return Err(crate::interrupt::SearchInterrupted { generation: done }.into());
+                return Err(crate::interrupt::SearchInterrupted::after(done).into());
             }
             Ok(())
         };

@@ -458,7 +458,7 @@ pub fn run_until(
         if crate::interrupt::requested() {
             bar.finish_and_clear();
             let generation = alg.search().generation();
-            return Err(crate::interrupt::SearchInterrupted { generation }.into());
+            return Err(crate::interrupt::SearchInterrupted::after(generation).into());
         }
         let archs = alg.search().ask(&mut rng);
         problem.generation = alg.search().generation() + 1;
@@ -585,6 +585,10 @@ fn finish(
     let pop: Vec<super::Individual<Arch>> = alg.search().population().to_vec();
     let mut front = Vec::new();
     for ind in pop.iter().filter(|i| i.rank == 0) {
+        if crate::interrupt::requested() {
+            let generations = alg.search().generation();
+            return Err(crate::interrupt::SearchInterrupted::in_rescore(generations).into());
+        }
         let error = problem.rescore(&ind.genome)?;
         let c = shiftnas_models::cost::arch_cost(&problem.space, &ind.genome);
         let lat = problem
