@@ -1,10 +1,11 @@
-//! `trait Board`: what the pool needs from a board, and the JSON-lines agent session that the
-//! SSH and local boards share.
+//! `trait Board`: what the pool needs from a board, and the JSON-lines agent session (with the
+//! [`AgentBoard`] that starts it and starts it again) that the SSH and local boards share.
 //!
 //! Like hyperfine's `Executor` trait, the clock sits behind a trait so that the pool's logic
 //! (retry, quarantine, thermal re-measure) is tested with [`super::scripted::ScriptedBoard`].
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
@@ -223,6 +224,116 @@ impl AgentSession {
     pub fn quit(&mut self) {
         if self.transport.send(r#"{"type":"quit"}"#).is_ok() {
             let _ = self.transport.recv(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Writes `line` and a newline to an agent's input and flushes (the transports' `send`).
+pub(super) fn write_line(w: &mut impl Write, line: &str) -> Result<()> {
+    w.write_all(line.as_bytes())?;
+    w.write_all(b"\n")?;
+    w.flush()?;
+    Ok(())
+}
+
+/// How an [`AgentBoard`] reaches its agent: over SSH ([`super::ssh::SshLink`]) or as a child
+/// process of the host ([`super::local::LocalLink`]).
+pub trait AgentLink: Send {
+    /// What a missing session is called, after `board NAME: `.
+    const NOT_STARTED: &'static str;
+
+    /// Starts the agent and opens its session (hello and protocol version checked).
+    ///
+    /// # Errors
+    /// The board cannot be reached or the agent cannot be started (naming the board).
+    fn start(&mut self, cfg: &BoardConfig) -> Result<AgentSession>;
+
+    /// Drops the connection that carried the session (after the session itself is dropped).
+    fn disconnect(&mut self);
+}
+
+/// A board measured through one `shiftnas-agent serve` session: started on first use, and
+/// started again (with a new connection) after a transport failure. An [`AgentError`] keeps the
+/// session: the request was at fault, not the board.
+pub struct AgentBoard<L> {
+    cfg: BoardConfig,
+    // Field order matters: the agent session (its channel) is dropped before the link's
+    // connection.
+    session: Option<AgentSession>,
+    link: L,
+}
+
+impl<L: AgentLink> AgentBoard<L> {
+    /// A board that connects over `link` on first use.
+    pub(super) fn with_link(cfg: BoardConfig, link: L) -> AgentBoard<L> {
+        AgentBoard {
+            cfg,
+            session: None,
+            link,
+        }
+    }
+
+    /// How the agent is reached (for an SSH board: what the last connect deployed).
+    pub fn link(&self) -> &L {
+        &self.link
+    }
+
+    fn session(&mut self) -> Result<&mut AgentSession> {
+        if self.session.is_none() {
+            self.reconnect()?;
+        }
+        self.session
+            .as_mut()
+            .ok_or_else(|| anyhow!("board {:?}: {}", self.cfg.name, L::NOT_STARTED))
+    }
+
+    /// Runs `f` on the session; a transport failure drops the connection so the next call
+    /// reconnects.
+    fn with_session<T>(&mut self, f: impl FnOnce(&mut AgentSession) -> Result<T>) -> Result<T> {
+        let r = f(self.session()?);
+        if let Err(e) = &r
+            && e.downcast_ref::<AgentError>().is_none()
+        {
+            self.session = None;
+            self.link.disconnect();
+        }
+        r
+    }
+}
+
+impl<L: AgentLink> Board for AgentBoard<L> {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn config(&self) -> &BoardConfig {
+        &self.cfg
+    }
+
+    fn reconnect(&mut self) -> Result<()> {
+        self.session = None;
+        self.link.disconnect();
+        self.session = Some(self.link.start(&self.cfg)?);
+        Ok(())
+    }
+
+    fn info(&mut self) -> Result<BoardInfo> {
+        self.with_session(|s| s.info())
+    }
+
+    fn load(&mut self, name: &str, model: &[u8], sha256: &str) -> Result<()> {
+        self.with_session(|s| s.load(name, model, sha256))
+    }
+
+    fn bench(&mut self, sha256: &str, spec: &BenchSpec) -> Result<BenchReport> {
+        self.with_session(|s| s.bench(sha256, spec))
+    }
+}
+
+impl<L> Drop for AgentBoard<L> {
+    fn drop(&mut self) {
+        if let Some(s) = &mut self.session {
+            s.quit();
         }
     }
 }

@@ -2,7 +2,7 @@
 //! stdin/stdout exactly like an SSH board's channel (the quickstart's board: no SSH).
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -10,9 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use shiftnas_protocol::{BenchReport, BenchSpec, BoardInfo};
 
-use super::board::{AgentError, AgentSession, Board, LineTransport};
+use super::board::{AgentBoard, AgentLink, AgentSession, LineTransport, write_line};
 use super::config::BoardConfig;
 use super::ssh::expand_tilde;
 
@@ -58,10 +57,7 @@ struct ChildTransport {
 
 impl LineTransport for ChildTransport {
     fn send(&mut self, line: &str) -> Result<()> {
-        self.stdin.write_all(line.as_bytes())?;
-        self.stdin.write_all(b"\n")?;
-        self.stdin.flush()?;
-        Ok(())
+        write_line(&mut self.stdin, line)
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<String> {
@@ -102,55 +98,25 @@ impl Drop for ChildTransport {
 }
 
 /// The agent as a child process of the host.
-pub struct LocalBoard {
-    cfg: BoardConfig,
-    agent: PathBuf,
-    session: Option<AgentSession>,
-}
+pub type LocalBoard = AgentBoard<LocalLink>;
 
 impl LocalBoard {
     /// A local board running `agent` (see [`find_local_agent`]); starts on first use.
     pub fn new(cfg: BoardConfig, agent: PathBuf) -> LocalBoard {
-        LocalBoard {
-            cfg,
-            agent,
-            session: None,
-        }
-    }
-
-    fn session(&mut self) -> Result<&mut AgentSession> {
-        if self.session.is_none() {
-            self.reconnect()?;
-        }
-        self.session
-            .as_mut()
-            .ok_or_else(|| anyhow!("board {:?}: agent not started", self.cfg.name))
-    }
-
-    fn with_session<T>(&mut self, f: impl FnOnce(&mut AgentSession) -> Result<T>) -> Result<T> {
-        let r = f(self.session()?);
-        if let Err(e) = &r
-            && e.downcast_ref::<AgentError>().is_none()
-        {
-            self.session = None;
-        }
-        r
+        AgentBoard::with_link(cfg, LocalLink { agent })
     }
 }
 
-impl Board for LocalBoard {
-    fn name(&self) -> &str {
-        &self.cfg.name
-    }
+/// How a [`LocalBoard`] reaches its agent: `agent serve` spawned with piped stdin/stdout/stderr.
+pub struct LocalLink {
+    agent: PathBuf,
+}
 
-    fn config(&self) -> &BoardConfig {
-        &self.cfg
-    }
+impl AgentLink for LocalLink {
+    const NOT_STARTED: &'static str = "agent not started";
 
-    fn reconnect(&mut self) -> Result<()> {
-        self.session = None;
-        let mut words: Vec<String> = self
-            .cfg
+    fn start(&mut self, cfg: &BoardConfig) -> Result<AgentSession> {
+        let mut words: Vec<String> = cfg
             .command_prefix
             .as_deref()
             .map(|p| p.split_whitespace().map(String::from).collect())
@@ -158,34 +124,23 @@ impl Board for LocalBoard {
         words.push(self.agent.display().to_string());
         let mut cmd = Command::new(&words[0]);
         cmd.args(&words[1..]);
-        if let Some(lib) = &self.cfg.ort_lib {
+        if let Some(lib) = &cfg.ort_lib {
             cmd.arg("--ort-lib").arg(expand_tilde(lib));
         }
-        cmd.args([
-            "serve",
-            "--thermal-limit",
-            &self.cfg.thermal_limit_c.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.args(["serve", "--thermal-limit", &cfg.thermal_limit_c.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // Its own process group: a terminal's Ctrl-C reaches only `shiftnas`, which finishes the
         // measurement in flight and stops in order (crate::interrupt); the agent exits at EOF.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = cmd.spawn().with_context(|| {
-            format!(
-                "board {:?}: starting {}",
-                self.cfg.name,
-                self.agent.display()
-            )
-        })?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("board {:?}: starting {}", cfg.name, self.agent.display()))?;
         let (stdin, stdout, stderr) =
             match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
                 (Some(i), Some(o), Some(e)) => (i, o, e),
-                _ => bail!(
-                    "board {:?}: the agent's pipes were not set up",
-                    self.cfg.name
-                ),
+                _ => bail!("board {:?}: the agent's pipes were not set up", cfg.name),
             };
         let (tx, rx) = channel();
         std::thread::spawn(move || {
@@ -214,32 +169,9 @@ impl Board for LocalBoard {
             lines: rx,
             tail,
         };
-        let timeout = Duration::from_secs_f64(self.cfg.timeout_s);
-        self.session = Some(AgentSession::start(
-            Box::new(transport),
-            &self.cfg.name,
-            timeout,
-        )?);
-        Ok(())
+        let timeout = Duration::from_secs_f64(cfg.timeout_s);
+        AgentSession::start(Box::new(transport), &cfg.name, timeout)
     }
 
-    fn info(&mut self) -> Result<BoardInfo> {
-        self.with_session(|s| s.info())
-    }
-
-    fn load(&mut self, name: &str, model: &[u8], sha256: &str) -> Result<()> {
-        self.with_session(|s| s.load(name, model, sha256))
-    }
-
-    fn bench(&mut self, sha256: &str, spec: &BenchSpec) -> Result<BenchReport> {
-        self.with_session(|s| s.bench(sha256, spec))
-    }
-}
-
-impl Drop for LocalBoard {
-    fn drop(&mut self) {
-        if let Some(s) = &mut self.session {
-            s.quit();
-        }
-    }
+    fn disconnect(&mut self) {}
 }

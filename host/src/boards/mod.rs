@@ -1,7 +1,7 @@
 //! Boards: `boards.toml`, SSH and local boards, deployment and the measuring pool.
 //!
-//! `config` parses boards.toml; `board` holds `trait Board` and the agent session that
-//! `ssh::SshBoard` and `local::LocalBoard` share; `deploy` uploads the agent when its hash
+//! `config` parses boards.toml; `board` holds `trait Board` and the agent session and
+//! `AgentBoard` that `ssh::SshBoard` and `local::LocalBoard` are made of; `deploy` uploads the agent when its hash
 //! changed; `pool` measures many models on many boards; `scripted` is the test double.
 
 pub mod board;

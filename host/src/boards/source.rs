@@ -56,23 +56,23 @@ impl LatencySource for BoardSource {
     }
 }
 
+/// The test fixture of the board latency source, for this module's tests and the search's.
 #[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
+pub(crate) mod fixture {
+    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
     use crate::boards::board::Board;
     use crate::boards::pool::PoolOptions;
-    use crate::boards::scripted::{ScriptedBoard, Step};
 
-    type Log = Arc<Mutex<Vec<(String, String)>>>;
-
-    /// A source over one scripted board whose reports have the input shape `1x3x8x8`.
-    fn source(cache: &std::path::Path, log: &Log, remeasure: bool) -> BoardSource {
-        let board: Box<dyn Board> = Box::new(
-            ScriptedBoard::new("rk1", "A76", vec![], Step::Ok(2.5)).with_log(Arc::clone(log)),
-        );
+    /// A source over `board` alone (reconnecting after 5 ms), storing in the cache at `cache`;
+    /// the exporter writes each arch's digits as the model bytes.
+    pub(crate) fn one_board_source(
+        board: Box<dyn Board>,
+        cache: &Path,
+        remeasure: bool,
+    ) -> BoardSource {
         let opts = PoolOptions {
             reconnect_wait: Duration::from_millis(5),
             ..PoolOptions::default()
@@ -84,6 +84,24 @@ mod tests {
             export,
             remeasure,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::fixture::one_board_source;
+    use super::*;
+    use crate::boards::scripted::{ScriptedBoard, Step};
+
+    type Log = Arc<Mutex<Vec<(String, String)>>>;
+
+    /// A source over one scripted board whose reports have the input shape `1x3x8x8`.
+    fn source(cache: &std::path::Path, log: &Log, remeasure: bool) -> BoardSource {
+        let board =
+            ScriptedBoard::new("rk1", "A76", vec![], Step::Ok(2.5)).with_log(Arc::clone(log));
+        one_board_source(Box::new(board), cache, remeasure)
     }
 
     /// A second search over the same cache measures nothing; with `--remeasure` it measures

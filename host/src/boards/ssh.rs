@@ -15,9 +15,7 @@ use ssh2::{CheckResult, HostKeyType, KnownHostFileKind, Session};
 
 use std::collections::VecDeque;
 
-use shiftnas_protocol::{BenchReport, BenchSpec, BoardInfo};
-
-use super::board::{AgentError, AgentSession, Board, LineTransport, base64};
+use super::board::{AgentBoard, AgentLink, AgentSession, LineTransport, base64, write_line};
 use super::config::{BoardConfig, HostKeyPolicy, home_dir};
 use super::deploy::{AGENT_NAME, DeployOutcome, ORT_NAME, deploy, shell_quote};
 
@@ -259,10 +257,7 @@ struct ChannelTransport {
 
 impl LineTransport for ChannelTransport {
     fn send(&mut self, line: &str) -> Result<()> {
-        self.channel.write_all(line.as_bytes())?;
-        self.channel.write_all(b"\n")?;
-        self.channel.flush()?;
-        Ok(())
+        write_line(&mut self.channel, line)
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<String> {
@@ -309,82 +304,53 @@ impl LineTransport for ChannelTransport {
 
 /// A board over SSH: deploys the agent when its hash changed, then keeps one
 /// `shiftnas-agent serve` session alive over one channel.
-pub struct SshBoard {
-    cfg: BoardConfig,
-    // Field order matters: the agent session (its channel) is dropped before the connection.
-    session: Option<AgentSession>,
+pub type SshBoard = AgentBoard<SshLink>;
+
+impl SshBoard {
+    /// A board that connects on first use.
+    pub fn new(cfg: BoardConfig) -> SshBoard {
+        AgentBoard::with_link(
+            cfg,
+            SshLink {
+                conn: None,
+                last_deploy: None,
+            },
+        )
+    }
+}
+
+/// How an [`SshBoard`] reaches its agent: an SSH connection, the agent deployed over it.
+pub struct SshLink {
     conn: Option<SshConn>,
     /// What the last connect deployed.
     pub last_deploy: Option<DeployOutcome>,
 }
 
-impl SshBoard {
-    /// A board that connects on first use.
-    pub fn new(cfg: BoardConfig) -> SshBoard {
-        SshBoard {
-            cfg,
-            session: None,
-            conn: None,
-            last_deploy: None,
-        }
-    }
+impl AgentLink for SshLink {
+    const NOT_STARTED: &'static str = "not connected";
 
-    fn session(&mut self) -> Result<&mut AgentSession> {
-        if self.session.is_none() {
-            self.reconnect()?;
-        }
-        self.session
-            .as_mut()
-            .ok_or_else(|| anyhow!("board {:?}: not connected", self.cfg.name))
-    }
-
-    /// Runs `f` on the session; a transport failure drops the connection so the next call
-    /// reconnects.
-    fn with_session<T>(&mut self, f: impl FnOnce(&mut AgentSession) -> Result<T>) -> Result<T> {
-        let r = f(self.session()?);
-        if let Err(e) = &r
-            && e.downcast_ref::<AgentError>().is_none()
-        {
-            self.session = None;
-            self.conn = None;
-        }
-        r
-    }
-}
-
-impl Board for SshBoard {
-    fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
-    fn config(&self) -> &BoardConfig {
-        &self.cfg
-    }
-
-    fn reconnect(&mut self) -> Result<()> {
-        self.session = None;
-        self.conn = None;
-        let conn = SshConn::connect(&self.cfg)?;
-        self.last_deploy = Some(deploy(&conn, &self.cfg)?);
-        let w = self.cfg.workdir.as_deref().unwrap_or("/tmp/shiftnas");
+    fn start(&mut self, cfg: &BoardConfig) -> Result<AgentSession> {
+        let conn = SshConn::connect(cfg)?;
+        self.last_deploy = Some(deploy(&conn, cfg)?);
+        let w = cfg.workdir.as_deref().unwrap_or("/tmp/shiftnas");
         let mut cmd = format!("cd {} && ", shell_quote(w));
         let mut ort = String::new();
-        if self.cfg.ort_lib.is_some() {
+        if cfg.ort_lib.is_some() {
             let lib = shell_quote(&format!("{w}/{ORT_NAME}"));
             cmd += &format!("ORT_DYLIB_PATH={lib} ");
             ort = format!(" --ort-lib {lib}");
         }
         cmd += "exec ";
-        if let Some(p) = &self.cfg.command_prefix {
+        if let Some(p) = &cfg.command_prefix {
             cmd += p;
             cmd += " ";
         }
         cmd += &format!(
             "{}{ort} serve --thermal-limit {}",
             shell_quote(&format!("{w}/{AGENT_NAME}")),
-            self.cfg.thermal_limit_c
+            cfg.thermal_limit_c
         );
-        let ctx = || format!("board {:?}: starting the agent (`{cmd}`)", self.cfg.name);
+        let ctx = || format!("board {:?}: starting the agent (`{cmd}`)", cfg.name);
         let mut channel = conn.session.channel_session().with_context(ctx)?;
         channel
             .handle_extended_data(ssh2::ExtendedData::Merge)
@@ -396,31 +362,14 @@ impl Board for SshBoard {
             buf: Vec::new(),
             tail: VecDeque::new(),
         };
-        let timeout = Duration::from_secs_f64(self.cfg.timeout_s);
+        let timeout = Duration::from_secs_f64(cfg.timeout_s);
         let session =
-            AgentSession::start(Box::new(transport), &self.cfg.name, timeout).with_context(ctx)?;
-        self.session = Some(session);
+            AgentSession::start(Box::new(transport), &cfg.name, timeout).with_context(ctx)?;
         self.conn = Some(conn);
-        Ok(())
+        Ok(session)
     }
 
-    fn info(&mut self) -> Result<BoardInfo> {
-        self.with_session(|s| s.info())
-    }
-
-    fn load(&mut self, name: &str, model: &[u8], sha256: &str) -> Result<()> {
-        self.with_session(|s| s.load(name, model, sha256))
-    }
-
-    fn bench(&mut self, sha256: &str, spec: &BenchSpec) -> Result<BenchReport> {
-        self.with_session(|s| s.bench(sha256, spec))
-    }
-}
-
-impl Drop for SshBoard {
-    fn drop(&mut self) {
-        if let Some(s) = &mut self.session {
-            s.quit();
-        }
+    fn disconnect(&mut self) {
+        self.conn = None;
     }
 }

@@ -11,6 +11,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::candidates::{Fresh, record};
 use super::observer::GenerationSummary;
 use super::operators::{Crossover, Mutation, Sampling};
 use super::problem::{Evaluation, check_evaluations};
@@ -119,29 +120,35 @@ where
         &self.state
     }
 
-    fn is_new(&self, g: &G, accepted: &[G]) -> bool {
-        (self.precheck)(g) <= 0.0
-            && !accepted.contains(g)
-            && !self.state.history.iter().any(|i| &i.genome == g)
+    /// Where this generation's candidates are checked (precheck, history, tries).
+    fn fresh(&self) -> Fresh<'_, G> {
+        Fresh {
+            precheck: &self.precheck,
+            history: &self.state.history,
+            max_tries: self.config.max_tries,
+        }
     }
 
-    /// Adds up to `n` new candidates made by `make` (bounded tries per candidate).
-    fn fill(
-        &self,
-        accepted: &mut Vec<G>,
-        n: usize,
-        rng: &mut ChaCha8Rng,
-        mut make: impl FnMut(&Self, &mut ChaCha8Rng) -> G,
-    ) {
-        let target = accepted.len() + n;
-        let mut tries = 0;
-        while accepted.len() < target && tries < n * self.config.max_tries {
-            tries += 1;
-            let g = make(self, rng);
-            if self.is_new(&g, accepted) {
-                accepted.push(g);
-            }
+    /// The next generation: mutated and crossed top-k children, topped up with random samples.
+    fn candidates(&self, rng: &mut ChaCha8Rng) -> Vec<G> {
+        let fresh = self.fresh();
+        let mut cands = Vec::with_capacity(self.config.population);
+        let top = &self.state.top;
+        if !top.is_empty() {
+            let k = top.len();
+            fresh.fill(&mut cands, self.config.n_mutation, rng, |rng| {
+                let parent = &top[rng.random_range(0..k)].genome;
+                self.mutation.mutate(parent, rng)
+            });
+            fresh.fill(&mut cands, self.config.n_crossover, rng, |rng| {
+                let a = &top[rng.random_range(0..k)].genome;
+                let b = &top[rng.random_range(0..k)].genome;
+                self.crossover.cross(&[a, b], rng).swap_remove(0)
+            });
         }
+        let missing = self.config.population.saturating_sub(cands.len());
+        fresh.fill(&mut cands, missing, rng, |rng| self.sampling.sample(rng));
+        cands
     }
 }
 
@@ -153,25 +160,9 @@ where
     M: Mutation<G>,
 {
     fn ask(&mut self, rng: &mut ChaCha8Rng) -> Vec<G> {
-        if !self.state.pending.is_empty() {
-            return self.state.pending.clone();
+        if self.state.pending.is_empty() {
+            self.state.pending = self.candidates(rng);
         }
-        let mut cands = Vec::with_capacity(self.config.population);
-        if !self.state.top.is_empty() {
-            let k = self.state.top.len();
-            self.fill(&mut cands, self.config.n_mutation, rng, |s, rng| {
-                let parent = &s.state.top[rng.random_range(0..k)].genome;
-                s.mutation.mutate(parent, rng)
-            });
-            self.fill(&mut cands, self.config.n_crossover, rng, |s, rng| {
-                let a = &s.state.top[rng.random_range(0..k)].genome;
-                let b = &s.state.top[rng.random_range(0..k)].genome;
-                s.crossover.cross(&[a, b], rng).swap_remove(0)
-            });
-        }
-        let missing = self.config.population.saturating_sub(cands.len());
-        self.fill(&mut cands, missing, rng, |s, rng| s.sampling.sample(rng));
-        self.state.pending = cands;
         self.state.pending.clone()
     }
 
@@ -182,14 +173,7 @@ where
     ) -> anyhow::Result<GenerationSummary> {
         check_evaluations(&evals, self.state.pending.len(), 1)
             .map_err(|e| e.context("SPOS evolution is single-objective"))?;
-        let told = evals.len();
-        let pending = std::mem::take(&mut self.state.pending);
-        self.state.history.extend(
-            pending
-                .into_iter()
-                .zip(evals)
-                .map(|(g, e)| Individual::new(g, e)),
-        );
+        let told = record(&mut self.state.history, &mut self.state.pending, evals);
         let mut order: Vec<usize> = (0..self.state.history.len()).collect();
         let key = |i: usize| {
             let e = &self.state.history[i].eval;
@@ -328,6 +312,51 @@ mod tests {
         assert_eq!(alg.n_evals(), 90);
         assert!(alg.state().history.iter().all(|i| cap(&i.genome) == 0.0));
         assert_eq!(alg.population().len(), 10);
+    }
+
+    /// FNV-1a over the genes of every evaluated genome, in order.
+    fn digest(history: &[Individual<Arch>]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for g in history.iter().flat_map(|i| i.genome.genes()) {
+            h = (h ^ u64::from(*g)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
+    /// The same seed gives the same archive: the candidates of both searches are pinned (values
+    /// from the code before mutation, crossover and sampling shared `Fresh::fill`).
+    #[test]
+    fn the_same_seed_gives_the_same_archive() {
+        let sampling = ArchSampling {
+            blocks: 20,
+            choices: 4,
+        };
+        let cfg = EvolutionConfig {
+            population: 12,
+            top_k: 4,
+            n_mutation: 6,
+            n_crossover: 6,
+            max_tries: 100,
+        };
+        let mutation = GeneMutation { p: 0.1, choices: 4 };
+        let mut evo = Evolution::new(cfg, sampling, UniformCrossover, mutation, Box::new(cap));
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        minimize(&mut evo, &mut Target, &MaxGenerations(5), &mut (), &mut rng).unwrap();
+        let cfg = RandomConfig {
+            batch: 12,
+            keep: 4,
+            max_tries: 100,
+        };
+        let mut rs = RandomSearch::new(cfg, sampling, Box::new(cap));
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        minimize(&mut rs, &mut Target, &MaxGenerations(3), &mut (), &mut rng).unwrap();
+        let got = (
+            evo.n_evals(),
+            digest(&evo.state().history),
+            rs.n_evals(),
+            digest(&rs.state().history),
+        );
+        assert_eq!(got, (60, 7666821471869097314, 36, 14130040958179864970));
     }
 
     #[test]

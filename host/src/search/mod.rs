@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod arch_problem;
 pub mod archive;
+mod candidates;
 pub mod driver;
 pub mod evaluator;
 pub mod evolution;

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Result;
 use candle_core::Device;
@@ -21,10 +20,9 @@ use super::hypervolume::hypervolume;
 use super::shifting::{ShiftConfig, ShiftMode};
 use crate::boards::board::Board;
 use crate::boards::config::BoardConfig;
-use crate::boards::pool::{Pool, PoolOptions};
 use crate::boards::scripted::{ScriptedBoard, Step};
-use crate::boards::source::{BoardSource, Exporter};
-use crate::cache::Cache;
+use crate::boards::source::BoardSource;
+use crate::boards::source::fixture::one_board_source;
 use crate::latency::predictor::{PredictorSource, features};
 use crate::latency::{LatencySource, LatencySpec};
 use crate::output::Printer;
@@ -93,17 +91,7 @@ fn board_source(space: &Space, cache: &Path, log: &Log) -> BoardSource {
         space: space.clone(),
         loaded: HashMap::new(),
     });
-    let opts = PoolOptions {
-        reconnect_wait: Duration::from_millis(5),
-        ..PoolOptions::default()
-    };
-    let export: Exporter = Box::new(|_, a: &Arch| Ok(a.to_string().into_bytes()));
-    BoardSource::new(
-        Pool::new(vec![board], opts).unwrap(),
-        Cache::open(cache).unwrap(),
-        export,
-        false,
-    )
+    one_board_source(board, cache, false)
 }
 
 /// A predictor fitted on 80 random archs measured by [`true_latency`], for `fingerprint`.

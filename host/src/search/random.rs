@@ -5,6 +5,7 @@
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::candidates::{Fresh, record};
 use super::evolution::Precheck;
 use super::observer::GenerationSummary;
 use super::operators::Sampling;
@@ -81,22 +82,18 @@ impl<G: Clone + PartialEq, S: Sampling<G>> RandomSearch<G, S> {
 
 impl<G: Clone + PartialEq, S: Sampling<G>> Search<G> for RandomSearch<G, S> {
     fn ask(&mut self, rng: &mut ChaCha8Rng) -> Vec<G> {
-        if !self.state.pending.is_empty() {
-            return self.state.pending.clone();
+        if self.state.pending.is_empty() {
+            let fresh = Fresh {
+                precheck: &self.precheck,
+                history: &self.state.history,
+                max_tries: self.config.max_tries,
+            };
+            let mut cands = Vec::with_capacity(self.config.batch);
+            fresh.fill(&mut cands, self.config.batch, rng, |rng| {
+                self.sampling.sample(rng)
+            });
+            self.state.pending = cands;
         }
-        let mut cands: Vec<G> = Vec::with_capacity(self.config.batch);
-        let mut tries = 0;
-        while cands.len() < self.config.batch && tries < self.config.batch * self.config.max_tries {
-            tries += 1;
-            let g = self.sampling.sample(rng);
-            if (self.precheck)(&g) <= 0.0
-                && !cands.contains(&g)
-                && !self.state.history.iter().any(|i| i.genome == g)
-            {
-                cands.push(g);
-            }
-        }
-        self.state.pending = cands;
         self.state.pending.clone()
     }
 
@@ -113,14 +110,7 @@ impl<G: Clone + PartialEq, S: Sampling<G>> Search<G> for RandomSearch<G, S> {
             .or_else(|| evals.first().map(|e| e.objectives.len()))
             .unwrap_or(0);
         check_evaluations(&evals, self.state.pending.len(), n_obj)?;
-        let told = evals.len();
-        let pending = std::mem::take(&mut self.state.pending);
-        self.state.history.extend(
-            pending
-                .into_iter()
-                .zip(evals)
-                .map(|(g, e)| Individual::new(g, e)),
-        );
+        let told = record(&mut self.state.history, &mut self.state.pending, evals);
         let all: Vec<Evaluation> = self.state.history.iter().map(|i| i.eval.clone()).collect();
         self.state.population = rank_and_crowding(&all, self.config.keep, rng)
             .into_iter()
