@@ -24,46 +24,12 @@
 
 use std::process::ExitCode;
 
-use candle_core::{D, DType, Device, Tensor, Var};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use candle_core::{DType, Device, Tensor, Var};
 use shiftnas_models::nn::{bn::BN_EPS, dw_shift::shift_add_depthwise_conv2d, glue};
 use shiftnas_models::{Arch, Choice, Space, Supernet};
 
-type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
-
-const SPOS_ARCH: &str = "21012020202300003233";
-
-/// Fixed N(0, 1) images and labels, as `train_step` draws them.
-fn data(space: &Space, b: usize, seed: u64) -> BoxResult<(Tensor, Tensor)> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (c, s) = (space.input_channels, space.input_size);
-    let xs: Vec<f32> = (0..b * c * s * s)
-        .map(|_| {
-            let u1: f64 = rng.random::<f64>().max(1e-12);
-            let u2: f64 = rng.random();
-            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-        })
-        .collect();
-    let ys: Vec<u32> = (0..b)
-        .map(|_| rng.random_range(0..space.classes as u32))
-        .collect();
-    Ok((
-        Tensor::from_vec(xs, (b, c, s, s), &Device::Cpu)?,
-        Tensor::from_vec(ys, b, &Device::Cpu)?,
-    ))
-}
-
-fn smoothed_ce(logits: &Tensor, labels: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let nll = logp
-        .gather(&labels.unsqueeze(1)?, 1)?
-        .squeeze(1)?
-        .mean_all()?
-        .neg()?;
-    let uniform = logp.mean(D::Minus1)?.mean_all()?.neg()?;
-    (nll * (1.0 - eps))? + (uniform * eps)?
-}
+mod common;
+use common::{BoxResult, SPOS_ARCH, data, host, rel_l2, smoothed_ce};
 
 /// The path's weights as `Var`s of `dtype`, by name (copied from the supernet's f32 weights).
 struct Weights(std::collections::BTreeMap<String, Var>);
@@ -138,17 +104,6 @@ fn forward(space: &Space, arch: &Arch, ws: &Weights, x: &Tensor) -> candle_core:
     }
     let h = bn_train(&pw(&h, &ws.w("last.conv.weight")?)?, true)?;
     h.mean((2, 3))?.matmul(&ws.w("classifier.weight")?.t()?)
-}
-
-fn host(t: &Tensor) -> candle_core::Result<Vec<f64>> {
-    t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
-}
-
-/// `‖a − b‖₂ / ‖b‖₂`.
-fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
-    let d: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
-    let n: f64 = b.iter().map(|y| y * y).sum();
-    (d / n.max(1e-300)).sqrt()
 }
 
 /// (logits, loss, gradients by name) of one evaluation.
@@ -268,7 +223,7 @@ fn run() -> BoxResult<()> {
             .parse_arch(a)
             .map_err(|e| format!("--arch {a}: {e}"))?;
         let net = Supernet::new(&space, &Device::Cpu, seed)?;
-        let (x, y) = data(&space, batch, seed)?;
+        let (x, y) = data(&space, batch, seed, &Device::Cpu)?;
         let g32 = supernet_run(&arch, &net, &x, &y)?;
         let r32 = restated(&space, &arch, &net, &x, &y, DType::F32)?;
         let r64 = restated(&space, &arch, &net, &x, &y, DType::F64)?;

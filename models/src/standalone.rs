@@ -14,21 +14,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor, Var};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use crate::arch::Arch;
 use crate::checkpoint::{FORMAT_VERSION, fill_named, meta_value, read_metadata, save_named};
 use crate::error::{Error, Result};
 use crate::nn::bn::BN_MOMENTUM;
-use crate::nn::init;
 use crate::space::Space;
 use crate::subnet::Subnet;
-use crate::supernet::block::{BnMode, ChoiceBlock, ConvBn, ConvKind, ConvSpec};
-use crate::supernet::{BnCalibration, dropout};
+use crate::supernet::BnCalibration;
+use crate::supernet::block::{BnMode, ChoiceBlock, ConvBn};
+use crate::supernet::net::{Blocks, Net};
 
 /// The `format` metadata value of standalone checkpoints.
 pub const STANDALONE_FORMAT: &str = "shiftnas-standalone";
@@ -36,16 +33,9 @@ pub const STANDALONE_FORMAT: &str = "shiftnas-standalone";
 /// One arch of a space as a trainable network with affine BN (see the module doc).
 #[derive(Debug)]
 pub struct Standalone {
-    space: Space,
     arch: Arch,
-    device: Device,
-    stem: ConvBn,
-    blocks: Vec<ChoiceBlock>,
-    last: ConvBn,
-    classifier: Var,
-    /// Every weight, BN parameter and statistic by name (live handles).
-    index: BTreeMap<String, Var>,
-    dropout_rng: Mutex<ChaCha8Rng>,
+    /// `net.blocks[i]`: block i's chosen choice.
+    net: Net<Vec<ChoiceBlock>>,
 }
 
 impl Standalone {
@@ -58,82 +48,27 @@ impl Standalone {
     pub fn new(space: &Space, arch: &Arch, device: &Device, seed: u64) -> Result<Standalone> {
         space.validate()?;
         space.check_arch(arch)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let stem_ch = space.stem_channels();
-        let stem = ConvBn::new(
-            ConvSpec {
-                conv_name: "stem.conv.weight".into(),
-                bn_name: "stem.bn".into(),
-                cin: space.input_channels,
-                cout: stem_ch,
-                k: space.stem.kernel,
-                kind: ConvKind::Full {
-                    stride: space.stem.stride,
-                },
-                relu: true,
-                std: Some(0.01),
-                context: &space.name,
-            },
-            &mut rng,
-            device,
-        )?
-        .with_affine(device)?;
-        let shapes = space.blocks();
-        let mut blocks = Vec::with_capacity(shapes.len());
-        for shape in &shapes {
-            let digit = arch.genes()[shape.index] as usize;
-            let choice = space.choice(arch, shape.index);
-            blocks.push(
-                ChoiceBlock::new(shape, choice, digit, &space.name, &mut rng, device)?
-                    .with_affine(device)?,
-            );
-        }
-        let final_ch = shapes.last().map_or(stem_ch, |b| b.out_channels);
-        let last = ConvBn::new(
-            ConvSpec {
-                conv_name: "last.conv.weight".into(),
-                bn_name: "last.bn".into(),
-                cin: final_ch,
-                cout: space.last_channels,
-                k: 1,
-                kind: ConvKind::Pointwise,
-                relu: true,
-                std: None,
-                context: &space.name,
-            },
-            &mut rng,
-            device,
-        )?
-        .with_affine(device)?;
-        let classifier = init::normal_var(
-            &[space.classes, space.last_channels],
-            0.01,
-            &mut rng,
-            device,
-        )?;
-        let mut net = Standalone {
-            space: space.clone(),
+        let net = Net::new(space, device, seed, true, |shapes, rng| {
+            let mut blocks = Vec::with_capacity(shapes.len());
+            for shape in shapes {
+                let digit = arch.genes()[shape.index] as usize;
+                let choice = space.choice(arch, shape.index);
+                blocks.push(
+                    ChoiceBlock::new(shape, choice, digit, &space.name, rng, device)?
+                        .with_affine(device)?,
+                );
+            }
+            Ok(blocks)
+        })?;
+        Ok(Standalone {
             arch: arch.clone(),
-            device: device.clone(),
-            stem,
-            blocks,
-            last,
-            classifier,
-            index: BTreeMap::new(),
-            dropout_rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0xD50F_0D50)),
-        };
-        net.index = net
-            .layers()
-            .flat_map(|l| l.named_vars())
-            .map(|(n, v)| (n, v.clone()))
-            .chain([("classifier.weight".to_string(), net.classifier.clone())])
-            .collect();
-        Ok(net)
+            net,
+        })
     }
 
     /// The space the arch belongs to.
     pub fn space(&self) -> &Space {
-        &self.space
+        &self.net.space
     }
 
     /// The arch this network is.
@@ -143,14 +78,13 @@ impl Standalone {
 
     /// The candle device its tensors live on.
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.net.device
     }
 
     /// Reseeds the dropout RNG; call it once per training step with a seed derived from the step
     /// so that a resumed run draws the same masks.
     pub fn set_dropout_seed(&self, seed: u64) {
-        *self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner()) =
-            ChaCha8Rng::seed_from_u64(seed);
+        self.net.set_dropout_seed(seed);
     }
 
     /// Logits `[b, classes]` for images `x` `[b, input_channels, h, w]` (f32).
@@ -163,16 +97,10 @@ impl Standalone {
     /// An input of the wrong rank or channel count; BN in training mode over one value per
     /// channel.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let dims = x.dims();
-        if dims.len() != 4 || dims[1] != self.space.input_channels {
-            return Err(Error::BadInput(format!(
-                "arch {} of space {:?} expects images [batch, {}, {s}, {s}], got {dims:?}",
-                self.arch,
-                self.space.name,
-                self.space.input_channels,
-                s = self.space.input_size
-            )));
-        }
+        self.net.check_images(
+            x,
+            format_args!("arch {} of space {:?}", self.arch, self.net.space.name),
+        )?;
         let mode = if train {
             BnMode::Train {
                 momentum: BN_MOMENTUM,
@@ -180,22 +108,8 @@ impl Standalone {
         } else {
             BnMode::Eval
         };
-        let pooled = self.features(x, mode, false)?.mean((2, 3))?;
-        let pooled = if train && self.space.dropout > 0.0 {
-            dropout(&pooled, self.space.dropout, &self.dropout_rng)?
-        } else {
-            pooled
-        };
-        Ok(pooled.matmul(&self.classifier.as_tensor().t()?)?)
-    }
-
-    /// Output of the last conv block; `detach` keeps the weights out of the autograd graph.
-    fn features(&self, x: &Tensor, mode: BnMode, detach: bool) -> Result<Tensor> {
-        let mut h = self.stem.forward(x, mode, detach)?;
-        for b in &self.blocks {
-            h = b.forward(&h, mode, detach)?;
-        }
-        self.last.forward(&h, mode, detach)
+        let feat = self.net.features(x, &self.net.blocks, mode, false)?;
+        self.net.head(&feat, train)
     }
 
     /// Recomputes every BN's running statistics from `batches` of images `[b, c, h, w]` with the
@@ -209,36 +123,17 @@ impl Standalone {
         batches: impl IntoIterator<Item = Result<Tensor>>,
         mode: BnCalibration,
     ) -> Result<()> {
-        if mode == BnCalibration::None {
-            return Ok(());
-        }
-        for l in self.layers() {
-            l.bn.reset()?;
-        }
-        let mut k = 0usize;
-        for batch in batches {
-            let x = batch?;
-            let momentum = match mode {
-                BnCalibration::Exact => 1.0 / (k as f64 + 1.0),
-                BnCalibration::ResetEma { momentum } => momentum,
-                BnCalibration::None => unreachable!("returned above"),
-            };
-            self.features(&x, BnMode::Train { momentum }, true)?;
-            k += 1;
-        }
-        if k == 0 {
-            return Err(Error::BadInput(format!(
-                "BN calibration of arch {} got no batches: pass at least one batch of images",
-                self.arch
-            )));
-        }
-        Ok(())
+        self.net
+            .calibrate_bn(self.layers(), batches, mode, &self.arch, |x, mode| {
+                self.net.features(x, &self.net.blocks, mode, true)
+            })
     }
 
     /// Every learnable parameter, sorted by name: conv and linear weights (`….weight`), BN γ
     /// (`….bn{j}.weight`) and β (`….bn{j}.bias`). Running statistics are excluded.
     pub fn trainable(&self) -> Vec<(String, Var)> {
-        self.index
+        self.net
+            .index
             .iter()
             .filter(|(n, _)| !n.ends_with(".running_mean") && !n.ends_with(".running_var"))
             .map(|(n, v)| (n.clone(), v.clone()))
@@ -247,12 +142,12 @@ impl Standalone {
 
     /// All parameter and statistic names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.index.keys().map(String::as_str)
+        self.net.names()
     }
 
     /// A live, detached handle on the tensor called `name`, or `None` for an unknown name.
     pub fn tensor(&self, name: &str) -> Option<Tensor> {
-        self.index.get(name).map(|v| v.as_detached_tensor())
+        self.net.tensor(name)
     }
 
     /// Overwrites the tensor called `name` (converted to f32 on this network's device).
@@ -260,10 +155,10 @@ impl Standalone {
     /// # Errors
     /// An unknown name or a shape that differs from the current one.
     pub fn set_tensor(&self, name: &str, value: &Tensor) -> Result<()> {
-        let var = self.index.get(name).ok_or_else(|| {
+        let var = self.net.index.get(name).ok_or_else(|| {
             Error::BadInput(format!(
                 "arch {} of space {:?} has no tensor {name:?}",
-                self.arch, self.space.name
+                self.arch, self.net.space.name
             ))
         })?;
         if var.dims() != value.dims() {
@@ -274,7 +169,7 @@ impl Standalone {
                 value.dims()
             )));
         }
-        Ok(var.set(&value.to_dtype(DType::F32)?.to_device(&self.device)?)?)
+        Ok(var.set(&value.to_dtype(DType::F32)?.to_device(&self.net.device)?)?)
     }
 
     /// Copies of every weight, BN parameter and statistic by name: the state dict
@@ -283,7 +178,8 @@ impl Standalone {
     /// # Errors
     /// A failing copy (never on CPU).
     pub fn tensors(&self) -> Result<BTreeMap<String, Tensor>> {
-        self.index
+        self.net
+            .index
             .iter()
             .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?.detach())))
             .collect()
@@ -294,7 +190,7 @@ impl Standalone {
     /// # Errors
     /// A BN variance that is negative or not finite (a diverged run).
     pub fn subnet(&self) -> Result<Subnet> {
-        Subnet::from_tensors(&self.space, &self.arch, &self.tensors()?)
+        Subnet::from_tensors(&self.net.space, &self.arch, &self.tensors()?)
     }
 
     /// Saves every tensor with `step` to `path`, atomically.
@@ -303,7 +199,7 @@ impl Standalone {
     /// [`Error::Io`] or [`Error::Checkpoint`] naming the file.
     pub fn save(&self, path: impl AsRef<Path>, step: u64) -> Result<()> {
         let path = path.as_ref();
-        let space_json = serde_json::to_string(&self.space).map_err(|e| Error::Checkpoint {
+        let space_json = serde_json::to_string(&self.net.space).map_err(|e| Error::Checkpoint {
             path: path.to_path_buf(),
             reason: format!("cannot serialise the space: {e}"),
         })?;
@@ -315,6 +211,7 @@ impl Standalone {
             ("step".to_string(), step.to_string()),
         ]);
         let named = self
+            .net
             .index
             .iter()
             .map(|(n, v)| (n.clone(), v.as_detached_tensor()));
@@ -347,6 +244,7 @@ impl Standalone {
             .map_err(|e| bad(format!("unreadable step in the header: {e}")))?;
         let net = Standalone::new(&space, &arch, device, 0)?;
         let expected: Vec<(String, Vec<usize>)> = net
+            .net
             .index
             .iter()
             .map(|(n, v)| (n.clone(), v.dims().to_vec()))
@@ -368,12 +266,12 @@ impl Standalone {
     ) -> Result<(Standalone, u64)> {
         let path = path.as_ref();
         let (net, step) = Standalone::load(path, device)?;
-        if &net.space != space || &net.arch != arch {
+        if &net.net.space != space || &net.arch != arch {
             return Err(Error::Checkpoint {
                 path: path.to_path_buf(),
                 reason: format!(
                     "holds arch {} of space {:?}, but arch {arch} of space {:?} is expected; resume the run that wrote it or start a new run dir",
-                    net.arch, net.space.name, space.name
+                    net.arch, net.net.space.name, space.name
                 ),
             });
         }
@@ -382,8 +280,6 @@ impl Standalone {
 
     /// Every conv+BN layer in order (stem, blocks, last).
     fn layers(&self) -> impl Iterator<Item = &ConvBn> {
-        std::iter::once(&self.stem)
-            .chain(self.blocks.iter().flat_map(|b| b.layers()))
-            .chain(std::iter::once(&self.last))
+        self.net.path_layers(self.net.blocks.all_layers())
     }
 }

@@ -21,22 +21,20 @@
 //! stem N(0, 0.01), classifier N(0, 0.01).
 
 pub(crate) mod block;
+pub(crate) mod net;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor, Var};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use crate::arch::Arch;
 use crate::error::{Error, Result};
 use crate::nn::bn::BN_MOMENTUM;
-use crate::nn::init;
 use crate::space::{Choice, Space};
 
 pub use block::channel_split;
-use block::{BnMode, ChoiceBlock, ConvBn, ConvKind, ConvSpec};
+use block::{BnMode, ChoiceBlock, ConvBn};
+use net::Net;
 
 /// How [`Supernet::calibrate_bn`] recomputes a path's BN running statistics.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,16 +54,8 @@ pub enum BnCalibration {
 /// The weight-sharing supernet of one [`Space`].
 #[derive(Debug)]
 pub struct Supernet {
-    space: Space,
-    device: Device,
-    stem: ConvBn,
-    /// `blocks[i][c]`: block i, choice c.
-    blocks: Vec<Vec<ChoiceBlock>>,
-    last: ConvBn,
-    classifier: Var,
-    /// Every weight and statistic by name (live handles).
-    index: BTreeMap<String, Var>,
-    dropout_rng: Mutex<ChaCha8Rng>,
+    /// `net.blocks[i][c]`: block i, choice c.
+    net: Net<Vec<Vec<ChoiceBlock>>>,
 }
 
 impl Supernet {
@@ -75,97 +65,41 @@ impl Supernet {
     /// [`Error::InvalidSpace`] when the space cannot build a network (see [`Space::validate`]).
     pub fn new(space: &Space, device: &Device, seed: u64) -> Result<Supernet> {
         space.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let stem_ch = space.stem_channels();
-        let stem = ConvBn::new(
-            ConvSpec {
-                conv_name: "stem.conv.weight".into(),
-                bn_name: "stem.bn".into(),
-                cin: space.input_channels,
-                cout: stem_ch,
-                k: space.stem.kernel,
-                kind: ConvKind::Full {
-                    stride: space.stem.stride,
-                },
-                relu: true,
-                std: Some(0.01),
-                context: &space.name,
-            },
-            &mut rng,
-            device,
-        )?;
-        let shapes = space.blocks();
-        let mut blocks = Vec::with_capacity(shapes.len());
-        for shape in &shapes {
-            let mut per_choice = Vec::with_capacity(space.choices.len());
-            for (c, &choice) in space.choices.iter().enumerate() {
-                per_choice.push(ChoiceBlock::new(
-                    shape,
-                    choice,
-                    c,
-                    &space.name,
-                    &mut rng,
-                    device,
-                )?);
+        let net = Net::new(space, device, seed, false, |shapes, rng| {
+            let mut blocks = Vec::with_capacity(shapes.len());
+            for shape in shapes {
+                let mut per_choice = Vec::with_capacity(space.choices.len());
+                for (c, &choice) in space.choices.iter().enumerate() {
+                    per_choice.push(ChoiceBlock::new(
+                        shape,
+                        choice,
+                        c,
+                        &space.name,
+                        rng,
+                        device,
+                    )?);
+                }
+                blocks.push(per_choice);
             }
-            blocks.push(per_choice);
-        }
-        let final_ch = shapes.last().map_or(stem_ch, |b| b.out_channels);
-        let last = ConvBn::new(
-            ConvSpec {
-                conv_name: "last.conv.weight".into(),
-                bn_name: "last.bn".into(),
-                cin: final_ch,
-                cout: space.last_channels,
-                k: 1,
-                kind: ConvKind::Pointwise,
-                relu: true,
-                std: None,
-                context: &space.name,
-            },
-            &mut rng,
-            device,
-        )?;
-        let classifier = init::normal_var(
-            &[space.classes, space.last_channels],
-            0.01,
-            &mut rng,
-            device,
-        )?;
-        let mut net = Supernet {
-            space: space.clone(),
-            device: device.clone(),
-            stem,
-            blocks,
-            last,
-            classifier,
-            index: BTreeMap::new(),
-            dropout_rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0xD50F_0D50)),
-        };
-        net.index = net
-            .all_layers()
-            .flat_map(|l| l.named_vars())
-            .map(|(n, v)| (n, v.clone()))
-            .chain([("classifier.weight".to_string(), net.classifier.clone())])
-            .collect();
-        Ok(net)
+            Ok(blocks)
+        })?;
+        Ok(Supernet { net })
     }
 
     /// The space this supernet was built from.
     pub fn space(&self) -> &Space {
-        &self.space
+        &self.net.space
     }
 
     /// The candle device its tensors live on.
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.net.device
     }
 
     /// Reseeds the dropout RNG. Call it once per training step with a seed derived from the step
     /// (e.g. `run_seed ^ step`) so that a resumed run draws the same masks.
     pub fn set_dropout_seed(&self, seed: u64) {
-        *self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner()) =
-            ChaCha8Rng::seed_from_u64(seed);
+        self.net.set_dropout_seed(seed);
     }
 
     /// Logits `[b, classes]` of `arch` for images `x` `[b, input_channels, h, w]` (f32; h and w
@@ -183,9 +117,7 @@ impl Supernet {
             return self.forward_train_momentum(x, arch, BN_MOMENTUM);
         }
         let feat = self.features(x, arch, BnMode::Eval, false)?;
-        Ok(feat
-            .mean((2, 3))?
-            .matmul(&self.classifier.as_tensor().t()?)?)
+        self.net.head(&feat, false)
     }
 
     /// [`Supernet::forward_t`] in training mode, with the path's BN running statistics moved by
@@ -197,41 +129,24 @@ impl Supernet {
     /// As [`Supernet::forward_t`].
     pub fn forward_train_momentum(&self, x: &Tensor, arch: &Arch, momentum: f64) -> Result<Tensor> {
         let feat = self.features(x, arch, BnMode::Train { momentum }, false)?;
-        let pooled = feat.mean((2, 3))?;
-        let pooled = if self.space.dropout > 0.0 {
-            self.dropout(&pooled)?
-        } else {
-            pooled
-        };
-        Ok(pooled.matmul(&self.classifier.as_tensor().t()?)?)
+        self.net.head(&feat, true)
     }
 
     /// Output of the last conv block `[b, last_channels, h', w']`.
     fn features(&self, x: &Tensor, arch: &Arch, mode: BnMode, detach: bool) -> Result<Tensor> {
-        self.space.check_arch(arch)?;
-        let dims = x.dims();
-        if dims.len() != 4 || dims[1] != self.space.input_channels {
-            return Err(Error::BadInput(format!(
-                "supernet of space {:?} expects images [batch, {}, {s}, {s}], got {dims:?}",
-                self.space.name,
-                self.space.input_channels,
-                s = self.space.input_size
-            )));
-        }
-        let mut h = self.stem.forward(x, mode, detach)?;
-        for (i, &g) in arch.genes().iter().enumerate() {
-            h = self.blocks[i][g as usize].forward(&h, mode, detach)?;
-        }
-        self.last.forward(&h, mode, detach)
-    }
-
-    fn dropout(&self, x: &Tensor) -> Result<Tensor> {
-        dropout(x, self.space.dropout, &self.dropout_rng)
+        self.net.space.check_arch(arch)?;
+        self.net.check_images(
+            x,
+            format_args!("supernet of space {:?}", self.net.space.name),
+        )?;
+        let path = (arch.genes().iter().enumerate()).map(|(i, &g)| &self.net.blocks[i][g as usize]);
+        self.net.features(x, path, mode, detach)
     }
 
     /// Every conv and linear weight, sorted by name (running statistics excluded).
     pub fn trainable(&self) -> Vec<(String, Var)> {
-        self.index
+        self.net
+            .index
             .iter()
             .filter(|(n, _)| n.ends_with(".weight"))
             .map(|(n, v)| (n.clone(), v.clone()))
@@ -245,7 +160,7 @@ impl Supernet {
         let mut out: Vec<(String, Var)> = self
             .path_layers(arch)
             .map(|l| (l.conv_name.clone(), l.weight.clone()))
-            .chain([("classifier.weight".to_string(), self.classifier.clone())])
+            .chain([("classifier.weight".to_string(), self.net.classifier.clone())])
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -254,12 +169,12 @@ impl Supernet {
     /// A live, detached handle on the weight or statistic called `name` (it changes when the
     /// supernet is trained; `.copy()` it for a snapshot), or `None` for an unknown name.
     pub fn tensor(&self, name: &str) -> Option<Tensor> {
-        self.index.get(name).map(|v| v.as_detached_tensor())
+        self.net.tensor(name)
     }
 
     /// All parameter and statistic names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.index.keys().map(String::as_str)
+        self.net.names()
     }
 
     /// Copies of the weights and running statistics `arch` uses, by name (see the module table).
@@ -267,7 +182,7 @@ impl Supernet {
     /// # Errors
     /// An arch that does not fit the space.
     pub fn arch_tensors(&self, arch: &Arch) -> Result<BTreeMap<String, Tensor>> {
-        self.space.check_arch(arch)?;
+        self.net.space.check_arch(arch)?;
         let mut out = BTreeMap::new();
         for l in self.path_layers(arch) {
             for (n, v) in l.named_vars() {
@@ -276,7 +191,7 @@ impl Supernet {
         }
         out.insert(
             "classifier.weight".into(),
-            self.classifier.as_tensor().copy()?.detach(),
+            self.net.classifier.as_tensor().copy()?.detach(),
         );
         Ok(out)
     }
@@ -292,51 +207,23 @@ impl Supernet {
         batches: impl IntoIterator<Item = Result<Tensor>>,
         mode: BnCalibration,
     ) -> Result<()> {
-        self.space.check_arch(arch)?;
-        if mode == BnCalibration::None {
-            return Ok(());
-        }
-        for l in self.path_layers(arch) {
-            l.bn.reset()?;
-        }
-        let mut k = 0usize;
-        for batch in batches {
-            let x = batch?;
-            let momentum = match mode {
-                BnCalibration::Exact => 1.0 / (k as f64 + 1.0),
-                BnCalibration::ResetEma { momentum } => momentum,
-                BnCalibration::None => unreachable!("returned above"),
-            };
-            self.features(&x, arch, BnMode::Train { momentum }, true)?;
-            k += 1;
-        }
-        if k == 0 {
-            return Err(Error::BadInput(format!(
-                "BN calibration of arch {arch} got no batches: pass at least one batch of images"
-            )));
-        }
-        Ok(())
+        self.net.space.check_arch(arch)?;
+        self.net
+            .calibrate_bn(self.path_layers(arch), batches, mode, arch, |x, mode| {
+                self.features(x, arch, mode, true)
+            })
     }
 
     /// The conv+BN layers `arch` runs, in order (stem, blocks, last). Genes beyond the space are
     /// ignored.
     fn path_layers<'a>(&'a self, arch: &'a Arch) -> impl Iterator<Item = &'a ConvBn> + 'a {
-        std::iter::once(&self.stem)
-            .chain(
-                arch.genes()
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, &g)| self.blocks.get(i)?.get(g as usize))
-                    .flat_map(|b| b.layers()),
-            )
-            .chain(std::iter::once(&self.last))
-    }
-
-    /// Every conv+BN layer of every choice.
-    fn all_layers(&self) -> impl Iterator<Item = &ConvBn> {
-        std::iter::once(&self.stem)
-            .chain(self.blocks.iter().flatten().flat_map(|b| b.layers()))
-            .chain(std::iter::once(&self.last))
+        self.net.path_layers(
+            arch.genes()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &g)| self.net.blocks.get(i)?.get(g as usize))
+                .flat_map(|b| b.layers()),
+        )
     }
 
     /// Kernel inheritance: every ShuffleNet choice of every block takes the weights and BN
@@ -350,17 +237,17 @@ impl Supernet {
     /// [`Error::BadInput`] when `from` is not a ShuffleNet choice of the space or is larger than
     /// a choice it would feed (kernels only grow).
     pub fn inherit_kernels(&self, from: usize) -> Result<Vec<String>> {
-        let choices = &self.space.choices;
+        let choices = &self.net.space.choices;
         let shuffle = |c: Choice| c != Choice::Xception;
         let src_choice = choices.get(from).copied().filter(|&c| shuffle(c)).ok_or_else(|| {
             Error::BadInput(format!(
                 "kernel inheritance needs a ShuffleNet choice to copy from; choice {from} of space {} is {:?}",
-                self.space.name,
+                self.net.space.name,
                 choices.get(from)
             ))
         })?;
         let mut written = Vec::new();
-        for block in &self.blocks {
+        for block in &self.net.blocks {
             let src = &block[from];
             for (c, dst) in block.iter().enumerate() {
                 if c == from || !shuffle(choices[c]) {
@@ -389,29 +276,14 @@ impl Supernet {
 
     /// Overwrites the tensor called `name` (shape must match). Used by checkpoint loading.
     pub(crate) fn set_tensor(&self, name: &str, value: &Tensor) -> Result<()> {
-        match self.index.get(name) {
-            Some(v) => Ok(v.set(&value.to_dtype(DType::F32)?.to_device(&self.device)?)?),
+        match self.net.index.get(name) {
+            Some(v) => Ok(v.set(&value.to_dtype(DType::F32)?.to_device(&self.net.device)?)?),
             None => Err(Error::BadInput(format!("unknown supernet tensor {name:?}"))),
         }
     }
 
     /// The choice block `arch` runs at position `i`.
     pub fn choice(&self, arch: &Arch, i: usize) -> Choice {
-        self.space.choice(arch, i)
+        self.net.space.choice(arch, i)
     }
-}
-
-/// Inverted dropout with drop probability `p`, masks drawn from `rng` (shared with
-/// [`crate::standalone::Standalone`]).
-pub(crate) fn dropout(x: &Tensor, p: f64, rng: &Mutex<ChaCha8Rng>) -> Result<Tensor> {
-    let n = x.elem_count();
-    let scale = (1.0 / (1.0 - p)) as f32;
-    let mask: Vec<f32> = {
-        let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
-        (0..n)
-            .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
-            .collect()
-    };
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
-    Ok(x.mul(&mask)?)
 }
