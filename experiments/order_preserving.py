@@ -93,7 +93,7 @@ PRESETS: dict[str, dict] = {
         checkpoint_every=50,
     ),
     # The study at a budget where supernet and retraining rise well above chance on 2 CPU cores
-    # (~95 min idle; see the report for the measured stage times). Shifting uses lr 0.01: the
+    # (~85 min idle; see the report for the measured stage times). Shifting uses lr 0.01: the
     # generation's step takes the *mean* of the candidates' gradients, so the paper's 1e-4 moved
     # nothing in cpu-small; 0.01 is 1e-4 times the 8 candidates x 2 batches whose gradients a
     # PyTorch loop would have summed, rounded up.
@@ -110,7 +110,7 @@ PRESETS: dict[str, dict] = {
         seeds=[1, 2, 3], transfer_seeds=[1, 2, 3],
         top_archs=2,
         random_archs=5,
-        retrain_steps=300, retrain_batch=64, retrain_lr=0.1, retrain_bn_images=256, retrain_seed=0,
+        retrain_steps=400, retrain_batch=32, retrain_lr=0.05, retrain_bn_images=256, retrain_seed=0,
         top_k=3,
         checkpoint_every=250,
     ),
