@@ -93,10 +93,11 @@ PRESETS: dict[str, dict] = {
         checkpoint_every=50,
     ),
     # The study at a budget where supernet and retraining rise well above chance on 2 CPU cores
-    # (~85 min idle; see the report for the measured stage times). Shifting uses lr 0.01: the
+    # (~85 min idle, 133 min measured on a shared machine; see the report for the measured stage times). Shifting uses lr 0.01: the
     # generation's step takes the *mean* of the candidates' gradients, so the paper's 1e-4 moved
-    # nothing in cpu-small; 0.01 is 1e-4 times the 8 candidates x 2 batches whose gradients a
-    # PyTorch loop would have summed, rounded up.
+    # nothing in cpu-small; 0.01 is ~6x 1e-4 times the 8 candidates x 2 batches whose gradients a
+    # PyTorch loop would have summed (1.6e-3), so that five generation steps move the weights.
+    # Retraining at lr 0.1, batch 64 diverged (loss 6 at step 20); 0.05 at batch 32 learns.
     "cpu-medium": dict(
         compute="cpu",
         test_images=2000,
