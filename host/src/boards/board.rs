@@ -239,9 +239,6 @@ pub(super) fn write_line(w: &mut impl Write, line: &str) -> Result<()> {
 /// How an [`AgentBoard`] reaches its agent: over SSH ([`super::ssh::SshLink`]) or as a child
 /// process of the host ([`super::local::LocalLink`]).
 pub trait AgentLink: Send {
-    /// What a missing session is called, after `board NAME: `.
-    const NOT_STARTED: &'static str;
-
     /// Starts the agent and opens its session (hello and protocol version checked).
     ///
     /// # Errors
@@ -278,13 +275,20 @@ impl<L: AgentLink> AgentBoard<L> {
         &self.link
     }
 
+    /// The open session, or a new one.
     fn session(&mut self) -> Result<&mut AgentSession> {
-        if self.session.is_none() {
-            self.reconnect()?;
+        match self.session {
+            Some(ref mut s) => Ok(s),
+            None => self.start(),
         }
-        self.session
-            .as_mut()
-            .ok_or_else(|| anyhow!("board {:?}: {}", self.cfg.name, L::NOT_STARTED))
+    }
+
+    /// Drops the session and its connection, then starts a new one.
+    fn start(&mut self) -> Result<&mut AgentSession> {
+        self.session = None;
+        self.link.disconnect();
+        let session = self.link.start(&self.cfg)?;
+        Ok(self.session.insert(session))
     }
 
     /// Runs `f` on the session; a transport failure drops the connection so the next call
@@ -311,10 +315,7 @@ impl<L: AgentLink> Board for AgentBoard<L> {
     }
 
     fn reconnect(&mut self) -> Result<()> {
-        self.session = None;
-        self.link.disconnect();
-        self.session = Some(self.link.start(&self.cfg)?);
-        Ok(())
+        self.start().map(|_| ())
     }
 
     fn info(&mut self) -> Result<BoardInfo> {

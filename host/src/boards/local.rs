@@ -113,8 +113,6 @@ pub struct LocalLink {
 }
 
 impl AgentLink for LocalLink {
-    const NOT_STARTED: &'static str = "agent not started";
-
     fn start(&mut self, cfg: &BoardConfig) -> Result<AgentSession> {
         let mut words: Vec<String> = cfg
             .command_prefix

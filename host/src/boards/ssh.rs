@@ -327,8 +327,6 @@ pub struct SshLink {
 }
 
 impl AgentLink for SshLink {
-    const NOT_STARTED: &'static str = "not connected";
-
     fn start(&mut self, cfg: &BoardConfig) -> Result<AgentSession> {
         let conn = SshConn::connect(cfg)?;
         self.last_deploy = Some(deploy(&conn, cfg)?);
