@@ -1,8 +1,9 @@
 //! Supernet Shifting: the supernet keeps training on the paths the search visits.
 //!
 //! `accumulate` (the paper's Algorithm 1): every candidate's training loss over `shift_samples`
-//! images is back-propagated while the generation is scored, the gradients are summed, and after
-//! the generation the supernet takes exactly one SGD step ([`Shifter::end_generation`]).
+//! images (its mean loss) is back-propagated while the generation is scored, the candidates'
+//! gradients are summed, and after the generation the supernet takes exactly one SGD step
+//! ([`Shifter::end_generation`]).
 //! `immediate` (the authors' released code): each candidate first takes `shift_steps` SGD steps of
 //! `shift_batch` images on its own path, then is scored ([`Shifter::before_score`]).
 //! `masked` updates touch only the parameters that got a gradient (the visited paths: momentum and
@@ -84,8 +85,8 @@ pub struct Shifter {
     config: ShiftConfig,
     /// The optimizer (its buffers are checkpointed).
     pub sgd: Sgd,
+    /// The generation's summed gradients (empty when no candidate accumulated).
     pending: Gradients,
-    candidates: usize,
     /// Optimizer steps taken so far (added to the checkpoint's training step).
     pub steps_taken: u64,
 }
@@ -97,7 +98,6 @@ impl Shifter {
             config,
             sgd: Sgd::new(config.sgd),
             pending: Gradients::default(),
-            candidates: 0,
             steps_taken: 0,
         }
     }
@@ -189,7 +189,6 @@ impl Shifter {
         }
         let g = self.loss_grads(net, arch, batcher, self.config.samples, rng, false)?;
         self.pending.add(g)?;
-        self.candidates += 1;
         Ok(())
     }
 
@@ -214,7 +213,6 @@ impl Shifter {
         );
         let g = self.loss_grads(net, arch, batcher, self.config.samples, rng, true)?;
         self.pending.add(g)?;
-        self.candidates += 1;
         Ok(())
     }
 
@@ -225,18 +223,18 @@ impl Shifter {
         self.config.samples.div_ceil(batch).max(1) * batch
     }
 
-    /// `accumulate`: the one SGD step of the generation (mean of the candidates' gradients).
-    /// Returns whether a step was taken.
+    /// `accumulate`: the one SGD step of the generation, on the *sum* of the candidates'
+    /// gradients (each the gradient of its mean loss over its shift samples), as a PyTorch loop
+    /// calling `loss.backward()` per candidate accumulates them: the step grows with the
+    /// population, and the paper's lr 1e-4 applies unscaled. Returns whether a step was taken.
     ///
     /// # Errors
     /// Tensor failures.
     pub fn end_generation(&mut self, net: &Supernet) -> Result<bool> {
-        if self.config.mode != ShiftMode::Accumulate || self.candidates == 0 {
+        if self.config.mode != ShiftMode::Accumulate || self.pending.is_empty() {
             return Ok(false);
         }
-        let mut g = std::mem::take(&mut self.pending);
-        g.scale(1.0 / self.candidates as f64)?;
-        self.candidates = 0;
+        let g = std::mem::take(&mut self.pending);
         self.step(net, g)?;
         Ok(true)
     }
@@ -410,6 +408,40 @@ mod tests {
             union.len() < before.len(),
             "the test needs unvisited params"
         );
+    }
+
+    /// Algorithm 1 by definition: one SGD step on the *sum* over the candidates of each one's
+    /// mean-loss gradient over its shift batches (a mean over candidates would halve it here).
+    #[test]
+    fn accumulate_steps_on_the_sum_of_the_candidates_mean_gradients() {
+        let d = data();
+        let (n1, n2) = (net(), net());
+        let cfg = config(ShiftMode::Accumulate, ShiftUpdate::Masked);
+        let archs = [pattern(0), pattern(1)];
+        let mut s = Shifter::new(cfg);
+        let (mut b1, mut r1) = (batcher(&d), ChaCha8Rng::seed_from_u64(5));
+        for a in &archs {
+            s.accumulate(&n1, a, &mut b1, &mut r1).unwrap();
+        }
+        assert!(s.end_generation(&n1).unwrap());
+
+        let (mut b2, mut r2) = (batcher(&d), ChaCha8Rng::seed_from_u64(5));
+        let batches = cfg.samples.div_ceil(cfg.batch);
+        assert_eq!(batches, 2);
+        let mut total = Gradients::default();
+        for a in &archs {
+            let mut mean = Gradients::default();
+            for _ in 0..batches {
+                let batch = b2.next_batch(&mut r2, &Device::Cpu).unwrap();
+                let (_, mut g) =
+                    batch_loss_and_grads(&n2, a, &batch.images, &batch.labels, 0.1).unwrap();
+                g.scale(1.0 / batches as f64).unwrap();
+                mean.add(g).unwrap();
+            }
+            total.add(mean).unwrap();
+        }
+        Sgd::new(cfg.sgd).step(&total).unwrap();
+        assert_eq!(trainable(&n1), trainable(&n2));
     }
 
     fn bn_stats(net: &Supernet, a: &Arch) -> Vec<(String, Vec<f32>)> {
