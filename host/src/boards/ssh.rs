@@ -236,17 +236,6 @@ fn verify_host_key(session: &Session, cfg: &BoardConfig, host: &str) -> Result<(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn known_hosts_names() {
-        assert_eq!(known_hosts_name("h", 22), "h");
-        assert_eq!(known_hosts_name("127.0.0.1", 2222), "[127.0.0.1]:2222");
-    }
-}
-
 /// The agent's stdout (with stderr merged in) over one SSH channel.
 struct ChannelTransport {
     channel: ssh2::Channel,
@@ -369,5 +358,16 @@ impl AgentLink for SshLink {
 
     fn disconnect(&mut self) {
         self.conn = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_hosts_names() {
+        assert_eq!(known_hosts_name("h", 22), "h");
+        assert_eq!(known_hosts_name("127.0.0.1", 2222), "[127.0.0.1]:2222");
     }
 }

@@ -205,7 +205,7 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
         return Ok(ExitStatus::Interrupted);
     };
     if p.json {
-        p.json(&json!({"type": "done", "run_dir": outcome.run_dir, "evaluations": outcome.evaluations, "board_measurements_saved": outcome.prescreened, "front": outcome.front}))?;
+        p.json(&json!({"type": "done", "run_dir": outcome.run_dir, "evaluations": outcome.evaluations, "board_measurements_saved": outcome.prescreened, "seconds": outcome.seconds, "front": outcome.front}))?;
     } else {
         let rows: Vec<Vec<String>> = outcome
             .front
@@ -227,10 +227,15 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
                 outcome.prescreened, outcome.evaluations
             ));
         }
+        let t = outcome.seconds;
         p.note(format!(
-            "done: {} evaluations; front in {}/pareto.csv (plot: pareto.svg)",
+            "done: {} evaluations; front in {}/pareto.csv (plot: pareto.svg); time: scoring {:.0} s, shifting {:.0} s, latency {:.0} s, final re-score {:.0} s",
             outcome.evaluations,
-            outcome.run_dir.display()
+            outcome.run_dir.display(),
+            t.scoring,
+            t.shifting,
+            t.latency,
+            t.rescore
         ));
     }
     Ok(ExitStatus::Success)

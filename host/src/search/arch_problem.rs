@@ -10,6 +10,8 @@
 //! becomes an [`ArchiveRecord`] in [`ArchProblem::records`] (the driver appends them to
 //! `archive.jsonl`).
 
+use std::time::Instant;
+
 use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
 use shiftnas_models::cost::arch_cost;
@@ -59,6 +61,29 @@ impl Constraints {
     }
 }
 
+/// Where a search's wall time went, in seconds (this invocation only: a resumed run counts
+/// from its resume).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PhaseSeconds {
+    /// Shifting: each candidate's forward and backward over its shift samples (`immediate`: its
+    /// SGD steps); with shared BN this forward also calibrates BN.
+    pub shifting: f64,
+    /// Proxy scores, with their BN calibration when it is not shared.
+    pub scoring: f64,
+    /// Latency from the latency source (boards, predictor or FLOPs).
+    pub latency: f64,
+    /// Re-scoring the final front under the final weights.
+    pub rescore: f64,
+}
+
+/// Adds the time `f` takes to `slot`.
+fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let start = Instant::now();
+    let out = f();
+    *slot += start.elapsed().as_secs_f64();
+    out
+}
+
 /// Archs scored by a (shifting) supernet.
 pub struct ArchProblem<'a> {
     /// The supernet being searched (and shifted).
@@ -90,6 +115,8 @@ pub struct ArchProblem<'a> {
     pub share_bn: bool,
     /// Keeps candidates clearly outside the front off the boards (`--prescreen`).
     pub prescreen: Option<Prescreen>,
+    /// Wall time by phase so far.
+    pub seconds: PhaseSeconds,
 }
 
 impl ArchProblem<'_> {
@@ -149,7 +176,9 @@ impl ArchProblem<'_> {
     /// As [`Evaluator::error`].
     pub fn rescore(&mut self, arch: &Arch) -> Result<f64> {
         let step = self.step();
-        self.evaluator.error(self.net, arch, step)
+        timed(&mut self.seconds.rescore, || {
+            self.evaluator.error(self.net, arch, step)
+        })
     }
 }
 
@@ -193,26 +222,39 @@ impl Problem for ArchProblem<'_> {
             let (error, step) = if self.shares_bn() {
                 // One train-mode forward: exact BN statistics + the shifting loss's backward.
                 let step = self.step();
-                self.shifter.accumulate_calibrating(
-                    self.net,
-                    arch,
-                    &mut self.batcher,
-                    &mut self.rng,
-                )?;
-                (self.evaluator.error_calibrated(self.net, arch, step)?, step)
+                timed(&mut self.seconds.shifting, || {
+                    self.shifter.accumulate_calibrating(
+                        self.net,
+                        arch,
+                        &mut self.batcher,
+                        &mut self.rng,
+                    )
+                })?;
+                let error = timed(&mut self.seconds.scoring, || {
+                    self.evaluator.error_calibrated(self.net, arch, step)
+                })?;
+                (error, step)
             } else {
-                self.shifter
-                    .before_score(self.net, arch, &mut self.batcher, &mut self.rng)?;
+                timed(&mut self.seconds.shifting, || {
+                    self.shifter
+                        .before_score(self.net, arch, &mut self.batcher, &mut self.rng)
+                })?;
                 let step = self.step();
-                let error = self.evaluator.error(self.net, arch, step)?;
-                self.shifter
-                    .accumulate(self.net, arch, &mut self.batcher, &mut self.rng)?;
+                let error = timed(&mut self.seconds.scoring, || {
+                    self.evaluator.error(self.net, arch, step)
+                })?;
+                timed(&mut self.seconds.shifting, || {
+                    self.shifter
+                        .accumulate(self.net, arch, &mut self.batcher, &mut self.rng)
+                })?;
                 (error, step)
             };
             errors.push((error, step));
         }
         stop()?;
+        let start = Instant::now();
         let (latencies, sources) = self.latencies(archs, &errors)?;
+        self.seconds.latency += start.elapsed().as_secs_f64();
         let mut evals = Vec::with_capacity(archs.len());
         for ((arch, &(error, step)), (&lat, source)) in
             archs.iter().zip(&errors).zip(latencies.iter().zip(sources))

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shiftnas_models::{Arch, Supernet};
 
-use super::arch_problem::{ArchProblem, Constraints};
+use super::arch_problem::{ArchProblem, Constraints, PhaseSeconds};
 use super::archive::{self, ArchiveRecord};
 use super::evaluator::Evaluator;
 use super::evolution::{Evolution, EvolutionConfig, EvolutionState, Precheck};
@@ -115,6 +115,8 @@ pub struct SearchOutcome {
     /// Evaluations whose latency the prescreen predicted instead of sending them to the board
     /// (board measurements saved); 0 without `--prescreen`.
     pub prescreened: usize,
+    /// Where this invocation's time went.
+    pub seconds: PhaseSeconds,
 }
 
 /// `state.json` of a search checkpoint.
@@ -438,6 +440,7 @@ pub fn run_until(
         records: Vec::new(),
         share_bn: config.share_bn,
         prescreen,
+        seconds: PhaseSeconds::default(),
     };
     if problem.shares_bn() {
         printer.note(format!(
@@ -485,6 +488,7 @@ pub fn run_until(
                 hypervolume: hv_log,
                 evaluations: records.len(),
                 prescreened: super::prescreen::count(problem.prescreen.as_ref(), &records),
+                seconds: problem.seconds,
             });
         }
     }
@@ -646,6 +650,7 @@ fn finish(
         hypervolume: hv,
         evaluations: records.len(),
         prescreened: super::prescreen::count(problem.prescreen.as_ref(), &records),
+        seconds: problem.seconds,
     })
 }
 
@@ -736,6 +741,12 @@ pub(crate) mod tests {
         assert_eq!(steps.first(), Some(&7));
         assert_eq!(steps.last(), Some(&9));
         assert!(full.front.iter().all(|r| r.supernet_step == 10));
+        // The time split: shifting, scores and the re-score under the moved weights all ran.
+        let t = full.seconds;
+        assert!(
+            t.shifting > 0.0 && t.scoring > 0.0 && t.rescore > 0.0,
+            "{t:?}"
+        );
         for f in [
             "pareto.json",
             "pareto.csv",

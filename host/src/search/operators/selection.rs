@@ -107,7 +107,7 @@ mod tests {
         assert_eq!(duel(3, 4, &evals, &crowding, &mut rng), 4);
         // Full tie: both outcomes happen.
         let picks: Vec<usize> = (0..30)
-            .map(|_| duel(0, 0 + 0, &evals, &crowding, &mut rng))
+            .map(|_| duel(0, 0, &evals, &crowding, &mut rng))
             .collect();
         assert!(picks.iter().all(|&p| p == 0));
         let twin = feasible_bad.clone();
