@@ -271,21 +271,25 @@ impl Tensor {
                         stride,
                         dilation,
                     } => {
-                        // The output height for conv_transpose2d is:
-                        // (i_h - 1) * stride - 2 * padding + dilation * (k_h - 1) + out_padding + 1
-                        let grad_h = grad.dim(2)?;
-                        let k_h = kernel.dim(2)?;
-                        let out_size =
-                            (grad_h - 1) * stride + dilation * (k_h - 1) + 1 - 2 * padding;
-                        let out_padding = arg.dim(2)? - out_size;
-                        let grad_arg = grad.conv_transpose2d(
-                            kernel,
-                            *padding,
-                            out_padding,
-                            *stride,
-                            *dilation,
-                        )?;
-                        grads.accumulate(arg, &grad_arg)?;
+                        // The input's gradient only where the graph needs it (a first
+                        // layer's input is data: its transposed conv would be thrown away).
+                        if arg.track_op() {
+                            // The output height for conv_transpose2d is:
+                            // (i_h - 1) * stride - 2 * padding + dilation * (k_h - 1) + out_padding + 1
+                            let grad_h = grad.dim(2)?;
+                            let k_h = kernel.dim(2)?;
+                            let out_size =
+                                (grad_h - 1) * stride + dilation * (k_h - 1) + 1 - 2 * padding;
+                            let out_padding = arg.dim(2)? - out_size;
+                            let grad_arg = grad.conv_transpose2d(
+                                kernel,
+                                *padding,
+                                out_padding,
+                                *stride,
+                                *dilation,
+                            )?;
+                            grads.accumulate(arg, &grad_arg)?;
+                        }
 
                         let grad_kernel = arg
                             .transpose(0, 1)?
