@@ -65,8 +65,9 @@ impl Constraints {
 /// from its resume).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct PhaseSeconds {
-    /// Shifting: each candidate's forward and backward over its shift samples (`immediate`: its
-    /// SGD steps); with shared BN this forward also calibrates BN.
+    /// Shifting: each candidate's forward and backward over its shift samples and the
+    /// generation's SGD step (`immediate`: its SGD steps); with shared BN this forward also
+    /// calibrates BN.
     pub shifting: f64,
     /// Proxy scores, with their BN calibration when it is not shared.
     pub scoring: f64,
@@ -280,7 +281,9 @@ impl Problem for ArchProblem<'_> {
         if let Some(p) = &mut self.prescreen {
             p.observe(&self.records);
         }
-        self.shifter.end_generation(self.net)?;
+        timed(&mut self.seconds.shifting, || {
+            self.shifter.end_generation(self.net)
+        })?;
         Ok(evals)
     }
 }
