@@ -58,7 +58,8 @@ pub struct SearchArgs {
     /// Images per shifting batch.
     #[arg(long, default_value_t = 150)]
     pub shift_batch: usize,
-    /// Shifting learning rate.
+    /// Shifting learning rate (accumulate: of the step on the sum of the generation's
+    /// candidate gradients, as in the paper).
     #[arg(long, default_value_t = 1e-4)]
     pub shift_lr: f64,
     /// Shifting momentum.
