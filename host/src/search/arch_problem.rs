@@ -78,7 +78,7 @@ pub struct PhaseSeconds {
 }
 
 /// Adds the time `f` takes to `slot`.
-fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let start = Instant::now();
     let out = f();
     *slot += start.elapsed().as_secs_f64();

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shiftnas_models::{Arch, Supernet};
 
-use super::arch_problem::{ArchProblem, Constraints, PhaseSeconds};
+use super::arch_problem::{ArchProblem, Constraints, PhaseSeconds, timed};
 use super::archive::{self, ArchiveRecord};
 use super::evaluator::Evaluator;
 use super::evolution::{Evolution, EvolutionConfig, EvolutionState, Precheck};
@@ -595,9 +595,11 @@ fn finish(
         }
         let error = problem.rescore(&ind.genome)?;
         let c = shiftnas_models::cost::arch_cost(&problem.space, &ind.genome);
-        let lat = problem
-            .latency
-            .latencies(&problem.space, std::slice::from_ref(&ind.genome))?[0];
+        let lat = timed(&mut problem.seconds.latency, || {
+            problem
+                .latency
+                .latencies(&problem.space, std::slice::from_ref(&ind.genome))
+        })?[0];
         front.push(ArchiveRecord {
             generation: alg.search().generation(),
             arch: ind.genome.clone(),
