@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{BatchStats, batch_stats, contiguous_f32, keep_if, simd_fn, sum_over_batch};
+use super::cpu::{BatchStats, batch_stats, channel_sums, contiguous_f32, chunks8, plane, keep_if, simd_fn};
 
 /// Names the op in errors.
 const OP: &str = "fused affine batch norm";
@@ -94,20 +94,13 @@ impl CustomOp3 for BnAffineTrain {
         let (xv, yv, gv, gam) = (flat(x)?, flat(res)?, flat(grad)?, flat(gamma)?);
         let relu = self.relu;
         // Per channel: Σ g' (= gβ) and Σ g'·x̂ (= gγ).
-        let parts: Vec<[f64; 2]> = xv
-            .par_chunks(hw.max(1))
-            .zip(yv.par_chunks(hw.max(1)))
-            .zip(gv.par_chunks(hw.max(1)))
-            .enumerate()
-            .map(|(i, ((xp, yp), gp))| {
-                let ch = i % c;
-                affine_grad_sums(xp, yp, gp, s.mean[ch], s.invstd[ch], relu)
-            })
-            .collect();
-        let sums: Vec<(f64, f64)> = sum_over_batch(&parts, c)
-            .iter()
-            .map(|s| (s[0], s[1]))
-            .collect();
+        let sums: Vec<(f64, f64)> = channel_sums(b, c, |l, i| {
+            let (xp, yp, gp) = (plane(&xv, hw, i), plane(&yv, hw, i), plane(&gv, hw, i));
+            affine_grad_sums(l, (xp, yp, gp), s.mean[i % c], s.invstd[i % c], relu)
+        })
+        .iter()
+        .map(|s| (s[0], s[1]))
+        .collect();
         let mut gx = vec![0f32; xv.len()];
         gx.par_chunks_mut(hw.max(1))
             .enumerate()
@@ -148,26 +141,24 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// `(Σ g', Σ g'·x̂)` over one plane, `g'` the output gradient masked where the ReLU clipped
-    /// (output `y ≤ 0`) when `relu`.
-    fn affine_grad_sums(x: &[f32], y: &[f32], g: &[f32], m: f32, is: f32, relu: bool) -> [f64; 2] {
-        let (yc, gc) = (y.chunks_exact(8), g.chunks_exact(8));
-        let (mut a, mut bb) = ([0f32; 8], [0f32; 8]);
-        let (xc, mut ta, mut tb) = (x.chunks_exact(8), 0f64, 0f64);
-        for ((&xv, &yv), &gv) in xc.remainder().iter().zip(yc.remainder()).zip(gc.remainder()) {
-            let gm = keep_if(gv, !relu || yv > 0.0);
-            ta += f64::from(gm);
-            tb += f64::from(gm * ((xv - m) * is));
-        }
-        for ((xs, ys), gs) in xc.zip(yc).zip(gc) {
+    /// Adds `g'` and `g'·x̂` over one plane of (x, y, g) to `lanes` (see [`chunks8`]), `g'` the
+    /// output gradient masked where the ReLU clipped (output `y ≤ 0`) when `relu`. Padding with
+    /// g = 0 adds nothing.
+    fn affine_grad_sums(
+        lanes: &mut [[f32; 8]; 2],
+        planes: (&[f32], &[f32], &[f32]),
+        m: f32,
+        is: f32,
+        relu: bool,
+    ) {
+        let (x, y, g) = planes;
+        for [xs, ys, gs] in chunks8([x, y, g], [0.0; 3]) {
             for i in 0..8 {
                 let gm = keep_if(gs[i], !relu || ys[i] > 0.0);
-                a[i] += gm;
-                bb[i] += gm * ((xs[i] - m) * is);
+                lanes[0][i] += gm;
+                lanes[1][i] += gm * ((xs[i] - m) * is);
             }
         }
-        let total = |l: [f32; 8]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
-        [total(a) + ta, total(bb) + tb]
     }
 }
 

@@ -11,10 +11,9 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
 use super::cpu::{
-    BatchStats, batch_stats, contiguous_f32, keep_if, par_filled, simd_fn, sum_over_batch,
+    BatchStats, batch_stats, channel_sums, contiguous_f32, chunks8, plane, keep_if, par_filled, simd_fn,
 };
 
 /// Names the op in errors.
@@ -90,16 +89,13 @@ impl CustomOp2 for BnTrainGrad {
         let (mean, invstd) = (&self.saved.mean, &self.saved.invstd);
         let relu = self.relu;
         // Per channel: mean(g') and mean(g'·x̂), with g' = g masked where the ReLU clipped.
-        let parts: Vec<[f64; 2]> = x
-            .par_chunks(hw.max(1))
-            .zip(g.par_chunks(hw.max(1)))
-            .enumerate()
-            .map(|(i, (xp, gp))| grad_sums(xp, gp, mean[i % c], invstd[i % c], relu))
-            .collect();
-        let sums: Vec<(f32, f32)> = sum_over_batch(&parts, c)
-            .iter()
-            .map(|s| ((s[0] / n) as f32, (s[1] / n) as f32))
-            .collect();
+        let sums: Vec<(f32, f32)> = channel_sums(b, c, |l, i| {
+            let ch = i % c;
+            add_grad_sums(l, plane(x, hw, i), plane(g, hw, i), mean[ch], invstd[ch], relu)
+        })
+        .iter()
+        .map(|s| ((s[0] / n) as f32, (s[1] / n) as f32))
+        .collect();
         // SAFETY: `grad_plane` writes every value of its plane.
         let gx = unsafe {
             par_filled(
@@ -119,48 +115,36 @@ impl CustomOp2 for BnTrainGrad {
 }
 
 simd_fn! {
-    /// `[Σ g', Σ g'·x̂]` over one plane, `g'` the output gradient masked where the ReLU clipped
-    /// (`x̂ ≤ 0`) when `relu`; eight f32 lanes, then f64.
-    fn grad_sums(x: &[f32], g: &[f32], m: f32, is: f32, relu: bool) -> [f64; 2] {
-        let (xc, gc) = (x.chunks_exact(8), g.chunks_exact(8));
-        let mut tail = [0f64; 2];
-        for (&xv, &gv) in xc.remainder().iter().zip(gc.remainder()) {
-            let xh = (xv - m) * is;
-            let gv = if relu && xh <= 0.0 { 0.0 } else { gv };
-            tail[0] += f64::from(gv);
-            tail[1] += f64::from(gv * xh);
-        }
-        let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
-        // Two loops, so each inner loop has a constant `relu` and vectorises to a blend.
+    /// Adds `g'` and `g'·x̂` over one plane to `lanes` (see [`chunks8`]), `g'` the output gradient
+    /// masked where the ReLU clipped (`x̂ ≤ 0`) when `relu`. Padding with g = 0 adds nothing.
+    fn add_grad_sums(lanes: &mut [[f32; 8]; 2], x: &[f32], g: &[f32], m: f32, is: f32, relu: bool) {
+        // Two loops, so each has a constant `relu` and vectorises to a blend.
         if relu {
-            for (xs, gs) in xc.zip(gc) {
-                grad_lanes::<true>((&mut a, &mut b), xs, gs, m, is);
+            for [xs, gs] in chunks8([x, g], [0.0; 2]) {
+                grad_lanes::<true>(lanes, &xs, &gs, m, is);
             }
         } else {
-            for (xs, gs) in xc.zip(gc) {
-                grad_lanes::<false>((&mut a, &mut b), xs, gs, m, is);
+            for [xs, gs] in chunks8([x, g], [0.0; 2]) {
+                grad_lanes::<false>(lanes, &xs, &gs, m, is);
             }
         }
-        let total = |l: [f32; 8]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
-        [total(a) + tail[0], total(b) + tail[1]]
     }
 }
 
-/// Adds eight lanes of `g'` to `a` and of `g'·x̂` to `b` (see [`grad_sums`]).
+/// Adds eight lanes of `g'` to `lanes[0]` and of `g'·x̂` to `lanes[1]` (see [`add_grad_sums`]).
 #[inline(always)]
 fn grad_lanes<const RELU: bool>(
-    (a, b): (&mut [f32; 8], &mut [f32; 8]),
-    xs: &[f32],
-    gs: &[f32],
+    lanes: &mut [[f32; 8]; 2],
+    xs: &[f32; 8],
+    gs: &[f32; 8],
     m: f32,
     is: f32,
 ) {
-    let (xs, gs): (&[f32; 8], &[f32; 8]) = (xs.try_into().unwrap(), gs.try_into().unwrap());
     let xh: [f32; 8] = std::array::from_fn(|i| (xs[i] - m) * is);
     let gv: [f32; 8] = std::array::from_fn(|i| keep_if(gs[i], !RELU || xh[i] > 0.0));
     for i in 0..8 {
-        a[i] += gv[i];
-        b[i] += gv[i] * xh[i];
+        lanes[0][i] += gv[i];
+        lanes[1][i] += gv[i] * xh[i];
     }
 }
 

@@ -41,18 +41,99 @@ pub(crate) unsafe fn par_filled<S>(
     v
 }
 
-/// `Σ f(x)` with eight f32 partial sums (so the compiler vectorises it), returned in f64.
+/// Plane `i` (`hw` values) of an NCHW buffer.
 #[inline(always)]
-pub(crate) fn sum8(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    let mut acc = [0f32; 8];
-    let chunks = xs.chunks_exact(8);
-    let tail: f64 = chunks.remainder().iter().map(|&v| f64::from(f(v))).sum();
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] += f(c[i]);
+pub(crate) fn plane(t: &[f32], hw: usize, i: usize) -> &[f32] {
+    &t[i * hw..(i + 1) * hw]
+}
+
+/// Images summed in f32 lanes before a part's f64 total in [`channel_sums`]: a fixed number, so
+/// the result does not depend on the thread count.
+const IMAGES_PER_PART: usize = 8;
+
+/// Per-channel sums `[c][N]` of `N` quantities over an NCHW buffer `[b, c, hw]`. `add(lanes,
+/// plane)` adds plane `plane`'s (image `plane / c`, channel `plane % c`) terms of each quantity
+/// to eight f32 lanes (see [`chunks8`]). Parts of [`IMAGES_PER_PART`] images run in parallel, each
+/// walking its planes in memory order into per-channel lanes; the parts' f64 totals are added in
+/// order. Summing per plane instead cost a horizontal f64 reduction for every plane: more than
+/// the sum itself on the 2×2 to 7×7 planes of the late stages.
+pub(crate) fn channel_sums<const N: usize>(
+    b: usize,
+    c: usize,
+    add: impl Fn(&mut [[f32; 8]; N], usize) + Sync + Send,
+) -> Vec<[f64; N]> {
+    use rayon::prelude::*;
+    let parts: Vec<Vec<[f64; N]>> = (0..b.div_ceil(IMAGES_PER_PART))
+        .into_par_iter()
+        .map(|part| {
+            let mut lanes = vec![[[0f32; 8]; N]; c];
+            for n in part * IMAGES_PER_PART..((part + 1) * IMAGES_PER_PART).min(b) {
+                for (ch, l) in lanes.iter_mut().enumerate() {
+                    add(l, n * c + ch);
+                }
+            }
+            let total = |q: &[f32; 8]| q.iter().map(|&v| f64::from(v)).sum::<f64>();
+            lanes.iter().map(|l| std::array::from_fn(|k| total(&l[k]))).collect()
+        })
+        .collect();
+    let mut out = vec![[0f64; N]; c];
+    for part in &parts {
+        for (o, p) in out.iter_mut().zip(part) {
+            for (o, p) in o.iter_mut().zip(p) {
+                *o += p;
+            }
         }
     }
-    acc.iter().map(|&a| f64::from(a)).sum::<f64>() + tail
+    out
+}
+
+/// The values of planes `xs` (of equal length) eight at a time, the last chunk of each padded
+/// with `pad`: element `j` of a plane always lands in lane `j mod 8`. An iterator rather than a
+/// callback, because a closure called from a [`simd_fn`] body may stay out of line, compiled
+/// without AVX2.
+#[inline(always)]
+pub(crate) fn chunks8<const K: usize>(xs: [&[f32]; K], pad: [f32; K]) -> Chunks8<'_, K> {
+    let n = xs[0].len();
+    let full = n / 8;
+    let tails = std::array::from_fn(|k| {
+        let mut t = [pad[k]; 8];
+        t[..n % 8].copy_from_slice(&xs[k][full * 8..]);
+        t
+    });
+    Chunks8 {
+        xs,
+        tails,
+        next: 0,
+        full,
+        count: n.div_ceil(8),
+    }
+}
+
+/// See [`chunks8`].
+pub(crate) struct Chunks8<'a, const K: usize> {
+    xs: [&'a [f32]; K],
+    tails: [[f32; 8]; K],
+    next: usize,
+    full: usize,
+    count: usize,
+}
+
+impl<const K: usize> Iterator for Chunks8<'_, K> {
+    type Item = [[f32; 8]; K];
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<[[f32; 8]; K]> {
+        let j = self.next;
+        if j == self.count {
+            return None;
+        }
+        self.next += 1;
+        Some(if j < self.full {
+            std::array::from_fn(|k| self.xs[k][j * 8..j * 8 + 8].try_into().unwrap())
+        } else {
+            self.tails
+        })
+    }
 }
 
 /// `g` where `keep`, else 0.0, without a branch: a `?:` on data-dependent signs compiled to one
@@ -104,34 +185,26 @@ macro_rules! simd_fn {
 pub(crate) use simd_fn;
 
 simd_fn! {
-    /// `Σ x` in f64 (eight f32 lanes).
-    fn plane_sum(x: &[f32]) -> f64 {
-        sum8(x, |v| v)
+    /// Adds plane `x` to `lanes[0]` (see [`chunks8`]).
+    fn add_sum(lanes: &mut [[f32; 8]; 1], x: &[f32]) {
+        for [x] in chunks8([x], [0.0]) {
+            for i in 0..8 {
+                lanes[0][i] += x[i];
+            }
+        }
     }
 }
 
 simd_fn! {
-    /// `Σ (x − m)²` in f64 (eight f32 lanes).
-    fn plane_sq_dev(x: &[f32], m: f32) -> f64 {
-        sum8(x, |v| {
-            let d = v - m;
-            d * d
-        })
-    }
-}
-
-/// Per-channel sums over the batch of per-plane values `[b·c]` (NCHW plane order), in batch
-/// order.
-pub(crate) fn sum_over_batch<const N: usize>(parts: &[[f64; N]], c: usize) -> Vec<[f64; N]> {
-    let mut out = vec![[0.0; N]; c];
-    for row in parts.chunks_exact(c) {
-        for (o, p) in out.iter_mut().zip(row) {
-            for (o, p) in o.iter_mut().zip(p) {
-                *o += p;
+    /// Adds `(x − m)²` over plane `x` to `lanes[0]` (see [`chunks8`]; padding with `m` adds 0).
+    fn add_sq_dev(lanes: &mut [[f32; 8]; 1], x: &[f32], m: f32) {
+        for [x] in chunks8([x], [m]) {
+            for i in 0..8 {
+                let d = x[i] - m;
+                lanes[0][i] += d * d;
             }
         }
     }
-    out
 }
 
 /// Per-channel batch statistics of one train-mode BN forward (kept for its backward).
@@ -144,22 +217,16 @@ pub(crate) struct BatchStats {
     pub var: Vec<f32>,
 }
 
-/// Per-channel statistics of an NCHW buffer `[b, c, hw]`, computed in f64: two passes over the
-/// buffer in memory order (planes in parallel), the second around the channel means. Reading a
-/// channel's planes across the batch instead (stride `c·hw`) defeated the prefetcher.
+/// Per-channel statistics of an NCHW buffer `[b, c, hw]`: two passes of [`channel_sums`], the
+/// second around the channel means, totals in f64.
 pub(crate) fn batch_stats(x: &[f32], b: usize, c: usize, hw: usize, eps: f64) -> BatchStats {
-    use rayon::prelude::*;
     let n = (b * hw) as f64;
-    let sums: Vec<[f64; 1]> = x.par_chunks(hw.max(1)).map(|p| [plane_sum(p)]).collect();
-    let mean: Vec<f64> = sum_over_batch(&sums, c).iter().map(|s| s[0] / n).collect();
-    let ss: Vec<[f64; 1]> = x
-        .par_chunks(hw.max(1))
-        .enumerate()
-        .map(|(i, p)| [plane_sq_dev(p, mean[i % c] as f32)])
-        .collect();
-    let var: Vec<f64> = sum_over_batch(&ss, c).iter().map(|s| s[0] / n).collect();
+    let sums = channel_sums(b, c, |l, i| add_sum(l, plane(x, hw, i)));
+    let mean: Vec<f32> = sums.iter().map(|s| (s[0] / n) as f32).collect();
+    let ss = channel_sums(b, c, |l, i| add_sq_dev(l, plane(x, hw, i), mean[i % c]));
+    let var: Vec<f64> = ss.iter().map(|s| s[0] / n).collect();
     BatchStats {
-        mean: mean.iter().map(|&m| m as f32).collect(),
+        mean,
         invstd: var
             .iter()
             .map(|&v| (1.0 / (v + eps).sqrt()) as f32)
