@@ -246,25 +246,6 @@ fn taps_sum(grid: &mut [f32], phases: &[f32], taps: &[(usize, usize)], wk: &[f32
     }
 }
 
-/// `Σ x·y` with eight independent partial sums, so the compiler can vectorise the reduction.
-#[inline(always)]
-fn dot(x: &[f32], y: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
-    let tail: f32 = xc
-        .remainder()
-        .iter()
-        .zip(yc.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    for (a, b) in xc.zip(yc) {
-        for i in 0..8 {
-            acc[i] += a[i] * b[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// Per-thread scratch: the phase buffer and the output grid.
 type Scratch = (Vec<f32>, Vec<f32>);
 
@@ -298,18 +279,26 @@ simd_fn! {
 }
 
 simd_fn! {
-    /// Kernel gradient `gw` of one plane (input `x`, output gradient `go`).
-    fn grad_weight_plane(g: &Geom, x: &[f32], go: &[f32], gw: &mut [f32], scratch: &mut Scratch) {
+    /// Adds plane `x`'s kernel-gradient terms (output gradient `go`) to `lanes`, eight f32 lanes
+    /// per tap of `g.taps`: tap `(at, _)` gets `go · phases[at..]` over the output grid, rounded
+    /// up to whole chunks (the grid's scratch columns and tail are zero, the phases have slack).
+    fn add_grad_weight(g: &Geom, x: &[f32], go: &[f32], lanes: &mut [[f32; 8]], scratch: &mut Scratch) {
         let (phases, grid) = scratch;
         g.scatter(x, phases);
-        g.to_grid(go, grid, 0, g.grid());
-        gw.fill(0.0);
-        let n = g.grid();
-        for &(at, t) in &g.taps {
-            gw[t] = dot(grid, &phases[at..at + n]);
+        let n = g.grid().next_multiple_of(8);
+        g.to_grid(go, grid, 0, n);
+        for (acc, &(at, _)) in lanes.iter_mut().zip(&g.taps) {
+            for (gs, ps) in grid.chunks_exact(8).zip(phases[at..at + n].chunks_exact(8)) {
+                for i in 0..8 {
+                    acc[i] += gs[i] * ps[i];
+                }
+            }
         }
     }
 }
+
+/// Images per partial kernel gradient (a fixed number, so results do not depend on threads).
+const IMAGES_PER_PART: usize = 8;
 
 /// Forward op: (input `[b,c,h,w]`, weight `[c,1,k,k]`) → output.
 struct DwConv {
@@ -428,6 +417,25 @@ impl CustomOp2 for DwConvGradInput {
         let wt = contiguous_f32(s2, l2, OP, "weight")?;
         let kk = g.k * g.k;
         let plane = g.oh * g.ow;
+        if self.stride == 1 {
+            // At stride 1 the input gradient is the forward conv of the output gradient with the
+            // kernel flipped: the forward's loops, which visit only the output grid, where the
+            // transposed loops below also sum over the padding (3–6× the work on 2×2–4×4 planes).
+            let flipped: Vec<f32> = wt
+                .chunks_exact(kk)
+                .flat_map(|k| k.iter().rev())
+                .copied()
+                .collect();
+            // SAFETY: `fwd_plane` writes every value of its output plane.
+            let gx = unsafe {
+                par_filled(b * c * h * w, h * w, Scratch::default, |scratch, i, o| {
+                    let ch = i % c;
+                    let gp = &go[i * plane..(i + 1) * plane];
+                    fwd_plane(&g, gp, &flipped[ch * kk..(ch + 1) * kk], o, scratch)
+                })
+            };
+            return Ok((CpuStorage::F32(gx), Shape::from((b, c, h, w))));
+        }
         // SAFETY: `grad_input_plane` writes every value of its plane (`gather` covers it).
         let gx = unsafe {
             par_filled(b * c * h * w, h * w, Scratch::default, |scratch, i, o| {
@@ -475,26 +483,33 @@ impl CustomOp2 for DwConvGradWeight {
         let go = contiguous_f32(s2, l2, OP, "output gradient")?;
         let kk = g.k * g.k;
         let plane = g.oh * g.ow;
-        // One k×k partial sum per (batch, channel) plane, then a sum over the batch.
-        let mut parts = vec![0f32; b * c * kk];
-        if !parts.is_empty() {
-            parts.par_chunks_mut(kk).enumerate().for_each_init(
-                Scratch::default,
-                |scratch, (i, gw)| {
-                    grad_weight_plane(
-                        &g,
-                        &x[i * h * w..(i + 1) * h * w],
-                        &go[i * plane..(i + 1) * plane],
-                        gw,
-                        scratch,
-                    )
-                },
-            );
-        }
+        // Per part of the batch, eight f32 lanes per (channel, tap) over its planes in memory
+        // order; the parts' totals are then added in order. (A total per plane cost a horizontal
+        // sum per tap and plane: more than the products on the 2×2 to 7×7 planes.)
+        let nt = g.taps.len();
+        let parts: Vec<Vec<f32>> = (0..b.div_ceil(IMAGES_PER_PART))
+            .into_par_iter()
+            .map_init(Scratch::default, |scratch, part| {
+                let mut lanes = vec![[0f32; 8]; c * nt];
+                for n in part * IMAGES_PER_PART..((part + 1) * IMAGES_PER_PART).min(b) {
+                    for (ch, acc) in lanes.chunks_exact_mut(nt.max(1)).enumerate() {
+                        let i = n * c + ch;
+                        let (xp, gp) = (
+                            &x[i * h * w..(i + 1) * h * w],
+                            &go[i * plane..(i + 1) * plane],
+                        );
+                        add_grad_weight(&g, xp, gp, acc, scratch);
+                    }
+                }
+                lanes.iter().map(|l| l.iter().sum::<f32>()).collect()
+            })
+            .collect();
         let mut gw = vec![0f32; c * kk];
-        for n in 0..b {
-            for (acc, &v) in gw.iter_mut().zip(&parts[n * c * kk..(n + 1) * c * kk]) {
-                *acc += v;
+        for part in &parts {
+            for (ch, sums) in part.chunks_exact(nt.max(1)).enumerate() {
+                for (&v, &(_, t)) in sums.iter().zip(&g.taps) {
+                    gw[ch * kk + t] += v;
+                }
             }
         }
         Ok((CpuStorage::F32(gw), Shape::from((c, 1, g.k, g.k))))
