@@ -9,6 +9,8 @@
 //! 8×8 pixels) as one gemm over the whole batch on a `[channels, batch·pixels]` copy, because a
 //! gemm only 4–64 columns wide runs far below peak and does not parallelise.
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use gemm::{Parallelism, gemm};
 
@@ -146,8 +148,16 @@ fn transposed(m: &[f32], c: usize) -> Mat {
     }
 }
 
-/// `a (m×k) · x` for NCHW `x` `[b, k, hw]` → NCHW `[b, m, hw]`, `a` given as a view.
-fn apply(a: Mat, m: usize, k: usize, x: &[f32], b: usize, hw: usize) -> Vec<f32> {
+/// `a (m×k) · x` for NCHW `x` `[b, k, hw]` → NCHW `[b, m, hw]`, `a` given as a view. When it
+/// makes the channel-major copy of `x` (small planes) and `keep` is given, leaves it there.
+fn apply(
+    a: Mat,
+    m: usize,
+    k: usize,
+    x: &[f32],
+    (b, hw): (usize, usize),
+    keep: Option<&Cols>,
+) -> Vec<f32> {
     if hw == 0 || k == 0 || b == 0 {
         return vec![0f32; b * m * hw];
     }
@@ -159,6 +169,9 @@ fn apply(a: Mat, m: usize, k: usize, x: &[f32], b: usize, hw: usize) -> Vec<f32>
                 mm(m, b * hw, k, yc, false, a, rows(&xc, b * hw))
             })
         };
+        if let Some(keep) = keep {
+            *keep.lock().unwrap_or_else(|e| e.into_inner()) = Some(xc);
+        }
         return from_cols(&yc, b, m, hw);
     }
     let fill = |out: *mut f32| {
@@ -191,7 +204,7 @@ impl CustomOp2 for Pointwise {
         let hw = h * w;
         let x = contiguous_f32(s1, l1, OP, "input")?;
         let wt = contiguous_f32(s2, l2, OP, "weight")?;
-        let out = apply(rows(wt, cin), cout, cin, x, b, hw);
+        let out = apply(rows(wt, cin), cout, cin, x, (b, hw), None);
         Ok((CpuStorage::F32(out), Shape::from((b, cout, h, w))))
     }
 
@@ -203,14 +216,26 @@ impl CustomOp2 for Pointwise {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.contiguous()?;
-        let gx = g.apply_op2_no_bwd(weight, &GradInput)?;
-        let gw = x.apply_op2_no_bwd(&g, &GradWeight)?;
+        let g_cols = Cols::default();
+        let gx = g.apply_op2_no_bwd(
+            weight,
+            &GradInput {
+                g_cols: g_cols.clone(),
+            },
+        )?;
+        let gw = x.apply_op2_no_bwd(&g, &GradWeight { g_cols })?;
         Ok((Some(gx), Some(gw)))
     }
 }
 
+/// The channel-major copy of the output gradient that [`GradInput`] makes on small planes, handed
+/// to [`GradWeight`] (which runs next and needs the same copy).
+type Cols = Arc<Mutex<Option<Vec<f32>>>>;
+
 /// (grad_out `[b, cout, h, w]`, weight) → grad_in `[b, cin, h, w]` = wᵀ · g per image.
-struct GradInput;
+struct GradInput {
+    g_cols: Cols,
+}
 
 impl CustomOp2 for GradInput {
     fn name(&self) -> &'static str {
@@ -230,13 +255,22 @@ impl CustomOp2 for GradInput {
         let g = contiguous_f32(s1, l1, OP, "output gradient")?;
         let wt = contiguous_f32(s2, l2, OP, "weight")?;
         // wᵀ (cin×cout) · g per image.
-        let out = apply(transposed(wt, cin), cin, cout, g, b, hw);
+        let out = apply(
+            transposed(wt, cin),
+            cin,
+            cout,
+            g,
+            (b, hw),
+            Some(&self.g_cols),
+        );
         Ok((CpuStorage::F32(out), Shape::from((b, cin, h, w))))
     }
 }
 
 /// (x `[b, cin, h, w]`, grad_out `[b, cout, h, w]`) → grad_weight `[cout, cin, 1, 1]` = Σ g · xᵀ.
-struct GradWeight;
+struct GradWeight {
+    g_cols: Cols,
+}
 
 impl CustomOp2 for GradWeight {
     fn name(&self) -> &'static str {
@@ -257,7 +291,9 @@ impl CustomOp2 for GradWeight {
         let g = contiguous_f32(s2, l2, OP, "output gradient")?;
         let mut out = vec![0f32; cout * cin];
         if hw > 0 && b > 0 && hw < BATCHED_BELOW {
-            let (gc, xc) = (to_cols(g, b, cout, hw), to_cols(x, b, cin, hw));
+            let kept = self.g_cols.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let gc = kept.unwrap_or_else(|| to_cols(g, b, cout, hw));
+            let xc = to_cols(x, b, cin, hw);
             // SAFETY: out is cout×cin; gc is cout×(b·hw); xcᵀ is (b·hw)×cin.
             unsafe {
                 mm(
