@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     // SAFETY: the first statement of `main`; no other thread exists yet.
     unsafe { shiftnas_models::cpu::configure() };
     let cli = shiftnas::cli::Cli::parse();
-    match shiftnas::commands::run(cli) {
+    match shiftnas_models::cpu::on_pool(|| shiftnas::commands::run(cli)) {
         Ok(status) => status.into(),
         Err(err) => {
             if is_broken_pipe(&err) {

@@ -423,7 +423,9 @@ fn main() -> ExitCode {
             }
         })
     } else {
-        bench(&args).map(|_| ExitCode::SUCCESS)
+        shiftnas_models::cpu::on_pool(|| bench(&args).map_err(|e| e.to_string()))
+            .map(|_| ExitCode::SUCCESS)
+            .map_err(Into::into)
     };
     result.unwrap_or_else(|e| {
         eprintln!("train_step: {e}");

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{BatchStats, batch_stats, channel_sums, contiguous_f32, chunks8, plane, keep_if, simd_fn};
+use super::cpu::{
+    BatchStats, batch_stats, channel_sums, chunks8, contiguous_f32, keep_if, plane, simd_fn,
+};
 
 /// Names the op in errors.
 const OP: &str = "fused affine batch norm";

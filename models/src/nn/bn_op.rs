@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
 use super::cpu::{
-    BatchStats, batch_stats, channel_sums, contiguous_f32, chunks8, plane, keep_if, par_filled, simd_fn,
+    BatchStats, batch_stats, channel_sums, chunks8, contiguous_f32, keep_if, par_filled, plane,
+    simd_fn,
 };
 
 /// Names the op in errors.
@@ -90,8 +91,8 @@ impl CustomOp2 for BnTrainGrad {
         let relu = self.relu;
         // Per channel: mean(g') and mean(g'·x̂), with g' = g masked where the ReLU clipped.
         let sums: Vec<(f32, f32)> = channel_sums(b, c, |l, i| {
-            let ch = i % c;
-            add_grad_sums(l, plane(x, hw, i), plane(g, hw, i), mean[ch], invstd[ch], relu)
+            let (ch, xp, gp) = (i % c, plane(x, hw, i), plane(g, hw, i));
+            add_grad_sums(l, xp, gp, mean[ch], invstd[ch], relu)
         })
         .iter()
         .map(|s| ((s[0] / n) as f32, (s[1] / n) as f32))

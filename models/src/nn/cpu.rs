@@ -73,7 +73,10 @@ pub(crate) fn channel_sums<const N: usize>(
                 }
             }
             let total = |q: &[f32; 8]| q.iter().map(|&v| f64::from(v)).sum::<f64>();
-            lanes.iter().map(|l| std::array::from_fn(|k| total(&l[k]))).collect()
+            lanes
+                .iter()
+                .map(|l| std::array::from_fn(|k| total(&l[k])))
+                .collect()
         })
         .collect();
     let mut out = vec![[0f64; N]; c];
