@@ -47,9 +47,9 @@ pub(crate) fn plane(t: &[f32], hw: usize, i: usize) -> &[f32] {
     &t[i * hw..(i + 1) * hw]
 }
 
-/// Images summed in f32 lanes before a part's f64 total in [`channel_sums`]: a fixed number, so
-/// the result does not depend on the thread count.
-const IMAGES_PER_PART: usize = 8;
+/// Images summed in f32 lanes before a part's total in [`channel_sums`] and the depthwise kernel
+/// gradient: a fixed number, so results do not depend on the thread count.
+pub(crate) const IMAGES_PER_PART: usize = 8;
 
 /// Per-channel sums `[c][N]` of `N` quantities over an NCHW buffer `[b, c, hw]`. `add(lanes,
 /// plane)` adds plane `plane`'s (image `plane / c`, channel `plane % c`) terms of each quantity

@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{contiguous_f32, par_filled, simd_fn};
+use super::cpu::{self, IMAGES_PER_PART, contiguous_f32, par_filled, simd_fn};
 
 /// Names the op in errors.
 const OP: &str = "depthwise conv";
@@ -297,9 +297,6 @@ simd_fn! {
     }
 }
 
-/// Images per partial kernel gradient (a fixed number, so results do not depend on threads).
-const IMAGES_PER_PART: usize = 8;
-
 /// Forward op: (input `[b,c,h,w]`, weight `[c,1,k,k]`) → output.
 struct DwConv {
     k: usize,
@@ -494,10 +491,7 @@ impl CustomOp2 for DwConvGradWeight {
                 for n in part * IMAGES_PER_PART..((part + 1) * IMAGES_PER_PART).min(b) {
                     for (ch, acc) in lanes.chunks_exact_mut(nt.max(1)).enumerate() {
                         let i = n * c + ch;
-                        let (xp, gp) = (
-                            &x[i * h * w..(i + 1) * h * w],
-                            &go[i * plane..(i + 1) * plane],
-                        );
+                        let (xp, gp) = (cpu::plane(x, h * w, i), cpu::plane(go, plane, i));
                         add_grad_weight(&g, xp, gp, acc, scratch);
                     }
                 }
