@@ -55,7 +55,7 @@ pub unsafe fn configure() {
 /// them hands its jobs to the pool and sleeps until they are done: a wake-up of the pool and of
 /// the main thread per op, hundreds of times per training step. From a pool thread the op's jobs
 /// go on that thread's own queue and the caller works on them itself (measured on 2 cores: a
-/// training step 17 % faster, inference 24 %; docs/benchmarks.md, "Supernet training step").
+/// training step 17 % faster, inference 6 %; docs/benchmarks.md, "Supernet training step").
 /// `work` must not block waiting for other rayon jobs.
 pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     // From outside the pool, `scope` runs its body on a pool thread and blocks until it returns.
