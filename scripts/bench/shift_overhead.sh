@@ -60,8 +60,9 @@ for n, label in zip(runs, ("off", "accumulate (BN shared)", "accumulate --no-sha
     print(f"{label:<26} {t[n]:6.1f}  {s['scoring']:7.1f}  {s['shifting']:8.1f}  {s['latency']:7.1f}  "
           f"{s['rescore']:8.1f}  {ratio:5.3f}  {without:5.3f}")
 # Per evaluation, from the splits: the shifting time less the calibration forwards that sharing
-# skips (the unshared arm's scoring minus the shared one's), over `off`'s scoring. Steadier than
-# the wall-clock ratios, which also carry the difference in the archs each arm breeds and scores.
+# skips (the unshared arm's scoring minus the shared one's), over `off`'s scoring. The arms breed
+# and score different archs once shifting changes the scores, which moves every figure here; in a
+# short run (the default 8 evaluations) that arch mix can dominate this estimate too.
 saved = sec["unshared"]["scoring"] - sec["accumulate"]["scoring"]
 net = sec["accumulate"]["shifting"] - saved
 print(f"per evaluation: shifting {sec['accumulate']['shifting']:.1f} s less {saved:.1f} s of calibration "
