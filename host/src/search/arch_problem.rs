@@ -75,6 +75,9 @@ pub struct PhaseSeconds {
     pub latency: f64,
     /// Re-scoring the final front under the final weights.
     pub rescore: f64,
+    /// Of `shifting`: the shifting losses' backward passes. With BN shared, what shifting adds
+    /// over the calibration forward it replaces.
+    pub shifting_backward: f64,
 }
 
 /// Adds the time `f` takes to `slot`.
@@ -169,6 +172,14 @@ impl ArchProblem<'_> {
             }
         }
         Ok((lat, src))
+    }
+
+    /// The time split so far, with the shifter's backward seconds.
+    pub fn phase_seconds(&self) -> PhaseSeconds {
+        PhaseSeconds {
+            shifting_backward: self.shifter.backward_seconds,
+            ..self.seconds
+        }
     }
 
     /// Scores one arch at the current weights (no shifting), e.g. to re-score the final front.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use shiftnas_models::{Arch, Supernet};
 
 use crate::data::{Batcher, BatcherPosition};
-use crate::train::{Gradients, Sgd, SgdConfig, batch_loss_and_grads, smoothed_cross_entropy};
+use crate::train::{Gradients, Sgd, SgdConfig, smoothed_cross_entropy};
 
 /// How the supernet shifts during the search (`--shift`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -89,6 +89,8 @@ pub struct Shifter {
     pending: Gradients,
     /// Optimizer steps taken so far (added to the checkpoint's training step).
     pub steps_taken: u64,
+    /// Seconds spent in the shifting losses' backward passes (this invocation).
+    pub backward_seconds: f64,
 }
 
 impl Shifter {
@@ -99,6 +101,7 @@ impl Shifter {
             sgd: Sgd::new(config.sgd),
             pending: Gradients::default(),
             steps_taken: 0,
+            backward_seconds: 0.0,
         }
     }
 
@@ -113,7 +116,7 @@ impl Shifter {
     /// they end as the exact average over these batches ([`BnMode::Exact`](crate::train::BnMode::Exact) calibration);
     /// otherwise with the training momentum 0.1.
     fn loss_grads(
-        &self,
+        &mut self,
         net: &Supernet,
         arch: &Arch,
         batcher: &mut Batcher<'_>,
@@ -127,11 +130,11 @@ impl Shifter {
         for k in 0..n {
             let b = batcher.next_batch(rng, net.device())?;
             let eps = self.config.label_smoothing;
-            let (loss, mut g) = if calibrate {
-                calibrating_loss_and_grads(net, arch, &b.images, &b.labels, eps, k)?
-            } else {
-                batch_loss_and_grads(net, arch, &b.images, &b.labels, eps)?
-            };
+            // Calibrating: batch k moves BN's running statistics with momentum 1/(k+1).
+            let momentum = calibrate.then(|| 1.0 / (k as f64 + 1.0));
+            let (loss, mut g, backward) =
+                loss_and_grads(net, arch, (&b.images, &b.labels), eps, momentum)?;
+            self.backward_seconds += backward;
             anyhow::ensure!(
                 loss.is_finite(),
                 "shifting loss of arch {arch} is {loss}; lower --shift-lr"
@@ -240,22 +243,27 @@ impl Shifter {
     }
 }
 
-/// Loss and path gradients of batch `k` of a calibrating sequence: a train-mode forward whose BN
-/// momentum is `1/(k+1)` (exact running average), then the smoothed cross-entropy's backward.
-fn calibrating_loss_and_grads(
+/// Loss, path gradients and the backward's seconds of one batch: a train-mode forward (BN
+/// momentum `momentum`, else the training one, as [`crate::train::batch_loss_and_grads`]), then the smoothed
+/// cross-entropy's backward, timed on its own: with BN shared it is all that shifting adds to a
+/// calibration forward.
+fn loss_and_grads(
     net: &Supernet,
     arch: &Arch,
-    images: &Tensor,
-    labels: &Tensor,
+    (images, labels): (&Tensor, &Tensor),
     label_smoothing: f64,
-    k: usize,
-) -> Result<(f64, Gradients)> {
-    let logits = net
-        .forward_train_momentum(images, arch, 1.0 / (k as f64 + 1.0))
-        .with_context(|| format!("shifting forward of arch {arch}"))?;
+    momentum: Option<f64>,
+) -> Result<(f64, Gradients, f64)> {
+    let logits = match momentum {
+        Some(m) => net.forward_train_momentum(images, arch, m),
+        None => net.forward_t(images, arch, true),
+    }
+    .with_context(|| format!("shifting forward of arch {arch}"))?;
     let loss = smoothed_cross_entropy(&logits, labels, label_smoothing)?;
+    let start = std::time::Instant::now();
     let grads = Gradients::from_store(&net.path_trainable(arch), &loss.backward()?)?;
-    Ok((f64::from(loss.to_scalar::<f32>()?), grads))
+    let backward = start.elapsed().as_secs_f64();
+    Ok((f64::from(loss.to_scalar::<f32>()?), grads, backward))
 }
 
 /// Zero gradients for every trainable parameter (so `full` updates reach all of them).
@@ -293,7 +301,7 @@ mod tests {
 
     use super::*;
     use crate::data::{Augment, ConformOptions, DataSpec, Normalize};
-    use crate::train::{PreparedData, prepare_data, space_for};
+    use crate::train::{PreparedData, batch_loss_and_grads, prepare_data, space_for};
 
     fn data() -> PreparedData {
         let space = space_for("tiny", 10).unwrap();
