@@ -41,12 +41,10 @@ fn pointwise_matches_conv2d_forward_and_gradients() {
         let reference = x.as_tensor().conv2d(wt.as_tensor(), 0, 1, 1, 1).unwrap();
         let what = format!("b {b} cin {cin} cout {cout} {h}x{w}");
         assert!(max_diff(&ours, &reference) < 1e-5, "{what}: forward");
-        let g1 = (&ours * &lw)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let loss = (&ours * &lw).unwrap().sum_all().unwrap();
+        let g1 = loss.backward().unwrap();
+        // The forward's copy of x is used up by the first backward; a second one makes its own.
+        let again = loss.backward().unwrap();
         let g2 = (&reference * &lw)
             .unwrap()
             .sum_all()
@@ -56,6 +54,11 @@ fn pointwise_matches_conv2d_forward_and_gradients() {
         for (v, n) in [(&x, "input"), (&wt, "weight")] {
             let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
             assert!(d < 1e-4, "{what}: {n} gradient differs by {d}");
+            let d = max_diff(again.get(v).unwrap(), g1.get(v).unwrap());
+            assert!(
+                d == 0.0,
+                "{what}: second backward's {n} gradient differs by {d}"
+            );
         }
     }
 }

@@ -7,14 +7,15 @@
 //! `gemm` crate (the one candle uses) on the NCHW buffers: per image for large planes (the weight
 //! gradient accumulating in place across the batch), and for small planes (late stages: 2×2 to
 //! 8×8 pixels) as one gemm over the whole batch on a `[channels, batch·pixels]` copy, because a
-//! gemm only 4–64 columns wide runs far below peak and does not parallelise.
+//! gemm only 4–64 columns wide runs far below peak and does not parallelise. A tracked forward
+//! keeps its copy of `x` for the weight gradient, which then needs no copy of its own.
 
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use gemm::{Parallelism, gemm};
 
-use super::cpu::contiguous_f32;
+use super::cpu::{contiguous_f32, par_filled, plane};
 
 /// Names the op in errors.
 const OP: &str = "pointwise conv";
@@ -33,7 +34,11 @@ pub fn pointwise_conv2d(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tens
     }
     let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32;
     if cpu_f32 {
-        return x.contiguous()?.apply_op2(&weight.contiguous()?, Pointwise);
+        // Only a tracked op's backward runs, so only then is the copy of x worth keeping.
+        let x_cols = (x.track_op() || weight.track_op()).then(Cols::default);
+        return x
+            .contiguous()?
+            .apply_op2(&weight.contiguous()?, Pointwise { x_cols });
     }
     let x3 = x.contiguous()?.reshape((b, cin, h * w))?;
     weight
@@ -94,28 +99,39 @@ unsafe fn mm(m: usize, n: usize, k: usize, dst: *mut f32, acc: bool, lhs: Mat, r
 /// Planes with fewer pixels than this go through one batch-wide gemm (see the module doc).
 const BATCHED_BELOW: usize = 256;
 
-/// NCHW `[b, c, hw]` → channel-major `[c, b·hw]`.
+/// NCHW `[b, c, hw]` → channel-major `[c, b·hw]`, a channel per rayon job (a serial copy left
+/// the second core idle for a tenth of a training step).
 fn to_cols(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(x.len());
-    for ch in 0..c {
-        for n in 0..b {
-            let at = (n * c + ch) * hw;
-            out.extend_from_slice(&x[at..at + hw]);
-        }
+    // SAFETY: piece `ch` is channel ch's b·hw values, all copied.
+    unsafe {
+        par_filled(
+            x.len(),
+            b * hw,
+            || (),
+            |_, ch, out| {
+                for (n, o) in out.chunks_exact_mut(hw).enumerate() {
+                    o.copy_from_slice(plane(x, hw, n * c + ch));
+                }
+            },
+        )
     }
-    out
 }
 
-/// Channel-major `[c, b·hw]` → NCHW `[b, c, hw]`.
+/// Channel-major `[c, b·hw]` → NCHW `[b, c, hw]`, an image per rayon job.
 fn from_cols(cols: &[f32], b: usize, c: usize, hw: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(cols.len());
-    for n in 0..b {
-        for ch in 0..c {
-            let at = (ch * b + n) * hw;
-            out.extend_from_slice(&cols[at..at + hw]);
-        }
+    // SAFETY: piece `n` is image n's c·hw values, all copied.
+    unsafe {
+        par_filled(
+            cols.len(),
+            c * hw,
+            || (),
+            |_, n, out| {
+                for (ch, o) in out.chunks_exact_mut(hw).enumerate() {
+                    o.copy_from_slice(plane(cols, hw, ch * b + n));
+                }
+            },
+        )
     }
-    out
 }
 
 /// A buffer of `len` values all written by `fill` (through a raw pointer: no zeroing pass).
@@ -185,7 +201,11 @@ fn apply(
 }
 
 /// Forward: (x `[b, cin, h, w]`, weight `[cout, cin, 1, 1]`) → `[b, cout, h, w]`.
-struct Pointwise;
+struct Pointwise {
+    /// Where the forward leaves its channel-major copy of `x` (small planes) for [`GradWeight`],
+    /// when the graph tracks the op.
+    x_cols: Option<Cols>,
+}
 
 impl CustomOp2 for Pointwise {
     fn name(&self) -> &'static str {
@@ -204,7 +224,7 @@ impl CustomOp2 for Pointwise {
         let hw = h * w;
         let x = contiguous_f32(s1, l1, OP, "input")?;
         let wt = contiguous_f32(s2, l2, OP, "weight")?;
-        let out = apply(rows(wt, cin), cout, cin, x, (b, hw), None);
+        let out = apply(rows(wt, cin), cout, cin, x, (b, hw), self.x_cols.as_ref());
         Ok((CpuStorage::F32(out), Shape::from((b, cout, h, w))))
     }
 
@@ -223,14 +243,20 @@ impl CustomOp2 for Pointwise {
                 g_cols: g_cols.clone(),
             },
         )?;
-        let gw = x.apply_op2_no_bwd(&g, &GradWeight { g_cols })?;
+        let x_cols = self.x_cols.clone();
+        let gw = x.apply_op2_no_bwd(&g, &GradWeight { g_cols, x_cols })?;
         Ok((Some(gx), Some(gw)))
     }
 }
 
-/// The channel-major copy of the output gradient that [`GradInput`] makes on small planes, handed
-/// to [`GradWeight`] (which runs next and needs the same copy).
+/// A channel-major copy one op makes on small planes and a later one needs: the forward's copy
+/// of `x` and [`GradInput`]'s copy of the output gradient, both used by [`GradWeight`].
 type Cols = Arc<Mutex<Option<Vec<f32>>>>;
+
+/// The copy left in `cols`, if any (taken: a second backward makes its own).
+fn take(cols: Option<&Cols>) -> Option<Vec<f32>> {
+    cols?.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
 
 /// (grad_out `[b, cout, h, w]`, weight) → grad_in `[b, cin, h, w]` = wᵀ · g per image.
 struct GradInput {
@@ -270,6 +296,7 @@ impl CustomOp2 for GradInput {
 /// (x `[b, cin, h, w]`, grad_out `[b, cout, h, w]`) → grad_weight `[cout, cin, 1, 1]` = Σ g · xᵀ.
 struct GradWeight {
     g_cols: Cols,
+    x_cols: Option<Cols>,
 }
 
 impl CustomOp2 for GradWeight {
@@ -291,9 +318,8 @@ impl CustomOp2 for GradWeight {
         let g = contiguous_f32(s2, l2, OP, "output gradient")?;
         let mut out = vec![0f32; cout * cin];
         if hw > 0 && b > 0 && hw < BATCHED_BELOW {
-            let kept = self.g_cols.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let gc = kept.unwrap_or_else(|| to_cols(g, b, cout, hw));
-            let xc = to_cols(x, b, cin, hw);
+            let gc = take(Some(&self.g_cols)).unwrap_or_else(|| to_cols(g, b, cout, hw));
+            let xc = take(self.x_cols.as_ref()).unwrap_or_else(|| to_cols(x, b, cin, hw));
             // SAFETY: out is cout×cin; gc is cout×(b·hw); xcᵀ is (b·hw)×cin.
             unsafe {
                 mm(
