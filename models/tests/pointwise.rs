@@ -27,12 +27,15 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 #[test]
 fn pointwise_matches_conv2d_forward_and_gradients() {
-    // Small planes take the batch-wide gemm, the last (272 pixels) the per-image one.
+    // Small planes take the batch-wide gemm, 272-pixel ones the per-image one; the last two
+    // cases have enough pixels for the weight gradient to be summed in parts.
     for &(b, cin, cout, h, w) in &[
         (3, 5, 7, 4, 6),
         (1, 16, 8, 1, 1),
         (2, 1, 3, 5, 5),
         (2, 3, 4, 16, 17),
+        (41, 3, 4, 8, 16),
+        (21, 2, 3, 16, 17),
     ] {
         let x = Var::from_tensor(&seq((b, cin, h, w), 0.002)).unwrap();
         let wt = Var::from_tensor(&seq((cout, cin, 1, 1), 0.003)).unwrap();

@@ -70,7 +70,14 @@ struct Mat {
 /// `dst` must address m·n writable values (initialised when `acc`; k ≥ 1 otherwise, so that
 /// every value gets written), and `lhs`/`rhs` must address m×k and k×n values inside live
 /// buffers with the given strides.
-unsafe fn mm(m: usize, n: usize, k: usize, dst: *mut f32, acc: bool, lhs: Mat, rhs: Mat) {
+unsafe fn mm(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    acc: bool,
+    lhs: Mat,
+    rhs: Mat,
+    par: Parallelism,
+) {
     unsafe {
         gemm(
             m,
@@ -91,13 +98,45 @@ unsafe fn mm(m: usize, n: usize, k: usize, dst: *mut f32, acc: bool, lhs: Mat, r
             false,
             false,
             false,
-            parallelism(),
+            par,
         )
     }
 }
 
 /// Planes with fewer pixels than this go through one batch-wide gemm (see the module doc).
 const BATCHED_BELOW: usize = 256;
+
+/// Pixels per part of the weight gradient's sum (see [`par_sum`]).
+const PIXELS_PER_PART: usize = 4096;
+
+/// `Σ part(range, out)` over `parts` ranges splitting `0..units`, each written into its own
+/// `len`-value buffer on a rayon job, the partial sums added in order: the result depends on
+/// `parts` (fixed by the sizes), not on the thread count.
+fn par_sum(
+    len: usize,
+    units: usize,
+    parts: usize,
+    part: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let range = |i: usize| i * units / parts..(i + 1) * units / parts;
+    let partial: Vec<Vec<f32>> = (0..parts)
+        .into_par_iter()
+        .map(|i| {
+            let mut out = vec![0f32; len];
+            part(range(i), &mut out);
+            out
+        })
+        .collect();
+    let mut partial = partial.into_iter();
+    let mut sum = partial.next().unwrap_or_else(|| vec![0f32; len]);
+    for p in partial {
+        for (s, v) in sum.iter_mut().zip(&p) {
+            *s += v;
+        }
+    }
+    sum
+}
 
 /// NCHW `[b, c, hw]` → channel-major `[c, b·hw]`, a channel per rayon job (a serial copy left
 /// the second core idle for a tenth of a training step).
@@ -182,7 +221,14 @@ fn apply(
         // SAFETY: the gemm writes all of yc (m×(b·hw), k ≥ 1); a is m×k; xc is k×(b·hw).
         let yc = unsafe {
             filled(m * b * hw, |yc| {
-                mm(m, b * hw, k, yc, false, a, rows(&xc, b * hw))
+                mm(
+                    (m, b * hw, k),
+                    yc,
+                    false,
+                    a,
+                    rows(&xc, b * hw),
+                    parallelism(),
+                )
             })
         };
         if let Some(keep) = keep {
@@ -193,7 +239,10 @@ fn apply(
     let fill = |out: *mut f32| {
         for (n, xn) in x.chunks_exact(k * hw).enumerate() {
             // SAFETY: image n of the output is m×hw inside the b·m·hw buffer; a is m×k; xn k×hw.
-            unsafe { mm(m, hw, k, out.add(n * m * hw), false, a, rows(xn, hw)) };
+            unsafe {
+                let par = parallelism();
+                mm((m, hw, k), out.add(n * m * hw), false, a, rows(xn, hw), par)
+            };
         }
     };
     // SAFETY: the b per-image gemms write every value (k ≥ 1).
@@ -316,40 +365,64 @@ impl CustomOp2 for GradWeight {
         let hw = h * w;
         let x = contiguous_f32(s1, l1, OP, "input")?;
         let g = contiguous_f32(s2, l2, OP, "output gradient")?;
-        let mut out = vec![0f32; cout * cin];
-        if hw > 0 && b > 0 && hw < BATCHED_BELOW {
+        if hw == 0 || b == 0 {
+            return Ok((
+                CpuStorage::F32(vec![0f32; cout * cin]),
+                Shape::from((cout, cin, 1, 1)),
+            ));
+        }
+        // Σ over pixels of g · xᵀ, in parts of the batch summed in parallel: a gemm parallelises
+        // over its cout×cin output only, which is small next to the b·hw pixels summed.
+        let parts = (b * hw).div_ceil(PIXELS_PER_PART).min(b);
+        let par = if parts > 1 {
+            Parallelism::None
+        } else {
+            parallelism()
+        };
+        let out = if hw < BATCHED_BELOW {
             let gc = take(Some(&self.g_cols)).unwrap_or_else(|| to_cols(g, b, cout, hw));
             let xc = take(self.x_cols.as_ref()).unwrap_or_else(|| to_cols(x, b, cin, hw));
-            // SAFETY: out is cout×cin; gc is cout×(b·hw); xcᵀ is (b·hw)×cin.
-            unsafe {
-                mm(
-                    cout,
-                    cin,
-                    b * hw,
-                    out.as_mut_ptr(),
-                    false,
-                    rows(&gc, b * hw),
-                    transposed(&xc, b * hw),
-                )
-            };
-        } else if hw > 0 {
-            for n in 0..b {
-                let gn = &g[n * cout * hw..(n + 1) * cout * hw];
-                let xn = &x[n * cin * hw..(n + 1) * cin * hw];
-                // SAFETY: out is cout×cin; image n of g is cout×hw, xₙᵀ is hw×cin.
+            let k = b * hw;
+            par_sum(cout * cin, k, parts, |cols, out| {
+                let at = |m: &[f32]| Mat {
+                    ptr: m[cols.start..].as_ptr(),
+                    ..rows(m, k)
+                };
+                // SAFETY: out is cout×cin; the part's columns of gc are cout×len, of xcᵀ len×cin.
                 unsafe {
                     mm(
-                        cout,
-                        cin,
-                        hw,
+                        (cout, cin, cols.len()),
                         out.as_mut_ptr(),
-                        n > 0,
-                        rows(gn, hw),
-                        transposed(xn, hw),
+                        false,
+                        at(&gc),
+                        Mat {
+                            rs: 1,
+                            cs: k as isize,
+                            ..at(&xc)
+                        },
+                        par,
                     )
-                };
-            }
-        }
+                }
+            })
+        } else {
+            par_sum(cout * cin, b, parts, |images, out| {
+                for n in images.clone() {
+                    let gn = &g[n * cout * hw..(n + 1) * cout * hw];
+                    let xn = &x[n * cin * hw..(n + 1) * cin * hw];
+                    // SAFETY: out is cout×cin; image n of g is cout×hw, xₙᵀ is hw×cin.
+                    unsafe {
+                        mm(
+                            (cout, cin, hw),
+                            out.as_mut_ptr(),
+                            n > images.start,
+                            rows(gn, hw),
+                            transposed(xn, hw),
+                            par,
+                        )
+                    };
+                }
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((cout, cin, 1, 1))))
     }
 }
