@@ -64,6 +64,11 @@ struct Mat {
     cs: isize,
 }
 
+// SAFETY: a `Mat` only reads through its pointer, into buffers that outlive the gemms using it
+// (the ops' inputs), so rayon jobs may share one.
+unsafe impl Send for Mat {}
+unsafe impl Sync for Mat {}
+
 /// `dst (m×n, row-major) = [dst +] lhs (m×k) · rhs (k×n)`.
 ///
 /// # Safety
@@ -236,17 +241,26 @@ fn apply(
         }
         return from_cols(&yc, b, m, hw);
     }
-    let fill = |out: *mut f32| {
-        for (n, xn) in x.chunks_exact(k * hw).enumerate() {
-            // SAFETY: image n of the output is m×hw inside the b·m·hw buffer; a is m×k; xn k×hw.
-            unsafe {
-                let par = parallelism();
-                mm((m, hw, k), out.add(n * m * hw), false, a, rows(xn, hw), par)
-            };
-        }
-    };
-    // SAFETY: the b per-image gemms write every value (k ≥ 1).
-    unsafe { filled(b * m * hw, fill) }
+    // An image per rayon job, each gemm on one thread: a per-image gemm is too small to split.
+    // SAFETY: image n's gemm writes all of its m×hw piece (k ≥ 1); a is m×k; xₙ k×hw.
+    unsafe {
+        par_filled(
+            b * m * hw,
+            m * hw,
+            || (),
+            |_, n, out| {
+                let xn = &x[n * k * hw..(n + 1) * k * hw];
+                mm(
+                    (m, hw, k),
+                    out.as_mut_ptr(),
+                    false,
+                    a,
+                    rows(xn, hw),
+                    Parallelism::None,
+                );
+            },
+        )
+    }
 }
 
 /// Forward: (x `[b, cin, h, w]`, weight `[cout, cin, 1, 1]`) → `[b, cout, h, w]`.
@@ -286,15 +300,18 @@ impl CustomOp2 for Pointwise {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.contiguous()?;
         let g_cols = Cols::default();
-        let gx = g.apply_op2_no_bwd(
-            weight,
-            &GradInput {
+        // No input gradient for an input that does not need one (the stem's image patches).
+        let gx = if x.track_op() {
+            let op = GradInput {
                 g_cols: g_cols.clone(),
-            },
-        )?;
+            };
+            Some(g.apply_op2_no_bwd(weight, &op)?)
+        } else {
+            None
+        };
         let x_cols = self.x_cols.clone();
         let gw = x.apply_op2_no_bwd(&g, &GradWeight { g_cols, x_cols })?;
-        Ok((Some(gx), Some(gw)))
+        Ok((gx, Some(gw)))
     }
 }
 
