@@ -1,7 +1,8 @@
-//! The 1×1 conv op against candle's `conv2d` (forward and both gradients through autograd).
+//! The 1×1 conv op, and the k×k conv built on it, against candle's `conv2d` (forward and both
+//! gradients through autograd).
 
 use candle_core::{Device, Tensor, Var};
-use shiftnas_models::nn::pointwise_conv2d;
+use shiftnas_models::nn::{conv, pointwise_conv2d};
 
 fn seq(shape: (usize, usize, usize, usize), scale: f32) -> Tensor {
     let n = shape.0 * shape.1 * shape.2 * shape.3;
@@ -62,6 +63,56 @@ fn pointwise_matches_conv2d_forward_and_gradients() {
                 d == 0.0,
                 "{what}: second backward's {n} gradient differs by {d}"
             );
+        }
+    }
+}
+
+#[test]
+fn full_conv_matches_conv2d_forward_and_gradients() {
+    // (b, cin, cout, h, w, k, stride): odd sizes, both strides, a window larger than the image,
+    // and 256-pixel planes (the 1×1 op's per-image path) with the weight gradient in parts.
+    for &(b, cin, cout, h, w, k, stride) in &[
+        (2, 1, 4, 7, 9, 3, 1),
+        (3, 3, 5, 8, 8, 3, 2),
+        (2, 2, 3, 6, 5, 5, 1),
+        (1, 3, 2, 9, 7, 5, 2),
+        (2, 3, 4, 1, 1, 3, 1),
+        (33, 3, 16, 16, 16, 3, 1),
+    ] {
+        let x = Var::from_tensor(&seq((b, cin, h, w), 0.002)).unwrap();
+        let wt = Var::from_tensor(&seq((cout, cin, k, k), 0.003)).unwrap();
+        let reference = x
+            .as_tensor()
+            .conv2d(wt.as_tensor(), k / 2, stride, 1, 1)
+            .unwrap();
+        let lw = seq(reference.dims4().unwrap(), 0.001);
+        let what = format!("b {b} cin {cin} cout {cout} {h}x{w} k {k} stride {stride}");
+        let g_ref = (&reference * &lw)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        // With the input a variable (its gradient through the patches' backward), and a plain
+        // tensor (the stem's images: no input gradient, the same weight gradient).
+        for input in [x.as_tensor().clone(), x.as_tensor().detach()] {
+            let ours = conv::conv2d(&input, wt.as_tensor(), stride).unwrap();
+            assert!(max_diff(&ours, &reference) < 1e-5, "{what}: forward");
+            let g = (&ours * &lw)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let d = max_diff(g.get(&wt).unwrap(), g_ref.get(&wt).unwrap());
+            assert!(d < 1e-4, "{what}: weight gradient differs by {d}");
+            match g.get(&x) {
+                Some(gx) => {
+                    let d = max_diff(gx, g_ref.get(&x).unwrap());
+                    assert!(d < 1e-4, "{what}: input gradient differs by {d}");
+                }
+                None => assert!(!input.track_op(), "{what}: no input gradient"),
+            }
         }
     }
 }

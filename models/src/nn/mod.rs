@@ -1,9 +1,10 @@
-//! Building blocks of the supernet: the depthwise conv custom op, 1×1 convs as gemm, affine-free
-//! batch norm and seeded init.
+//! Building blocks of the supernet: the depthwise conv custom op, 1×1 convs as gemm (and the stem
+//! as a 1×1 conv over image patches), affine-free batch norm and seeded init.
 
 pub mod bn;
 pub mod bn_affine;
 pub mod bn_op;
+pub mod conv;
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod dw_cuda;

@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 
 use crate::error::{Error, Result};
-use crate::nn::{BatchNorm, depthwise_conv2d, glue, init, pointwise_conv2d};
+use crate::nn::{BatchNorm, conv, depthwise_conv2d, glue, init, pointwise_conv2d};
 use crate::space::{BlockShape, Choice};
 
 /// How a [`ConvBn`] convolves.
@@ -109,10 +109,7 @@ impl ConvBn {
             self.weight.as_tensor().clone()
         };
         let y = match self.kind {
-            ConvKind::Full { stride } => {
-                let k = w.dim(2)?;
-                x.conv2d(&w, k / 2, stride, 1, 1)?
-            }
+            ConvKind::Full { stride } => conv::conv2d(x, &w, stride)?,
             ConvKind::Depthwise { stride } => depthwise_conv2d(x, &w, stride)?,
             ConvKind::Pointwise => pointwise_conv2d(x, &w)?,
         };
