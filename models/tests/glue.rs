@@ -2,7 +2,7 @@
 //! and the gradients autograd gives through both).
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
-use shiftnas_models::nn::glue::{concat_channels, odd_channels};
+use shiftnas_models::nn::glue::{concat_channels, odd_channels, shuffle_block};
 
 fn seq(shape: (usize, usize, usize, usize), scale: f32) -> Tensor {
     let n = shape.0 * shape.1 * shape.2 * shape.3;
@@ -30,38 +30,39 @@ fn stride1_split_and_concat_match_index_select_and_cat() {
     let x = Var::from_tensor(&seq((n, c, h, w), 0.01)).unwrap();
     // Main branch stand-in: y = odd · 3, so the odd channels also get gradient through it.
     let lw = seq((n, c, h, w), 0.003);
+    // x also feeds the loss directly: that gradient adds to the one the block hands back.
+    let lx = seq((n, c, h, w), 0.0007);
     let ours_odd = odd_channels(x.as_tensor()).unwrap();
-    let ours = concat_channels(x.as_tensor(), &(&ours_odd * 3.0).unwrap(), true).unwrap();
-    let g_ours = (&ours * &lw)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap()
-        .get(&x)
-        .unwrap()
-        .clone();
+    let ours = shuffle_block(x.as_tensor(), |odd| odd * 3.0).unwrap();
+    let g_ours = ((&ours * &lw).unwrap().sum_all().unwrap()
+        + (x.as_tensor() * &lx).unwrap().sum_all().unwrap())
+    .unwrap()
+    .backward()
+    .unwrap()
+    .get(&x)
+    .unwrap()
+    .clone();
 
     let x2 = Var::from_tensor(x.as_tensor()).unwrap();
     let even = x2.as_tensor().index_select(&idx(c, 0), 1).unwrap();
     let odd = x2.as_tensor().index_select(&idx(c, 1), 1).unwrap();
     let reference = Tensor::cat(&[&even, &(&odd * 3.0).unwrap()], 1).unwrap();
-    let g_ref = (&reference * &lw)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap()
-        .get(&x2)
-        .unwrap()
-        .clone();
+    let g_ref = ((&reference * &lw).unwrap().sum_all().unwrap()
+        + (x2.as_tensor() * &lx).unwrap().sum_all().unwrap())
+    .unwrap()
+    .backward()
+    .unwrap()
+    .get(&x2)
+    .unwrap()
+    .clone();
     assert_equal(&ours_odd, &odd, "odd channels");
     assert_equal(&ours, &reference, "concat");
     assert_equal(&g_ours, &g_ref, "gradient");
-    // Spot check: an even channel's gradient is the loss weight of its output position.
+    // Spot check: an even channel's gradient is the loss weight of its output position plus
+    // its direct one.
     assert_equal(
         &g_ours.i((.., 2, .., ..)).unwrap(),
-        &lw.i((.., 1, .., ..)).unwrap(),
+        &(lw.i((.., 1, .., ..)).unwrap() + lx.i((.., 2, .., ..)).unwrap()).unwrap(),
         "even channel 2 gradient",
     );
 }
@@ -71,7 +72,7 @@ fn stride2_concat_matches_cat() {
     let a = Var::from_tensor(&seq((2, 3, 4, 4), 0.01)).unwrap();
     let b = Var::from_tensor(&seq((2, 5, 4, 4), 0.02)).unwrap();
     let lw = seq((2, 8, 4, 4), 0.001);
-    let ours = concat_channels(a.as_tensor(), b.as_tensor(), false).unwrap();
+    let ours = concat_channels(a.as_tensor(), b.as_tensor()).unwrap();
     let reference = Tensor::cat(&[a.as_tensor(), b.as_tensor()], 1).unwrap();
     assert_equal(&ours, &reference, "concat");
     let g = (&ours * &lw)

@@ -2,14 +2,19 @@
 //!
 //! With plain candle ops the SPOS channel shuffle is reshape → narrow → squeeze → contiguous per
 //! half, and its backward materialises a zero-filled `cat(zeros, grad, zeros)` per view node. Here
-//! [`odd_channels`] copies the odd channels in one op whose backward writes the gradient straight
-//! into the odd channels of one buffer, and [`concat_channels`] builds `[even(a) or a, b]` in one
-//! op whose backward hands each input its slice. Non-CPU or non-f32 tensors use the plain ops.
+//! [`shuffle_block`] runs a stride-1 block's shuffle as two ops: the odd channels feed the branch,
+//! and the concat of the even ones with the branch output is one copy. Their backward writes the
+//! block input's gradient once: the concat leaves its output gradient to the odd-channels op, which
+//! runs later (the branch lies between them) and interleaves both halves in one pass, instead of
+//! autograd adding two zero-padded halves. [`concat_channels`] joins a stride-2 block's branches
+//! and hands each its slice of the gradient. Non-CPU or non-f32 tensors use the plain ops.
+
+use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::contiguous_f32;
+use super::cpu::{contiguous_f32, par_filled};
 
 /// Names the op in errors.
 const OP: &str = "channel glue";
@@ -44,24 +49,50 @@ pub fn odd_channels(x: &Tensor) -> candle_core::Result<Tensor> {
     if !fused(x) {
         return Ok(plain_channel_split(x)?.1);
     }
-    x.contiguous()?.apply_op1(OddChannels)
+    x.contiguous()?.apply_op1(OddChannels { handoff: None })
 }
 
-/// `[even(a), b]` along channels when `even_of_a` (the stride-1 block output: pass-through half of
-/// the block input, then the main branch), else `[a, b]`.
-pub fn concat_channels(a: &Tensor, b: &Tensor, even_of_a: bool) -> candle_core::Result<Tensor> {
-    if even_of_a {
-        check_even(a)?;
+/// The SPOS stride-1 block around `branch`: `[even(x), branch(odd(x))]` along channels (x has an
+/// even channel count). `branch` must compute its output from the odd channels it is given: their
+/// op's backward completes the block input's gradient.
+pub fn shuffle_block<E: From<candle_core::Error>>(
+    x: &Tensor,
+    branch: impl FnOnce(&Tensor) -> Result<Tensor, E>,
+) -> Result<Tensor, E> {
+    check_even(x)?;
+    if !fused(x) {
+        let (even, odd) = plain_channel_split(x)?;
+        return Ok(Tensor::cat(&[&even, &branch(&odd)?], 1)?);
     }
+    let x = x.contiguous()?;
+    let handoff = Handoff::default();
+    let odd = x.apply_op1(OddChannels {
+        handoff: Some(handoff.clone()),
+    })?;
+    let h = branch(&odd)?;
+    check_same_images(&x, &h)?;
+    let concat = Concat {
+        even_of_a: true,
+        handoff: Some(handoff),
+    };
+    Ok(x.apply_op2(&h.contiguous()?, concat)?)
+}
+
+/// `[a, b]` along channels (a stride-2 block's projection and main branch).
+pub fn concat_channels(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     if !fused(a) || !fused(b) {
-        let a = if even_of_a {
-            plain_channel_split(a)?.0
-        } else {
-            a.clone()
-        };
-        return Tensor::cat(&[&a, b], 1);
+        return Tensor::cat(&[a, b], 1);
     }
-    let (ba, ca, ha, wa) = a.dims4()?;
+    check_same_images(a, b)?;
+    let concat = Concat {
+        even_of_a: false,
+        handoff: None,
+    };
+    a.contiguous()?.apply_op2(&b.contiguous()?, concat)
+}
+
+fn check_same_images(a: &Tensor, b: &Tensor) -> candle_core::Result<()> {
+    let (ba, _, ha, wa) = a.dims4()?;
     let (bb, _, hb, wb) = b.dims4()?;
     if (ba, ha, wa) != (bb, hb, wb) {
         candle_core::bail!(
@@ -70,10 +101,11 @@ pub fn concat_channels(a: &Tensor, b: &Tensor, even_of_a: bool) -> candle_core::
             b.dims()
         );
     }
-    let _ = ca;
-    a.contiguous()?
-        .apply_op2(&b.contiguous()?, Concat { even_of_a })
+    Ok(())
 }
+
+/// Where a [`shuffle_block`]'s concat leaves its output gradient for the odd-channels op.
+type Handoff = Arc<Mutex<Option<Tensor>>>;
 
 /// Copies every `step`-th channel plane starting at `first` of `x` `[b, c, hw]` into `out`.
 fn gather(x: &[f32], c: usize, hw: usize, first: usize, step: usize, out: &mut [f32]) {
@@ -88,7 +120,9 @@ fn gather(x: &[f32], c: usize, hw: usize, first: usize, step: usize, out: &mut [
     });
 }
 
-struct OddChannels;
+struct OddChannels {
+    handoff: Option<Handoff>,
+}
 
 impl CustomOp1 for OddChannels {
     fn name(&self) -> &'static str {
@@ -104,10 +138,65 @@ impl CustomOp1 for OddChannels {
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(
-            grad.contiguous()?
-                .apply_op1_no_bwd(&Interleave { even: false })?,
-        ))
+        let grad = grad.contiguous()?;
+        let concat_grad = self
+            .handoff
+            .as_ref()
+            .and_then(|h| h.lock().unwrap_or_else(|e| e.into_inner()).take());
+        Ok(Some(match concat_grad {
+            Some(concat_grad) => concat_grad.apply_op2_no_bwd(&grad, &ShuffleGrad)?,
+            None => grad.apply_op1_no_bwd(&Interleave { even: false })?,
+        }))
+    }
+}
+
+/// A [`shuffle_block`]'s input gradient from (its concat's output gradient `[b, c, h, w]`, the odd
+/// channels' gradient `[b, c/2, h, w]`): even channel 2k is the concat's channel k, odd channel
+/// 2k + 1 the odd channels' k.
+struct ShuffleGrad;
+
+impl CustomOp2 for ShuffleGrad {
+    fn name(&self) -> &'static str {
+        "shiftnas-shuffle-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let (_, half, _, _) = l2.shape().dims4()?;
+        if 2 * half != c {
+            candle_core::bail!(
+                "{OP}: shuffle gradient halves {:?} and {:?}",
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let pass = contiguous_f32(s1, l1, OP, "concat gradient")?;
+        let odd = contiguous_f32(s2, l2, OP, "odd-channel gradient")?;
+        let hw = h * w;
+        // SAFETY: every plane of the output is copied.
+        let out = unsafe {
+            par_filled(
+                b * c * hw,
+                hw,
+                || (),
+                |_, i, o| {
+                    let (n, k) = (i / c, i % c);
+                    let src = if k % 2 == 0 {
+                        &pass[(n * c + k / 2) * hw..]
+                    } else {
+                        &odd[(n * half + k / 2) * hw..]
+                    };
+                    o.copy_from_slice(&src[..hw]);
+                },
+            )
+        };
+        Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
     }
 }
 
@@ -144,6 +233,8 @@ impl CustomOp1 for Interleave {
 /// `[even(a) or a, b]` along channels.
 struct Concat {
     even_of_a: bool,
+    /// A [`shuffle_block`]'s: the backward leaves its gradient here instead of returning `a`'s.
+    handoff: Option<Handoff>,
 }
 
 impl CustomOp2 for Concat {
@@ -191,13 +282,17 @@ impl CustomOp2 for Concat {
         let ca = a.dim(1)?;
         let ka = if self.even_of_a { ca / 2 } else { ca };
         let c = grad.dim(1)?;
+        let gb = grad.narrow(1, ka, c - ka)?.contiguous()?;
+        if let Some(handoff) = &self.handoff {
+            *handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(grad.contiguous()?);
+            return Ok((None, Some(gb)));
+        }
         let ga = grad.narrow(1, 0, ka)?.contiguous()?;
         let ga = if self.even_of_a {
             ga.apply_op1_no_bwd(&Interleave { even: true })?
         } else {
             ga
         };
-        let gb = grad.narrow(1, ka, c - ka)?.contiguous()?;
         Ok((Some(ga), Some(gb)))
     }
 }

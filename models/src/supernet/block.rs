@@ -242,11 +242,13 @@ impl ChoiceBlock {
     pub fn forward(&self, x: &Tensor, mode: BnMode, detach: bool) -> Result<Tensor> {
         if self.stride == 1 {
             // SPOS channel shuffle: even channels pass through, odd ones feed the main branch.
-            let mut h = glue::odd_channels(x)?;
-            for l in &self.main {
-                h = l.forward(&h, mode, detach)?;
-            }
-            return Ok(glue::concat_channels(x, &h, true)?);
+            return glue::shuffle_block(x, |odd| {
+                let mut h = odd.clone();
+                for l in &self.main {
+                    h = l.forward(&h, mode, detach)?;
+                }
+                Ok(h)
+            });
         }
         let mut p = x.clone();
         for l in &self.proj {
@@ -256,7 +258,7 @@ impl ChoiceBlock {
         for l in &self.main {
             h = l.forward(&h, mode, detach)?;
         }
-        Ok(glue::concat_channels(&p, &h, false)?)
+        Ok(glue::concat_channels(&p, &h)?)
     }
 
     /// Gives every BN of the block a learnable γ = 1, β = 0.
