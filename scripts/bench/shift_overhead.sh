@@ -11,12 +11,15 @@
 # on how well it is trained.
 # Both searches calibrate BN over 640 images (--bn-images 640 = the shift samples), so `off` and
 # shared `accumulate` do the same BN work and the difference is the shifting backward.
-# Usage: scripts/bench/shift_overhead.sh [CIFAR10_DIR] [POP] [GENS]
+# Usage: scripts/bench/shift_overhead.sh [CIFAR10_DIR] [POP] [GENS] [SEED]
+# SEED (default 1) seeds the searches: which archs NSGA-II breeds, and so how long they take to
+# score, depends on it; compare whole-search ratios over several seeds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA="${1:-/work/shared/datasets/cifar10}"
 POP="${2:-4}"
 GENS="${3:-2}"
+SEED="${4:-1}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build -q --release -p shiftnas
 W="$(mktemp -d)"; trap 'rm -rf "$W"' EXIT
@@ -28,7 +31,7 @@ COMMON=(--space tiny --data "cifar10:$DATA" --convert-channels --resize --proxy-
 "$S" -q --no-progress train "${COMMON[@]}" --steps 20 --batch 64 --warmup-steps 0 --seed 0 \
     --out "$W/train"
 SEARCH=(search --supernet "$W/train" "${COMMON[@]}" --algorithm nsga2 --latency flops
-        --pop "$POP" --gens "$GENS" --seed 1 --split-seed 0 --bn exact --bn-images 640 --shift-samples 640
+        --pop "$POP" --gens "$GENS" --seed "$SEED" --split-seed 0 --bn exact --bn-images 640 --shift-samples 640
         --shift-batch 128 --eval-batch 250)
 run() { # name, extra flags...
     local name="$1"; shift
