@@ -36,7 +36,7 @@ fn out_size(n: usize, k: usize, stride: usize) -> usize {
 /// `[b, c, h, w]` → `[b, c·k·k, h', w']`: channel `(ci, ky, kx)` of output pixel `(oy, ox)` is
 /// `x[ci, oy·stride + ky − k/2, ox·stride + kx − k/2]` (0 outside), the weight's order, so a k×k
 /// conv is a 1×1 conv over the patches.
-pub fn patches(x: &Tensor, k: usize, stride: usize) -> candle_core::Result<Tensor> {
+fn patches(x: &Tensor, k: usize, stride: usize) -> candle_core::Result<Tensor> {
     if k == 0 || stride == 0 {
         candle_core::bail!("{OP}: kernel size {k} and stride {stride} must be at least 1");
     }

@@ -72,8 +72,7 @@ pub fn shuffle_block<E: From<candle_core::Error>>(
     let h = branch(&odd)?;
     check_same_images(&x, &h)?;
     let concat = Concat {
-        even_of_a: true,
-        handoff: Some(handoff),
+        shuffle: Some(handoff),
     };
     Ok(x.apply_op2(&h.contiguous()?, concat)?)
 }
@@ -84,11 +83,8 @@ pub fn concat_channels(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
         return Tensor::cat(&[a, b], 1);
     }
     check_same_images(a, b)?;
-    let concat = Concat {
-        even_of_a: false,
-        handoff: None,
-    };
-    a.contiguous()?.apply_op2(&b.contiguous()?, concat)
+    a.contiguous()?
+        .apply_op2(&b.contiguous()?, Concat { shuffle: None })
 }
 
 fn check_same_images(a: &Tensor, b: &Tensor) -> candle_core::Result<()> {
@@ -145,7 +141,7 @@ impl CustomOp1 for OddChannels {
             .and_then(|h| h.lock().unwrap_or_else(|e| e.into_inner()).take());
         Ok(Some(match concat_grad {
             Some(concat_grad) => concat_grad.apply_op2_no_bwd(&grad, &ShuffleGrad)?,
-            None => grad.apply_op1_no_bwd(&Interleave { even: false })?,
+            None => grad.apply_op1_no_bwd(&OddChannelsGrad)?,
         }))
     }
 }
@@ -200,14 +196,13 @@ impl CustomOp2 for ShuffleGrad {
     }
 }
 
-/// `[b, c/2, h, w]` → `[b, c, h, w]` with the input in the even (or odd) channels, zeros elsewhere.
-struct Interleave {
-    even: bool,
-}
+/// Input gradient of [`odd_channels`] alone: `[b, c/2, h, w]` → `[b, c, h, w]` with the input in
+/// the odd channels, zeros in the even ones.
+struct OddChannelsGrad;
 
-impl CustomOp1 for Interleave {
+impl CustomOp1 for OddChannelsGrad {
     fn name(&self) -> &'static str {
-        "shiftnas-interleave"
+        "shiftnas-odd-channels-grad"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
@@ -216,11 +211,10 @@ impl CustomOp1 for Interleave {
         let hw = h * w;
         let c = 2 * ch;
         let mut out = vec![0f32; b * c * hw];
-        let first = usize::from(!self.even);
         if hw > 0 {
             out.par_chunks_mut(hw).enumerate().for_each(|(i, o)| {
                 let (n, k) = (i / c, i % c);
-                if k % 2 == first {
+                if k % 2 == 1 {
                     let src = (n * ch + k / 2) * hw;
                     o.copy_from_slice(&g[src..src + hw]);
                 }
@@ -230,11 +224,10 @@ impl CustomOp1 for Interleave {
     }
 }
 
-/// `[even(a) or a, b]` along channels.
+/// `[a, b]` along channels, or `[even(a), b]` for a [`shuffle_block`], whose backward leaves the
+/// output gradient in the hand-off instead of returning `a`'s.
 struct Concat {
-    even_of_a: bool,
-    /// A [`shuffle_block`]'s: the backward leaves its gradient here instead of returning `a`'s.
-    handoff: Option<Handoff>,
+    shuffle: Option<Handoff>,
 }
 
 impl CustomOp2 for Concat {
@@ -254,8 +247,8 @@ impl CustomOp2 for Concat {
         let a = contiguous_f32(s1, l1, OP, "first input")?;
         let bt = contiguous_f32(s2, l2, OP, "second input")?;
         let hw = h * w;
-        let ka = if self.even_of_a { ca / 2 } else { ca };
-        let step = if self.even_of_a { 2 } else { 1 };
+        let step = if self.shuffle.is_some() { 2 } else { 1 };
+        let ka = ca / step;
         let c = ka + cb;
         let mut out = vec![0f32; n * c * hw];
         if hw > 0 {
@@ -279,20 +272,14 @@ impl CustomOp2 for Concat {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let ca = a.dim(1)?;
-        let ka = if self.even_of_a { ca / 2 } else { ca };
-        let c = grad.dim(1)?;
-        let gb = grad.narrow(1, ka, c - ka)?.contiguous()?;
-        if let Some(handoff) = &self.handoff {
+        let (ca, c) = (a.dim(1)?, grad.dim(1)?);
+        if let Some(handoff) = &self.shuffle {
+            let gb = grad.narrow(1, ca / 2, c - ca / 2)?.contiguous()?;
             *handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(grad.contiguous()?);
             return Ok((None, Some(gb)));
         }
-        let ga = grad.narrow(1, 0, ka)?.contiguous()?;
-        let ga = if self.even_of_a {
-            ga.apply_op1_no_bwd(&Interleave { even: true })?
-        } else {
-            ga
-        };
+        let ga = grad.narrow(1, 0, ca)?.contiguous()?;
+        let gb = grad.narrow(1, ca, c - ca)?.contiguous()?;
         Ok((Some(ga), Some(gb)))
     }
 }
