@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use shiftnas_models::{Arch, Supernet};
 
 use crate::data::{Batcher, BatcherPosition};
-use crate::train::{Gradients, Sgd, SgdConfig, smoothed_cross_entropy};
+use crate::train::{Gradients, Sgd, SgdConfig, logits_loss_and_grads};
 
 /// How the supernet shifts during the search (`--shift`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -244,8 +244,8 @@ impl Shifter {
 }
 
 /// Loss, path gradients and the backward's seconds of one batch: a train-mode forward (BN
-/// momentum `momentum`, else the training one, as [`crate::train::batch_loss_and_grads`]), then the smoothed
-/// cross-entropy's backward, timed on its own: with BN shared it is all that shifting adds to a
+/// momentum `momentum`, else the training one, as [`crate::train::batch_loss_and_grads`]), then
+/// [`logits_loss_and_grads`], timed on its own: with BN shared it is all that shifting adds to a
 /// calibration forward.
 fn loss_and_grads(
     net: &Supernet,
@@ -259,11 +259,9 @@ fn loss_and_grads(
         None => net.forward_t(images, arch, true),
     }
     .with_context(|| format!("shifting forward of arch {arch}"))?;
-    let loss = smoothed_cross_entropy(&logits, labels, label_smoothing)?;
     let start = std::time::Instant::now();
-    let grads = Gradients::from_store(&net.path_trainable(arch), &loss.backward()?)?;
-    let backward = start.elapsed().as_secs_f64();
-    Ok((f64::from(loss.to_scalar::<f32>()?), grads, backward))
+    let (loss, grads) = logits_loss_and_grads(net, arch, &logits, labels, label_smoothing)?;
+    Ok((loss, grads, start.elapsed().as_secs_f64()))
 }
 
 /// Zero gradients for every trainable parameter (so `full` updates reach all of them).

@@ -170,7 +170,22 @@ pub fn batch_loss_and_grads(
     let logits = supernet
         .forward_t(images, arch, true)
         .with_context(|| format!("training forward of arch {arch}"))?;
-    let loss = smoothed_cross_entropy(&logits, labels, label_smoothing)?;
+    logits_loss_and_grads(supernet, arch, &logits, labels, label_smoothing)
+}
+
+/// The backward half of [`batch_loss_and_grads`]: the smoothed cross-entropy of `logits` (from a
+/// train-mode forward of `arch`) and the gradients of its path's weights.
+///
+/// # Errors
+/// Loss or backward failures.
+pub fn logits_loss_and_grads(
+    supernet: &Supernet,
+    arch: &Arch,
+    logits: &Tensor,
+    labels: &Tensor,
+    label_smoothing: f64,
+) -> Result<(f64, Gradients)> {
+    let loss = smoothed_cross_entropy(logits, labels, label_smoothing)?;
     let store = loss.backward()?;
     let grads = Gradients::from_store(&supernet.path_trainable(arch), &store)?;
     Ok((f64::from(loss.to_scalar::<f32>()?), grads))

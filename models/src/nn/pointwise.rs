@@ -4,11 +4,12 @@
 //! puts five nodes in the graph, and its backward copies the broadcast, transposed weight per
 //! image and reduces a `[b, cout, cin]` weight gradient over the batch with a strided sum — more
 //! time than the gemms. [`pointwise_conv2d`] is one node; forward and both gradients call the
-//! `gemm` crate (the one candle uses) on the NCHW buffers: per image for large planes (the weight
-//! gradient accumulating in place across the batch), and for small planes (late stages: 2×2 to
-//! 8×8 pixels) as one gemm over the whole batch on a `[channels, batch·pixels]` copy, because a
-//! gemm only 4–64 columns wide runs far below peak and does not parallelise. A tracked forward
-//! keeps its copy of `x` for the weight gradient, which then needs no copy of its own.
+//! `gemm` crate (the one candle uses) on the NCHW buffers: per image for large planes (an image
+//! per rayon job; the weight gradient summed in parts of the batch), and for small planes (late
+//! stages: 2×2 to 8×8 pixels) as one gemm over the whole batch on a `[channels, batch·pixels]`
+//! copy, because a gemm only 4–64 columns wide runs far below peak and does not parallelise. A
+//! tracked forward keeps its copy of `x` for the weight gradient, which then needs no copy of its
+//! own.
 
 use std::sync::{Arc, Mutex};
 
