@@ -229,12 +229,11 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
         }
         let t = outcome.seconds;
         p.note(format!(
-            "done: {} evaluations; front in {}/pareto.csv (plot: pareto.svg); time: scoring {:.0} s, shifting {:.0} s (backward {:.0} s), latency {:.0} s, final re-score {:.0} s",
+            "done: {} evaluations; front in {}/pareto.csv (plot: pareto.svg); time: scoring {:.0} s, shifting {:.0} s, latency {:.0} s, final re-score {:.0} s",
             outcome.evaluations,
             outcome.run_dir.display(),
             t.scoring,
             t.shifting,
-            t.shifting_backward,
             t.latency,
             t.rescore
         ));

@@ -67,7 +67,7 @@ impl Constraints {
 pub struct PhaseSeconds {
     /// Shifting: each candidate's forward and backward over its shift samples and the
     /// generation's SGD step (`immediate`: its SGD steps); with shared BN this forward also
-    /// calibrates BN.
+    /// calibrates BN, and the time its last backward runs alongside the score is the score's.
     pub shifting: f64,
     /// Proxy scores, with their BN calibration when it is not shared.
     pub scoring: f64,
@@ -75,9 +75,6 @@ pub struct PhaseSeconds {
     pub latency: f64,
     /// Re-scoring the final front under the final weights.
     pub rescore: f64,
-    /// Of `shifting`: the shifting losses' backward passes. With BN shared, what shifting adds
-    /// over the calibration forward it replaces.
-    pub shifting_backward: f64,
 }
 
 /// Adds the time `f` takes to `slot`.
@@ -174,14 +171,6 @@ impl ArchProblem<'_> {
         Ok((lat, src))
     }
 
-    /// The time split so far, with the shifter's backward seconds.
-    pub fn phase_seconds(&self) -> PhaseSeconds {
-        PhaseSeconds {
-            shifting_backward: self.shifter.backward_seconds,
-            ..self.seconds
-        }
-    }
-
     /// Scores one arch at the current weights (no shifting), e.g. to re-score the final front.
     ///
     /// # Errors
@@ -232,19 +221,24 @@ impl Problem for ArchProblem<'_> {
         for arch in archs {
             stop()?;
             let (error, step) = if self.shares_bn() {
-                // One train-mode forward: exact BN statistics + the shifting loss's backward.
+                // One train-mode forward: exact BN statistics + the shifting loss, whose last
+                // backward runs alongside the score.
                 let step = self.step();
-                timed(&mut self.seconds.shifting, || {
-                    self.shifter.accumulate_calibrating(
-                        self.net,
-                        arch,
-                        &mut self.batcher,
-                        &mut self.rng,
-                    )
-                })?;
-                let error = timed(&mut self.seconds.scoring, || {
-                    self.evaluator.error_calibrated(self.net, arch, step)
-                })?;
+                let (net, evaluator) = (self.net, &mut self.evaluator);
+                let start = Instant::now();
+                let (error, scoring) = self.shifter.accumulate_calibrating(
+                    net,
+                    arch,
+                    &mut self.batcher,
+                    &mut self.rng,
+                    || {
+                        let mut secs = 0.0;
+                        let e = timed(&mut secs, || evaluator.error_calibrated(net, arch, step))?;
+                        Ok((e, secs))
+                    },
+                )?;
+                self.seconds.scoring += scoring;
+                self.seconds.shifting += start.elapsed().as_secs_f64() - scoring;
                 (error, step)
             } else {
                 timed(&mut self.seconds.shifting, || {

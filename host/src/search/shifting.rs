@@ -89,8 +89,6 @@ pub struct Shifter {
     pending: Gradients,
     /// Optimizer steps taken so far (added to the checkpoint's training step).
     pub steps_taken: u64,
-    /// Seconds spent in the shifting losses' backward passes (this invocation).
-    pub backward_seconds: f64,
 }
 
 impl Shifter {
@@ -101,7 +99,6 @@ impl Shifter {
             sgd: Sgd::new(config.sgd),
             pending: Gradients::default(),
             steps_taken: 0,
-            backward_seconds: 0.0,
         }
     }
 
@@ -110,12 +107,20 @@ impl Shifter {
         &self.config
     }
 
-    /// Mean gradient of `arch`'s loss over `images` training images drawn from `batcher`.
+    /// Mean gradient of `arch`'s loss over `images` training images drawn from `batcher`, and
+    /// the result of `then`.
+    ///
+    /// Each batch's backward runs alongside the next batch's forward, and the last one alongside
+    /// `then` (`rayon::join`): a backward reads only its own forward's saved tensors and the
+    /// weights, which nothing changes before the generation's step, and its ops' one-core tails
+    /// leave the other cores free for that work (3 % of a candidate's shifting and scoring on 2
+    /// cores, docs/benchmarks.md). The sums are the same as one batch after another.
     ///
     /// `calibrate`: batch k moves the path's BN running statistics with momentum `1/(k+1)`, so
-    /// they end as the exact average over these batches ([`BnMode::Exact`](crate::train::BnMode::Exact) calibration);
-    /// otherwise with the training momentum 0.1.
-    fn loss_grads(
+    /// they end as the exact average over these batches ([`BnMode::Exact`](crate::train::BnMode::Exact) calibration),
+    /// before `then` runs; otherwise with the training momentum 0.1.
+    #[allow(clippy::too_many_arguments)]
+    fn loss_grads<T: Send>(
         &mut self,
         net: &Supernet,
         arch: &Arch,
@@ -123,26 +128,48 @@ impl Shifter {
         images: usize,
         rng: &mut ChaCha8Rng,
         calibrate: bool,
-    ) -> Result<Gradients> {
+        then: impl FnOnce() -> Result<T> + Send,
+    ) -> Result<(Gradients, T)> {
         let batch = self.config.batch.max(1);
         let n = images.div_ceil(batch).max(1);
+        let eps = self.config.label_smoothing;
+        // The mean gradient so far, with a batch's (logits, labels) whose backward is to come.
         let mut grads = Gradients::default();
-        for k in 0..n {
-            let b = batcher.next_batch(rng, net.device())?;
-            let eps = self.config.label_smoothing;
-            // Calibrating: batch k moves BN's running statistics with momentum 1/(k+1).
-            let momentum = calibrate.then(|| 1.0 / (k as f64 + 1.0));
-            let (loss, mut g, backward) =
-                loss_and_grads(net, arch, (&b.images, &b.labels), eps, momentum)?;
-            self.backward_seconds += backward;
+        let mut pending: Option<(Tensor, Tensor)> = None;
+        let backward = |pending: Option<(Tensor, Tensor)>| -> Result<Option<Gradients>> {
+            let Some((logits, labels)) = pending else {
+                return Ok(None);
+            };
+            let (loss, mut g) = logits_loss_and_grads(net, arch, &logits, &labels, eps)?;
             anyhow::ensure!(
                 loss.is_finite(),
                 "shifting loss of arch {arch} is {loss}; lower --shift-lr"
             );
             g.scale(1.0 / n as f64)?;
+            Ok(Some(g))
+        };
+        for k in 0..n {
+            let b = batcher.next_batch(rng, net.device())?;
+            let momentum = calibrate.then(|| 1.0 / (k as f64 + 1.0));
+            let forward = || {
+                match momentum {
+                    Some(m) => net.forward_train_momentum(&b.images, arch, m),
+                    None => net.forward_t(&b.images, arch, true),
+                }
+                .with_context(|| format!("shifting forward of arch {arch}"))
+            };
+            let last = pending.take();
+            let (logits, done) = rayon::join(forward, || backward(last));
+            if let Some(g) = done? {
+                grads.add(g)?;
+            }
+            pending = Some((logits?, b.labels));
+        }
+        let (out, done) = rayon::join(then, || backward(pending));
+        if let Some(g) = done? {
             grads.add(g)?;
         }
-        Ok(grads)
+        Ok((grads, out?))
     }
 
     /// One optimizer step with `grads`, widened to all parameters in `full` mode.
@@ -170,7 +197,8 @@ impl Shifter {
             return Ok(());
         }
         for _ in 0..self.config.steps {
-            let g = self.loss_grads(net, arch, batcher, self.config.batch, rng, false)?;
+            let (g, ()) =
+                self.loss_grads(net, arch, batcher, self.config.batch, rng, false, || Ok(()))?;
             self.step(net, g)?;
         }
         Ok(())
@@ -190,33 +218,40 @@ impl Shifter {
         if self.config.mode != ShiftMode::Accumulate {
             return Ok(());
         }
-        let g = self.loss_grads(net, arch, batcher, self.config.samples, rng, false)?;
+        let (g, ()) =
+            self.loss_grads(net, arch, batcher, self.config.samples, rng, false, || {
+                Ok(())
+            })?;
         self.pending.add(g)?;
         Ok(())
     }
 
-    /// `accumulate` sharing its forward with BN calibration: the train-mode forward over
-    /// `arch`'s shift samples also leaves the path's BN running statistics at their exact average
-    /// over those images (what [`BnMode::Exact`](crate::train::BnMode::Exact) calibration computes from the same batches), so
-    /// `arch` can be scored right after without a calibration forward of its own. Call it
-    /// *before* scoring. The gradients are the same as [`Shifter::accumulate`]'s on these images.
+    /// `accumulate` sharing its forward with BN calibration, then `score`: the train-mode forward
+    /// over `arch`'s shift samples also leaves the path's BN running statistics at their exact
+    /// average over those images (what [`BnMode::Exact`](crate::train::BnMode::Exact)
+    /// calibration computes from the same batches), so `score` needs no calibration forward of
+    /// its own; it runs alongside the last backward. The gradients are the same as
+    /// [`Shifter::accumulate`]'s on these images. Returns `score`'s result.
     ///
     /// # Errors
-    /// A mode other than `accumulate`, forward/backward failures or a non-finite loss.
-    pub fn accumulate_calibrating(
+    /// A mode other than `accumulate`, forward/backward failures, a non-finite loss, or `score`'s
+    /// error.
+    pub fn accumulate_calibrating<T: Send>(
         &mut self,
         net: &Supernet,
         arch: &Arch,
         batcher: &mut Batcher<'_>,
         rng: &mut ChaCha8Rng,
-    ) -> Result<()> {
+        score: impl FnOnce() -> Result<T> + Send,
+    ) -> Result<T> {
         anyhow::ensure!(
             self.config.mode == ShiftMode::Accumulate,
             "BN calibration can share the shifting forward only with --shift accumulate"
         );
-        let g = self.loss_grads(net, arch, batcher, self.config.samples, rng, true)?;
+        let (g, out) =
+            self.loss_grads(net, arch, batcher, self.config.samples, rng, true, score)?;
         self.pending.add(g)?;
-        Ok(())
+        Ok(out)
     }
 
     /// Images per candidate that `accumulate` trains on (and calibrates BN with when sharing):
@@ -241,27 +276,6 @@ impl Shifter {
         self.step(net, g)?;
         Ok(true)
     }
-}
-
-/// Loss, path gradients and the backward's seconds of one batch: a train-mode forward (BN
-/// momentum `momentum`, else the training one, as [`crate::train::batch_loss_and_grads`]), then
-/// [`logits_loss_and_grads`], timed on its own: with BN shared it is all that shifting adds to a
-/// calibration forward.
-fn loss_and_grads(
-    net: &Supernet,
-    arch: &Arch,
-    (images, labels): (&Tensor, &Tensor),
-    label_smoothing: f64,
-    momentum: Option<f64>,
-) -> Result<(f64, Gradients, f64)> {
-    let logits = match momentum {
-        Some(m) => net.forward_train_momentum(images, arch, m),
-        None => net.forward_t(images, arch, true),
-    }
-    .with_context(|| format!("shifting forward of arch {arch}"))?;
-    let start = std::time::Instant::now();
-    let (loss, grads) = logits_loss_and_grads(net, arch, &logits, labels, label_smoothing)?;
-    Ok((loss, grads, start.elapsed().as_secs_f64()))
 }
 
 /// Zero gradients for every trainable parameter (so `full` updates reach all of them).
@@ -519,8 +533,11 @@ mod tests {
         let mut shared = Shifter::new(cfg);
         let (mut b2, mut r2) = (b0.clone(), ChaCha8Rng::seed_from_u64(2));
         net.set_dropout_seed(11);
-        shared
-            .accumulate_calibrating(&net, &a, &mut b2, &mut r2)
+        // The score runs alongside the last backward, with the statistics the forwards left.
+        let score = shared
+            .accumulate_calibrating(&net, &a, &mut b2, &mut r2, || {
+                crate::train::evaluate(&net, &a, &d.pair.train, proxy, &norm, no_bn(), 50)
+            })
             .unwrap();
         assert_eq!(b2.position(), b1.position(), "same shift images consumed");
         let after = bn_stats(&net, &a);
@@ -530,8 +547,6 @@ mod tests {
             let scale = y.iter().fold(1f32, |m, v| m.max(v.abs()));
             assert!(max_diff(x, y) <= 1e-5 * scale, "{n}: {}", max_diff(x, y));
         }
-        let score =
-            crate::train::evaluate(&net, &a, &d.pair.train, proxy, &norm, no_bn(), 50).unwrap();
         assert_eq!(score.top1, score_ref.top1);
         assert!(
             (score.loss - score_ref.loss).abs() < 1e-5,
@@ -560,7 +575,7 @@ mod tests {
         for gen_ in 0..2u64 {
             let before = trainable(&net);
             for a in [pattern(0), pattern(1), pattern(2)] {
-                s.accumulate_calibrating(&net, &a, &mut b, &mut rng)
+                s.accumulate_calibrating(&net, &a, &mut b, &mut rng, || Ok(()))
                     .unwrap();
             }
             assert_eq!(trainable(&net), before, "no update inside a generation");
@@ -570,7 +585,7 @@ mod tests {
             assert_ne!(trainable(&net), before);
         }
         let mut imm = Shifter::new(config(ShiftMode::Immediate, ShiftUpdate::Masked));
-        let err = imm.accumulate_calibrating(&net, &pattern(0), &mut b, &mut rng);
+        let err = imm.accumulate_calibrating(&net, &pattern(0), &mut b, &mut rng, || Ok(()));
         assert!(format!("{:#}", err.unwrap_err()).contains("--shift accumulate"));
     }
 
