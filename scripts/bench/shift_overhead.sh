@@ -9,7 +9,7 @@
 # With `nsga2` the shifted scores breed other archs, which take longer or shorter to score: the
 # ratio then also measures that choice (docs/benchmarks.md, "Session 8 reading").
 # The final front's re-score under the shifted weights is a fixed cost per search, |front| extra
-# evaluations (`off` has none): the ratio without it is what a long search pays per evaluation.
+# evaluations (`off` has none): the ratio without it is what a long search pays.
 #
 # The supernet is a `tiny` one (CIFAR converted to 28×28 gray) trained for a few steps by this
 # script: timing does not depend on how well it is trained. Both searches calibrate BN over 640
@@ -33,34 +33,56 @@ COMMON=(--space tiny --data "cifar10:$DATA" --convert-channels --resize --proxy-
 SEARCH=(search --supernet "$W/train" "${COMMON[@]}" --algorithm "$ALGORITHM" --latency flops
         --pop "$POP" --gens "$GENS" --seed "$SEED" --split-seed 0 --bn exact --bn-images 640
         --shift-samples 640 --shift-batch 128 --eval-batch 250)
-run() { # name, extra flags...
-    local name="$1"; shift
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$S" -q --no-progress --json "${SEARCH[@]}" --out "$W/$name" "$@" > "$W/$name.json"
-    t1=$(date +%s.%N)
-    python3 -c "print(f'{$t1 - $t0:.1f}')" > "$W/$name.time"
-    echo "$name: $(cat "$W/$name.time") s, $(wc -l < "$W/$name/archive.jsonl") evaluations" >&2
-}
+# Both searches run at once, taking turns on the machine (SIGSTOP/SIGCONT every 2 s): each one's
+# time is the sum of its turns, so drifts in the speed of a shared machine hit both alike. (Their
+# own --json time splits count the other's turns too, so the figures below use only the turns.)
 echo "$ALGORITHM, pop $POP, gens $GENS, seed $SEED; load before: $(cat /proc/loadavg)"
-run off --shift off
-run accumulate --shift accumulate
+python3 - "$W" "$S" "${SEARCH[@]}" <<'PY'
+import os, signal, subprocess, sys, time
+w, exe, search = sys.argv[1], sys.argv[2], sys.argv[3:]
+arms = {"off": ["--shift", "off"], "accumulate": ["--shift", "accumulate"]}
+procs, took = {}, {}
+for name, flags in arms.items():
+    out = open(f"{w}/{name}.json", "w")
+    procs[name] = subprocess.Popen([exe, "-q", "--no-progress", "--json", *search,
+                                    "--out", f"{w}/{name}", *flags], stdout=out)
+    procs[name].send_signal(signal.SIGSTOP)
+    took[name] = 0.0
+while procs:
+    for name in list(procs):
+        p = procs[name]
+        p.send_signal(signal.SIGCONT)
+        t0 = time.monotonic()
+        try:
+            p.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGSTOP)
+        took[name] += time.monotonic() - t0
+        if p.poll() is not None:
+            if p.returncode != 0:
+                sys.exit(f"{name}: shiftnas search failed (exit {p.returncode})")
+            del procs[name]
+for name, t in took.items():
+    open(f"{w}/{name}.time", "w").write(f"{t:.1f}")
+PY
 echo "load after: $(cat /proc/loadavg)"
 python3 - "$W" <<'PY'
 import json, sys
 w = sys.argv[1]
 runs = ("off", "accumulate")
 t = {n: float(open(f"{w}/{n}.time").read()) for n in runs}
-# The search's own split of its time (the `done` line of --json).
-sec = {n: next(json.loads(l)["seconds"] for l in open(f"{w}/{n}.json") if '"done"' in l) for n in runs}
+done = {n: next(json.loads(l) for l in open(f"{w}/{n}.json") if '"done"' in l) for n in runs}
 archs = {n: [json.loads(l)["arch"] for l in open(f"{w}/{n}/archive.jsonl")] for n in runs}
-print("run          wall s  scoring  shifting  latency  re-score  ratio  ratio w/o re-score")
+evals = len(archs["off"])
+front = len(done["accumulate"]["front"])
+# The re-score is |front| more evaluations of `off`'s kind (BN calibration and score; `off`
+# itself needs none): without it, what shifting adds per evaluation.
+print("run          time s  evaluations  re-scored  ratio")
 for n in runs:
-    s = sec[n]
-    ratio = t[n] / t["off"]
-    without = (t[n] - s["rescore"]) / (t["off"] - sec["off"]["rescore"])
-    print(f"{n:<12} {t[n]:6.1f}  {s['scoring']:7.1f}  {s['shifting']:8.1f}  {s['latency']:7.1f}  "
-          f"{s['rescore']:8.1f}  {ratio:5.3f}  {without:5.3f}")
+    rescored = front if n == "accumulate" else 0
+    print(f"{n:<12} {t[n]:6.1f}  {len(archs[n]):11d}  {rescored:9d}  {t[n] / t['off']:5.3f}")
+per_eval = (t["accumulate"] - front * t["off"] / evals) / t["off"]
+print(f"without the re-score ({front} evaluations of off's kind): {per_eval:5.3f}")
 same = archs["off"] == archs["accumulate"]
-print(f"same archs scored in both searches: {'yes' if same else 'no'} ({len(archs['off'])} evaluations)")
+print(f"same archs scored in both searches: {'yes' if same else 'no'} ({evals} evaluations)")
 PY
