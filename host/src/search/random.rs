@@ -2,6 +2,7 @@
 //! population is the best `keep` of everything evaluated by rank and crowding (so it works for
 //! one objective or several). The baseline every NAS paper compares against.
 
+use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -112,7 +113,11 @@ impl<G: Clone + PartialEq, S: Sampling<G>> Search<G> for RandomSearch<G, S> {
         check_evaluations(&evals, self.state.pending.len(), n_obj)?;
         let told = record(&mut self.state.history, &mut self.state.pending, evals);
         let all: Vec<Evaluation> = self.state.history.iter().map(|i| i.eval.clone()).collect();
-        self.state.population = rank_and_crowding(&all, self.config.keep, rng)
+        // Ties are broken with a stream of their own, seeded by one draw: `rng` then advances
+        // the same whatever the scores, so the candidates drawn never depend on them (searches
+        // with and without shifting score the same archs).
+        let mut ties = ChaCha8Rng::seed_from_u64(rng.random());
+        self.state.population = rank_and_crowding(&all, self.config.keep, &mut ties)
             .into_iter()
             .map(|s| Individual {
                 rank: s.rank,
