@@ -38,30 +38,35 @@ SEARCH=(search --supernet "$W/train" "${COMMON[@]}" --algorithm "$ALGORITHM" --l
 # own --json time splits count the other's turns too, so the figures below use only the turns.)
 echo "$ALGORITHM, pop $POP, gens $GENS, seed $SEED; load before: $(cat /proc/loadavg)"
 python3 - "$W" "$S" "${SEARCH[@]}" <<'PY'
-import os, signal, subprocess, sys, time
+import signal, subprocess, sys, time
 w, exe, search = sys.argv[1], sys.argv[2], sys.argv[3:]
 arms = {"off": ["--shift", "off"], "accumulate": ["--shift", "accumulate"]}
 procs, took = {}, {}
-for name, flags in arms.items():
-    out = open(f"{w}/{name}.json", "w")
-    procs[name] = subprocess.Popen([exe, "-q", "--no-progress", "--json", *search,
-                                    "--out", f"{w}/{name}", *flags], stdout=out)
-    procs[name].send_signal(signal.SIGSTOP)
-    took[name] = 0.0
-while procs:
-    for name in list(procs):
-        p = procs[name]
-        p.send_signal(signal.SIGCONT)
-        t0 = time.monotonic()
-        try:
-            p.wait(timeout=2.0)
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGSTOP)
-        took[name] += time.monotonic() - t0
-        if p.poll() is not None:
-            if p.returncode != 0:
-                sys.exit(f"{name}: shiftnas search failed (exit {p.returncode})")
-            del procs[name]
+try:
+    for name, flags in arms.items():
+        out = open(f"{w}/{name}.json", "w")
+        procs[name] = subprocess.Popen([exe, "-q", "--no-progress", "--json", *search,
+                                        "--out", f"{w}/{name}", *flags], stdout=out)
+        procs[name].send_signal(signal.SIGSTOP)
+        took[name] = 0.0
+    while procs:
+        for name in list(procs):
+            p = procs[name]
+            p.send_signal(signal.SIGCONT)
+            t0 = time.monotonic()
+            try:
+                p.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGSTOP)
+            took[name] += time.monotonic() - t0
+            if p.poll() is not None:
+                if p.returncode != 0:
+                    sys.exit(f"{name}: shiftnas search failed (exit {p.returncode})")
+                del procs[name]
+finally:
+    # A failed arm or Ctrl-C must not leave the other one stopped for ever.
+    for p in procs.values():
+        p.kill()
 for name, t in took.items():
     open(f"{w}/{name}.time", "w").write(f"{t:.1f}")
 PY
