@@ -14,6 +14,16 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// The file whose presence marks a checkpoint folder as complete (written last).
+pub const STATE_FILE: &str = "state.json";
+
+/// Makes the entries of `dir` (renames, new files) durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
+}
+
 /// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename, fsync dir.
 ///
 /// # Errors
@@ -107,6 +117,43 @@ impl RunDir {
     /// The checkpoint folder.
     pub fn checkpoint_dir(&self) -> PathBuf {
         self.path.join("checkpoint")
+    }
+
+    /// Writes a complete checkpoint and swaps it in; the one checkpoint swap of every run kind.
+    ///
+    /// `write` fills a fresh `checkpoint.tmp/`. The current `checkpoint/` is then renamed to
+    /// `checkpoint.old/` and the new one into place, so a `kill -9` at any instant leaves a
+    /// complete checkpoint in `checkpoint/` or `checkpoint.old/` ([`Self::resumable_checkpoint`]).
+    ///
+    /// # Errors
+    /// `write`'s errors, or I/O errors naming the folder.
+    pub fn swap_checkpoint(&self, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let cur = self.checkpoint_dir();
+        let tmp = self.join("checkpoint.tmp");
+        let old = self.join("checkpoint.old");
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        write(&tmp)?;
+        sync_dir(&tmp)?;
+        // A complete `checkpoint/` must exist before the last complete `checkpoint.old/` goes.
+        if cur.join(STATE_FILE).is_file() {
+            let _ = fs::remove_dir_all(&old);
+            fs::rename(&cur, &old).with_context(|| format!("moving {}", cur.display()))?;
+        } else {
+            let _ = fs::remove_dir_all(&cur);
+        }
+        fs::rename(&tmp, &cur).with_context(|| format!("moving {}", tmp.display()))?;
+        sync_dir(&self.path)?;
+        let _ = fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// The checkpoint folder to resume from: `checkpoint/`, or `checkpoint.old/` after a kill
+    /// during [`Self::swap_checkpoint`]; `None` when the run never checkpointed.
+    pub fn resumable_checkpoint(&self) -> Option<PathBuf> {
+        [self.checkpoint_dir(), self.join("checkpoint.old")]
+            .into_iter()
+            .find(|d| d.join(STATE_FILE).is_file())
     }
 
     /// Writes `config.toml` atomically.

@@ -36,7 +36,7 @@ use crate::data::Batcher;
 use crate::data::{Augment, BatcherPosition, ConformOptions, DataSpec, Normalize};
 use crate::latency::{LatencySource, LatencySpec};
 use crate::output::Printer;
-use crate::run_dir::{RunDir, write_atomic};
+use crate::run_dir::{RunDir, STATE_FILE, write_atomic};
 use crate::train::{BnMode, prepare_data, space_for};
 
 /// Every effective setting of a search; written to `config.toml`.
@@ -296,9 +296,9 @@ pub fn run_until(
         r
     };
     let archive_path = run.join("archive.jsonl");
-    let ckpt = run.checkpoint_dir();
-    let state_path = ckpt.join("state.json");
-    let (net, state) = if state_path.is_file() {
+    let resumable = run.resumable_checkpoint();
+    let (net, state) = if let Some(ckpt) = resumable {
+        let state_path = ckpt.join(STATE_FILE);
         let st: SearchState = serde_json::from_slice(&fs::read(&state_path)?)
             .with_context(|| format!("parsing {}", state_path.display()))?;
         let (net, _) = Supernet::load_for(ckpt.join("supernet.safetensors"), &space, device)
@@ -545,17 +545,6 @@ fn save_checkpoint(
     hv: &[f64],
     generation: usize,
 ) -> Result<()> {
-    let cur = run.checkpoint_dir();
-    let tmp = run.join("checkpoint.tmp");
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    problem
-        .net
-        .save(tmp.join("supernet.safetensors"), problem.step())?;
-    problem
-        .shifter
-        .sgd
-        .save_buffers(&tmp.join("optimizer.safetensors"))?;
     let archive_len = match archive::read(&run.join("archive.jsonl")) {
         Ok(r) => r.len(),
         Err(_) => 0,
@@ -571,10 +560,16 @@ fn save_checkpoint(
         hypervolume: hv.to_vec(),
         algorithm: alg.state(),
     };
-    write_atomic(&tmp.join("state.json"), &serde_json::to_vec_pretty(&st)?)?;
-    let _ = fs::remove_dir_all(&cur);
-    fs::rename(&tmp, &cur).with_context(|| format!("moving {}", tmp.display()))?;
-    Ok(())
+    run.swap_checkpoint(|tmp| {
+        problem
+            .net
+            .save(tmp.join("supernet.safetensors"), problem.step())?;
+        problem
+            .shifter
+            .sgd
+            .save_buffers(&tmp.join("optimizer.safetensors"))?;
+        write_atomic(&tmp.join(STATE_FILE), &serde_json::to_vec_pretty(&st)?)
+    })
 }
 
 fn finish(

@@ -93,39 +93,26 @@ fn ckpt_files<M: Trainable>(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-/// Writes a complete checkpoint next to the current one, then swaps it in.
+/// Writes a complete checkpoint and swaps it in ([`RunDir::swap_checkpoint`]).
 fn save_checkpoint<M: Trainable>(
     run: &RunDir,
     model: &M,
     sgd: &Sgd,
     state: &TrainState,
 ) -> Result<()> {
-    let cur = run.checkpoint_dir();
-    let tmp = run.join("checkpoint.tmp");
-    let old = run.join("checkpoint.old");
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let (w, o, s) = ckpt_files::<M>(&tmp);
-    model
-        .save(&w, state.step)
-        .with_context(|| format!("writing {}", w.display()))?;
-    sgd.save_buffers(&o)?;
-    write_atomic(&s, &serde_json::to_vec_pretty(state)?)?;
-    let _ = fs::remove_dir_all(&old);
-    if cur.exists() {
-        fs::rename(&cur, &old).with_context(|| format!("moving {}", cur.display()))?;
-    }
-    fs::rename(&tmp, &cur).with_context(|| format!("moving {}", tmp.display()))?;
-    let _ = fs::remove_dir_all(&old);
-    Ok(())
+    run.swap_checkpoint(|tmp| {
+        let (w, o, s) = ckpt_files::<M>(tmp);
+        model
+            .save(&w, state.step)
+            .with_context(|| format!("writing {}", w.display()))?;
+        sgd.save_buffers(&o)?;
+        write_atomic(&s, &serde_json::to_vec_pretty(state)?)
+    })
 }
 
-/// The checkpoint folder to resume from: `checkpoint/`, or `checkpoint.old/` after a kill
-/// during the swap; `None` when the run never checkpointed.
+/// The checkpoint folder to resume from ([`RunDir::resumable_checkpoint`]).
 pub fn resumable_checkpoint(run: &RunDir) -> Option<PathBuf> {
-    [run.checkpoint_dir(), run.join("checkpoint.old")]
-        .into_iter()
-        .find(|d| d.join("state.json").is_file())
+    run.resumable_checkpoint()
 }
 
 /// Trains until step `until` (at most `settings.steps`), checkpointing there, and returns the
