@@ -297,7 +297,7 @@ pub fn run_until(
     };
     let archive_path = run.join("archive.jsonl");
     let resumable = run.resumable_checkpoint();
-    let (net, state) = if let Some(ckpt) = resumable {
+    let (net, state) = if let Some(ckpt) = &resumable {
         let state_path = ckpt.join(STATE_FILE);
         let st: SearchState = serde_json::from_slice(&fs::read(&state_path)?)
             .with_context(|| format!("parsing {}", state_path.display()))?;
@@ -369,6 +369,9 @@ pub fn run_until(
     )?;
     let (mut rng, shift_rng, mut hv_log, start_gen, alg_state) = match state {
         Some(s) => {
+            let ckpt = resumable
+                .as_ref()
+                .context("a resumed state has its checkpoint folder")?;
             shifter
                 .sgd
                 .load_buffers(&ckpt.join("optimizer.safetensors"), device)?;
