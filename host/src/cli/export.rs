@@ -18,8 +18,9 @@ pub struct ExportArgs {
     /// Export random weights instead (for latency measurements only); needs --space.
     #[arg(long, requires = "space")]
     pub random_weights: bool,
-    /// Preset name; with --supernet it must match the checkpoint's space.
-    #[arg(long)]
+    /// Preset name; with --supernet it must match the checkpoint's space (checked before anything
+    /// is written).
+    #[arg(long, value_parser = crate::cli::shared::space_name)]
     pub space: Option<String>,
     /// The arch: one digit per block (0/1/2 = ShuffleNet k3/k5/k7, 3 = Xception).
     #[arg(long)]

@@ -58,7 +58,13 @@ pub fn run(args: ExportArgs, ctx: &Context) -> Result<ExitStatus> {
             .supernet
             .as_deref()
             .context("pass --supernet CKPT or --random-weights")?;
-        let trained = load_trained(path, &args.data, args.split_seed, ctx)?;
+        let trained = load_trained(
+            path,
+            args.space.as_deref(),
+            &args.data,
+            args.split_seed,
+            ctx,
+        )?;
         let arch = trained
             .supernet
             .space()
@@ -132,12 +138,14 @@ pub struct Trained {
     pub normalize: Normalize,
 }
 
-/// Loads a supernet (a file or a run dir) and the data it was trained on.
+/// Loads a supernet (a file or a run dir) and the data it was trained on; `space` (`--space`),
+/// when given, must be the checkpoint's.
 ///
 /// # Errors
-/// Unreadable checkpoint or data, naming the path or spec.
+/// Unreadable checkpoint or data, naming the path or spec; a checkpoint of another space.
 pub fn load_trained(
     path: &Path,
+    space: Option<&str>,
     data: &DataSpec,
     split_seed: u64,
     ctx: &Context,
@@ -145,6 +153,7 @@ pub fn load_trained(
     let file = supernet_file(path);
     let (supernet, _) = Supernet::load(&file, &ctx.compute.device()?)
         .with_context(|| format!("--supernet {}", file.display()))?;
+    check_space(space, &supernet.space().name, &file)?;
     let data = prepare_data(
         data,
         supernet.space(),
@@ -159,6 +168,17 @@ pub fn load_trained(
         data,
         normalize,
     })
+}
+
+/// `--space NAME` with `--supernet`: refused unless the checkpoint holds that space.
+fn check_space(given: Option<&str>, found: &str, file: &Path) -> Result<()> {
+    match given {
+        Some(name) if name != found => anyhow::bail!(
+            "--space {name}: the checkpoint {} holds space {found}; pass --space {found} or leave --space out",
+            file.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 impl Trained {
@@ -215,4 +235,25 @@ fn describe(r: &ExportReport) -> String {
         onnx::OUTPUT_NAME,
         r.weights
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn space_must_be_the_checkpoints() {
+        let f = Path::new("runs/a/checkpoint/supernet.safetensors");
+        assert!(check_space(None, "tiny", f).is_ok());
+        assert!(check_space(Some("tiny"), "tiny", f).is_ok());
+        let e = check_space(Some("spos-cifar"), "tiny", f)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--space spos-cifar")
+                && e.contains("holds space tiny")
+                && e.contains(f.to_str().unwrap()),
+            "{e}"
+        );
+    }
 }
