@@ -12,7 +12,8 @@ use shiftnas_models::{Arch, Space, Supernet};
 
 use super::{Context, ExitStatus};
 use crate::cli::export::ExportArgs;
-use crate::data::{ConformOptions, DataSpec, Normalize};
+use crate::cli::shared::DataArgs;
+use crate::data::Normalize;
 use crate::run_dir::write_atomic;
 use crate::search::driver::supernet_file;
 use crate::train::{BnMode, BnSource, PreparedData, calibrate_bn, prepare_data};
@@ -138,15 +139,15 @@ pub struct Trained {
     pub normalize: Normalize,
 }
 
-/// Loads a supernet (a file or a run dir) and the data it was trained on; `space` (`--space`),
-/// when given, must be the checkpoint's.
+/// Loads a supernet (a file or a run dir) and the data it was trained on (fitted and split as
+/// `train` did, given the same flags); `space` (`--space`), when given, must be the checkpoint's.
 ///
 /// # Errors
 /// Unreadable checkpoint or data, naming the path or spec; a checkpoint of another space.
 pub fn load_trained(
     path: &Path,
     space: Option<&str>,
-    data: &DataSpec,
+    data: &DataArgs,
     split_seed: u64,
     ctx: &Context,
 ) -> Result<Trained> {
@@ -154,14 +155,15 @@ pub fn load_trained(
     let (supernet, _) = Supernet::load(&file, &ctx.compute.device()?)
         .with_context(|| format!("--supernet {}", file.display()))?;
     check_space(space, &supernet.space().name, &file)?;
+    let spec = &data.data;
     let data = prepare_data(
-        data,
+        spec,
         supernet.space(),
-        ConformOptions::default(),
-        None,
+        data.conform(),
+        data.proxy_size,
         split_seed,
     )
-    .with_context(|| format!("--data {data}"))?;
+    .with_context(|| format!("--data {spec}"))?;
     let normalize = Normalize::from_dataset(&data.pair.train, &data.splits.train);
     Ok(Trained {
         supernet,

@@ -177,8 +177,14 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
 
     // 3. Export the knee and both ends of the front with the shifted supernet's weights.
     p.note("quickstart 3/3: exporting the front's knee and ends, scoring them on the test set");
-    // The search's split seed (its config.toml's on a resume, whatever `--seed` says now).
-    let trained = load_trained(&search_dir, None, &DATA, config.split_seed, ctx)?;
+    // The search's data and split (its config.toml's on a resume, whatever `--seed` says now).
+    let data = DataArgs {
+        data: config.data.clone(),
+        proxy_size: Some(config.proxy_size),
+        convert_channels: config.conform.convert_channels,
+        resize: config.conform.resize,
+    };
+    let trained = load_trained(&search_dir, None, &data, config.split_seed, ctx)?;
     let front: Vec<&ArchiveRecord> = outcome.front.iter().collect();
     let points: Vec<(f64, f64)> = front.iter().map(|r| (r.latency, r.error)).collect();
     let mut picks = Vec::new();

@@ -64,10 +64,18 @@ fn bad_flags_fail_before_the_run_dir_exists() {
         ("--batch", "0"),
         ("--lr", "nan"),
         ("--lr", "-1"),
-        ("--steps", "0"),
+        ("--log-every", "0"),
     ] {
         let out = Command::new(bin("shiftnas"))
-            .args(["train", "--steps", "1", "--no-progress", flag, value, "--out"])
+            .args([
+                "train",
+                "--steps",
+                "1",
+                "--no-progress",
+                flag,
+                value,
+                "--out",
+            ])
             .arg(&run)
             .output()
             .unwrap();
@@ -77,7 +85,15 @@ fn bad_flags_fail_before_the_run_dir_exists() {
         assert!(!run.exists(), "{flag} {value} created {}", run.display());
     }
     let out = Command::new(bin("shiftnas"))
-        .args(["train", "--steps", "1", "--batch", "8", "--no-progress", "--out"])
+        .args([
+            "train",
+            "--steps",
+            "1",
+            "--batch",
+            "8",
+            "--no-progress",
+            "--out",
+        ])
         .arg(&run)
         .output()
         .unwrap();
