@@ -9,7 +9,7 @@ use shiftnas_models::Supernet;
 use super::{Context, ExitStatus};
 use crate::cli::eval::{EvalArgs, EvalSplit};
 use crate::run_dir::RunDir;
-use crate::train::{BnSource, TrainConfig, evaluate, prepare_data, space_for};
+use crate::train::{BnSource, TrainConfig, evaluate, space_and_data};
 
 /// The run dir and weights file of `--supernet` (a run dir or its checkpoint file).
 fn locate(path: &Path) -> Result<(RunDir, PathBuf)> {
@@ -39,15 +39,13 @@ pub fn run(args: EvalArgs, ctx: &Context) -> Result<ExitStatus> {
     let device = ctx.compute.device()?;
     let (run, ckpt) = locate(&args.supernet)?;
     let config: TrainConfig = run.read_config()?;
-    let space = space_for(&config.space, 1)?;
-    let data = prepare_data(
+    let (space, data) = space_and_data(
+        &config.space,
         &config.data,
-        &space,
         config.conform,
         Some(config.proxy_size),
         config.seed,
     )?;
-    let space = space_for(&config.space, data.pair.train.num_classes())?;
     let arch = space
         .parse_arch(&args.arch)
         .with_context(|| format!("--arch {}", args.arch))?;
