@@ -66,11 +66,16 @@ impl fmt::Display for GlibcVersion {
 }
 
 /// The glibc version in `ldd --version` or `getconf GNU_LIBC_VERSION` output: the last word of
-/// the first line that ends in a version (`ldd (Debian GLIBC 2.36-9+deb12u4) 2.36`,
+/// the first line that names libc and ends in a version (`ldd (Debian GLIBC 2.36-9+deb12u4) 2.36`,
 /// `ldd (GNU libc) 2.28`, `glibc 2.31`). `None` for musl or anything else.
 pub fn parse_ldd_version(out: &str) -> Option<GlibcVersion> {
-    out.lines()
-        .filter(|l| !l.to_ascii_lowercase().contains("musl"))
+    let lower = out.to_ascii_lowercase();
+    if lower.contains("musl") {
+        return None;
+    }
+    lower
+        .lines()
+        .filter(|l| l.contains("libc"))
         .find_map(|l| l.split_whitespace().last()?.parse().ok())
 }
 
@@ -327,6 +332,7 @@ mod tests {
             None
         );
         assert_eq!(parse_ldd_version(""), None);
+        assert_eq!(parse_ldd_version("sh: 1: ldd: not found\n"), None);
     }
 
     /// A minimal ELF with a `.dynstr` and a `.gnu.version_r` needing `needs` from libc.so.6 and
@@ -455,7 +461,7 @@ mod tests {
             );
         }
         let elf = tiny_elf(true, false, &["GLIBC_2.17"]);
-        let e = elf_max_glibc(&elf[..elf.len() - 10]).unwrap_err();
+        let e = elf_max_glibc(&elf[..elf.len() - 40]).unwrap_err();
         assert!(e.to_string().starts_with("truncated ELF file"), "{e}");
         assert!(elf_max_glibc(b"#!/bin/sh\necho not an agent\n").is_err());
     }
