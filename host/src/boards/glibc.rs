@@ -449,8 +449,8 @@ mod tests {
 
     #[test]
     fn reads_the_highest_glibc_need_of_a_tiny_elf() {
-        // Only libc's own names count; GLIBC_PRIVATE is no version; the order in the file does
-        // not matter. (The second library's `GLIBC_2.99` is also a glibc need.)
+        // Every library's GLIBC_ needs count (libm and libpthread are glibc too), so the second
+        // library's GLIBC_2.99 wins; GLIBC_PRIVATE is no version; the order does not matter.
         let needs = ["GLIBC_2.17", "GLIBC_2.34", "GLIBC_PRIVATE", "GLIBC_2.2.5"];
         for (wide, big) in [(true, false), (false, false), (true, true), (false, true)] {
             let elf = tiny_elf(wide, big, &needs);
