@@ -4,7 +4,6 @@
 //! that the integration tests and `examples/` call directly.
 
 pub mod boards;
-pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod compute;
@@ -12,6 +11,7 @@ pub mod data;
 pub mod interrupt;
 pub mod latency;
 pub mod output;
+pub mod paths;
 pub mod rank;
 pub mod report;
 pub mod run_dir;

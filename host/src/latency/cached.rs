@@ -4,9 +4,9 @@
 use anyhow::{Result, anyhow};
 use serde::Serialize;
 
-use super::board::spec_for;
-use super::pool::{Job, Pool};
-use crate::cache::{Cache, CacheKey};
+use super::cache::{Cache, CacheKey};
+use crate::boards::board::spec_for;
+use crate::boards::{Job, Pool};
 
 /// One job's latency and where it came from.
 #[derive(Debug, Clone, Serialize)]

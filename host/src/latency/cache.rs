@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -93,7 +93,7 @@ pub fn default_path() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| crate::boards::config::home_dir().join(".cache"));
+        .unwrap_or_else(|| crate::paths::home_dir().join(".cache"));
     base.join("shiftnas").join("latency.sqlite")
 }
 
@@ -134,6 +134,41 @@ impl Cache {
             conn,
             path: path.to_path_buf(),
         })
+    }
+
+    /// Opens the cache at `path` only if the file exists (creating nothing); `None` otherwise.
+    ///
+    /// # Errors
+    /// As [`Cache::open`].
+    pub fn open_existing(path: &Path) -> Result<Option<Cache>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        Cache::open(path).map(Some)
+    }
+
+    /// Fails unless rows can be written: checked before measuring, so a read-only cache does not
+    /// cost a measurement. (SQLite opens a read-only file without complaint and only fails on the
+    /// first write.) Writes nothing: the probe's transaction is rolled back.
+    ///
+    /// # Errors
+    /// The file or its directory is read-only (naming the file and the fix).
+    pub fn check_writable(&mut self) -> Result<()> {
+        let path = self.path.display().to_string();
+        let fix = || {
+            format!(
+                "the latency cache {path} is not writable; make it (and its directory) writable \
+                 or pass --cache PATH to use another"
+            )
+        };
+        if self.conn.is_readonly(rusqlite::MAIN_DB).with_context(fix)? {
+            bail!("{}", fix());
+        }
+        let tx = self.conn.transaction().with_context(fix)?;
+        tx.execute_batch("CREATE TABLE write_probe (x); DROP TABLE write_probe;")
+            .with_context(fix)?;
+        tx.rollback().with_context(fix)?;
+        Ok(())
     }
 
     /// The database file.
@@ -382,6 +417,59 @@ mod tests {
         let b = Cache::open(&p).unwrap();
         a.put(&key("x", "fp"), 1.0, "{}").unwrap();
         assert!(b.get(&key("x", "fp")).unwrap().is_some());
+    }
+
+    #[test]
+    fn open_existing_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("no/such/dir/latency.sqlite");
+        assert!(Cache::open_existing(&p).unwrap().is_none());
+        assert!(!dir.path().join("no").exists(), "no folders made");
+        let p = dir.path().join("l.sqlite");
+        Cache::open(&p)
+            .unwrap()
+            .put(&key("a", "fp"), 1.0, "{}")
+            .unwrap();
+        let c = Cache::open_existing(&p).unwrap().unwrap();
+        assert_eq!(c.stats().unwrap().entries, 1);
+    }
+
+    /// A cache SQLite opened read-only is refused before anything is measured, and a writable
+    /// one passes the probe without a trace.
+    #[test]
+    fn check_writable_refuses_a_read_only_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.sqlite");
+        let mut c = Cache::open(&p).unwrap();
+        c.check_writable().unwrap();
+        assert_eq!(c.stats().unwrap().entries, 0);
+        let tables: u32 = c
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 1, "the probe table is gone");
+        drop(c);
+        // What SQLite does with a file it may not write (chmod 444, a read-only mount): it opens
+        // read-only.
+        let conn =
+            Connection::open_with_flags(&p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mut ro = Cache {
+            conn,
+            path: p.clone(),
+        };
+        let e = format!("{:#}", ro.check_writable().unwrap_err());
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains("--cache"),
+            "{e}"
+        );
+        assert!(
+            ro.put(&key("a", "fp"), 1.0, "{}").is_err(),
+            "and indeed cannot write"
+        );
     }
 
     #[test]
