@@ -13,8 +13,8 @@ use shiftnas_models::{Arch, Space, Supernet};
 use super::{Context, ExitStatus};
 use crate::cli::export::ExportArgs;
 use crate::data::{ConformOptions, DataSpec, Normalize};
+use crate::nas::driver::supernet_file;
 use crate::run_dir::write_atomic;
-use crate::search::driver::supernet_file;
 use crate::train::{BnMode, BnSource, PreparedData, calibrate_bn, prepare_data};
 
 /// What `shiftnas export --json` prints: the file and what is in it.

@@ -170,7 +170,9 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
     ));
     let search_args = flags::<SearchArgs>(argv)?;
     let config = super::search::effective_config(&search_args, ctx)?;
-    let Some(outcome) = super::search::search_interruptible(&config, ctx, &resume)? else {
+    let resuming = search_args.resume.is_some();
+    let Some(outcome) = super::search::search_interruptible(&config, resuming, ctx, &resume)?
+    else {
         return Ok(ExitStatus::Interrupted);
     };
     if crate::interrupt::requested() {
