@@ -12,7 +12,7 @@
 //!
 //! [`run_until`] reads as the steps of a run: load the data, open or create the run dir, start
 //! from the checkpoint or from `--supernet`, assemble the [`ArchProblem`] (shifting, scores with
-//! their cache, prescreen), then [`SearchLoop`] runs generations (ask, evaluate, tell, archive,
+//! their cache, prescreen), then `SearchLoop` runs generations (ask, evaluate, tell, archive,
 //! progress, checkpoint, log) until the generation budget, and re-scores the final front.
 
 use std::fs;
@@ -204,16 +204,7 @@ pub fn run_until(
             config.bn_images
         ));
     }
-    // The precheck of evolution and random search prices archs with a one-class head (the
-    // scored constraints use the data set's).
-    let precheck_space = space_for(&config.space, 1)?;
-    let algorithm = ArchSearch::new(
-        config.algorithm,
-        config.pop,
-        &precheck_space,
-        config.constraints,
-        start.algorithm,
-    )?;
+    let algorithm = build_algorithm(config, start.algorithm)?;
     let progress = Progress::new(
         printer,
         config.gens,
@@ -230,6 +221,20 @@ pub fn run_until(
         seed: config.seed,
     };
     search.run(&MaxGenerations(config.gens), progress, stop_after)
+}
+
+/// The `--algorithm` of `config`, continuing from `state` when given.
+fn build_algorithm(config: &SearchConfig, state: Option<ArchSearchState>) -> Result<ArchSearch> {
+    // The precheck of evolution and random search prices archs with a one-class head (the
+    // scored constraints use the data set's).
+    let precheck_space = space_for(&config.space, 1)?;
+    ArchSearch::new(
+        config.algorithm,
+        config.pop,
+        &precheck_space,
+        config.constraints,
+        state,
+    )
 }
 
 /// The data set with its train/proxy split (`--data`, `--proxy-size`, `--split-seed`).
