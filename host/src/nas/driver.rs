@@ -641,6 +641,24 @@ pub(crate) mod tests {
         }
     }
 
+    /// Without `resume` a search never continues (or overwrites) a run dir that holds files,
+    /// even a complete one with `config.toml`; it names `--resume`.
+    #[test]
+    fn a_new_search_refuses_an_existing_run_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let space = space_for("tiny", 10).unwrap();
+        let ckpt = tmp.path().join("supernet.safetensors");
+        Supernet::new(&space, &Device::Cpu, 1)
+            .unwrap()
+            .save(&ckpt, 7)
+            .unwrap();
+        let c = config(&tmp.path().join("run"), &ckpt);
+        RunDir::create(&c.out).unwrap().write_config(&c).unwrap();
+        let err = run(&c, false, &Printer::silent(), Box::new(FlopsSource)).unwrap_err();
+        assert!(format!("{err:#}").contains("--resume"), "{err:#}");
+        assert!(!c.out.join("archive.jsonl").exists());
+    }
+
     /// A run stopped after generation 1 (and left with a half-written generation in the
     /// archive, as a kill would) and resumed ends with the archive of an uninterrupted run.
     #[test]
