@@ -8,8 +8,8 @@ use crate::cli::shared::{
     DataArgs, at_least_one, at_least_two, fraction, non_negative, positive, space_name,
 };
 use crate::latency::LatencySpec;
-use crate::search::Algorithm;
-use crate::search::shifting::{ShiftMode, ShiftUpdate};
+use crate::nas::Algorithm;
+use crate::nas::shifting::{ShiftMode, ShiftUpdate};
 use crate::train::BnMode;
 
 /// Arguments of `shiftnas search`.
@@ -213,11 +213,11 @@ mod tests {
             "8",
         ])
         .unwrap();
-        assert_eq!(a.algorithm, crate::search::Algorithm::Evolution);
+        assert_eq!(a.algorithm, crate::nas::Algorithm::Evolution);
         assert_eq!(a.latency.to_string(), "board:rk1,rk2");
         assert_eq!(
             a.shift.shift,
-            Some(crate::search::shifting::ShiftMode::Immediate)
+            Some(crate::nas::shifting::ShiftMode::Immediate)
         );
         assert_eq!(a.max_flops, Some(300e6));
         assert_eq!(a.pop, 8);

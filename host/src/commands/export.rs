@@ -14,8 +14,8 @@ use super::{Context, ExitStatus};
 use crate::cli::export::ExportArgs;
 use crate::cli::shared::DataArgs;
 use crate::data::Normalize;
+use crate::nas::driver::supernet_file;
 use crate::run_dir::write_atomic;
-use crate::search::driver::supernet_file;
 use crate::train::{BnMode, BnSource, PreparedData, calibrate_bn, prepare_data};
 
 /// What `shiftnas export --json` prints: the file and what is in it.

@@ -19,10 +19,10 @@ use crate::cli::shared::{DataArgs, TrainingArgs};
 use crate::cli::train::TrainArgs;
 use crate::compute::Compute;
 use crate::data::DataSpec;
+use crate::nas::Algorithm;
+use crate::nas::shifting::ShiftMode;
 use crate::run_dir::write_atomic;
-use crate::search::Algorithm;
 use crate::search::archive::ArchiveRecord;
-use crate::search::shifting::ShiftMode;
 use crate::train::{BnMode, BnSource, evaluate};
 
 const DATA: DataSpec = DataSpec::BuiltinFashionMnist;
@@ -165,7 +165,9 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
     ));
     let search_args = search_args(&args, train_dir.clone(), search_dir.clone());
     let config = super::search::effective_config(&search_args, ctx)?;
-    let Some(outcome) = super::search::search_interruptible(&config, ctx, &resume)? else {
+    let resuming = search_args.resume.is_some();
+    let Some(outcome) = super::search::search_interruptible(&config, resuming, ctx, &resume)?
+    else {
         return Ok(ExitStatus::Interrupted);
     };
     if crate::interrupt::requested() {

@@ -11,10 +11,10 @@ use crate::cli::search::SearchArgs;
 use crate::data::split::default_proxy_size;
 use crate::interrupt::SearchInterrupted;
 use crate::latency::{LatencyOptions, LatencySource, LatencySpec};
+use crate::nas::arch_problem::Constraints;
+use crate::nas::driver::{SearchConfig, SearchOutcome, run_until};
+use crate::nas::shifting::{ShiftConfig, ShiftMode};
 use crate::run_dir::RunDir;
-use crate::search::arch_problem::Constraints;
-use crate::search::driver::{SearchConfig, SearchOutcome, run_until};
-use crate::search::shifting::{ShiftConfig, ShiftMode};
 use crate::train::SgdConfig;
 
 /// The options `config`'s latency source is opened with (boards from `./boards.toml`, the
@@ -159,27 +159,28 @@ pub fn effective_config(args: &SearchArgs, ctx: &Context) -> Result<SearchConfig
     Ok(c)
 }
 
-/// Runs (or resumes) the search of `config` with Ctrl-C routed to it: `Ok(None)` means Ctrl-C
-/// stopped it with the last finished generation checkpointed, and the note naming `resume` (the
-/// command that continues) is printed.
+/// Runs (or, with `resume` (`--resume`), continues) the search of `config` with Ctrl-C routed to
+/// it: `Ok(None)` means Ctrl-C stopped it with the last finished generation checkpointed, and the
+/// note naming `resume_command` (the command that continues) is printed.
 ///
 /// # Errors
 /// As [`run_until`].
 pub(super) fn search_interruptible(
     config: &SearchConfig,
+    resume: bool,
     ctx: &Context,
-    resume: &str,
+    resume_command: &str,
 ) -> Result<Option<SearchOutcome>> {
     let p = &ctx.printer;
     let device = ctx.compute.device()?;
     let latency = latency_source(config)?;
     crate::interrupt::install();
-    match run_until(config, p, latency, &device, None) {
+    match run_until(config, resume, p, latency, &device, None) {
         Ok(outcome) => Ok(Some(outcome)),
         Err(e) => match e.downcast_ref::<SearchInterrupted>() {
             Some(i) => {
                 let fields = json!({"generation": i.generation});
-                super::report_interrupted(p, i, &config.out, resume, fields)?;
+                super::report_interrupted(p, i, &config.out, resume_command, fields)?;
                 Ok(None)
             }
             None => Err(e),
@@ -192,7 +193,7 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
     let p = &ctx.printer;
     let config = effective_config(&args, ctx)?;
     let resume = format!("shiftnas search --resume {}", config.out.display());
-    let Some(outcome) = search_interruptible(&config, ctx, &resume)? else {
+    let Some(outcome) = search_interruptible(&config, args.resume.is_some(), ctx, &resume)? else {
         return Ok(ExitStatus::Interrupted);
     };
     if p.json {

@@ -17,13 +17,13 @@ use rand_chacha::ChaCha8Rng;
 use shiftnas_models::cost::arch_cost;
 use shiftnas_models::{Arch, Space, Supernet};
 
-use super::archive::ArchiveRecord;
 use super::evaluator::Evaluator;
 use super::prescreen::Prescreen;
-use super::problem::{Evaluation, Problem};
 use super::shifting::{ShiftMode, Shifter};
 use crate::data::Batcher;
 use crate::latency::LatencySource;
+use crate::search::archive::ArchiveRecord;
+use crate::search::problem::{Evaluation, Problem};
 use crate::train::BnMode;
 
 /// Caps turned into constraint violations (each normalised by its cap).

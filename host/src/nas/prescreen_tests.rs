@@ -14,9 +14,7 @@ use shiftnas_models::{Arch, Space, Supernet, cost};
 use shiftnas_protocol::{BenchReport, BenchSpec, BoardInfo};
 
 use super::Algorithm;
-use super::archive;
 use super::driver::{SearchConfig, SearchOutcome, run};
-use super::hypervolume::hypervolume;
 use super::shifting::{ShiftConfig, ShiftMode};
 use crate::boards::board::Board;
 use crate::boards::config::BoardConfig;
@@ -26,6 +24,8 @@ use crate::latency::board::fixture::one_board_source;
 use crate::latency::predictor::{PredictorSource, features};
 use crate::latency::{LatencySource, LatencySpec};
 use crate::output::Printer;
+use crate::search::archive;
+use crate::search::hypervolume::hypervolume;
 use crate::train::space_for;
 
 type Log = Arc<Mutex<Vec<(String, String)>>>;
@@ -136,7 +136,7 @@ fn config(dir: &Path, ckpt: &Path, algorithm: Algorithm, gens: usize) -> SearchC
 fn search(c: &SearchConfig, space: &Space, log: &Log) -> (SearchOutcome, usize) {
     let before = log.lock().unwrap().len();
     let src = board_source(space, &c.out.with_extension("sqlite"), log);
-    let out = run(c, &Printer::silent(), Box::new(src)).unwrap();
+    let out = run(c, false, &Printer::silent(), Box::new(src)).unwrap();
     let n = log.lock().unwrap().len() - before;
     (out, n)
 }

@@ -21,14 +21,15 @@
 //! The measured points come from this run's archive (records whose source is the board), so a
 //! resumed run screens exactly as an uninterrupted one.
 
+use std::path::Path;
+
 use anyhow::{Context as _, Result, bail};
 use shiftnas_calibration::predictor::Kind;
 use shiftnas_models::{Arch, Space};
 
-use super::archive::ArchiveRecord;
-use super::driver::SearchConfig;
 use crate::latency::LatencySource;
 use crate::latency::predictor::PredictorSource;
+use crate::search::archive::ArchiveRecord;
 
 /// A predictor, its margin and the board-measured (error, latency) points seen so far.
 pub struct Prescreen {
@@ -167,20 +168,20 @@ pub fn count(prescreen: Option<&Prescreen>, records: &[ArchiveRecord]) -> usize 
     })
 }
 
-/// The prescreen `config` asks for (`None` without `--prescreen`), checked against the board
-/// source `latency` (its fingerprint must match the predictor's unless `force_predictor`).
+/// The prescreen of `--prescreen predictor:PATH` with `--prescreen-margin margin_pct` (default:
+/// [`default_margin`]), checked against the board source `latency` (its fingerprint must match
+/// the predictor's unless `force_predictor`, `--force-predictor`).
 ///
 /// # Errors
 /// A non-board latency source, an unreadable predictor, one for another space or board, or a
 /// bad margin.
 pub fn open(
-    config: &SearchConfig,
+    path: &Path,
+    margin_pct: Option<f64>,
+    force_predictor: bool,
     space: &Space,
     latency: &dyn LatencySource,
-) -> Result<Option<Prescreen>> {
-    let Some(path) = &config.prescreen else {
-        return Ok(None);
-    };
+) -> Result<Prescreen> {
     let measured = latency.describe();
     let Some(fingerprint) = measured.strip_prefix("board:") else {
         bail!(
@@ -190,15 +191,15 @@ pub fn open(
     };
     let predictor = PredictorSource::open(path, space).context("--prescreen")?;
     predictor
-        .check_board(fingerprint, config.force_predictor)
+        .check_board(fingerprint, force_predictor)
         .context("--prescreen (pass --force-predictor to use it anyway)")?;
-    let margin = match config.prescreen_margin {
+    let margin = match margin_pct {
         Some(pct) => pct / 100.0,
         None => {
             default_margin(&predictor).with_context(|| format!("--prescreen {}", path.display()))?
         }
     };
-    Ok(Some(Prescreen::new(predictor, margin, measured)?))
+    Prescreen::new(predictor, margin, measured)
 }
 
 #[cfg(test)]
