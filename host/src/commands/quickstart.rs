@@ -14,13 +14,13 @@ use shiftnas_models::onnx;
 
 use super::export::load_trained;
 use super::{Context, ExitStatus};
+use crate::archive::ArchiveRecord;
 use crate::cli::quickstart::QuickstartArgs;
 use crate::cli::search::SearchArgs;
 use crate::cli::train::TrainArgs;
 use crate::compute::Compute;
 use crate::data::DataSpec;
 use crate::run_dir::write_atomic;
-use crate::search::archive::ArchiveRecord;
 use crate::train::{BnMode, BnSource, evaluate};
 
 const DATA: &str = "builtin:fashion-mnist";

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::plot::{Labels, Point, scatter_svg};
-use crate::search::archive::ArchiveRecord;
+use crate::archive::ArchiveRecord;
 
 /// SVG of error (%) against latency for `archive`, with `front` highlighted.
 ///

@@ -17,11 +17,11 @@ use rand_chacha::ChaCha8Rng;
 use shiftnas_models::cost::arch_cost;
 use shiftnas_models::{Arch, Space, Supernet};
 
-use super::archive::ArchiveRecord;
 use super::evaluator::Evaluator;
 use super::prescreen::Prescreen;
 use super::problem::{Evaluation, Problem};
 use super::shifting::{ShiftMode, Shifter};
+use crate::archive::ArchiveRecord;
 use crate::data::Batcher;
 use crate::latency::LatencySource;
 use crate::train::BnMode;

@@ -22,7 +22,6 @@ use serde_json::json;
 use shiftnas_models::{Arch, Supernet};
 
 use super::arch_problem::{ArchProblem, Constraints, PhaseSeconds, timed};
-use super::archive::{self, ArchiveRecord};
 use super::evaluator::Evaluator;
 use super::evolution::{Evolution, EvolutionConfig, EvolutionState, Precheck};
 use super::hypervolume::hypervolume;
@@ -32,6 +31,7 @@ use super::operators::{ArchSampling, GeneMutation, UniformCrossover};
 use super::random::{RandomConfig, RandomSearch, RandomState};
 use super::shifting::{ShiftConfig, Shifter};
 use super::{Algorithm, Search};
+use crate::archive::{self, ArchiveRecord};
 use crate::data::Batcher;
 use crate::data::{Augment, BatcherPosition, ConformOptions, DataSpec, Normalize};
 use crate::latency::{LatencySource, LatencySpec};
@@ -369,9 +369,12 @@ pub fn run_until(
     )?;
     let (mut rng, shift_rng, mut hv_log, start_gen, alg_state) = match state {
         Some(s) => {
-            shifter
-                .sgd
-                .load_buffers(&ckpt.join("optimizer.safetensors"), device)?;
+            shifter.sgd.load_buffers(
+                &run.resumable_checkpoint()
+                    .unwrap_or_default()
+                    .join("optimizer.safetensors"),
+                device,
+            )?;
             shifter.steps_taken = s.shift_steps;
             batcher.set_position(s.batcher);
             (

@@ -29,7 +29,6 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub mod arch_problem;
-pub mod archive;
 mod candidates;
 pub mod driver;
 pub mod evaluator;

@@ -25,8 +25,8 @@ use anyhow::{Context as _, Result, bail};
 use shiftnas_calibration::predictor::Kind;
 use shiftnas_models::{Arch, Space};
 
-use super::archive::ArchiveRecord;
 use super::driver::SearchConfig;
+use crate::archive::ArchiveRecord;
 use crate::latency::LatencySource;
 use crate::latency::predictor::PredictorSource;
 

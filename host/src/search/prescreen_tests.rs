@@ -14,10 +14,10 @@ use shiftnas_models::{Arch, Space, Supernet, cost};
 use shiftnas_protocol::{BenchReport, BenchSpec, BoardInfo};
 
 use super::Algorithm;
-use super::archive;
 use super::driver::{SearchConfig, SearchOutcome, run};
 use super::hypervolume::hypervolume;
 use super::shifting::{ShiftConfig, ShiftMode};
+use crate::archive;
 use crate::boards::board::Board;
 use crate::boards::config::BoardConfig;
 use crate::boards::scripted::{ScriptedBoard, Step};
