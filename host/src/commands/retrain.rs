@@ -140,6 +140,7 @@ pub fn run(args: RetrainArgs, ctx: &Context) -> Result<ExitStatus> {
 
 /// The config and data of a new run, and its freshly created run dir.
 fn new_run(args: &RetrainArgs, ctx: &Context) -> Result<(RunDir, RetrainConfig, PreparedData)> {
+    crate::train::engine::check_steps(args.steps)?;
     let arch = args
         .arch
         .clone()
@@ -147,7 +148,7 @@ fn new_run(args: &RetrainArgs, ctx: &Context) -> Result<(RunDir, RetrainConfig, 
     // A supernet run fixes the space, data, proxy split and conform options.
     let from = match &args.supernet_run {
         Some(dir) => {
-            let c: TrainConfig = RunDir::open(dir)
+            let c: TrainConfig = RunDir::open_read_only(dir)
                 .and_then(|r| r.read_config())
                 .with_context(|| {
                     format!(

@@ -46,6 +46,7 @@ pub(super) fn run_resumable(
             (run, config, data)
         }
         None => {
+            crate::train::engine::check_steps(args.steps)?;
             let conform = ConformOptions {
                 convert_channels: args.convert_channels,
                 resize: args.resize,
