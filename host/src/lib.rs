@@ -4,6 +4,7 @@
 //! `main.rs` only parses and maps the outcome to an exit code; everything else is library code
 //! that the integration tests and `examples/` call directly.
 
+pub mod archive;
 pub mod boards;
 pub mod cli;
 pub mod commands;

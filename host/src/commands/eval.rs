@@ -14,7 +14,7 @@ use crate::train::{BnSource, TrainConfig, evaluate, space_and_data};
 /// The run dir and weights file of `--supernet` (a run dir or its checkpoint file).
 fn locate(path: &Path) -> Result<(RunDir, PathBuf)> {
     if path.is_dir() {
-        let run = RunDir::open(path)?;
+        let run = RunDir::open_read_only(path)?;
         let ckpt = run.checkpoint_dir().join("supernet.safetensors");
         return Ok((run, ckpt));
     }
@@ -25,7 +25,7 @@ fn locate(path: &Path) -> Result<(RunDir, PathBuf)> {
         .parent()
         .and_then(Path::parent)
         .with_context(|| format!("--supernet {}: cannot find its run dir", path.display()))?;
-    let run = RunDir::open(run_dir).with_context(|| {
+    let run = RunDir::open_read_only(run_dir).with_context(|| {
         format!(
             "--supernet {}: the checkpoint must sit in RUN_DIR/checkpoint/ so its data settings can be read",
             path.display()

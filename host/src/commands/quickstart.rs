@@ -13,6 +13,7 @@ use shiftnas_models::onnx;
 
 use super::export::load_trained;
 use super::{Context, ExitStatus};
+use crate::archive::ArchiveRecord;
 use crate::cli::quickstart::QuickstartArgs;
 use crate::cli::search::{SearchArgs, ShiftArgs};
 use crate::cli::shared::{DataArgs, TrainingArgs};
@@ -22,7 +23,6 @@ use crate::data::DataSpec;
 use crate::nas::Algorithm;
 use crate::nas::shifting::ShiftMode;
 use crate::run_dir::write_atomic;
-use crate::search::archive::ArchiveRecord;
 use crate::train::{BnMode, BnSource, evaluate};
 
 const DATA: DataSpec = DataSpec::BuiltinFashionMnist;

@@ -146,7 +146,7 @@ fn new_run(args: &RetrainArgs, ctx: &Context) -> Result<(RunDir, RetrainConfig, 
     // A supernet run fixes the space, data, proxy split and conform options.
     let from = match &args.supernet_run {
         Some(dir) => {
-            let c: TrainConfig = RunDir::open(dir)
+            let c: TrainConfig = RunDir::open_read_only(dir)
                 .and_then(|r| r.read_config())
                 .with_context(|| {
                     format!(

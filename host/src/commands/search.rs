@@ -124,7 +124,7 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
 /// Bad flag values, or a run dir without a readable `config.toml`.
 pub fn effective_config(args: &SearchArgs, ctx: &Context) -> Result<SearchConfig> {
     if let Some(dir) = &args.resume {
-        let mut c: SearchConfig = RunDir::open(dir)?.read_config()?;
+        let mut c: SearchConfig = RunDir::open_read_only(dir)?.read_config()?;
         c.out = dir.clone();
         // `--remeasure` on a resume applies to this continuation (config.toml is not rewritten).
         c.remeasure |= args.remeasure;

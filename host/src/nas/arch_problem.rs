@@ -20,9 +20,9 @@ use shiftnas_models::{Arch, Space, Supernet};
 use super::evaluator::Evaluator;
 use super::prescreen::Prescreen;
 use super::shifting::{ShiftMode, Shifter};
+use crate::archive::ArchiveRecord;
 use crate::data::Batcher;
 use crate::latency::LatencySource;
-use crate::search::archive::ArchiveRecord;
 use crate::search::problem::{Evaluation, Problem};
 use crate::train::BnMode;
 

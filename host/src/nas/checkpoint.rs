@@ -2,14 +2,14 @@
 //! shifted supernet, the shifting optimizer's buffers and `state.json` ([`SearchState`]: RNGs,
 //! shifting data cursor, algorithm state, archive length, hypervolumes so far).
 //!
-//! On resume the archive is cut back to the checkpointed length ([`truncate_archive`]): a run
+//! On resume the archive is cut back to the checkpointed length ([`archive::truncate_to`]): a run
 //! killed mid-generation leaves that generation's first records behind, and the resumed run
 //! writes them again.
 
 use std::fs;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use candle_core::Device;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -17,9 +17,9 @@ use shiftnas_models::{Space, Supernet};
 
 use super::algorithm::{ArchSearch, ArchSearchState};
 use super::arch_problem::ArchProblem;
+use crate::archive;
 use crate::data::BatcherPosition;
 use crate::run_dir::{RunDir, STATE_FILE, write_atomic};
-use crate::search::archive;
 
 /// The supernet's file in a checkpoint folder.
 const SUPERNET_FILE: &str = "supernet.safetensors";
@@ -61,9 +61,11 @@ pub fn save(
     hypervolume: &[f64],
     generation: usize,
 ) -> Result<()> {
-    let archive_len = match archive::read(&run.join("archive.jsonl")) {
-        Ok(r) => r.len(),
-        Err(_) => 0,
+    let archive_path = run.join("archive.jsonl");
+    let archive_len = if archive_path.is_file() {
+        archive::read(&archive_path)?.len()
+    } else {
+        0
     };
     let state = SearchState {
         generation,
@@ -104,30 +106,4 @@ pub fn load(dir: &Path, space: &Space, device: &Device) -> Result<(SearchState, 
 /// The shifting optimizer's buffers of the checkpoint folder `dir`.
 pub fn optimizer_file(dir: &Path) -> std::path::PathBuf {
     dir.join(OPTIMIZER_FILE)
-}
-
-/// Cuts the archive at `path` back to its first `len` records (a missing file counts as empty).
-///
-/// # Errors
-/// An archive with fewer than `len` records (the run dir is damaged), or I/O failures.
-pub fn truncate_archive(path: &Path, len: usize) -> Result<()> {
-    let mut records = if path.is_file() {
-        archive::read(path)?
-    } else {
-        Vec::new()
-    };
-    if records.len() < len {
-        bail!(
-            "{} has {} records but the checkpoint expects {len}; the run dir is damaged",
-            path.display(),
-            records.len(),
-        );
-    }
-    records.truncate(len);
-    let mut text = String::new();
-    for r in &records {
-        text.push_str(&serde_json::to_string(r)?);
-        text.push('\n');
-    }
-    write_atomic(path, text.as_bytes())
 }

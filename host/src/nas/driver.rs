@@ -27,17 +27,17 @@ use shiftnas_models::{Space, Supernet};
 
 use super::algorithm::{Algorithm, ArchSearch, ArchSearchState};
 use super::arch_problem::{ArchProblem, Constraints, PhaseSeconds, timed};
-use super::checkpoint::{self, SearchState, truncate_archive};
+use super::checkpoint::{self, SearchState};
 use super::evaluator::Evaluator;
 use super::prescreen::{self, Prescreen};
 use super::progress::{Progress, hv_reference};
 use super::shifting::{ShiftConfig, Shifter};
+use crate::archive::{self, ArchiveRecord};
 use crate::data::{Augment, Batcher, BatcherPosition, ConformOptions, DataSpec, Normalize};
 use crate::interrupt::SearchInterrupted;
 use crate::latency::{LatencySource, LatencySpec};
 use crate::output::Printer;
 use crate::run_dir::RunDir;
-use crate::search::archive::{self, ArchiveRecord};
 use crate::search::observer::{GenerationSummary, Observer};
 use crate::search::problem::Problem;
 use crate::search::termination::{MaxGenerations, Termination};
@@ -299,7 +299,7 @@ fn resume_from(
     printer: &Printer,
 ) -> Result<(Supernet, Start)> {
     let (state, net): (SearchState, Supernet) = checkpoint::load(dir, space, device)?;
-    truncate_archive(archive_path, state.archive_len)?;
+    archive::truncate_to(archive_path, state.archive_len)?;
     printer.note(format!(
         "resuming {} after generation {}",
         run.path().display(),

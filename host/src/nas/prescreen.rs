@@ -27,9 +27,9 @@ use anyhow::{Context as _, Result, bail};
 use shiftnas_calibration::predictor::Kind;
 use shiftnas_models::{Arch, Space};
 
+use crate::archive::ArchiveRecord;
 use crate::latency::LatencySource;
 use crate::latency::predictor::PredictorSource;
-use crate::search::archive::ArchiveRecord;
 
 /// A predictor, its margin and the board-measured (error, latency) points seen so far.
 pub struct Prescreen {

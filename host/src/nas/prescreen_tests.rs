@@ -16,6 +16,7 @@ use shiftnas_protocol::{BenchReport, BenchSpec, BoardInfo};
 use super::Algorithm;
 use super::driver::{SearchConfig, SearchOutcome, run};
 use super::shifting::{ShiftConfig, ShiftMode};
+use crate::archive;
 use crate::boards::board::Board;
 use crate::boards::config::BoardConfig;
 use crate::boards::scripted::{ScriptedBoard, Step};
@@ -24,7 +25,6 @@ use crate::latency::board::fixture::one_board_source;
 use crate::latency::predictor::{PredictorSource, features};
 use crate::latency::{LatencySource, LatencySpec};
 use crate::output::Printer;
-use crate::search::archive;
 use crate::search::hypervolume::hypervolume;
 use crate::train::space_for;
 

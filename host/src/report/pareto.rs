@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::plot::{Labels, Point, scatter_svg};
+use crate::archive::ArchiveRecord;
 use crate::run_dir::write_atomic;
-use crate::search::archive::ArchiveRecord;
 
 /// Writes `pareto.json`, `pareto.csv`, `hypervolume.csv` and `pareto.svg` into `dir`: the final
 /// `front`, the `hypervolume` after each generation, and the plot of `archive` with the front

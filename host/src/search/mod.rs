@@ -35,7 +35,6 @@
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-pub mod archive;
 pub mod candidates;
 pub mod evolution;
 pub mod hypervolume;

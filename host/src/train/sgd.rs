@@ -211,6 +211,10 @@ impl Sgd {
             .collect();
         candle_core::safetensors::save(&map, &tmp)
             .with_context(|| format!("writing {}", tmp.display()))?;
+        // Durable before the rename, like every other checkpoint file (`write_atomic`).
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
     }
 

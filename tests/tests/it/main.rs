@@ -6,4 +6,5 @@ mod calibrate;
 mod export_ort;
 mod rank;
 mod search;
+mod torture;
 mod train;
