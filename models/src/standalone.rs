@@ -20,12 +20,12 @@ use candle_core::{DType, Device, Tensor, Var};
 use crate::arch::Arch;
 use crate::checkpoint::{FORMAT_VERSION, fill_named, meta_value, read_metadata, save_named};
 use crate::error::{Error, Result};
-use crate::nn::bn::BN_MOMENTUM;
 use crate::space::Space;
 use crate::subnet::Subnet;
 use crate::supernet::BnCalibration;
 use crate::supernet::block::{BnMode, ChoiceBlock, ConvBn};
 use crate::supernet::net::{Blocks, Net};
+use shiftnas_kernels::bn::BN_MOMENTUM;
 
 /// The `format` metadata value of standalone checkpoints.
 pub const STANDALONE_FORMAT: &str = "shiftnas-standalone";
