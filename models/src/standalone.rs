@@ -12,7 +12,7 @@
 //! "format_version": "1", "space": <Space as JSON>, "arch": "<digits>", "step": "N"}`, written
 //! atomically.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -203,7 +203,7 @@ impl Standalone {
             path: path.to_path_buf(),
             reason: format!("cannot serialise the space: {e}"),
         })?;
-        let meta = HashMap::from([
+        let meta = BTreeMap::from([
             ("format".to_string(), STANDALONE_FORMAT.to_string()),
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
             ("space".to_string(), space_json),
