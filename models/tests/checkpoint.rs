@@ -145,10 +145,10 @@ fn flipped_byte_in_tensor_data_is_refused_naming_the_tensor() {
     assert!(end > begin, "{name} is empty");
     bytes[8 + header_len + (begin + end) / 2] ^= 0x10;
     std::fs::write(&path, &bytes).unwrap();
-    let e = Supernet::load(&path, &Device::Cpu)
-        .err()
-        .expect("a corrupt tensor loaded")
-        .to_string();
+    let Err(e) = Supernet::load(&path, &Device::Cpu) else {
+        panic!("a corrupt tensor loaded");
+    };
+    let e = e.to_string();
     assert!(e.contains("flip.safetensors"), "{e}");
     assert!(e.contains(&format!("tensor {name}:")), "{e}");
     assert!(e.contains("checkpoint.old") && e.contains("retrain"), "{e}");
@@ -221,10 +221,10 @@ fn files_without_checksums_load_unverified_but_partial_ones_are_refused() {
     let mut partial = md.clone();
     partial.remove(&format!("sha256:{name}")).unwrap();
     std::fs::write(&path, rewrite_with_metadata(&bytes, partial)).unwrap();
-    let e = Supernet::load(&path, &Device::Cpu)
-        .err()
-        .expect("a file with a missing checksum loaded")
-        .to_string();
+    let Err(e) = Supernet::load(&path, &Device::Cpu) else {
+        panic!("a file with a missing checksum loaded");
+    };
+    let e = e.to_string();
     assert!(
         e.contains("old.safetensors") && e.contains(&format!("tensor {name} has no checksum")),
         "{e}"
