@@ -9,7 +9,8 @@
 //! file and the tensor: a flipped bit would otherwise load as a silently broken network. Files
 //! written before checksums existed hold no `sha256:` key at all; they load unverified, as before
 //! (the format version is unchanged, and older builds ignore the extra keys). A file holding
-//! checksums for some tensors but not for others is refused as damaged.
+//! checksums for some tensors but not for others is refused as damaged. Standalone (retrain)
+//! checkpoints use the same writer and checks.
 //!
 //! **Byte-identical files.** The header is written by hand with the metadata keys sorted and the
 //! tensors in name order, so the same weights, space and step always give the same bytes (the
@@ -196,7 +197,8 @@ impl Supernet {
     /// step it was saved at.
     ///
     /// # Errors
-    /// An unreadable file, another format or version, missing or misshapen tensors.
+    /// An unreadable file, another format or version, missing or misshapen tensors, a tensor
+    /// whose bytes do not match its checksum.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<(Supernet, u64)> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(io_err(path))?;

@@ -222,7 +222,8 @@ impl Standalone {
     /// arch stored in it; returns it with the step it was saved at.
     ///
     /// # Errors
-    /// An unreadable file, another format or version, missing or misshapen tensors.
+    /// An unreadable file, another format or version, missing or misshapen tensors, a tensor
+    /// whose bytes do not match its checksum.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<(Standalone, u64)> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
