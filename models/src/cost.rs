@@ -1,7 +1,7 @@
 //! FLOPs and parameter counts, computed analytically from a [`Space`] and an [`Arch`].
 //!
 //! **FLOPs** are multiply-adds of the convolutions and the classifier only (BN, ReLU, pooling,
-//! split and concat are free), as in SPOS and DESIGN §4. A conv with `cin → cout` channels,
+//! split and concat are free), as in SPOS. A conv with `cin → cout` channels,
 //! `groups`, a `k×k` kernel and an `h×w` output costs `cout · (cin / groups) · k² · h · w`; the
 //! bias-free classifier costs `last_channels · classes`.
 //!
@@ -180,7 +180,7 @@ pub fn last_conv(space: &Space) -> ConvSpec {
 /// The convs of one choice block, in execution order within each branch: the main branch
 /// (`main.conv{j}`) and, at stride 2, the projection branch (`proj.conv0` dw, `proj.conv1` pw).
 ///
-/// Wiring (DESIGN §4, SPOS): ShuffleNet-k main = pw `branch_in → mid` (ReLU), dw k×k stride s,
+/// Wiring (as in the SPOS reference code): ShuffleNet-k main = pw `branch_in → mid` (ReLU), dw k×k stride s,
 /// pw `mid → branch_out` (ReLU). Xception main = [dw 3×3 (stride s on the first), pw (ReLU)] × 3
 /// with pws `branch_in → mid`, `mid → mid`, `mid → branch_out`. Projection = dw k×k s2 on the full
 /// input (k = 3 for Xception), pw `in → in` (ReLU).

@@ -1,4 +1,4 @@
-//! Search spaces: plain data describing the SPOS ShuffleNetV2 supernet (DESIGN §4).
+//! Search spaces: plain data describing the SPOS ShuffleNetV2 supernet.
 //!
 //! A [`Space`] fixes the input, the stem, the stages of choice blocks, the last conv and the
 //! classifier. Every choice block offers the same four [`Choice`]s; an [`Arch`] picks one per block.

@@ -4,8 +4,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 
 use crate::error::{Error, Result};
-use crate::nn::{BatchNorm, conv, depthwise_conv2d, glue, init, pointwise_conv2d};
 use crate::space::{BlockShape, Choice};
+use shiftnas_kernels::{BatchNorm, conv, depthwise_conv2d, glue, init, pointwise_conv2d};
 
 /// How a [`ConvBn`] convolves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

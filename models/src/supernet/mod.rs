@@ -1,4 +1,4 @@
-//! The SPOS ShuffleNetV2 weight-sharing supernet over a [`Space`] (DESIGN §4), in candle.
+//! The SPOS ShuffleNetV2 weight-sharing supernet over a [`Space`], in candle.
 //!
 //! Layout: stem conv k×k stride s → BN → ReLU; one [`Choice`] per block, each (block, choice) with
 //! its own weights and BN statistics; last 1×1 conv → BN → ReLU; global average pool; dropout
@@ -29,8 +29,8 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use crate::arch::Arch;
 use crate::error::{Error, Result};
-use crate::nn::bn::BN_MOMENTUM;
 use crate::space::{Choice, Space};
+use shiftnas_kernels::bn::BN_MOMENTUM;
 
 pub use block::channel_split;
 use block::{BnMode, ChoiceBlock, ConvBn};

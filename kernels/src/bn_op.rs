@@ -1,4 +1,4 @@
-//! Fused affine-free batch norm (+ optional ReLU) as candle custom ops on CPU (DESIGN §6).
+//! Fused affine-free batch norm (+ optional ReLU) as candle custom ops on CPU.
 //!
 //! Plain candle ops build BN from ~8 graph nodes (mean, sub, sqr, mean, add, sqrt, div, relu),
 //! each with a full-size temporary forward and a `zeros_like + add` gradient accumulation

@@ -2,7 +2,7 @@
 //! and the gradients autograd gives through both).
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
-use shiftnas_models::nn::glue::{concat_channels, odd_channels, shuffle_block};
+use shiftnas_kernels::glue::{concat_channels, odd_channels, shuffle_block};
 
 fn seq(shape: (usize, usize, usize, usize), scale: f32) -> Tensor {
     let n = shape.0 * shape.1 * shape.2 * shape.3;

@@ -123,8 +123,7 @@ mod tests {
                 &mut rng,
             );
             let ours = shift_add_depthwise_conv2d(x.as_tensor(), wt.as_tensor(), s).unwrap();
-            let reference =
-                super::super::depthwise_conv2d(x.as_tensor(), wt.as_tensor(), s).unwrap();
+            let reference = crate::depthwise_conv2d(x.as_tensor(), wt.as_tensor(), s).unwrap();
             assert_eq!(ours.dims(), reference.dims(), "k{k} s{s} {h}x{w}");
             assert!(
                 max_rel(&ours, &reference) < 1e-5,

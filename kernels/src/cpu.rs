@@ -177,7 +177,7 @@ macro_rules! simd_fn {
                 fn avx2 $(<$($lt),*>)? ($($arg: $ty),*) $(-> $ret)? {
                     imp($($arg),*)
                 }
-                if $crate::nn::cpu::has_avx2() {
+                if $crate::cpu::has_avx2() {
                     // SAFETY: the CPU has AVX2 (checked just above).
                     return unsafe { avx2($($arg),*) };
                 }
@@ -244,7 +244,7 @@ mod tests {
     use candle_core::{Device, Tensor, Var};
 
     use super::BASELINE_ONLY;
-    use crate::nn::{bn_affine::bn_affine_train, bn_op::bn_train, depthwise_conv2d};
+    use crate::{bn_affine::bn_affine_train, bn_op::bn_train, depthwise_conv2d};
 
     /// A fixed pseudo-random `[dims]` tensor (values `scale · sin(i · 0.7 + phase) + offset`).
     fn input(dims: &[usize], scale: f32, offset: f32, phase: f32) -> Var {

@@ -1,4 +1,4 @@
-//! Channel split / concat glue of the ShuffleNetV2 blocks as CPU custom ops (DESIGN §6).
+//! Channel split / concat glue of the ShuffleNetV2 blocks as CPU custom ops.
 //!
 //! With plain candle ops the SPOS channel shuffle is reshape → narrow → squeeze → contiguous per
 //! half, and its backward materialises a zero-filled `cat(zeros, grad, zeros)` per view node. Here

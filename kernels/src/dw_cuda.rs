@@ -1,5 +1,5 @@
 //! CUDA kernels of the depthwise conv custom ops (forward, input gradient, weight gradient), compiled
-//! at run time with NVRTC (no build-time CUDA compiler for `models`) and loaded once per device.
+//! at run time with NVRTC (no build-time CUDA compiler for this crate) and loaded once per device.
 //!
 //! Each kernel reads contiguous f32 NCHW tensors (padding `k / 2`, square odd kernel):
 //! - `dw_fwd`: one thread per output element, k² taps;

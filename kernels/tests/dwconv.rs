@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shiftnas_models::nn::dwconv::{depthwise_conv2d, dw_out_size, native_depthwise_conv2d};
+use shiftnas_kernels::dwconv::{depthwise_conv2d, dw_out_size, native_depthwise_conv2d};
 
 /// One depthwise problem with its data, and a reference written as the textbook loop nest.
 struct DwConvProblem {

@@ -2,7 +2,7 @@
 //! gradients through autograd).
 
 use candle_core::{Device, Tensor, Var};
-use shiftnas_models::nn::{conv, pointwise_conv2d};
+use shiftnas_kernels::{conv, pointwise_conv2d};
 
 fn seq(shape: (usize, usize, usize, usize), scale: f32) -> Tensor {
     let n = shape.0 * shape.1 * shape.2 * shape.3;

@@ -1,4 +1,4 @@
-//! Depthwise convolution as a candle custom op with direct CPU loops (DESIGN §6).
+//! Depthwise convolution as a candle custom op with direct CPU loops.
 //!
 //! candle's grouped `conv2d` runs a depthwise conv as C single-channel convolutions stitched with
 //! `narrow`/`cat`, 20–240× slower than PyTorch forward+backward. [`depthwise_conv2d`] runs the

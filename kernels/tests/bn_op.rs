@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shiftnas_models::nn::bn_op::{bn_eval, bn_train};
+use shiftnas_kernels::bn_op::{bn_eval, bn_train};
 
 const EPS: f64 = 1e-5;
 

@@ -1,4 +1,4 @@
-//! 1×1 convolution as one candle custom op with direct gemm calls (DESIGN §6).
+//! 1×1 convolution as one candle custom op with direct gemm calls.
 //!
 //! The plain composition (contiguous → reshape → broadcast weight → batched matmul → reshape)
 //! puts five nodes in the graph, and its backward copies the broadcast, transposed weight per

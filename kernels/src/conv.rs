@@ -1,4 +1,4 @@
-//! Full k×k convolution (the stem) as image patches through the 1×1 conv op (DESIGN §6).
+//! Full k×k convolution (the stem) as image patches through the 1×1 conv op.
 //!
 //! candle's CPU `conv2d` runs on one core here, and its kernel gradient is a second convolution
 //! whose "kernel" is the whole output gradient: together 3 % of a `tiny` training step with the

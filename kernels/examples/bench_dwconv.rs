@@ -1,7 +1,7 @@
 //! Times forward + backward of every depthwise conv shape of the `spos-cifar` preset at batch 64:
 //! our custom op against candle's native grouped `conv2d`.
 //!
-//! `cargo run --release -p shiftnas-models --example bench_dwconv [-- --batch N --space NAME
+//! `cargo run --release -p shiftnas-kernels --example bench_dwconv [-- --batch N --space NAME
 //! --ours-only]` prints a TSV table (channels, size, k, stride, ours_ms, candle_ms, speedup); times
 //! are medians. `--ours-only` skips candle's (10–100× slower) grouped conv.
 //! `scripts/bench/dwconv.sh` runs it next to PyTorch.
@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use shiftnas_models::nn::dwconv::{depthwise_conv2d, native_depthwise_conv2d};
+use shiftnas_kernels::dwconv::{depthwise_conv2d, native_depthwise_conv2d};
 use shiftnas_models::{Choice, Space};
 
 /// (channels, input size, kernel, stride) of every depthwise conv in the space.
