@@ -41,7 +41,7 @@ use crate::run_dir::RunDir;
 use crate::search::observer::{GenerationSummary, Observer};
 use crate::search::problem::Problem;
 use crate::search::termination::{MaxGenerations, Termination};
-use crate::train::{BnMode, PreparedData, prepare_data, space_for};
+use crate::train::{BnMode, PreparedData, space_and_data};
 
 /// Every effective setting of a search; written to `config.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,8 +160,7 @@ pub fn run_until(
     device: &Device,
     stop_after: Option<usize>,
 ) -> Result<SearchOutcome> {
-    let data = load_data(config)?;
-    let space = space_for(&config.space, data.pair.train.num_classes())?;
+    let (space, data) = load_data(config)?;
     let normalize = Normalize::from_dataset(&data.pair.train, &data.splits.train);
     let run = open_run_dir(config, resume)?;
     let archive_path = run.join("archive.jsonl");
@@ -204,7 +203,7 @@ pub fn run_until(
             config.bn_images
         ));
     }
-    let algorithm = build_algorithm(config, start.algorithm)?;
+    let algorithm = build_algorithm(config, &space, start.algorithm)?;
     let progress = Progress::new(
         printer,
         config.gens,
@@ -223,26 +222,28 @@ pub fn run_until(
     search.run(&MaxGenerations(config.gens), progress, stop_after)
 }
 
-/// The `--algorithm` of `config`, continuing from `state` when given.
-fn build_algorithm(config: &SearchConfig, state: Option<ArchSearchState>) -> Result<ArchSearch> {
-    // The precheck of evolution and random search prices archs with a one-class head (the
-    // scored constraints use the data set's).
-    let precheck_space = space_for(&config.space, 1)?;
+/// The `--algorithm` of `config`, continuing from `state` when given. Its precheck prices archs
+/// in `space` (the data set's class count), as the scored constraints do.
+fn build_algorithm(
+    config: &SearchConfig,
+    space: &Space,
+    state: Option<ArchSearchState>,
+) -> Result<ArchSearch> {
     ArchSearch::new(
         config.algorithm,
         config.pop,
-        &precheck_space,
+        space,
         config.constraints,
         state,
     )
 }
 
-/// The data set with its train/proxy split (`--data`, `--proxy-size`, `--split-seed`).
-fn load_data(config: &SearchConfig) -> Result<PreparedData> {
-    let probe = space_for(&config.space, 1)?;
-    prepare_data(
+/// The space with the data set's class count, and the data set with its train/proxy split
+/// (`--data`, `--proxy-size`, `--split-seed`).
+fn load_data(config: &SearchConfig) -> Result<(Space, PreparedData)> {
+    space_and_data(
+        &config.space,
         &config.data,
-        &probe,
         config.conform,
         Some(config.proxy_size),
         config.split_seed,
@@ -604,6 +605,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::latency::flops::FlopsSource;
     use crate::nas::shifting::ShiftMode;
+    use crate::train::space_for;
 
     /// A small `tiny`-space search on the embedded data (flops latency, shifting on); other
     /// tests override fields with struct-update syntax.

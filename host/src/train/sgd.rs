@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Parameters without a gradient this step (blocks the sampled arch did not use) are untouched:
-//! no weight decay and no momentum (SPOS trains only the sampled path; DESIGN §5). Buffers are
+//! no weight decay and no momentum (SPOS trains only the sampled path). Buffers are
 //! detached copies, so the autograd graph never grows across steps. candle's own `SGD` has no
 //! momentum, and `candle_nn::Optimizer::new` takes unnamed variables, so this optimizer has its
 //! own small API keyed by parameter name; its state is saved by name in checkpoints.
