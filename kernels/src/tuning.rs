@@ -1,8 +1,8 @@
 //! Process-wide CPU settings under which candle trains fast on small machines.
 //!
 //! Call [`configure`] first thing in `main` (the `shiftnas` binary and the benchmark examples do).
-//! Each setting was found with `perf` on a 2-core machine (docs/benchmarks.md, "Supernet
-//! training step"); a variable the user has set is left alone.
+//! Each setting was found with `perf` on a 2-core machine (docs/supernet.md, "Speed
+//! (CPU)"); a variable the user has set is left alone.
 
 /// mimalloc v3's `mi_option_purge_delay` (index in `mi_option_e`; `libmimalloc-sys` 0.1.49 names
 /// no constant for it).
@@ -55,7 +55,7 @@ pub unsafe fn configure() {
 /// them hands its jobs to the pool and sleeps until they are done: a wake-up of the pool and of
 /// the main thread per op, hundreds of times per training step. From a pool thread the op's jobs
 /// go on that thread's own queue and the caller works on them itself (measured on 2 cores: a
-/// training step 17 % faster, inference 6 %; docs/benchmarks.md, "Supernet training step").
+/// training step 17 % faster, inference 6 %; docs/supernet.md, "Speed (CPU)").
 /// `work` must not block waiting for other rayon jobs.
 pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     // From outside the pool, `scope` runs its body on a pool thread and blocks until it returns.
