@@ -170,11 +170,12 @@ fn qemu_agent(a: &Aarch64, args: &[&str]) -> Command {
 }
 
 /// Checks the invariants every report must hold.
-fn check_report(r: &BenchReport, runs: usize, model: &Path) {
+fn check_report(report: &BenchReport, runs: usize, model: &Path) {
+    let r = &report.summary;
     assert!(
-        r.samples_ms.len() >= runs,
+        report.samples_ms.len() >= runs,
         "{} samples < {runs} runs",
-        r.samples_ms.len()
+        report.samples_ms.len()
     );
     assert!(
         r.min_ms > 0.0
@@ -186,19 +187,19 @@ fn check_report(r: &BenchReport, runs: usize, model: &Path) {
     );
     assert!(r.min_ms <= r.mean_ms && r.mean_ms <= r.max_ms);
     let sorted = {
-        let mut s = r.samples_ms.clone();
+        let mut s = report.samples_ms.clone();
         s.sort_by(f64::total_cmp);
         s
     };
     assert_eq!((sorted[0], *sorted.last().unwrap()), (r.min_ms, r.max_ms));
-    assert_eq!(r.backend.name, BackendName::Ort);
+    assert_eq!(report.backend.name, BackendName::Ort);
     assert!(
-        r.backend.version.starts_with("1."),
+        report.backend.version.starts_with("1."),
         "ORT version {:?}",
-        r.backend.version
+        report.backend.version
     );
     let sha = hex::encode(Sha256::digest(std::fs::read(model).unwrap()));
-    assert_eq!(r.model_sha256, sha);
+    assert_eq!(report.model_sha256, sha);
 }
 
 #[test]
