@@ -237,6 +237,13 @@ fn read_line_bounded(
         };
         total += part.len() as u64;
         if total <= max as u64 {
+            // Grow by doubling, but never past `max`.
+            let want = (buf.len() + part.len())
+                .max(buf.capacity().saturating_mul(2))
+                .min(max);
+            if want > buf.capacity() {
+                buf.reserve_exact(want - buf.len());
+            }
             buf.extend_from_slice(part);
         }
         let newline = done > part.len();
