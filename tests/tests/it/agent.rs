@@ -243,6 +243,49 @@ fn x86_bench_json_is_sane() {
     );
 }
 
+/// Out-of-bounds flags exit 2 at once with the flag named, before any model or runtime is loaded
+/// (they used to abort in `Vec::with_capacity`, hang creating threads, or fill memory).
+#[test]
+fn x86_bench_refuses_out_of_bounds_flags_at_once() {
+    for (flag, value, want) in [
+        (
+            "--runs",
+            "18446744073709551615",
+            "runs must be between 1 and 1000000",
+        ),
+        ("--threads", "100000", "threads must be between 1 and 64"),
+        ("--warmup", "100000000", "warmup must be at most 10000"),
+        (
+            "--min-seconds",
+            "1e300",
+            "min_seconds must be between 0 and 600",
+        ),
+        ("--cores", "0-99999999999", "beyond the 1024 CPUs"),
+    ] {
+        let agent = x86_agent(); // built (or waited for) outside the timed part
+        let t0 = std::time::Instant::now();
+        let out = Command::new(agent)
+            .args([
+                "bench",
+                "--ort-lib",
+                "/nonexistent/libonnxruntime.so",
+                flag,
+                value,
+            ])
+            .arg(fixture("conv_s.onnx"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(want), "{flag} {value}: {err}");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "{flag} {value} took {:?}",
+            t0.elapsed()
+        );
+    }
+}
+
 #[test]
 fn x86_bench_refuses_dynamic_shapes_and_missing_libraries() {
     shiftnas_tests::skip_unless!(x86_skip(), X86_FIX);

@@ -243,6 +243,10 @@ fn serve_answers_every_line_and_stays_bounded() {
     assert!(matches!(hello, Response::Hello { .. }), "{hello:?}");
     assert!(child.try_wait().unwrap().is_none(), "the agent exited");
     let hwm = vm_hwm_bytes(pid);
+    eprintln!(
+        "agent_fuzz: {expected} lines answered, peak memory {} MiB",
+        hwm >> 20
+    );
     writeln!(stdin, "{{\"type\":\"quit\"}}").unwrap();
     let bye = decode_line::<Response>(&rx.recv_timeout(TIME_LIMIT).unwrap()).unwrap();
     assert_eq!(bye, Response::Bye);
