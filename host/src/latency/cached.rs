@@ -89,13 +89,13 @@ pub fn measure_cached(
                 let shape = shape_string(&m.report.input_shape);
                 rows.push((
                     key_for(pool, &jobs[i], &shape),
-                    m.report.p50_ms,
+                    m.report.summary.p50_ms,
                     json.clone(),
                 ));
                 out[i] = Some(Latency {
                     name: jobs[i].name.clone(),
                     model_sha256: jobs[i].sha256.clone(),
-                    p50_ms: m.report.p50_ms,
+                    p50_ms: m.report.summary.p50_ms,
                     board: Some(m.board),
                     board_fingerprint: pool.fingerprint().to_string(),
                     report_json: json,

@@ -77,7 +77,16 @@ impl Board for ArchBoard {
         let mut r = self.inner.bench(sha256, spec)?;
         let ms = self.loaded[sha256];
         let s = &self.space;
-        (r.p50_ms, r.p90_ms, r.p99_ms, r.mean_ms, r.min_ms, r.max_ms) = (ms, ms, ms, ms, ms, ms);
+        let std_ms = r.summary.std_ms;
+        r.summary = shiftnas_protocol::Summary {
+            p50_ms: ms,
+            p90_ms: ms,
+            p99_ms: ms,
+            mean_ms: ms,
+            std_ms,
+            min_ms: ms,
+            max_ms: ms,
+        };
         r.samples_ms = vec![ms; 3];
         r.input_shape = vec![1, s.input_channels, s.input_size, s.input_size];
         Ok(r)

@@ -1,9 +1,11 @@
 //! One integration-test binary; each module covers one area across crates.
 
 mod agent;
+mod agent_fuzz;
 mod boards;
 mod calibrate;
 mod export_ort;
+mod glibc;
 mod rank;
 mod search;
 mod torture;
