@@ -11,6 +11,7 @@ pub mod compute;
 pub mod data;
 pub mod interrupt;
 pub mod latency;
+pub mod npu;
 pub mod output;
 pub mod rank;
 pub mod report;

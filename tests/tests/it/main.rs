@@ -4,6 +4,7 @@ mod agent;
 mod boards;
 mod calibrate;
 mod export_ort;
+mod npu;
 mod rank;
 mod search;
 mod train;
