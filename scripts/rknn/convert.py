@@ -100,6 +100,8 @@ def main():
     p.add_argument("--simulate", nargs="*", default=[])
     p.add_argument("--sim-out")
     a = p.parse_args()
+    if a.simulate and not a.sim_out:
+        p.error("--simulate needs --sim-out")
     if a.version:
         print(json.dumps({"ok": True, "toolkit_version": toolkit_version()}))
         return
