@@ -11,8 +11,9 @@
 //! on the RK3588 every such op costs an NPU → CPU → NPU round trip. The one CPU op tolerated is
 //! the `Reshape` the toolkit itself appends to a classifier output (it rewrites the final `Gemm`
 //! as a conv and reshapes `[1, n, 1, 1]` back to `[1, n]`); it is listed in
-//! [`ConvertReport::output_reshapes`]. Exports must use `SplitStyle::ReshapeSplit`: the strided
-//! `Slice` split puts two `Slice` ops per stride-1 block on the CPU (docs/npu.md).
+//! [`ConvertReport::output_reshapes`]. Export with [`export_options`] (`SplitStyle::ReshapeSplit`):
+//! the default strided `Slice` split puts two `Slice` ops per stride-1 block on the CPU
+//! (docs/npu.md).
 
 mod npy;
 mod toolkit;
@@ -29,6 +30,17 @@ use sha2::{Digest as _, Sha256};
 
 pub use npy::{read_f32 as read_npy, write_f32 as write_npy};
 pub use toolkit::{CONVERT_PY, PYTHON_ENV, PlacedOp, Toolkit};
+
+/// ONNX export options for models meant for the NPU: batch fixed to 1 and the
+/// `Reshape → Split → Reshape` channel split, which the toolkit maps to the NPU (the default
+/// strided `Slice` split lands on the CPU).
+pub fn export_options() -> shiftnas_models::onnx::ExportOptions {
+    shiftnas_models::onnx::ExportOptions {
+        batch: Some(1),
+        split: shiftnas_models::onnx::SplitStyle::ReshapeSplit,
+        ..Default::default()
+    }
+}
 
 /// The NPU number format of a conversion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -67,16 +67,16 @@ fn converter(cache: &tempfile::TempDir) -> Option<Converter> {
     })
 }
 
-/// A random-weight `spos-cifar` subnet exported with the split style the NPU needs.
+/// A random-weight `spos-cifar` subnet exported with `npu::export_options()` but `split`.
 fn export(arch: &str, split: SplitStyle, seed: u64) -> Vec<u8> {
     let space = Space::spos_cifar();
     let arch: Arch = space.parse_arch(arch).unwrap();
     let sub = Subnet::random(&space, &arch, seed).unwrap();
     let options = ExportOptions {
-        batch: Some(1),
         split,
-        ..Default::default()
+        ..shiftnas::npu::export_options()
     };
+    assert_eq!(options.batch, Some(1));
     onnx::export(&sub, &options).unwrap()
 }
 
@@ -134,7 +134,7 @@ fn every_spos_cifar_choice_converts_to_the_npu_and_matches_ort() {
     let calib = calibration(cache.path());
     let inputs = random_inputs(8, 0x1f);
     for (i, arch) in ARCHS.iter().enumerate() {
-        let model = export(arch, SplitStyle::ReshapeSplit, i as u64);
+        let model = export(arch, shiftnas::npu::export_options().split, i as u64);
         let reference: Vec<Vec<f32>> = inputs.iter().map(|x| ort_logits(&model, x)).collect();
         let mean: Vec<f32> = (0..reference[0].len())
             .map(|c| reference.iter().map(|r| r[c]).sum::<f32>() / reference.len() as f32)
