@@ -13,6 +13,7 @@ pub mod data;
 pub mod interrupt;
 pub mod latency;
 pub mod nas;
+pub mod npu;
 pub mod output;
 pub mod paths;
 pub mod rank;
