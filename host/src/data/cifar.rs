@@ -296,14 +296,25 @@ mod tests {
 
 #[cfg(test)]
 mod shared_data_tests {
-    /// The project's full CIFAR-10 copy, when this machine has it (README: 5,000/1,000 per class).
+    /// The project's full CIFAR-10 copy in `shared/datasets/cifar10` beside the repository (README:
+    /// 5,000/1,000 per class); `SHIFTNAS_DATASETS` overrides the folder. Missing, it is skipped
+    /// locally and fails under `CI=true`.
     #[test]
-    fn shared_cifar10_if_present() {
-        let dir = std::path::Path::new("/work/shared/datasets/cifar10");
+    fn shared_cifar10() {
+        let root = std::env::var_os("SHIFTNAS_DATASETS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")
+            });
+        let dir = root.join("cifar10");
         if !dir.join("test_batch.bin").is_file() {
+            let what = format!("no CIFAR-10 at {}", dir.display());
+            let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+            assert!(!ci, "{what}; set SHIFTNAS_DATASETS (CI=true: a missing data set fails)");
+            eprintln!("skipped: {what}; set SHIFTNAS_DATASETS");
             return;
         }
-        let pair = super::load_cifar10(dir).unwrap();
+        let pair = super::load_cifar10(&dir).unwrap();
         assert_eq!(pair.train.class_histogram(), vec![5000; 10]);
         assert_eq!(pair.test.class_histogram(), vec![1000; 10]);
         assert_eq!(pair.train.class_names[0], "airplane");
