@@ -269,7 +269,7 @@ pub fn too_old_message(cfg: &BoardConfig, board: GlibcVersion, needed: GlibcVers
     format!(
         "board {:?}: its glibc is {board} but the agent {agent} needs GLIBC_{needed}; build an \
          agent for glibc 2.28 and newer with `{OLD_GLIBC_BUILD}` and set `agent` in boards.toml \
-         to the binary it writes",
+         to the path it prints (target/aarch64-unknown-linux-gnu/release/shiftnas-agent)",
         cfg.name
     )
 }
