@@ -506,6 +506,29 @@ fn stop_rule_stops_when_every_interval_is_within_precision() {
 }
 
 #[test]
+fn stopping_on_precision_keeps_the_coverage() {
+    // Stopping when the intervals are narrow enough picks the rounds at which to look; the final
+    // intervals must still hold the drift-free ratios about as often as their nominal 95 %.
+    let rule = StopRule::default();
+    let (mut covered, mut cases, mut precise) = (0, 0, 0);
+    for seed in 0..300 {
+        let (v, history) = measure(&rule, 0.03, Duration::from_millis(10), 1000 + seed);
+        precise += (v.stop == Some(StopReason::Precise)) as usize;
+        for (m, &t) in history.last().unwrap().models.iter().zip(&MODELS) {
+            cases += 1;
+            covered += m.ratio_interval.unwrap().interval().contains(t / REFERENCE) as usize;
+        }
+    }
+    let share = covered as f64 / cases as f64;
+    eprintln!("after stopping: coverage {covered}/{cases} = {share:.4}, {precise}/300 precise");
+    assert_eq!(precise, 300);
+    assert!(
+        share >= 0.93,
+        "coverage {share} after stopping on precision"
+    );
+}
+
+#[test]
 fn stop_rule_gives_up_at_the_round_limit_or_the_budget() {
     let rule = StopRule {
         max_rounds: 30,
