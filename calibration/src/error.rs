@@ -84,6 +84,40 @@ pub enum Error {
     /// A predictor file is not valid JSON or not an object.
     #[error("predictor file: {0}")]
     Parse(String),
+    /// Too few values for a distribution-free confidence interval of a median.
+    #[error(
+        "a {pct} % distribution-free interval of a median needs at least {need} {what}, got \
+         {got}; measure more or lower the confidence",
+        pct = 100.0 * confidence
+    )]
+    TooFewForInterval {
+        /// What is counted (`rounds`, `values`).
+        what: &'static str,
+        /// The confidence asked for, in (0, 1).
+        confidence: f64,
+        /// The smallest count that reaches it.
+        need: usize,
+        /// The count given.
+        got: usize,
+    },
+    /// A setting of the measurement protocol is out of range.
+    #[error("{setting} = {value}: {expected}")]
+    Setting {
+        /// The setting (`confidence`, `precision`, `min_rounds`, …).
+        setting: &'static str,
+        /// The value given.
+        value: f64,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// A timed run or a round of an interleaved measurement is unusable.
+    #[error("{place}: {problem}")]
+    Sample {
+        /// Where: round, model (index in the set, 0-based) and run.
+        place: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -7,6 +7,8 @@
 //! - [`fit`]: [`fit::calibrate`] splits measured subnets, fits both predictors, keeps the one
 //!   with the lower held-out RMSPE, and returns a [`file::PredictorFile`].
 //! - [`file`]: the JSON predictor file, with its board fingerprint check.
+//! - [`interleaved`]: drift-corrected latency from interleaved rounds against a reference model,
+//!   distribution-free intervals of a median, the stop rule, and test–retest figures.
 //!
 //! No I/O: the host reads and writes the files and does the measuring.
 //!
@@ -48,6 +50,7 @@
 pub mod error;
 pub mod file;
 pub mod fit;
+pub mod interleaved;
 pub mod linalg;
 pub mod predictor;
 pub mod ranking;
