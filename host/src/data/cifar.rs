@@ -310,7 +310,10 @@ mod shared_data_tests {
         if !dir.join("test_batch.bin").is_file() {
             let what = format!("no CIFAR-10 at {}", dir.display());
             let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-            assert!(!ci, "{what}; set SHIFTNAS_DATASETS (CI=true: a missing data set fails)");
+            assert!(
+                !ci,
+                "{what}; set SHIFTNAS_DATASETS (CI=true: a missing data set fails)"
+            );
             eprintln!("skipped: {what}; set SHIFTNAS_DATASETS");
             return;
         }
