@@ -168,6 +168,22 @@ pub fn dataset_from_bytes(
         Some(c) => c,
         None => {
             let k = labels.iter().max().map_or(0, |&m| m as usize + 1);
+            let mut seen = vec![false; k];
+            for &l in &labels {
+                seen[l as usize] = true;
+            }
+            if let Some(gap) = seen.iter().position(|&s| !s) {
+                let (i, &top) = labels
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|&(_, &l)| l)
+                    .expect("a gap implies labels");
+                bail!(
+                    "{lab_name}: image {i} has label {top}, but no image has label {gap}: without \
+                     classes.txt the labels must be the classes 0..K-1 with no gaps; renumber the \
+                     labels, or add classes.txt (one class name per line) to the folder"
+                );
+            }
             (0..k).map(|i| i.to_string()).collect()
         }
     };
@@ -298,6 +314,19 @@ pub(crate) mod tests {
             // Image 1, row 2, col 1 = element 12 + 2*3 + 1 = 19 -> 19*7 % 256.
             assert_eq!(pair.train.image(1)[2 * 3 + 1], (19 * 7) as u8);
         }
+    }
+
+    #[test]
+    fn a_label_past_a_gap_is_named_with_its_image() {
+        let dir = tempfile::tempdir().unwrap();
+        write_set(dir.path(), false, 3, 3);
+        let train_labels = idx_bytes(&[3], &[0, 1, 99]);
+        fs::write(dir.path().join("train-labels-idx1-ubyte"), train_labels).unwrap();
+        let err = format!("{:#}", load_dir(dir.path()).unwrap_err());
+        assert!(
+            err.contains("image 2 has label 99") && err.contains("no image has label 2"),
+            "{err}"
+        );
     }
 
     #[test]
