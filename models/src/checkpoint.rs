@@ -442,3 +442,35 @@ pub(crate) fn fill_named(
     }
     Ok(())
 }
+
+/// Writes named f32 tensors that belong to no network (an optimizer's momentum buffers) with the
+/// same per-tensor checksums and byte-identical layout as a supernet checkpoint, atomically.
+///
+/// # Errors
+/// Tensor conversion or I/O failures, naming the file.
+pub fn save_tensors(path: &Path, named: impl IntoIterator<Item = (String, Tensor)>) -> Result<()> {
+    save_named(path, named, BTreeMap::new())
+}
+
+/// Reads every tensor of a file written by [`save_tensors`] onto `device`, verifying each
+/// tensor's checksum (a file without checksums loads unverified, as for supernets).
+///
+/// # Errors
+/// A missing, malformed or damaged file, naming it and the tensor at fault.
+pub fn load_tensors(path: &Path, device: &Device) -> Result<Vec<(String, Tensor)>> {
+    let bytes = std::fs::read(path).map_err(|e| ckpt_err(path, format!("cannot read: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| ckpt_err(path, format!("corrupt safetensors data: {e}")))?;
+    let mut expected: Vec<(String, Vec<usize>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.shape().to_vec()))
+        .collect();
+    expected.sort();
+    let mut out = Vec::with_capacity(expected.len());
+    fill_named(path, &bytes, &expected, "its own tensor list", |name, t| {
+        out.push((name.to_string(), t.to_device(device)?));
+        Ok(())
+    })?;
+    Ok(out)
+}

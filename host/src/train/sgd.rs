@@ -203,19 +203,9 @@ impl Sgd {
     /// # Errors
     /// I/O errors naming the path.
     pub fn save_buffers(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("safetensors.tmp");
-        let map: std::collections::HashMap<&str, Tensor> = self
-            .buffers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
-        candle_core::safetensors::save(&map, &tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        // Durable before the rename, like every other checkpoint file (`write_atomic`).
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        let named = self.buffers.iter().map(|(k, v)| (k.clone(), v.clone()));
+        shiftnas_models::checkpoint::save_tensors(path, named)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Reads momentum buffers saved by [`Sgd::save_buffers`].
@@ -229,9 +219,9 @@ impl Sgd {
                 path.display()
             );
         }
-        let map = candle_core::safetensors::load(path, device)
+        let named = shiftnas_models::checkpoint::load_tensors(path, device)
             .with_context(|| format!("reading optimizer state {}", path.display()))?;
-        self.buffers = map.into_iter().collect();
+        self.buffers = named.into_iter().collect();
         Ok(())
     }
 }
@@ -360,6 +350,13 @@ mod tests {
             .load_buffers(&dir.path().join("nope"), &Device::Cpu)
             .unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+        // A flipped bit in the buffer's data is refused, naming the tensor.
+        let mut bytes = std::fs::read(&p).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&p, bytes).unwrap();
+        let err = format!("{:#}", back.load_buffers(&p, &Device::Cpu).unwrap_err());
+        assert!(err.contains("a.weight") && err.contains("SHA-256"), "{err}");
     }
 
     #[test]
