@@ -373,6 +373,32 @@ mod tests {
         assert_eq!(head.output[0].name.as_deref(), Some(OUTPUT_NAME));
     }
 
+    /// MobileNetV2: the stem part ends after the fixed first block, blocks keep their residual
+    /// `Add` as the output node, and part FLOPs sum to the arch's.
+    #[test]
+    fn mbv2_parts_have_the_stem_block_and_residuals() {
+        let space = Space::mbv2_tiny();
+        let bank = PartBank::random(&space, 2).unwrap();
+        let opts = ExportOptions::default();
+        let stem = pb::ModelProto::decode(bank.export_part(Part::Stem, &opts).unwrap().as_slice())
+            .unwrap()
+            .graph
+            .unwrap();
+        assert_eq!(dims(&stem.output[0]), [1, 8, 28, 28]);
+        assert_eq!(ops(&bank.export_part(Part::Stem, &opts).unwrap()).len(), 5);
+        let b1 = bank.export_block(1, 4, &opts).unwrap();
+        assert_eq!(ops(&b1).last().map(String::as_str), Some("Add"));
+        let b0 = bank.export_block(0, 4, &opts).unwrap();
+        assert!(!ops(&b0).contains(&"Add".to_string()));
+        let arch = space.parse_arch("0123450123450123450").unwrap();
+        let parts: u64 = [Part::Stem, Part::Head]
+            .into_iter()
+            .chain((0..space.num_blocks()).map(Part::Block))
+            .map(|p| p.flops(&space, &arch))
+            .sum();
+        assert_eq!(parts, cost::arch_flops(&space, &arch));
+    }
+
     #[test]
     fn spliced_subnets_match_the_subnet_exporter() {
         let space = Space::tiny();

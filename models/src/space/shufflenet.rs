@@ -9,13 +9,13 @@ use crate::cost::{Act, ConvSpec, conv};
 /// Why `b` cannot be a ShuffleNetV2 block, if it cannot: a stride-1 block passes half its input
 /// through, so it needs equal, even in/out channels; every block needs a non-empty main branch.
 pub(crate) fn check_block(b: &BlockShape) -> Option<String> {
-    if b.stride == 1 && (b.in_channels != b.out_channels || b.in_channels % 2 != 0) {
+    if b.stride == 1 && (b.in_channels != b.out_channels || !b.in_channels.is_multiple_of(2)) {
         return Some(format!(
             "block {} (stride 1) needs equal, even in/out channels, got {} → {}; give stage {} stride 2",
             b.index, b.in_channels, b.out_channels, b.stage
         ));
     }
-    if b.out_channels <= b.branch_in() || b.out_channels % 2 != 0 {
+    if b.out_channels <= b.branch_in() || !b.out_channels.is_multiple_of(2) {
         return Some(format!(
             "block {}: {} → {} channels leaves an empty branch; stage {} needs more than {} even output channels",
             b.index,
