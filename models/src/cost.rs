@@ -1,7 +1,7 @@
 //! FLOPs and parameter counts, computed analytically from a [`Space`] and an [`Arch`].
 //!
 //! **FLOPs** are multiply-adds of the convolutions and the classifier only (BN, ReLU, pooling,
-//! split and concat are free), as in SPOS and DESIGN §4. A conv with `cin → cout` channels,
+//! split and concat are free), as in SPOS. A conv with `cin → cout` channels,
 //! `groups`, a `k×k` kernel and an `h×w` output costs `cout · (cin / groups) · k² · h · w`; the
 //! bias-free classifier costs `last_channels · classes`.
 //!
