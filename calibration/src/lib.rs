@@ -50,6 +50,7 @@ pub mod file;
 pub mod fit;
 pub mod linalg;
 pub mod predictor;
+pub mod ranking;
 mod rng;
 pub mod stats;
 

@@ -29,20 +29,26 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>> {
                 if b < a {
                     bail!("{item:?} in CPU list {s:?}: range end before start");
                 }
+                // Checked before expanding, so `0-99999999999` cannot fill memory.
+                check_cpu(b, s)?;
                 cpus.extend(a..=b);
             }
-            None => cpus.push(parse(item)?),
+            None => cpus.push(check_cpu(parse(item)?, s)?),
         }
-    }
-    if let Some(&big) = cpus.iter().find(|&&c| c >= libc::CPU_SETSIZE as usize) {
-        bail!(
-            "CPU {big} in {s:?} is beyond the {} CPUs Linux affinity masks hold",
-            libc::CPU_SETSIZE
-        );
     }
     cpus.sort_unstable();
     cpus.dedup();
     Ok(cpus)
+}
+
+fn check_cpu(cpu: usize, list: &str) -> Result<usize> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        bail!(
+            "CPU {cpu} in {list:?} is beyond the {} CPUs Linux affinity masks hold",
+            libc::CPU_SETSIZE
+        );
+    }
+    Ok(cpu)
 }
 
 /// Formats CPUs as a compact list (`4-7`, `0,2,4-5`); the inverse of [`parse_cpu_list`].

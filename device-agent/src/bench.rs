@@ -1,10 +1,11 @@
-//! One latency measurement (DESIGN §7): pin, open the session, warm up, then time runs until both
-//! the run count and the time budget are met; snapshot clocks and temperatures before and after.
+//! One latency measurement: pin, open the session, warm up, then time runs until both the run
+//! count and the time budget are met (at most [`MAX_RUNS`] samples); snapshot clocks and
+//! temperatures before and after.
 
 use std::time::Instant;
 
 use anyhow::Result;
-use shiftnas_protocol::{BenchReport, BenchSpec, Summary, SystemSnapshot, Warning};
+use shiftnas_protocol::{BenchReport, BenchSpec, MAX_RUNS, Summary, SystemSnapshot, Warning};
 
 use crate::affinity;
 use crate::runtime::{Backend, Model, SessionOptions};
@@ -54,7 +55,7 @@ impl Default for BenchEnv {
 /// intra-op threads inherit the mask; the previous mask is restored afterwards.
 ///
 /// # Errors
-/// Bad `spec` (zero threads or runs), pinning refused, or a runtime error.
+/// A `spec` outside [`BenchSpec::check`]'s bounds, pinning refused, or a runtime error.
 pub fn measure(
     backend: &dyn Backend,
     model: &[u8],
@@ -62,13 +63,7 @@ pub fn measure(
     spec: &BenchSpec,
     env: &BenchEnv,
 ) -> Result<BenchReport> {
-    anyhow::ensure!(spec.threads >= 1, "threads must be at least 1");
-    anyhow::ensure!(spec.runs >= 1, "runs must be at least 1");
-    anyhow::ensure!(
-        spec.min_seconds.is_finite() && spec.min_seconds >= 0.0,
-        "min_seconds must be a non-negative number, got {}",
-        spec.min_seconds
-    );
+    spec.check().map_err(anyhow::Error::msg)?;
     let previous = affinity::current()?;
     if !spec.cores.is_empty() {
         affinity::pin(&spec.cores)?;
@@ -115,13 +110,7 @@ fn measure_pinned(
     });
     Ok(BenchReport {
         samples_ms,
-        p50_ms: summary.p50_ms,
-        p90_ms: summary.p90_ms,
-        p99_ms: summary.p99_ms,
-        mean_ms: summary.mean_ms,
-        std_ms: summary.std_ms,
-        min_ms: summary.min_ms,
-        max_ms: summary.max_ms,
+        summary,
         threads: spec.threads,
         cores: spec.cores.clone(),
         warmup: spec.warmup,
@@ -138,14 +127,17 @@ fn measure_pinned(
     })
 }
 
-/// Warm-up, then timed runs until `runs` samples and `min_seconds` have both been reached.
+/// Warm-up, then timed runs until `runs` samples and `min_seconds` have both been reached, or
+/// [`MAX_RUNS`] samples have been taken (so a fast model cannot fill memory in a long budget).
 fn time_runs(m: &mut dyn Model, spec: &BenchSpec) -> Result<Vec<f64>> {
     for _ in 0..spec.warmup {
         m.run()?;
     }
-    let mut samples = Vec::with_capacity(spec.runs);
+    let mut samples = Vec::with_capacity(spec.runs.min(MAX_RUNS));
     let start = Instant::now();
-    while samples.len() < spec.runs || start.elapsed().as_secs_f64() < spec.min_seconds {
+    while samples.len() < MAX_RUNS
+        && (samples.len() < spec.runs || start.elapsed().as_secs_f64() < spec.min_seconds)
+    {
         let t = Instant::now();
         m.run()?;
         samples.push(t.elapsed().as_secs_f64() * 1e3);

@@ -89,6 +89,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 spin: a.spin == Switch::On,
                 seed: a.seed,
             };
+            // Before reading the model or loading a runtime: a bad flag is the first thing to fix.
+            spec.check()
+                .map_err(anyhow::Error::msg)
+                .context("bench flags (--threads, --runs, --warmup, --min-seconds)")?;
             let (bytes, sha) = read_model(&a.model)?;
             let backend = runtime::load(&choice)?;
             let env = BenchEnv {

@@ -9,6 +9,7 @@ use crate::affinity::format_cpu_list;
 /// A few lines summarising a bench report.
 pub fn bench_table(r: &BenchReport, model: &str) -> String {
     let mut s = String::new();
+    let t = &r.summary;
     let cores = if r.cores.is_empty() {
         "not pinned".to_string()
     } else {
@@ -41,7 +42,7 @@ pub fn bench_table(r: &BenchReport, model: &str) -> String {
     let _ = writeln!(
         s,
         "{:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-        r.p50_ms, r.p90_ms, r.p99_ms, r.mean_ms, r.std_ms, r.min_ms, r.max_ms
+        t.p50_ms, t.p90_ms, t.p99_ms, t.mean_ms, t.std_ms, t.min_ms, t.max_ms
     );
     if r.throttled {
         let _ = writeln!(s, "THROTTLED: re-measure (see warnings)");

@@ -2,24 +2,25 @@
 //! `shiftnas_protocol`'s crate doc).
 //!
 //! Every failure becomes `Response::Error` and the loop goes on; only `quit` or end of input stop
-//! it. stdout carries nothing but response lines. Models live in memory, keyed by SHA-256; nothing
-//! is written to disk, so the agent touches no file outside its work dir.
+//! it. That covers lines that are no request at all: invalid UTF-8, lines over
+//! [`MAX_LINE_BYTES`] (skipped while reading, never held whole), and requests whose handling
+//! panics. stdout carries nothing but response lines. Models live in memory, keyed by SHA-256;
+//! nothing is written to disk, so the agent touches no file outside its work dir.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, Write};
+use std::panic::AssertUnwindSafe;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use shiftnas_protocol::{
-    MAX_LOADED_MODELS, PROTOCOL_VERSION, Request, Response, check_version, decode_line, encode_line,
+    MAX_LINE_BYTES, MAX_LOADED_MODELS, MAX_MODEL_BYTES, PROTOCOL_VERSION, Request, Response,
+    check_version, decode_line, encode_line,
 };
 
 use crate::bench::{self, BenchEnv};
 use crate::runtime::{self, Backend, BackendChoice, SessionOptions};
-
-/// Largest model accepted inline (base64 text), to refuse a runaway line early.
-pub const MAX_MODEL_BYTES: usize = 512 << 20;
 
 /// The models of a session by SHA-256, at most [`MAX_LOADED_MODELS`], oldest load evicted first.
 #[derive(Default)]
@@ -81,20 +82,13 @@ impl Server {
         })
     }
 
-    /// Answers one request; the bool says whether the session should end.
+    /// Answers one request; the bool says whether the session should end. A panic while
+    /// handling it becomes an error response too (the session goes on).
     pub fn handle(&mut self, req: Request) -> (Response, bool) {
         if let Request::Quit = req {
             return (Response::Bye, true);
         }
-        match self.try_handle(req) {
-            Ok(r) => (r, false),
-            Err(e) => (
-                Response::Error {
-                    message: format!("{e:#}"),
-                },
-                false,
-            ),
-        }
+        (answer(|| self.try_handle(req)), false)
     }
 
     fn try_handle(&mut self, req: Request) -> Result<Response> {
@@ -121,8 +115,8 @@ impl Server {
                 model_b64,
             } => {
                 anyhow::ensure!(
-                    model_b64.len() / 4 * 3 <= MAX_MODEL_BYTES,
-                    "model {name:?} is larger than {MAX_MODEL_BYTES} bytes"
+                    model_b64.trim().len() / 4 * 3 <= MAX_MODEL_BYTES,
+                    "model {name:?} is larger than the {MAX_MODEL_BYTES} bytes a load may carry"
                 );
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(model_b64.trim())
@@ -146,6 +140,9 @@ impl Server {
                 Ok(resp)
             }
             Request::Bench { sha256, spec } => {
+                spec.check()
+                    .map_err(anyhow::Error::msg)
+                    .context("bench spec")?;
                 let sha = sha256.trim().to_ascii_lowercase();
                 self.model(&sha)?;
                 self.backend()?;
@@ -179,30 +176,141 @@ impl Server {
     }
 }
 
+fn error(message: String) -> Response {
+    Response::Error { message }
+}
+
+/// The response of `f`: its value, its error, or an error naming its panic.
+fn answer(f: impl FnOnce() -> Result<Response>) -> Response {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => error(format!("{e:#}")),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            error(format!(
+                "internal error while handling the request: {what}; the session goes on, \
+                 please report this with the request that caused it"
+            ))
+        }
+    }
+}
+
+/// One line read by [`read_line_bounded`].
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// End of input, nothing read.
+    Eof,
+    /// A whole line (without its newline) is in the buffer.
+    Read,
+    /// The line had this many bytes, more than the limit; it was skipped up to its newline.
+    TooLong(u64),
+}
+
+/// Reads one `\n`-terminated line into `buf` (cleared first), holding at most `max` bytes of it:
+/// the rest of a longer line is consumed and dropped as it arrives. A last line without a newline
+/// counts as a line.
+fn read_line_bounded(
+    input: &mut impl BufRead,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut total: u64 = 0;
+    let mut read_any = false;
+    loop {
+        let chunk = match input.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        read_any = true;
+        let (part, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1),
+            None => (chunk, chunk.len()),
+        };
+        total += part.len() as u64;
+        if total <= max as u64 {
+            // Grow by doubling, but never past `max`.
+            let want = (buf.len() + part.len())
+                .max(buf.capacity().saturating_mul(2))
+                .min(max);
+            if want > buf.capacity() {
+                buf.reserve_exact(want - buf.len());
+            }
+            buf.extend_from_slice(part);
+        }
+        let newline = done > part.len();
+        input.consume(done);
+        if newline {
+            break;
+        }
+    }
+    Ok(if !read_any {
+        Line::Eof
+    } else if total > max as u64 {
+        buf.clear();
+        Line::TooLong(total)
+    } else {
+        Line::Read
+    })
+}
+
 /// Runs the loop over `input` / `output` until `quit` or end of input.
 ///
 /// # Errors
 /// Only I/O errors on the streams themselves.
-pub fn serve(server: &mut Server, input: impl BufRead, mut output: impl Write) -> Result<()> {
-    for line in input.lines() {
-        let line = line.context("reading a request from stdin")?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (resp, quit) = match decode_line::<Request>(&line) {
-            Ok(req) => server.handle(req),
-            Err(e) => (
-                Response::Error {
-                    message: format!("malformed request: {e}"),
-                },
+pub fn serve(server: &mut Server, input: impl BufRead, output: impl Write) -> Result<()> {
+    serve_bounded(server, input, output, MAX_LINE_BYTES)
+}
+
+fn serve_bounded(
+    server: &mut Server,
+    mut input: impl BufRead,
+    mut output: impl Write,
+    max_line: usize,
+) -> Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        let line = read_line_bounded(&mut input, max_line, &mut buf)
+            .context("reading a request from stdin")?;
+        let (resp, quit) = match line {
+            Line::Eof => break,
+            Line::TooLong(n) => (
+                error(format!(
+                    "request line of {n} bytes is longer than the {max_line} bytes the agent reads \
+                     (a model may have at most {MAX_MODEL_BYTES} bytes); it was skipped"
+                )),
                 false,
             ),
+            Line::Read => match std::str::from_utf8(&buf) {
+                Err(e) => (
+                    error(format!(
+                        "malformed request: the line is not UTF-8 (invalid byte at offset {})",
+                        e.valid_up_to()
+                    )),
+                    false,
+                ),
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => match decode_line::<Request>(text) {
+                    Ok(req) => server.handle(req),
+                    Err(e) => (error(format!("malformed request: {e}")), false),
+                },
+            },
         };
+        // A large load leaves a large buffer behind; give it back between requests.
+        if buf.capacity() > 1 << 20 {
+            buf = Vec::new();
+        }
         let text = encode_line(&resp).unwrap_or_else(|e| {
-            encode_line(&Response::Error {
-                message: format!("cannot encode the response: {e}"),
-            })
-            .expect("an error response always encodes")
+            encode_line(&error(format!("cannot encode the response: {e}")))
+                .expect("an error response always encodes")
         });
         writeln!(output, "{text}").context("writing a response to stdout")?;
         output.flush().context("flushing stdout")?;
@@ -218,6 +326,11 @@ mod tests {
     use super::*;
 
     fn run_lines(lines: &[&str]) -> Vec<Response> {
+        run_bytes(lines.join("\n").as_bytes(), MAX_LINE_BYTES, 8 << 10)
+    }
+
+    /// Serves `input` read through a buffer of `chunk` bytes, with lines limited to `max_line`.
+    fn run_bytes(input: &[u8], max_line: usize, chunk: usize) -> Vec<Response> {
         let mut server = Server::new(
             BackendChoice {
                 ort_lib: Some("/nonexistent/libonnxruntime.so".into()),
@@ -225,12 +338,94 @@ mod tests {
             BenchEnv::default(),
         );
         let mut out = Vec::new();
-        serve(&mut server, lines.join("\n").as_bytes(), &mut out).unwrap();
+        let reader = std::io::BufReader::with_capacity(chunk, input);
+        serve_bounded(&mut server, reader, &mut out, max_line).unwrap();
         String::from_utf8(out)
             .unwrap()
             .lines()
             .map(|l| decode_line(l).unwrap())
             .collect()
+    }
+
+    fn message(r: &Response) -> &str {
+        match r {
+            Response::Error { message } => message,
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bounded_reader_skips_long_lines_whole() {
+        for chunk in [1, 3, 7, 64] {
+            let mut input = std::io::BufReader::with_capacity(chunk, &b"abc\n0123456789\n\nxy"[..]);
+            let mut buf = Vec::new();
+            let mut got = Vec::new();
+            loop {
+                let l = read_line_bounded(&mut input, 5, &mut buf).unwrap();
+                if l == Line::Eof {
+                    break;
+                }
+                got.push((l, String::from_utf8(buf.clone()).unwrap()));
+            }
+            assert_eq!(
+                got,
+                vec![
+                    (Line::Read, "abc".into()),
+                    (Line::TooLong(10), String::new()),
+                    (Line::Read, String::new()),
+                    (Line::Read, "xy".into()),
+                ],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_bad_line_gets_an_error_and_the_loop_goes_on() {
+        let hello = br#"{"type":"hello","protocol_version":1}"#;
+        let mut input = Vec::new();
+        for line in [
+            &hello[..],
+            b"\xff\xfe not utf-8",
+            &[b'x'; 300],
+            b"",
+            b"   ",
+            br#"{"type":"bench","sha256":"00","spec":{"runs":18446744073709551615}}"#,
+            br#"{"type":"bench","sha256":"00","spec":{"threads":100000}}"#,
+            br#"{"type":"bench","sha256":"00","spec":{"runs":1e400}}"#,
+            br#"{"type":"bench","sha256":"00","spec":{"min_seconds":1e300}}"#,
+            br#"{"type":"load","name":7}"#,
+            br#"{"type":"quit"}"#,
+        ] {
+            input.extend_from_slice(line);
+            input.push(b'\n');
+        }
+        let r = run_bytes(&input, 200, 16);
+        assert_eq!(r.len(), 9, "empty lines get no answer: {r:?}");
+        assert!(matches!(r[0], Response::Hello { .. }));
+        assert!(message(&r[1]).contains("not UTF-8"), "{:?}", r[1]);
+        assert!(
+            message(&r[2]).contains("line of 300 bytes is longer than the 200 bytes"),
+            "{:?}",
+            r[2]
+        );
+        assert!(message(&r[3]).contains("runs must be between 1 and 1000000"));
+        assert!(message(&r[4]).contains("threads must be between 1 and 64"));
+        assert!(message(&r[5]).contains("malformed request"));
+        assert!(message(&r[6]).contains("min_seconds must be between 0 and 600"));
+        assert!(message(&r[7]).contains("malformed request"));
+        assert_eq!(r[8], Response::Bye);
+    }
+
+    #[test]
+    fn a_panic_becomes_an_error_response() {
+        let resp = answer(|| panic!("boom {}", 7));
+        assert!(
+            message(&resp).contains("internal error") && message(&resp).contains("boom 7"),
+            "{resp:?}"
+        );
+        assert_eq!(answer(|| Ok(Response::Bye)), Response::Bye);
+        assert_eq!(message(&answer(|| anyhow::bail!("no"))), "no");
     }
 
     #[test]

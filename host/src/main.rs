@@ -5,15 +5,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 // glibc returns large blocks to the OS after every tensor op, and the page faults that follow
-// halved training speed in our measurements (DESIGN §6); mimalloc keeps them.
+// halved training speed in our measurements (docs/benchmarks.md); mimalloc keeps them.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     // SAFETY: the first statement of `main`; no other thread exists yet.
-    unsafe { shiftnas_models::cpu::configure() };
+    unsafe { shiftnas_kernels::tuning::configure() };
     let cli = shiftnas::cli::Cli::parse();
-    match shiftnas_models::cpu::on_pool(|| shiftnas::commands::run(cli)) {
+    match shiftnas_kernels::tuning::on_pool(|| shiftnas::commands::run(cli)) {
         Ok(status) => status.into(),
         Err(err) => {
             if is_broken_pipe(&err) {

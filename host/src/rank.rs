@@ -1,28 +1,19 @@
-//! Order-preserving figures: how well a supernet's scores rank archs against retrained accuracy.
-//!
-//! Zhang et al. (CVPR 2024, "Boosting Order-Preserving and Transferability for NAS") split a
-//! supernet's ranking quality in two: **global** order preservation, telling good archs from bad
-//! ones, and **local** order preservation, ordering the good archs among themselves. Given N archs
-//! with both a supernet score and a retrained ("true") accuracy, [`figures`] reports
-//!
-//! - global: |supernet top-k ∩ true top-k| / k (chance level k / N);
-//! - local: Kendall τ-b between supernet score and true accuracy among the true top-k archs;
-//! - Kendall τ-b and Spearman ρ over all N.
+//! The inputs of `shiftnas rank`: supernet scores and retrained accuracies, read and checked.
 //!
 //! Supernet scores come from a search run's `archive.jsonl` ([`scores_from_archive`]; the score
 //! is the supernet's top-1 error, lower is better, and an arch scored several times keeps its
 //! latest record) or a CSV ([`scores_from_csv`]); retrained accuracies from a CSV with columns
 //! `arch` and `accuracy` ([`read_truth`]). File errors name the file, line and column at fault.
+//! [`pair`] lines both up by arch; the order-preserving figures themselves (global and local
+//! order preservation, Kendall τ-b, Spearman ρ) are [`shiftnas_calibration::ranking`]'s.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
-use shiftnas_calibration::stats::{kendall_tau_b, spearman_rho};
 use shiftnas_models::{Arch, Space};
 
-use crate::search::archive;
+use crate::archive;
 
 /// Checks arch strings: against a space when one is known, else digits of one common length.
 #[derive(Debug, Clone)]
@@ -74,12 +65,6 @@ impl ArchCheck {
 pub struct ArchValues {
     /// `(arch, value)` pairs, each arch once.
     pub entries: Vec<(Arch, f64)>,
-}
-
-impl ArchValues {
-    fn index(&self) -> HashMap<&Arch, f64> {
-        self.entries.iter().map(|(a, v)| (a, *v)).collect()
-    }
 }
 
 /// The supernet's scores.
@@ -205,7 +190,8 @@ fn column(
 }
 
 /// Reads `(arch, number)` rows from `table`'s columns `ac` and `vc`, rejecting an arch listed
-/// twice with different values and a number `valid` refuses (it says what is allowed).
+/// twice with different values and a number `valid` refuses (it says what is allowed). Also
+/// returns the line each entry was read from.
 fn read_pairs(
     path: &Path,
     table: &Table,
@@ -213,9 +199,9 @@ fn read_pairs(
     value_name: &str,
     valid: impl Fn(f64) -> Result<(), String>,
     check: &mut ArchCheck,
-) -> Result<ArchValues> {
+) -> Result<(ArchValues, Vec<usize>)> {
     let mut seen: HashMap<Arch, (f64, usize)> = HashMap::new();
-    let mut entries = Vec::new();
+    let (mut entries, mut lines) = (Vec::new(), Vec::new());
     for (line, fields) in &table.rows {
         let at = |c: usize| format!("{} line {line}, column {}", path.display(), c + 1);
         let (Some(a), Some(v)) = (fields.get(ac), fields.get(vc)) else {
@@ -246,13 +232,14 @@ fn read_pairs(
             None => {
                 seen.insert(arch.clone(), (value, *line));
                 entries.push((arch, value));
+                lines.push(*line);
             }
         }
     }
     if entries.is_empty() {
         bail!("{} has no data rows", path.display());
     }
-    Ok(ArchValues { entries })
+    Ok((ArchValues { entries }, lines))
 }
 
 /// Reads supernet scores from a CSV: a header naming `arch` and `error` (lower is better, e.g.
@@ -276,7 +263,7 @@ pub fn scores_from_csv(path: &Path, check: &mut ArchCheck) -> Result<SupernetSco
         }
     };
     let name = format!("supernet {column}");
-    let values = read_pairs(path, &table, cols, &name, |_| Ok(()), check)?;
+    let (values, _) = read_pairs(path, &table, cols, &name, |_| Ok(()), check)?;
     Ok(SupernetScores {
         values,
         column,
@@ -298,9 +285,13 @@ pub struct Truth {
 /// Reads retrained accuracies: a CSV whose header names `arch` and `accuracy`, in % (when any
 /// value exceeds 1) or as fractions; other columns are ignored.
 ///
+/// One file takes one unit: in a file in % (some value above 1) a value in (0, 1] could be a
+/// fraction or a sub-1 % accuracy, so it is refused rather than guessed (0 is 0 in both units).
+///
 /// # Errors
 /// An unreadable file, no header or a missing column, a bad arch or number, an accuracy outside
-/// [0, 100], a duplicate arch with two values.
+/// [0, 100], a duplicate arch with two values, percentages and fractions mixed (naming a row of
+/// each).
 pub fn read_truth(path: &Path, check: &mut ArchCheck) -> Result<Truth> {
     let table = read_table(path)?;
     let need = "the retrained accuracies need a header line `arch,accuracy`";
@@ -321,8 +312,24 @@ pub fn read_truth(path: &Path, check: &mut ArchCheck) -> Result<Truth> {
             Err("is outside 0..=100; give % or a fraction in [0, 1]".to_string())
         }
     };
-    let mut values = read_pairs(path, &table, cols, "accuracy", in_range, check)?;
-    let percent = values.entries.iter().any(|(_, v)| *v > 1.0);
+    let (mut values, lines) = read_pairs(path, &table, cols, "accuracy", in_range, check)?;
+    let row = |pick: &dyn Fn(f64) -> bool| {
+        (values.entries.iter().zip(&lines))
+            .find_map(|((_, v), line)| pick(*v).then_some((*v, line)))
+    };
+    let percent = row(&|v| v > 1.0);
+    if let (Some((pct, pct_line)), Some((frac, frac_line))) =
+        (percent, row(&|v| v > 0.0 && v <= 1.0))
+    {
+        bail!(
+            "{} line {frac_line}, column {}: accuracy {frac} reads as a fraction, but line \
+             {pct_line} has {pct}, a percentage; give every accuracy in % or every one as a \
+             fraction in [0, 1]",
+            path.display(),
+            cols.1 + 1
+        );
+    }
+    let percent = percent.is_some();
     if percent {
         values.entries.iter_mut().for_each(|(_, v)| *v /= 100.0);
     }
@@ -346,204 +353,23 @@ pub struct Paired {
     pub no_truth: Vec<Arch>,
 }
 
-/// Pairs supernet scores with true accuracies by arch.
+/// Pairs supernet scores with true accuracies by arch
+/// ([`shiftnas_calibration::ranking::pair`]).
 pub fn pair(scores: &SupernetScores, truth: &Truth) -> Paired {
-    let s = scores.values.index();
-    let t = truth.values.index();
-    let mut p = Paired {
-        archs: vec![],
-        supernet: vec![],
-        supernet_raw: vec![],
-        accuracy: vec![],
-        no_score: vec![],
-        no_truth: vec![],
-    };
-    for (arch, acc) in &truth.values.entries {
-        match s.get(arch) {
-            Some(&raw) => {
-                p.archs.push(arch.clone());
-                p.supernet.push(scores.goodness(raw));
-                p.supernet_raw.push(raw);
-                p.accuracy.push(*acc);
-            }
-            None => p.no_score.push(arch.clone()),
-        }
+    let p = shiftnas_calibration::ranking::pair(&scores.values.entries, &truth.values.entries);
+    Paired {
+        archs: p.keys,
+        supernet: p.score.iter().map(|&v| scores.goodness(v)).collect(),
+        supernet_raw: p.score,
+        accuracy: p.truth,
+        no_score: p.no_score,
+        no_truth: p.no_truth,
     }
-    p.no_truth = (scores.values.entries.iter())
-        .filter(|(a, _)| !t.contains_key(a))
-        .map(|(a, _)| a.clone())
-        .collect();
-    p
-}
-
-/// The default k: N / 5 kept within 2..=10 (and at most N).
-pub fn default_k(n: usize) -> usize {
-    (n / 5).clamp(2, 10).min(n)
-}
-
-/// The order-preserving figures of one pairing.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Figures {
-    /// Archs ranked.
-    pub n: usize,
-    /// Size of the top sets.
-    pub k: usize,
-    /// |supernet top-k ∩ true top-k|.
-    pub overlap: usize,
-    /// Global order preservation: `overlap / k`.
-    pub global: f64,
-    /// What `global` is expected to be for a random ranking: k / N.
-    pub global_chance: f64,
-    /// Local order preservation: Kendall τ-b among the true top-k (`None` when undefined).
-    pub local_tau_b: Option<f64>,
-    /// Kendall τ-b over all N.
-    pub tau_b: Option<f64>,
-    /// Spearman ρ over all N.
-    pub spearman_rho: Option<f64>,
-    /// Indices (into the pairing) of the supernet's top-k, best first.
-    #[serde(skip)]
-    pub supernet_top: Vec<usize>,
-    /// Indices of the true top-k, best first.
-    #[serde(skip)]
-    pub true_top: Vec<usize>,
-    /// Why a figure is undefined, or where a tie made a top-k set arbitrary.
-    pub notes: Vec<String>,
-}
-
-/// Indices of `v` sorted best (highest) first; ties keep input order.
-pub fn best_first(v: &[f64]) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
-    idx
-}
-
-/// Global and local order preservation of `supernet` (higher is better) against `accuracy`.
-///
-/// # Errors
-/// Fewer than 2 archs, `k` of 0 or larger than N, lengths that differ.
-pub fn figures(supernet: &[f64], accuracy: &[f64], k: usize) -> Result<Figures> {
-    let n = accuracy.len();
-    if supernet.len() != n {
-        bail!("{} supernet scores for {n} accuracies", supernet.len());
-    }
-    if n < 2 {
-        bail!(
-            "only {n} arch has both a supernet score and a retrained accuracy; ranking needs 2 or more"
-        );
-    }
-    if k == 0 || k > n {
-        bail!("--top-k {k} must be between 1 and N = {n} (the archs present in both inputs)");
-    }
-    let mut notes = Vec::new();
-    let (so, to) = (best_first(supernet), best_first(accuracy));
-    for (name, o, v) in [("supernet", &so, supernet), ("true", &to, accuracy)] {
-        if k < n && v[o[k - 1]] == v[o[k]] {
-            notes.push(format!(
-                "the {name} top-{k} is cut inside a tie (rank {k} and {} are equal); the earlier line in the truth file was taken",
-                k + 1
-            ));
-        }
-    }
-    let (supernet_top, true_top) = (so[..k].to_vec(), to[..k].to_vec());
-    let overlap = supernet_top.iter().filter(|i| true_top.contains(i)).count();
-    let mut stat = |what: &str, r: Result<f64, shiftnas_calibration::Error>| match r {
-        Ok(v) => Some(v),
-        Err(e) => {
-            notes.push(format!("{what}: {e}"));
-            None
-        }
-    };
-    let pick = |v: &[f64]| true_top.iter().map(|&i| v[i]).collect::<Vec<_>>();
-    let local_tau_b = stat(
-        "local tau-b (x: supernet, y: true accuracy in the true top-k)",
-        kendall_tau_b(&pick(supernet), &pick(accuracy)),
-    );
-    let tau_b = stat("tau-b", kendall_tau_b(supernet, accuracy));
-    let spearman_rho = stat("spearman rho", spearman_rho(supernet, accuracy));
-    Ok(Figures {
-        n,
-        k,
-        overlap,
-        global: overlap as f64 / k as f64,
-        global_chance: k as f64 / n as f64,
-        local_tau_b,
-        tau_b,
-        spearman_rho,
-        supernet_top,
-        true_top,
-        notes,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// 12 archs: retrained accuracy (%) and supernet error; shared with the scipy references.
-    const ACC: [f64; 12] = [
-        91.2, 90.5, 89.9, 92.3, 88.1, 90.5, 87.0, 93.1, 89.0, 91.8, 86.2, 90.0,
-    ];
-    const ERR: [f64; 12] = [
-        0.31, 0.33, 0.30, 0.28, 0.36, 0.34, 0.37, 0.29, 0.35, 0.28, 0.40, 0.32,
-    ];
-    // python -c "from scipy.stats import kendalltau, spearmanr; a=[...ACC]; g=[-x for x in ERR];
-    //   print(kendalltau(g,a,variant='b').statistic, spearmanr(g,a).statistic)"
-    const SCIPY_TAU_ALL: f64 = 0.7384615384615385;
-    const SCIPY_RHO_ALL: f64 = 0.8842105263157896;
-    // Same, restricted to the true top-4 (indices 7, 3, 9, 0):
-    // python -c "from scipy.stats import kendalltau; print(kendalltau([-0.29,-0.28,-0.28,-0.31],
-    //   [93.1,92.3,91.8,91.2],variant='b').statistic)"
-    const SCIPY_TAU_TOP4: f64 = 0.18257418583505539;
-
-    fn goodness() -> Vec<f64> {
-        ERR.iter().map(|e| -e).collect()
-    }
-
-    #[test]
-    fn rank_figures_match_hand_counts_and_scipy() {
-        let f = figures(&goodness(), &ACC, 4).unwrap();
-        // True top-4: 93.1 (7), 92.3 (3), 91.8 (9), 91.2 (0); supernet top-4 by lowest error:
-        // 0.28 (3), 0.28 (9), 0.29 (7), 0.30 (2) → {3, 9, 7} shared.
-        assert_eq!(f.true_top, vec![7, 3, 9, 0]);
-        assert_eq!(f.supernet_top, vec![3, 9, 7, 2]);
-        assert_eq!((f.overlap, f.global), (3, 0.75));
-        assert!((f.global_chance - 4.0 / 12.0).abs() < 1e-15);
-        assert!((f.tau_b.unwrap() - SCIPY_TAU_ALL).abs() < 1e-12);
-        assert!((f.spearman_rho.unwrap() - SCIPY_RHO_ALL).abs() < 1e-12);
-        assert!((f.local_tau_b.unwrap() - SCIPY_TAU_TOP4).abs() < 1e-12);
-        assert!(f.notes.is_empty(), "{:?}", f.notes);
-    }
-
-    #[test]
-    fn rank_perfect_and_reversed_orders() {
-        let acc = [0.9, 0.8, 0.7, 0.6, 0.5];
-        let f = figures(&acc, &acc, 2).unwrap();
-        assert_eq!(
-            (f.overlap, f.local_tau_b, f.tau_b),
-            (2, Some(1.0), Some(1.0))
-        );
-        let rev: Vec<f64> = acc.iter().map(|a| -a).collect();
-        let f = figures(&rev, &acc, 2).unwrap();
-        assert_eq!(
-            (f.overlap, f.local_tau_b, f.tau_b),
-            (0, Some(-1.0), Some(-1.0))
-        );
-        assert!((f.spearman_rho.unwrap() + 1.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn rank_undefined_figures_and_boundary_ties_are_noted() {
-        // k = 1: no pairs among the top; supernet constant: tau undefined; tie at the cut.
-        let f = figures(&[0.5, 0.5, 0.5], &[0.9, 0.8, 0.7], 1).unwrap();
-        assert_eq!((f.local_tau_b, f.tau_b, f.spearman_rho), (None, None, None));
-        let notes = f.notes.join("\n");
-        assert!(
-            notes.contains("supernet top-1 is cut inside a tie"),
-            "{notes}"
-        );
-        assert!(notes.contains("needs at least 2"), "{notes}");
-        assert!(notes.contains("constant"), "{notes}");
-    }
 
     fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
         let path = dir.join(name);
@@ -579,6 +405,35 @@ mod tests {
         let t = read_truth(&p, &mut ArchCheck::new(None)).unwrap();
         assert!(!t.percent);
         assert_eq!(t.values.entries[1].1, 1.0);
+    }
+
+    #[test]
+    fn rank_truth_mixing_percent_and_fractions_is_an_error_naming_both_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "t.csv",
+            "arch,accuracy\n0000,0\n0123,91.5\n3210,0.72\n1111,80\n",
+        );
+        let e = err(read_truth(&p, &mut ArchCheck::new(None)));
+        assert!(
+            e.contains("t.csv line 4, column 2: accuracy 0.72 reads as a fraction")
+                && e.contains("line 3 has 91.5, a percentage"),
+            "{e}"
+        );
+        // The fraction first: the same two rows are named.
+        let p = write(d.path(), "t.csv", "arch,accuracy\n3210,1\n0123,91.5\n");
+        let e = err(read_truth(&p, &mut ArchCheck::new(None)));
+        assert!(
+            e.contains("line 2, column 2: accuracy 1 ") && e.contains("line 3 has 91.5"),
+            "{e}"
+        );
+        // 0 is 0 in either unit.
+        let p = write(d.path(), "t.csv", "arch,accuracy\n0000,0\n0123,91.5\n");
+        let t = read_truth(&p, &mut ArchCheck::new(None)).unwrap();
+        assert!(t.percent);
+        assert_eq!(t.values.entries[0].1, 0.0);
+        assert!((t.values.entries[1].1 - 0.915).abs() < 1e-12);
     }
 
     #[test]
@@ -695,6 +550,7 @@ mod tests {
 
     #[test]
     fn rank_archive_keeps_each_archs_latest_score() {
+        use shiftnas_calibration::ranking::figures;
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("archive.jsonl");
         let rec = |arch: &str, error: f64, step: u64| archive::ArchiveRecord {
@@ -753,21 +609,5 @@ mod tests {
             e.contains("archive.jsonl record 1 (arch 0000)") && e.contains("20 digits"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn rank_bad_k_and_too_few_archs_are_errors() {
-        let e = figures(&[1.0, 2.0], &[1.0, 2.0], 3)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("--top-k 3") && e.contains("N = 2"), "{e}");
-        assert!(figures(&[1.0, 2.0], &[1.0, 2.0], 0).is_err());
-        let e = figures(&[1.0], &[1.0], 1).unwrap_err().to_string();
-        assert!(e.contains("needs 2"), "{e}");
-        assert_eq!(
-            (default_k(3), default_k(12), default_k(50), default_k(500)),
-            (2, 2, 10, 10)
-        );
-        assert_eq!(default_k(30), 6);
     }
 }

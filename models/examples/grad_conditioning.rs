@@ -5,7 +5,7 @@
 //!
 //! The supernet keeps its weights as f32 `Var`s, so it cannot run in f64 itself. The f64 side is a
 //! plain-candle re-statement of its training-mode forward, generic in dtype: dense/1×1 convs as
-//! candle ops, depthwise convs as the shift-and-add composition (`nn::dw_shift`), BN with batch
+//! candle ops, depthwise convs as the shift-and-add composition (`shiftnas_kernels::dw_shift`), BN with batch
 //! mean and biased variance (ε = 1e-5, affine-free), ReLU, SPOS channel split, global average pool,
 //! bias-free classifier, label-smoothed (0.1) cross entropy. Dropout is off (p = 0) on both sides
 //! so both see the same function. Three gradients per arch, all from the same f32 weights:
@@ -25,7 +25,7 @@
 use std::process::ExitCode;
 
 use candle_core::{DType, Device, Tensor, Var};
-use shiftnas_models::nn::{bn::BN_EPS, dw_shift::shift_add_depthwise_conv2d, glue};
+use shiftnas_kernels::{bn::BN_EPS, dw_shift::shift_add_depthwise_conv2d, glue};
 use shiftnas_models::{Arch, Choice, Space, Supernet};
 
 mod common;

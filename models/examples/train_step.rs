@@ -271,10 +271,13 @@ fn bench(args: &Args) -> BoxResult<()> {
 /// One arch's comparison: (what, relative L2 difference, tolerance).
 type Rows = Vec<(String, f64, f64)>;
 
+/// One device's results: train-mode logits, loss, the path's gradients by name, eval-mode logits.
+type DeviceRun = (Tensor, Tensor, Vec<(String, Tensor)>, Tensor);
+
 /// Forward (training mode, then eval mode with the updated running statistics) and backward of
 /// `arch` on CPU and on `gpu` from the same weights, input and dropout mask.
 fn compare(space: &Space, arch: &Arch, batch: usize, seed: u64, gpu: &Device) -> BoxResult<Rows> {
-    let mut res: Vec<(Tensor, Tensor, Vec<(String, Tensor)>, Tensor)> = Vec::new();
+    let mut res: Vec<DeviceRun> = Vec::new();
     for dev in [&Device::Cpu, gpu] {
         let net = Supernet::new(space, dev, seed)?;
         let (x, y) = data(space, batch, seed, dev)?;
@@ -412,7 +415,7 @@ fn main() -> ExitCode {
         if args.threads > 0 {
             std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
         }
-        shiftnas_models::cpu::configure();
+        shiftnas_kernels::tuning::configure();
     }
     let result = if args.check {
         check_against_cpu(&args).map(|ok| {
@@ -423,7 +426,7 @@ fn main() -> ExitCode {
             }
         })
     } else {
-        shiftnas_models::cpu::on_pool(|| bench(&args).map_err(|e| e.to_string()))
+        shiftnas_kernels::tuning::on_pool(|| bench(&args).map_err(|e| e.to_string()))
             .map(|_| ExitCode::SUCCESS)
             .map_err(Into::into)
     };

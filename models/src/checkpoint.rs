@@ -1,14 +1,28 @@
 //! Supernet checkpoints: every weight and running statistic as safetensors (f32), with a
 //! `__metadata__` header `{"format": "shiftnas-supernet", "format_version": "1", "space": <Space
-//! as JSON>, "step": "N"}` (safetensors metadata values are strings). Files are written atomically:
-//! a temporary file in the same folder, fsync, rename, fsync of the folder.
+//! as JSON>, "step": "N", "sha256:<tensor>": <hex>, …}` (safetensors metadata values are strings).
+//! Files are written atomically: a temporary file in the same folder, fsync, rename, fsync of the
+//! folder.
+//!
+//! **Checksums.** Each tensor's stored bytes have their SHA-256 in the header
+//! (`sha256:<tensor name>`), and loading refuses a tensor whose bytes no longer match, naming the
+//! file and the tensor: a flipped bit would otherwise load as a silently broken network. Files
+//! written before checksums existed hold no `sha256:` key at all; they load unverified, as before
+//! (the format version is unchanged, and older builds ignore the extra keys). A file holding
+//! checksums for some tensors but not for others is refused as damaged. Standalone (retrain)
+//! checkpoints use the same writer and checks.
+//!
+//! **Byte-identical files.** The header is written by hand with the metadata keys sorted and the
+//! tensors in name order, so the same weights, space and step always give the same bytes (the
+//! `safetensors` crate's writer emits its metadata map in random order).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::space::Space;
@@ -18,6 +32,9 @@ use crate::supernet::Supernet;
 pub const FORMAT: &str = "shiftnas-supernet";
 /// The `format_version` this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// Prefix of the metadata keys holding each tensor's SHA-256 (`sha256:<tensor name>`, lowercase
+/// hex of the tensor's stored little-endian bytes).
+pub const CHECKSUM_PREFIX: &str = "sha256:";
 
 fn ckpt_err(path: &Path, reason: String) -> Error {
     Error::Checkpoint {
@@ -157,7 +174,7 @@ impl Supernet {
         });
         let space_json = serde_json::to_string(self.space())
             .map_err(|e| ckpt_err(path, format!("cannot serialise the space: {e}")))?;
-        let meta = HashMap::from([
+        let meta = BTreeMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
             ("space".to_string(), space_json),
@@ -180,7 +197,8 @@ impl Supernet {
     /// step it was saved at.
     ///
     /// # Errors
-    /// An unreadable file, another format or version, missing or misshapen tensors.
+    /// An unreadable file, another format or version, missing or misshapen tensors, a tensor
+    /// whose bytes do not match its checksum.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<(Supernet, u64)> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(io_err(path))?;
@@ -234,11 +252,12 @@ impl Supernet {
     }
 }
 
-/// Writes named tensors (as f32) with a metadata header to `path`, atomically.
+/// Writes named tensors (as f32) with a metadata header and their checksums
+/// ([`CHECKSUM_PREFIX`]) to `path`, atomically; the same inputs always give the same bytes.
 pub(crate) fn save_named(
     path: &Path,
     named: impl IntoIterator<Item = (String, Tensor)>,
-    meta: HashMap<String, String>,
+    mut meta: BTreeMap<String, String>,
 ) -> Result<()> {
     let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, t) in named {
@@ -249,19 +268,66 @@ pub(crate) fn save_named(
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
+        meta.insert(format!("{CHECKSUM_PREFIX}{name}"), sha256_hex(&bytes));
         data.push((name, t.dims().to_vec(), bytes));
     }
-    let views = data
-        .iter()
-        .map(|(n, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| ckpt_err(path, format!("cannot serialise {n}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, Some(meta))
-        .map_err(|e| ckpt_err(path, format!("cannot serialise: {e}")))?;
+    let bytes = serialize_f32(path, &meta, data)?;
     write_atomic(path, &bytes)
+}
+
+/// `v` as compact JSON (a `BTreeMap` keeps its sorted order).
+fn to_json<T: serde::Serialize + ?Sized>(path: &Path, v: &T) -> Result<String> {
+    serde_json::to_string(v)
+        .map_err(|e| ckpt_err(path, format!("cannot serialise the header: {e}")))
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A safetensors file of f32 tensors: the 8-byte little-endian header length, the JSON header
+/// (`__metadata__` first with its keys sorted, then the tensors sorted by name, padded with
+/// spaces to a multiple of 8 bytes as the format recommends), then the tensors' bytes in that
+/// order. Unlike `safetensors::serialize`, whose metadata map comes out in random order, the
+/// output depends only on the inputs.
+fn serialize_f32(
+    path: &Path,
+    meta: &BTreeMap<String, String>,
+    mut tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+) -> Result<Vec<u8>> {
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = format!("{{\"__metadata__\":{}", to_json(path, meta)?);
+    let mut offset = 0usize;
+    for (name, shape, bytes) in &tensors {
+        if shape.iter().product::<usize>() * 4 != bytes.len() {
+            return Err(ckpt_err(
+                path,
+                format!(
+                    "cannot serialise {name}: shape {shape:?} does not match its {} bytes",
+                    bytes.len()
+                ),
+            ));
+        }
+        let end = offset + bytes.len();
+        header.push_str(&format!(
+            ",{}:{{\"dtype\":\"F32\",\"shape\":{},\"data_offsets\":[{offset},{end}]}}",
+            to_json(path, name)?,
+            to_json(path, shape)?
+        ));
+        offset = end;
+    }
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for (_, _, bytes) in &tensors {
+        out.extend_from_slice(bytes);
+    }
+    Ok(out)
 }
 
 /// Copies every tensor of the file into `net`, checking that names and shapes match exactly.
@@ -284,8 +350,13 @@ fn fill(net: &Supernet, path: &Path, bytes: &[u8]) -> Result<()> {
     )
 }
 
+/// What to do about a damaged checkpoint, for the error messages.
+const DAMAGED: &str = "the file is damaged (disk or copy error): restore it from a copy, resume from \
+the run's checkpoint.old/ if one is left, or retrain";
+
 /// Reads every tensor of a checkpoint and hands it to `set`, after checking that the file holds
-/// exactly the names and shapes of `expected` (sorted by name); `what` names the network.
+/// exactly the names and shapes of `expected` (sorted by name) and, when the file has checksums
+/// (see the module docs), that every tensor's bytes match its SHA-256; `what` names the network.
 pub(crate) fn fill_named(
     path: &Path,
     bytes: &[u8],
@@ -295,6 +366,13 @@ pub(crate) fn fill_named(
 ) -> Result<()> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| ckpt_err(path, format!("corrupt safetensors data: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| ckpt_err(path, format!("corrupt safetensors header: {e}")))?;
+    let md = header.metadata().clone().unwrap_or_default();
+    let sums: HashMap<&str, &str> = md
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(CHECKSUM_PREFIX)?, v.as_str())))
+        .collect();
     let mut file_names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     file_names.sort();
     let names: Vec<&String> = expected.iter().map(|(n, _)| n).collect();
@@ -316,6 +394,12 @@ pub(crate) fn fill_named(
             ),
         ));
     }
+    if let Some(stray) = sums.keys().find(|n| !names.iter().any(|m| m == *n)) {
+        return Err(ckpt_err(
+            path,
+            format!("a checksum for tensor {stray}, which the file does not hold: {DAMAGED}"),
+        ));
+    }
     for (name, want) in expected {
         let view = st
             .tensor(name)
@@ -329,6 +413,25 @@ pub(crate) fn fill_named(
                     view.shape()
                 ),
             ));
+        }
+        if !sums.is_empty() {
+            let Some(&stored) = sums.get(name.as_str()) else {
+                return Err(ckpt_err(
+                    path,
+                    format!(
+                        "tensor {name} has no checksum while other tensors have one: {DAMAGED}"
+                    ),
+                ));
+            };
+            let actual = sha256_hex(view.data());
+            if actual != stored {
+                return Err(ckpt_err(
+                    path,
+                    format!(
+                        "tensor {name}: its data does not match the SHA-256 stored when it was saved ({stored}, data {actual}): {DAMAGED}"
+                    ),
+                ));
+            }
         }
         let vals: Vec<f32> = view
             .data()

@@ -15,9 +15,7 @@
 pub mod arch;
 pub mod checkpoint;
 pub mod cost;
-pub mod cpu;
 pub mod error;
-pub mod nn;
 pub mod onnx;
 pub mod space;
 pub mod standalone;

@@ -12,7 +12,7 @@
 //! "format_version": "1", "space": <Space as JSON>, "arch": "<digits>", "step": "N"}`, written
 //! atomically.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -20,12 +20,12 @@ use candle_core::{DType, Device, Tensor, Var};
 use crate::arch::Arch;
 use crate::checkpoint::{FORMAT_VERSION, fill_named, meta_value, read_metadata, save_named};
 use crate::error::{Error, Result};
-use crate::nn::bn::BN_MOMENTUM;
 use crate::space::Space;
 use crate::subnet::Subnet;
 use crate::supernet::BnCalibration;
 use crate::supernet::block::{BnMode, ChoiceBlock, ConvBn};
 use crate::supernet::net::{Blocks, Net};
+use shiftnas_kernels::bn::BN_MOMENTUM;
 
 /// The `format` metadata value of standalone checkpoints.
 pub const STANDALONE_FORMAT: &str = "shiftnas-standalone";
@@ -211,7 +211,7 @@ impl Standalone {
             path: path.to_path_buf(),
             reason: format!("cannot serialise the space: {e}"),
         })?;
-        let meta = HashMap::from([
+        let meta = BTreeMap::from([
             ("format".to_string(), STANDALONE_FORMAT.to_string()),
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
             ("space".to_string(), space_json),
@@ -230,7 +230,8 @@ impl Standalone {
     /// arch stored in it; returns it with the step it was saved at.
     ///
     /// # Errors
-    /// An unreadable file, another format or version, missing or misshapen tensors.
+    /// An unreadable file, another format or version, missing or misshapen tensors, a tensor
+    /// whose bytes do not match its checksum.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<(Standalone, u64)> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| Error::Io {

@@ -429,7 +429,7 @@ impl Subnet {
                     // The probe only sets statistics, so it may use the fast depthwise op
                     // (candle's grouped conv made each random export take seconds).
                     let y = if s.groups > 1 {
-                        crate::nn::dwconv::depthwise_conv2d(x, w, s.stride)?
+                        shiftnas_kernels::dwconv::depthwise_conv2d(x, w, s.stride)?
                     } else {
                         x.conv2d(w, s.padding(), s.stride, 1, 1)?
                     };

@@ -1,4 +1,4 @@
-//! FLOPs and parameter counts against the DESIGN §4 integers, which were recomputed independently
+//! FLOPs and parameter counts against reference integers recomputed independently
 //! from the SPOS reference code (`get_flops` in SPOS's `flops.py` counts conv/linear multiply-adds;
 //! params counted from the PyTorch `ShuffleNetV2_OneShot` modules).
 

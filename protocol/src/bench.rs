@@ -3,11 +3,23 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::stats::Summary;
 use crate::system::SystemSnapshot;
 
-/// How to measure one model (DESIGN §7 defaults: 10 warm-up runs, ≥ 50 timed runs and ≥ 1 s).
+/// Most intra-op threads a [`BenchSpec`] may ask for (a board has a handful of cores; thousands of
+/// threads would stall the runtime's thread-pool start-up).
+pub const MAX_THREADS: usize = 64;
+/// Most timed runs a [`BenchSpec`] may ask for; also the most samples one measurement takes, even
+/// when `min_seconds` has not elapsed yet (8 MB of samples, about 20 MB of JSON).
+pub const MAX_RUNS: usize = 1_000_000;
+/// Most untimed warm-up runs a [`BenchSpec`] may ask for.
+pub const MAX_WARMUP: usize = 10_000;
+/// Longest `min_seconds` a [`BenchSpec`] may ask for (10 minutes).
+pub const MAX_MIN_SECONDS: f64 = 600.0;
+
+/// How to measure one model (defaults: 10 warm-up runs, ≥ 50 timed runs and ≥ 1 s).
 ///
-/// Missing JSON fields take the [`Default`] values.
+/// Missing JSON fields take the [`Default`] values; [`BenchSpec::check`] gives the bounds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BenchSpec {
@@ -38,6 +50,41 @@ impl Default for BenchSpec {
             spin: true,
             seed: 0,
         }
+    }
+}
+
+impl BenchSpec {
+    /// Checks every field against its bound: `threads` 1..=[`MAX_THREADS`], `runs`
+    /// 1..=[`MAX_RUNS`], `warmup` ≤ [`MAX_WARMUP`], `min_seconds` in 0..=[`MAX_MIN_SECONDS`].
+    ///
+    /// # Errors
+    /// A message naming the field, the value and its bound.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            return Err(format!(
+                "threads must be between 1 and {MAX_THREADS}, got {}",
+                self.threads
+            ));
+        }
+        if !(1..=MAX_RUNS).contains(&self.runs) {
+            return Err(format!(
+                "runs must be between 1 and {MAX_RUNS}, got {}",
+                self.runs
+            ));
+        }
+        if self.warmup > MAX_WARMUP {
+            return Err(format!(
+                "warmup must be at most {MAX_WARMUP}, got {}",
+                self.warmup
+            ));
+        }
+        if !(self.min_seconds.is_finite() && (0.0..=MAX_MIN_SECONDS).contains(&self.min_seconds)) {
+            return Err(format!(
+                "min_seconds must be between 0 and {MAX_MIN_SECONDS}, got {}",
+                self.min_seconds
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -92,20 +139,10 @@ pub struct TensorF32 {
 pub struct BenchReport {
     /// Every timed run's wall time, in order, in milliseconds.
     pub samples_ms: Vec<f64>,
-    /// Median of `samples_ms` (the search objective).
-    pub p50_ms: f64,
-    /// 90th percentile.
-    pub p90_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// Mean.
-    pub mean_ms: f64,
-    /// Sample standard deviation.
-    pub std_ms: f64,
-    /// Fastest run.
-    pub min_ms: f64,
-    /// Slowest run.
-    pub max_ms: f64,
+    /// Statistics of `samples_ms`; on the wire its fields (`p50_ms`, `p90_ms`, `p99_ms`,
+    /// `mean_ms`, `std_ms`, `min_ms`, `max_ms`) sit beside the others.
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Intra-op threads used.
     pub threads: usize,
     /// CPUs the agent was pinned to (empty = not pinned).
@@ -247,6 +284,69 @@ mod tests {
         assert!(t.to_string().contains("re-measure"), "{t}");
         let back: Warning = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn spec_bounds_name_the_field() {
+        assert_eq!(BenchSpec::default().check(), Ok(()));
+        let bad = |f: fn(&mut BenchSpec)| {
+            let mut s = BenchSpec::default();
+            f(&mut s);
+            s.check().unwrap_err()
+        };
+        assert!(bad(|s| s.threads = 0).starts_with("threads must be between 1 and 64"));
+        assert!(bad(|s| s.threads = 100_000).contains("got 100000"));
+        assert!(bad(|s| s.runs = usize::MAX).starts_with("runs must be between 1 and 1000000"));
+        assert!(bad(|s| s.runs = 0).starts_with("runs"));
+        assert!(bad(|s| s.warmup = MAX_WARMUP + 1).starts_with("warmup must be at most"));
+        assert!(bad(|s| s.min_seconds = f64::NAN).starts_with("min_seconds"));
+        assert!(bad(|s| s.min_seconds = -1.0).starts_with("min_seconds"));
+        assert!(bad(|s| s.min_seconds = 601.0).starts_with("min_seconds"));
+        let edge = BenchSpec {
+            threads: MAX_THREADS,
+            runs: MAX_RUNS,
+            warmup: MAX_WARMUP,
+            min_seconds: MAX_MIN_SECONDS,
+            ..BenchSpec::default()
+        };
+        assert_eq!(edge.check(), Ok(()));
+    }
+
+    #[test]
+    fn report_statistics_stay_flat_on_the_wire() {
+        let summary = Summary::from_samples(&[1.0, 2.0, 4.0]).unwrap();
+        let r = BenchReport {
+            samples_ms: vec![1.0, 2.0, 4.0],
+            summary,
+            threads: 1,
+            cores: vec![4],
+            warmup: 0,
+            spin: true,
+            seed: 0,
+            backend: Backend {
+                name: BackendName::Ort,
+                version: "1.23.2".into(),
+            },
+            model_sha256: "ab".into(),
+            input_name: "input".into(),
+            input_shape: vec![1, 3, 8, 8],
+            before: SystemSnapshot::default(),
+            after: SystemSnapshot::default(),
+            throttled: false,
+            warnings: vec![],
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["p50_ms"], 2.0);
+        assert_eq!(v["max_ms"], 4.0);
+        assert!(v.get("summary").is_none(), "{v}");
+        let back: BenchReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        let line = crate::encode_line(&crate::Response::Bench(r.clone())).unwrap();
+        assert!(line.starts_with(r#"{"type":"bench","#), "{line}");
+        assert_eq!(
+            crate::decode_line::<crate::Response>(&line).unwrap(),
+            crate::Response::Bench(r)
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //! | `quit` | – | `bye`, then the agent exits 0 |
 //!
 //! Any request may instead be answered by `{"type": "error", "message": "…"}`; the agent keeps
-//! serving after an error. `hello` must be the first exchange: the agent answers every other request
+//! serving after an error. That includes lines that are not requests: invalid UTF-8, malformed
+//! JSON, lines longer than [`MAX_LINE_BYTES`], a model over [`MAX_MODEL_BYTES`], and a `spec`
+//! outside the bounds of [`BenchSpec::check`]. Empty lines are ignored. `hello` must be the first exchange: the agent answers every other request
 //! with an error until the versions have been checked. A version mismatch is an error on both
 //! sides, naming both versions ([`VersionMismatch`]).
 //!
@@ -47,7 +49,10 @@ mod bench;
 mod stats;
 mod system;
 
-pub use bench::{Backend, BackendName, BenchReport, BenchSpec, TensorF32, Warning};
+pub use bench::{
+    Backend, BackendName, BenchReport, BenchSpec, MAX_MIN_SECONDS, MAX_RUNS, MAX_THREADS,
+    MAX_WARMUP, TensorF32, Warning,
+};
 pub use stats::{Summary, percentile};
 pub use system::{BoardInfo, CoreInfo, CoreState, SystemSnapshot, ThermalZone};
 
@@ -60,6 +65,14 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// frees its bytes; the host sends that model again when it next needs it), so a long search
 /// neither fills a small board's memory nor asks for a model the agent dropped.
 pub const MAX_LOADED_MODELS: usize = 64;
+
+/// Largest model a `load` request may carry, in decoded bytes (256 MiB).
+pub const MAX_MODEL_BYTES: usize = 256 << 20;
+
+/// Longest request line the agent reads: a `load` of a [`MAX_MODEL_BYTES`] model in base64 plus
+/// 64 KiB for the other fields. The agent reads a longer line only to skip it (it never holds more
+/// than this much of it) and answers it with an error.
+pub const MAX_LINE_BYTES: usize = MAX_MODEL_BYTES.div_ceil(3) * 4 + (64 << 10);
 
 /// A message from the host to the agent (one JSON line, tagged by `"type"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -28,7 +28,7 @@ if ! "$py" -c "import torch" 2>"$cache/bench-torch-import.log"; then
 fi
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 export RAYON_NUM_THREADS="$threads" CANDLE_NUM_THREADS="$threads"
-cargo run --release -q -p shiftnas-models --example bench_dwconv -- --batch 64 > "$tmp/candle.tsv"
+cargo run --release -q -p shiftnas-kernels --example bench_dwconv -- --batch 64 > "$tmp/candle.tsv"
 if [ -n "$py" ]; then
   "$py" "$root/scripts/bench/dwconv_torch.py" --threads "$threads" --batch 64 \
     < "$tmp/candle.tsv" > "$tmp/torch.tsv"

@@ -7,7 +7,7 @@
 # ALGORITHM `random` (the default) draws the same archs whatever their scores, so both searches
 # score exactly the same archs (the script checks) and the ratio is the cost of shifting alone.
 # With `nsga2` the shifted scores breed other archs, which take longer or shorter to score: the
-# ratio then also measures that choice (docs/benchmarks.md, "Session 8 reading").
+# ratio then also measures that choice (docs/benchmarks.md, "Shifting overhead", "What limits it").
 # The final front's re-score under the shifted weights is a fixed cost per search, |front| extra
 # evaluations (`off` has none): the ratio without it is what a long search pays.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference for shiftnas's SPOS ShuffleNetV2 supernet: the same network (DESIGN §4),
+"""PyTorch reference for shiftnas's SPOS ShuffleNetV2 supernet: the same network (SPOS wiring),
 one fixed path (arch), the same training step (label-smoothed CE, SGD momentum 0.9, wd 4e-5,
 only the path's weights updated), timed per training step and as eval throughput. Prints JSON.
 
@@ -109,7 +109,7 @@ class Supernet(nn.Module):
         self._init()
 
     def _init(self):
-        # DESIGN §4: convs N(0, 1/(in/groups)) as the std; first conv and linear N(0, 0.01).
+        # SPOS init: convs N(0, 1/(in/groups)) as the std; first conv and linear N(0, 0.01).
         for name, m in self.named_modules():
             if isinstance(m, nn.Conv2d):
                 std = 0.01 if name.startswith("stem") else 1.0 / m.weight.shape[1]

@@ -13,6 +13,12 @@
 //! `scripts/setup.d/30-sshd.sh`) on 127.0.0.1 at a free port, with throwaway host and user keys
 //! and its own `sshd_config`, in a private mount namespace whose `/run` is a tmpfs (sshd needs
 //! `/run/sshd`; the machine's own sshd and `/run` are never touched). It is killed on drop.
+//!
+//! # Missing tools under CI
+//! A test that needs something a bare machine may lack (an ONNX Runtime library, qemu, strace, the
+//! aarch64 agent, a data set) calls [`missing`]: outside CI it prints `skipped: …` and the test
+//! returns; with `CI=true` (as `.ci/run` is run) it fails, naming what is missing and how to
+//! install it, so CI cannot pass by skipping.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -95,6 +101,67 @@ pub fn bin(name: &str) -> PathBuf {
     panic!(
         "{name} is not built (looked in {dirs:?}); run `cargo build -p shiftnas -p shiftnas-agent`"
     )
+}
+
+/// Whether this is a CI run (`CI=true` or `CI=1`): there a missing prerequisite fails the test.
+pub fn in_ci() -> bool {
+    matches!(
+        std::env::var("CI")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Ok("true" | "1")
+    )
+}
+
+/// Reports a missing prerequisite `what`, with `fix` saying how to install it. Under CI
+/// ([`in_ci`]) it panics; otherwise it prints `skipped: …` and the caller returns.
+///
+/// # Panics
+/// Under CI, always.
+pub fn missing(what: &str, fix: &str) {
+    if in_ci() {
+        panic!(
+            "{what}; {fix} (CI=true: a missing prerequisite fails the test instead of skipping it)"
+        );
+    }
+    eprintln!("skipped: {what}; {fix}");
+}
+
+/// Returns early from a test when `$why` (an `Option` of a message) is `Some`, via [`missing`]
+/// with the fix `$fix`: a skip locally, a failure under CI.
+#[macro_export]
+macro_rules! skip_unless {
+    ($why:expr, $fix:expr) => {
+        if let Some(why) = $why {
+            $crate::missing(&why, $fix);
+            return;
+        }
+    };
+}
+
+/// The path of `tool` on `PATH`, if any.
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The path of `tool` on `PATH`, or `None` after [`missing`] (which fails under CI), naming the
+/// Debian package `apt_package` that provides it.
+pub fn require_tool(tool: &str, apt_package: &str) -> Option<PathBuf> {
+    let found = find_tool(tool);
+    if found.is_none() {
+        missing(
+            &format!("{tool} is not on PATH"),
+            &format!(
+                "install it with `apt-get install {apt_package}` (`source scripts/setup-deps` does)"
+            ),
+        );
+    }
+    found
 }
 
 /// The x86-64 `libonnxruntime.so` of the test venv (`ORT_DYLIB_PATH`, set by `scripts/setup-deps`).

@@ -176,7 +176,12 @@ impl Backend for OrtBackend {
     }
 
     fn open(&self, model: &[u8], opts: SessionOptions) -> Result<Box<dyn Model>> {
-        anyhow::ensure!(opts.threads >= 1, "--threads must be at least 1");
+        anyhow::ensure!(
+            (1..=shiftnas_protocol::MAX_THREADS).contains(&opts.threads),
+            "--threads must be between 1 and {}, got {}",
+            shiftnas_protocol::MAX_THREADS,
+            opts.threads
+        );
         let cfg = |e: &dyn std::fmt::Display| {
             anyhow::anyhow!("configuring the ONNX Runtime session: {e}")
         };

@@ -2,7 +2,8 @@
 //! [`AgentBoard`] that starts it and starts it again) that the SSH and local boards share.
 //!
 //! Like hyperfine's `Executor` trait, the clock sits behind a trait so that the pool's logic
-//! (retry, quarantine, thermal re-measure) is tested with [`super::scripted::ScriptedBoard`].
+//! (retry, quarantine, thermal re-measure) is tested with a scripted board (`scripted.rs`, built
+//! only for tests).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -62,7 +63,7 @@ pub trait Board: Send {
     fn bench(&mut self, sha256: &str, spec: &BenchSpec) -> Result<BenchReport>;
 }
 
-/// The measurement spec a board's configuration asks for (threads, cores; DESIGN §7 defaults).
+/// The measurement spec a board's configuration asks for (threads, cores, warm-up and runs from boards.toml).
 pub fn spec_for(cfg: &BoardConfig) -> BenchSpec {
     BenchSpec {
         threads: cfg.threads as usize,
@@ -236,7 +237,7 @@ pub(super) fn write_line(w: &mut impl Write, line: &str) -> Result<()> {
     Ok(())
 }
 
-/// How an [`AgentBoard`] reaches its agent: over SSH ([`super::ssh::SshLink`]) or as a child
+/// How an [`AgentBoard`] reaches its agent: over SSH ([`super::deploy::SshLink`]) or as a child
 /// process of the host ([`super::local::LocalLink`]).
 pub trait AgentLink: Send {
     /// Starts the agent and opens its session (hello and protocol version checked).

@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::paths::home_dir;
+
+/// The boards file read when no `--boards` flag is given (missing means only `local`).
+pub const DEFAULT_BOARDS_FILE: &str = "boards.toml";
+
 /// The name of the board that runs the agent as a child process of the host (no SSH).
 pub const LOCAL_BOARD: &str = "local";
 
@@ -92,13 +97,13 @@ pub struct BoardConfig {
     /// Seconds one load + measurement may take before the board counts as failed.
     #[serde(default = "default_timeout")]
     pub timeout_s: f64,
-    /// Untimed warm-up runs per measurement (DESIGN §7: 10).
+    /// Untimed warm-up runs per measurement (default 10).
     #[serde(default = "default_warmup")]
     pub warmup: usize,
-    /// Minimum timed runs per measurement (DESIGN §7: 50).
+    /// Minimum timed runs per measurement (default 50).
     #[serde(default = "default_runs")]
     pub runs: usize,
-    /// Minimum total time of the timed runs, seconds (DESIGN §7: 1).
+    /// Minimum total time of the timed runs, seconds (default 1).
     #[serde(default = "default_min_seconds")]
     pub min_seconds: f64,
 }
@@ -345,6 +350,24 @@ impl BoardsFile {
         }
     }
 
+    /// The boards file a command was given: `Some(path)` (a `--boards` flag) must exist; `None`
+    /// reads `boards.toml` in the working directory, where a missing file means only `local`.
+    ///
+    /// # Errors
+    /// A named file that does not exist (naming it), or as [`BoardsFile::load`].
+    pub fn load_flag(path: Option<&Path>) -> Result<BoardsFile> {
+        match path {
+            None => BoardsFile::load(Path::new(DEFAULT_BOARDS_FILE)),
+            Some(p) if !p.exists() => bail!(
+                "the boards file {} does not exist; fix the --boards path (docs/boards.md shows \
+                 the format), or leave --boards out to use {DEFAULT_BOARDS_FILE} or the built-in \
+                 `local` board",
+                p.display()
+            ),
+            Some(p) => BoardsFile::load(p),
+        }
+    }
+
     /// Looks boards up by name; `local` resolves to the built-in local board unless the file
     /// defines one of that name.
     ///
@@ -394,13 +417,6 @@ fn parse_board(t: &toml::Value) -> Result<BoardConfig> {
             _ => anyhow::anyhow!("{msg}"),
         }
     })
-}
-
-/// `$HOME`, or `/` when unset.
-pub fn home_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 #[cfg(test)]
@@ -482,6 +498,22 @@ kind = "local"
         assert_eq!(s[0].kind, BoardKind::Local);
         let e = f.select(&["rk9".into()], None).unwrap_err().to_string();
         assert!(e.contains("rk1, host"), "{e}");
+    }
+
+    #[test]
+    fn a_named_boards_file_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such.toml");
+        let e = format!("{:#}", BoardsFile::load_flag(Some(&missing)).unwrap_err());
+        assert!(
+            e.contains(&missing.display().to_string()) && e.contains("--boards"),
+            "{e}"
+        );
+        let f = dir.path().join("b.toml");
+        std::fs::write(&f, GOOD).unwrap();
+        assert_eq!(BoardsFile::load_flag(Some(&f)).unwrap().boards.len(), 2);
+        // A missing file given as a plain path still means "only local" (the search's default).
+        assert!(BoardsFile::load(&missing).unwrap().boards.is_empty());
     }
 
     #[test]

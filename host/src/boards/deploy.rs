@@ -1,17 +1,26 @@
-//! Deploys the agent and its ONNX Runtime library into a board's `workdir`, only when their
-//! SHA-256 differs from what is already there.
+//! The agent on an SSH board: [`SshBoard`] checks the board's glibc, deploys the agent and its
+//! ONNX Runtime library into the board's `workdir` when their SHA-256 differs from what is
+//! already there, and starts `shiftnas-agent serve` over one channel of the connection
+//! ([`super::ssh`]).
 //!
 //! One `sha256sum` exec compares both files (an exec costs ~200 ms, an upload of the agent far
 //! more); changed files are uploaded under a temporary name and renamed into place, so a board
 //! never runs a half-written agent.
 
+use std::collections::VecDeque;
+use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
+use ssh2::Session;
 
+use super::board::{AgentBoard, AgentLink, AgentSession, LineTransport, write_line};
 use super::config::BoardConfig;
-use super::ssh::{SshConn, expand_tilde};
+use super::glibc::check_board_glibc;
+use super::ssh::SshConn;
+use crate::paths::expand_tilde;
 
 /// The agent's file name in `workdir`.
 pub const AGENT_NAME: &str = "shiftnas-agent";
@@ -130,6 +139,143 @@ pub fn deploy(conn: &SshConn, cfg: &BoardConfig) -> Result<DeployOutcome> {
     Ok(outcome)
 }
 
+/// The agent's stdout (with stderr merged in) over one SSH channel.
+struct ChannelTransport {
+    channel: ssh2::Channel,
+    session: Session,
+    buf: Vec<u8>,
+    tail: VecDeque<String>,
+}
+
+impl LineTransport for ChannelTransport {
+    fn send(&mut self, line: &str) -> Result<()> {
+        write_line(&mut self.channel, line)
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Result<String> {
+        self.session
+            .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+        loop {
+            while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line).trim().to_string();
+                // stderr is merged into this stream: JSON objects are answers, the rest is the
+                // agent's diagnostics, kept for error messages.
+                if line.starts_with('{') {
+                    return Ok(line);
+                }
+                if !line.is_empty() {
+                    if self.tail.len() >= 8 {
+                        self.tail.pop_front();
+                    }
+                    self.tail.push_back(line);
+                }
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.channel.read(&mut chunk).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    anyhow!(
+                        "no answer from the agent within {:.0} s (timeout_s)",
+                        timeout.as_secs_f64()
+                    )
+                } else {
+                    anyhow!(e)
+                }
+            })?;
+            if n == 0 {
+                bail!("the agent closed its session (exited or the connection dropped)");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        self.tail.iter().cloned().collect::<Vec<_>>().join(" | ")
+    }
+}
+
+/// A board over SSH: deploys the agent when its hash changed, then keeps one
+/// `shiftnas-agent serve` session alive over one channel.
+pub type SshBoard = AgentBoard<SshLink>;
+
+impl SshBoard {
+    /// A board that connects on first use.
+    pub fn new(cfg: BoardConfig) -> SshBoard {
+        AgentBoard::with_link(
+            cfg,
+            SshLink {
+                conn: None,
+                last_deploy: None,
+            },
+        )
+    }
+}
+
+/// How an [`SshBoard`] reaches its agent: an SSH connection, the agent deployed over it.
+pub struct SshLink {
+    conn: Option<SshConn>,
+    /// What the last connect deployed.
+    pub last_deploy: Option<DeployOutcome>,
+}
+
+/// The shell command that starts the agent in `workdir`. After `cd` the files are named through
+/// `$PWD`, so a relative `workdir` (relative to the login directory, like the upload) is not
+/// applied twice.
+pub fn agent_command(cfg: &BoardConfig) -> String {
+    let w = cfg.workdir.as_deref().unwrap_or("/tmp/shiftnas");
+    let mut cmd = format!("cd {} && ", shell_quote(w));
+    let mut ort = String::new();
+    if cfg.ort_lib.is_some() {
+        let lib = format!("\"$PWD\"/{}", shell_quote(ORT_NAME));
+        cmd += &format!("ORT_DYLIB_PATH={lib} ");
+        ort = format!(" --ort-lib {lib}");
+    }
+    cmd += "exec ";
+    if let Some(p) = &cfg.command_prefix {
+        cmd += p;
+        cmd += " ";
+    }
+    cmd += &format!(
+        "\"$PWD\"/{}{ort} serve --thermal-limit {}",
+        shell_quote(AGENT_NAME),
+        cfg.thermal_limit_c
+    );
+    cmd
+}
+
+impl AgentLink for SshLink {
+    fn start(&mut self, cfg: &BoardConfig) -> Result<AgentSession> {
+        let conn = SshConn::connect(cfg)?;
+        // Before anything is uploaded: a board whose glibc is too old for this agent.
+        if let Some(agent) = &cfg.agent {
+            check_board_glibc(&conn, cfg, &read_local(cfg, "agent", agent)?)?;
+        }
+        self.last_deploy = Some(deploy(&conn, cfg)?);
+        let cmd = agent_command(cfg);
+        let ctx = || format!("board {:?}: starting the agent (`{cmd}`)", cfg.name);
+        let mut channel = conn.session.channel_session().with_context(ctx)?;
+        channel
+            .handle_extended_data(ssh2::ExtendedData::Merge)
+            .with_context(ctx)?;
+        channel.exec(&cmd).with_context(ctx)?;
+        let transport = ChannelTransport {
+            channel,
+            session: conn.session.clone(),
+            buf: Vec::new(),
+            tail: VecDeque::new(),
+        };
+        let timeout = Duration::from_secs_f64(cfg.timeout_s);
+        let session =
+            AgentSession::start(Box::new(transport), &cfg.name, timeout).with_context(ctx)?;
+        self.conn = Some(conn);
+        Ok(session)
+    }
+
+    fn disconnect(&mut self) {
+        self.conn = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +296,27 @@ mod tests {
         let p = parse_sha256sum(&out);
         assert_eq!(p.len(), 2);
         assert_eq!(p[1].0, "libonnxruntime.so");
+    }
+
+    /// The agent is started from `workdir` by its `$PWD` path, so a relative workdir is used
+    /// once (it used to become `w/w/shiftnas-agent`).
+    #[test]
+    fn agent_command_names_files_once() {
+        let mut cfg = BoardConfig::local(None);
+        cfg.workdir = Some("shiftnas work".into());
+        cfg.ort_lib = Some("lib.so".into());
+        cfg.thermal_limit_c = 75.0;
+        assert_eq!(
+            agent_command(&cfg),
+            "cd 'shiftnas work' && ORT_DYLIB_PATH=\"$PWD\"/libonnxruntime.so exec \
+             \"$PWD\"/shiftnas-agent --ort-lib \"$PWD\"/libonnxruntime.so serve --thermal-limit 75"
+        );
+        cfg.ort_lib = None;
+        cfg.command_prefix = Some("nice -n 5".into());
+        assert_eq!(
+            agent_command(&cfg),
+            "cd 'shiftnas work' && exec nice -n 5 \"$PWD\"/shiftnas-agent serve --thermal-limit 75"
+        );
     }
 
     #[test]

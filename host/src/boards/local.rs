@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 
 use super::board::{AgentBoard, AgentLink, AgentSession, LineTransport, write_line};
 use super::config::BoardConfig;
-use super::ssh::expand_tilde;
+use crate::paths::expand_tilde;
 
 /// Finds the agent for the local board: `explicit` (`--agent` or the board's `agent`), else
 /// `shiftnas-agent` next to the running `shiftnas` binary.

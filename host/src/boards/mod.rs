@@ -1,25 +1,27 @@
-//! Boards: `boards.toml`, SSH and local boards, deployment and the measuring pool.
+//! Boards: `boards.toml`, SSH and local boards, deployment and the measuring pool. Nothing here
+//! knows about latency sources or the cache; [`crate::latency`] builds on this module.
 //!
 //! `config` parses boards.toml; `board` holds `trait Board` and the agent session and
-//! `AgentBoard` that `ssh::SshBoard` and `local::LocalBoard` are made of; `deploy` uploads the agent when its hash
-//! changed; `pool` measures many models on many boards; `scripted` is the test double.
+//! `AgentBoard` that `deploy::SshBoard` and `local::LocalBoard` are made of; `ssh` is the SSH
+//! connection (host keys, authentication, exec, SFTP); `deploy` checks the board's glibc
+//! (`glibc`), uploads the agent when its hash changed and starts it; `pool` measures many models
+//! on many boards; `scripted` is the test double (compiled only for tests).
 
 pub mod board;
-pub mod cached;
 pub mod config;
 pub mod deploy;
+pub mod glibc;
 pub mod local;
 pub mod pool;
-pub mod scripted;
-pub mod source;
+#[cfg(test)]
+pub(crate) mod scripted;
 pub mod ssh;
 
 pub use board::{AgentError, Board};
 pub use config::{BoardConfig, BoardsFile};
+pub use deploy::SshBoard;
 pub use local::LocalBoard;
 pub use pool::{Job, Measured, Pool, PoolEvent, PoolOptions};
-pub use source::BoardSource;
-pub use ssh::SshBoard;
 
 use std::path::Path;
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, anyhow, bail};
 use shiftnas_protocol::{
-    Backend, BackendName, BenchReport, BenchSpec, BoardInfo, SystemSnapshot, ThermalZone,
+    Backend, BackendName, BenchReport, BenchSpec, BoardInfo, Summary, SystemSnapshot, ThermalZone,
 };
 
 use super::board::{AgentError, Board};
@@ -78,13 +78,15 @@ pub fn fake_report(sha256: &str, spec: &BenchSpec, p50_ms: f64, temp_c: f64) -> 
     };
     BenchReport {
         samples_ms: vec![p50_ms; 3],
-        p50_ms,
-        p90_ms: p50_ms,
-        p99_ms: p50_ms,
-        mean_ms: p50_ms,
-        std_ms: 0.0,
-        min_ms: p50_ms,
-        max_ms: p50_ms,
+        summary: Summary {
+            p50_ms,
+            p90_ms: p50_ms,
+            p99_ms: p50_ms,
+            mean_ms: p50_ms,
+            std_ms: 0.0,
+            min_ms: p50_ms,
+            max_ms: p50_ms,
+        },
         threads: spec.threads,
         cores: spec.cores.clone(),
         warmup: spec.warmup,

@@ -1,5 +1,6 @@
-//! SSH to a board over `ssh2`: connect, verify the host key against known_hosts, authenticate
-//! with a key or ssh-agent, run short commands, upload files over SFTP.
+//! The SSH connection to a board over `ssh2`: connect, verify the host key against known_hosts,
+//! authenticate with a key or ssh-agent, run short commands, write files over SFTP. Deploying and
+//! starting the agent over such a connection is [`super::deploy`]'s job.
 //!
 //! Host keys are checked strictly by default: an unknown host is refused unless the board says
 //! `host_key = "accept-new"` (which appends the key to known_hosts), and a changed key is always
@@ -7,17 +8,15 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use ssh2::{CheckResult, HostKeyType, KnownHostFileKind, Session};
 
-use std::collections::VecDeque;
-
-use super::board::{AgentBoard, AgentLink, AgentSession, LineTransport, base64, write_line};
-use super::config::{BoardConfig, HostKeyPolicy, home_dir};
-use super::deploy::{AGENT_NAME, DeployOutcome, ORT_NAME, deploy, shell_quote};
+use super::board::base64;
+use super::config::{BoardConfig, HostKeyPolicy};
+use crate::paths::expand_tilde;
 
 /// An authenticated SSH session to one board.
 pub struct SshConn {
@@ -27,14 +26,6 @@ pub struct SshConn {
     pub address: String,
     /// The board's name, for messages.
     pub board: String,
-}
-
-/// Expands a leading `~/` to `$HOME/`.
-pub fn expand_tilde(p: &Path) -> PathBuf {
-    match p.strip_prefix("~") {
-        Ok(rest) => home_dir().join(rest),
-        Err(_) => p.to_path_buf(),
-    }
 }
 
 /// The name a host has in known_hosts: `host` on port 22, `[host]:port` otherwise (OpenSSH's
@@ -233,131 +224,6 @@ fn verify_host_key(session: &Session, cfg: &BoardConfig, host: &str) -> Result<(
             cfg.port,
             file.display()
         ),
-    }
-}
-
-/// The agent's stdout (with stderr merged in) over one SSH channel.
-struct ChannelTransport {
-    channel: ssh2::Channel,
-    session: Session,
-    buf: Vec<u8>,
-    tail: VecDeque<String>,
-}
-
-impl LineTransport for ChannelTransport {
-    fn send(&mut self, line: &str) -> Result<()> {
-        write_line(&mut self.channel, line)
-    }
-
-    fn recv(&mut self, timeout: Duration) -> Result<String> {
-        self.session
-            .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
-        loop {
-            while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=i).collect();
-                let line = String::from_utf8_lossy(&line).trim().to_string();
-                // stderr is merged into this stream: JSON objects are answers, the rest is the
-                // agent's diagnostics, kept for error messages.
-                if line.starts_with('{') {
-                    return Ok(line);
-                }
-                if !line.is_empty() {
-                    if self.tail.len() >= 8 {
-                        self.tail.pop_front();
-                    }
-                    self.tail.push_back(line);
-                }
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = self.channel.read(&mut chunk).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::TimedOut {
-                    anyhow!(
-                        "no answer from the agent within {:.0} s (timeout_s)",
-                        timeout.as_secs_f64()
-                    )
-                } else {
-                    anyhow!(e)
-                }
-            })?;
-            if n == 0 {
-                bail!("the agent closed its session (exited or the connection dropped)");
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    fn stderr_tail(&self) -> String {
-        self.tail.iter().cloned().collect::<Vec<_>>().join(" | ")
-    }
-}
-
-/// A board over SSH: deploys the agent when its hash changed, then keeps one
-/// `shiftnas-agent serve` session alive over one channel.
-pub type SshBoard = AgentBoard<SshLink>;
-
-impl SshBoard {
-    /// A board that connects on first use.
-    pub fn new(cfg: BoardConfig) -> SshBoard {
-        AgentBoard::with_link(
-            cfg,
-            SshLink {
-                conn: None,
-                last_deploy: None,
-            },
-        )
-    }
-}
-
-/// How an [`SshBoard`] reaches its agent: an SSH connection, the agent deployed over it.
-pub struct SshLink {
-    conn: Option<SshConn>,
-    /// What the last connect deployed.
-    pub last_deploy: Option<DeployOutcome>,
-}
-
-impl AgentLink for SshLink {
-    fn start(&mut self, cfg: &BoardConfig) -> Result<AgentSession> {
-        let conn = SshConn::connect(cfg)?;
-        self.last_deploy = Some(deploy(&conn, cfg)?);
-        let w = cfg.workdir.as_deref().unwrap_or("/tmp/shiftnas");
-        let mut cmd = format!("cd {} && ", shell_quote(w));
-        let mut ort = String::new();
-        if cfg.ort_lib.is_some() {
-            let lib = shell_quote(&format!("{w}/{ORT_NAME}"));
-            cmd += &format!("ORT_DYLIB_PATH={lib} ");
-            ort = format!(" --ort-lib {lib}");
-        }
-        cmd += "exec ";
-        if let Some(p) = &cfg.command_prefix {
-            cmd += p;
-            cmd += " ";
-        }
-        cmd += &format!(
-            "{}{ort} serve --thermal-limit {}",
-            shell_quote(&format!("{w}/{AGENT_NAME}")),
-            cfg.thermal_limit_c
-        );
-        let ctx = || format!("board {:?}: starting the agent (`{cmd}`)", cfg.name);
-        let mut channel = conn.session.channel_session().with_context(ctx)?;
-        channel
-            .handle_extended_data(ssh2::ExtendedData::Merge)
-            .with_context(ctx)?;
-        channel.exec(&cmd).with_context(ctx)?;
-        let transport = ChannelTransport {
-            channel,
-            session: conn.session.clone(),
-            buf: Vec::new(),
-            tail: VecDeque::new(),
-        };
-        let timeout = Duration::from_secs_f64(cfg.timeout_s);
-        let session =
-            AgentSession::start(Box::new(transport), &cfg.name, timeout).with_context(ctx)?;
-        self.conn = Some(conn);
-        Ok(session)
-    }
-
-    fn disconnect(&mut self) {
-        self.conn = None;
     }
 }
 

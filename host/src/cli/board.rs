@@ -7,14 +7,10 @@ use clap::{Args, Subcommand};
 /// Arguments of `shiftnas board`.
 #[derive(Debug, Args)]
 pub struct BoardArgs {
-    /// The boards file.
-    #[arg(
-        long,
-        global = true,
-        default_value = "boards.toml",
-        value_name = "FILE"
-    )]
-    pub boards: PathBuf,
+    /// The boards file (default: boards.toml when it exists, else only the built-in `local`
+    /// board). A file named here must exist.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub boards: Option<PathBuf>,
     /// The agent binary for the built-in `local` board (default: next to `shiftnas`).
     #[arg(long, global = true, value_name = "PATH")]
     pub agent: Option<PathBuf>,

@@ -29,7 +29,7 @@ pub enum CacheCommand {
     /// Delete entries (all of them without filters).
     Prune {
         /// Only entries older than this, e.g. 30d, 12h.
-        #[arg(long, value_name = "AGE", value_parser = crate::cache::parse_age)]
+        #[arg(long, value_name = "AGE", value_parser = crate::latency::cache::parse_age)]
         older_than: Option<std::time::Duration>,
         /// Only entries of this board fingerprint (as `cache stats` prints it).
         #[arg(long, value_name = "FINGERPRINT")]

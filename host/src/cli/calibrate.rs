@@ -28,9 +28,10 @@ pub struct CalibrateArgs {
     /// The latency cache (default: ~/.cache/shiftnas/latency.sqlite).
     #[arg(long, value_name = "PATH")]
     pub cache: Option<PathBuf>,
-    /// The boards file.
-    #[arg(long, default_value = "boards.toml", value_name = "FILE")]
-    pub boards: PathBuf,
+    /// The boards file (default: boards.toml when it exists, else only the built-in `local`
+    /// board). A file named here must exist.
+    #[arg(long, value_name = "FILE")]
+    pub boards: Option<PathBuf>,
     /// The agent binary for the built-in `local` board (default: next to `shiftnas`).
     #[arg(long, value_name = "PATH")]
     pub agent: Option<PathBuf>,

@@ -35,7 +35,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 2000)]
     pub bn_images: usize,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::cli::shared::at_least_one)]
     pub batch: usize,
 }
 
@@ -79,5 +79,18 @@ mod tests {
             ])
             .is_err()
         );
+        let e = Cli::try_parse_from([
+            "shiftnas",
+            "eval",
+            "--supernet",
+            "x",
+            "--arch",
+            "0",
+            "--batch",
+            "0",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("'--batch "), "{e}");
     }
 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::cli::shared::DataArgs;
+
 /// Arguments of `shiftnas export`: one arch to an ONNX file, BN folded.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -16,10 +18,15 @@ pub struct ExportArgs {
     )]
     pub supernet: Option<PathBuf>,
     /// Export random weights instead (for latency measurements only); needs --space.
-    #[arg(long, requires = "space")]
+    #[arg(
+        long,
+        requires = "space",
+        conflicts_with_all = ["data", "proxy_size", "convert_channels", "resize", "split_seed"]
+    )]
     pub random_weights: bool,
-    /// Preset name; with --supernet it must match the checkpoint's space.
-    #[arg(long)]
+    /// Preset name; with --supernet it must match the checkpoint's space (checked before anything
+    /// is written).
+    #[arg(long, value_parser = crate::cli::shared::space_name)]
     pub space: Option<String>,
     /// The arch: one digit per block (0/1/2 = ShuffleNet k3/k5/k7, 3 = Xception).
     #[arg(long)]
@@ -33,19 +40,16 @@ pub struct ExportArgs {
     /// Recalibrate BN on N training images before folding (--supernet only).
     #[arg(long, value_name = "N", conflicts_with = "random_weights")]
     pub bn_calibrate: Option<usize>,
-    /// Training data of the supernet (BN calibration images, normalisation, class names).
-    #[arg(
-        long,
-        default_value = "builtin:fashion-mnist",
-        conflicts_with = "random_weights"
-    )]
-    pub data: crate::data::DataSpec,
     /// Seed of the proxy split the supernet was trained with (`shiftnas train --seed`).
-    #[arg(long, default_value_t = 0, conflicts_with = "random_weights")]
+    #[arg(long, default_value_t = 0)]
     pub split_seed: u64,
     /// Make the batch dimension symbolic (`batch`) instead of fixed to 1.
     #[arg(long)]
     pub dynamic_batch: bool,
+    /// The supernet's training data, as given to `shiftnas train` (BN calibration images,
+    /// normalisation, class names; --supernet only).
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 #[cfg(test)]
@@ -116,5 +120,43 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.contains("cannot be used with"), "{e}");
+        // The supernet's data flags are those of `train`, and make no sense with random weights.
+        let a = parse(&[
+            "--supernet",
+            "x",
+            "--arch",
+            "0",
+            "--out",
+            "m.onnx",
+            "--data",
+            "cifar10:/d",
+            "--resize",
+            "--proxy-size",
+            "500",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.data.data.to_string(), a.data.resize),
+            ("cifar10:/d".into(), true)
+        );
+        assert_eq!(a.data.proxy_size, Some(500));
+        for flag in [
+            ["--resize"].as_slice(),
+            &["--data", "cifar10:/d"],
+            &["--split-seed", "1"],
+        ] {
+            let mut v = vec![
+                "--random-weights",
+                "--space",
+                "tiny",
+                "--arch",
+                "0",
+                "--out",
+                "m",
+            ];
+            v.extend_from_slice(flag);
+            let e = parse(&v).unwrap_err();
+            assert!(e.contains("cannot be used with"), "{flag:?}: {e}");
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod quickstart;
 pub mod rank;
 pub mod retrain;
 pub mod search;
+pub mod shared;
 pub mod space;
 pub mod train;
 

@@ -4,67 +4,28 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cli::train::AugmentChoice;
-use crate::data::DataSpec;
+use crate::cli::shared::{DataArgs, TrainingArgs, space_name};
 
 /// Arguments of `shiftnas retrain`: one arch trained from scratch as a standalone network.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RetrainArgs {
     /// The arch: one digit per block (0/1/2 = ShuffleNet k3/k5/k7, 3 = Xception).
     #[arg(long, required_unless_present = "resume")]
     pub arch: Option<String>,
     /// Supernet run dir the arch was found with: its space, data, proxy split and conform options
-    /// are used (--space/--data must then be left out).
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["space", "data", "resume"])]
+    /// are used (--space, --data, --convert-channels and --resize must then be left out).
+    #[arg(
+        long,
+        value_name = "RUN_DIR",
+        conflicts_with_all = ["space", "data", "convert_channels", "resize", "resume"]
+    )]
     pub supernet_run: Option<PathBuf>,
-    /// Search-space preset [default: tiny].
-    #[arg(long)]
-    pub space: Option<String>,
-    /// Images: builtin:fashion-mnist | idx:DIR | cifar10:DIR | cifar100:DIR | folder:DIR
-    /// [default: builtin:fashion-mnist].
-    #[arg(long)]
-    pub data: Option<DataSpec>,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 2000)]
-    pub steps: u64,
-    /// Images per batch.
-    #[arg(long, default_value_t = 64)]
-    pub batch: usize,
-    /// Initial learning rate, decayed linearly to 0 [default: SPOS retraining's 0.5 at batch
-    /// 1024, scaled linearly to --batch].
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
-    /// Weight decay on conv/linear weights (never on BN γ/β).
-    #[arg(long, default_value_t = 4e-5)]
-    pub weight_decay: f64,
-    /// Label smoothing of the cross-entropy.
-    #[arg(long, default_value_t = 0.1)]
-    pub label_smoothing: f64,
+    /// Search-space preset (`shiftnas space show`).
+    #[arg(long, default_value = "tiny", value_parser = space_name)]
+    pub space: String,
     /// Seed of init, augmentation and batch order (and of the proxy split without --supernet-run).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Steps between checkpoints (the last step always checkpoints).
-    #[arg(long, default_value_t = 500)]
-    pub checkpoint_every: u64,
-    /// Steps between log lines (log.jsonl, progress).
-    #[arg(long, default_value_t = 10)]
-    pub log_every: u64,
-    /// Training images held out as the proxy split [default: the supernet run's, else 1000 or
-    /// 10 % if smaller].
-    #[arg(long)]
-    pub proxy_size: Option<usize>,
-    /// Convert grayscale <-> RGB when the data and the space disagree.
-    #[arg(long)]
-    pub convert_channels: bool,
-    /// Resize images to the space's input size when they differ.
-    #[arg(long)]
-    pub resize: bool,
-    /// Training augmentation.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub augment: AugmentChoice,
     /// Run dir to create [default: runs/retrain-SPACE-ARCH-SEED].
     #[arg(long, conflicts_with = "resume")]
     pub out: Option<PathBuf>,
@@ -82,6 +43,12 @@ pub struct RetrainArgs {
     /// With --export: make the batch dimension symbolic instead of 1.
     #[arg(long, requires = "export")]
     pub dynamic_batch: bool,
+    /// Images, their fit to the space, the proxy split.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Optimiser and loop.
+    #[command(flatten)]
+    pub training: TrainingArgs,
 }
 
 #[cfg(test)]
@@ -113,8 +80,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.arch.as_deref(), Some("0123"));
-        assert_eq!((a.steps, a.batch, a.bn_images), (5, 64, 2000));
-        assert!(a.dynamic_batch && a.lr.is_none());
+        assert_eq!(
+            (a.training.steps, a.training.batch, a.bn_images),
+            (5, 64, 2000)
+        );
+        assert!(a.dynamic_batch && a.training.lr.is_none());
         assert!(parse(&["--resume", "runs/r"]).unwrap().arch.is_none());
         let e = parse(&[]).unwrap_err();
         assert!(e.contains("--arch"), "{e}");
@@ -122,5 +92,28 @@ mod tests {
         assert!(e.contains("cannot be used with"), "{e}");
         assert!(parse(&["--arch", "0", "--out", "a", "--resume", "b"]).is_err());
         assert!(parse(&["--arch", "0", "--dynamic-batch"]).is_err());
+        // The supernet run fixes the conform options too.
+        let e = parse(&["--arch", "0", "--supernet-run", "a", "--resize"]).unwrap_err();
+        assert!(e.contains("cannot be used with"), "{e}");
+        // Defaults of the shared groups: the same as `train`'s.
+        let d = parse(&["--arch", "0"]).unwrap();
+        assert_eq!(
+            format!("{:?}", d.training),
+            format!("{:?}", crate::cli::shared::TrainingArgs::default())
+        );
+        assert_eq!(
+            format!("{:?}", d.data),
+            format!("{:?}", crate::cli::shared::DataArgs::default())
+        );
+        assert_eq!(d.space, "tiny");
+        for bad in [["--lr=-1"].as_slice(), &["--batch", "0"], &["--lr", "nan"]] {
+            let mut v = vec!["--arch", "0"];
+            v.extend_from_slice(bad);
+            let e = parse(&v).unwrap_err();
+            assert!(
+                e.contains(bad[0].split('=').next().unwrap()),
+                "{bad:?}: {e}"
+            );
+        }
     }
 }

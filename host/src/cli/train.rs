@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::data::DataSpec;
+use crate::cli::shared::{DataArgs, TrainingArgs, at_least_one, space_name};
 use crate::train::Sampling;
 
 /// Which training augmentation to use (`--augment`).
@@ -21,71 +21,54 @@ pub enum AugmentChoice {
 }
 
 /// Arguments of `shiftnas train`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
-    /// Search-space preset (`shiftnas space list`).
-    #[arg(long, default_value = "tiny")]
+    /// Search-space preset (`shiftnas space show`).
+    #[arg(long, default_value_t = TrainArgs::default().space, value_parser = space_name)]
     pub space: String,
-    /// Images: builtin:fashion-mnist | idx:DIR | cifar10:DIR | cifar100:DIR | folder:DIR.
-    #[arg(long, default_value = "builtin:fashion-mnist")]
-    pub data: DataSpec,
-    /// Optimizer steps.
-    #[arg(long, default_value_t = 2000)]
-    pub steps: u64,
-    /// Images per batch.
-    #[arg(long, default_value_t = 64)]
-    pub batch: usize,
-    /// Initial learning rate [default: SPOS's 0.5 at batch 1024, scaled linearly to --batch].
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
-    /// Weight decay on conv/linear weights.
-    #[arg(long, default_value_t = 4e-5)]
-    pub weight_decay: f64,
-    /// Label smoothing of the cross-entropy.
-    #[arg(long, default_value_t = 0.1)]
-    pub label_smoothing: f64,
     /// Seed of init, sampling, augmentation, proxy split and batch order.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = TrainArgs::default().seed)]
     pub seed: u64,
-    /// Steps between checkpoints (the last step always checkpoints).
-    #[arg(long, default_value_t = 500)]
-    pub checkpoint_every: u64,
-    /// Steps between log lines (log.jsonl, progress).
-    #[arg(long, default_value_t = 10)]
-    pub log_every: u64,
-    /// Path sampling: uniform single path (SPOS), SPOS's FLOPs-binned sampling, or FairNAS
-    /// strict fairness.
-    #[arg(long, value_enum, default_value = "uniform")]
-    pub sampling: Sampling,
-    /// Path warm-up (uniform and FLOPs-binned sampling): training starts on the k3 path with
-    /// Xception blocks mixed in at a growing rate; at this step k5/k7 inherit k3's kernels and
-    /// sampling turns to --sampling [default: --steps / 4, 0 with fair; 0 = plain SPOS].
-    #[arg(long)]
-    pub warmup_steps: Option<u64>,
-    /// FLOPs bins of `--sampling flops-binned` (equal widths over the space's FLOPs range).
-    #[arg(long, default_value_t = 10)]
-    pub flops_bins: usize,
-    /// Training images held out for proxy scoring [default: 1000, or 10 % if smaller].
-    #[arg(long)]
-    pub proxy_size: Option<usize>,
-    /// Convert grayscale <-> RGB when the data and the space disagree.
-    #[arg(long)]
-    pub convert_channels: bool,
-    /// Resize images to the space's input size when they differ.
-    #[arg(long)]
-    pub resize: bool,
-    /// Training augmentation.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub augment: AugmentChoice,
     /// Run dir to create [default: runs/train-SPACE-SEED].
     #[arg(long, conflicts_with = "resume")]
     pub out: Option<PathBuf>,
     /// Continue the run in this dir from its last checkpoint (its config.toml wins over other flags).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// Images, their fit to the space, the proxy split.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Optimiser and loop.
+    #[command(flatten)]
+    pub training: TrainingArgs,
+    /// Path sampling: uniform single path (SPOS), SPOS's FLOPs-binned sampling, or FairNAS
+    /// strict fairness.
+    #[arg(long, value_enum, default_value_t = TrainArgs::default().sampling, help_heading = "Path sampling")]
+    pub sampling: Sampling,
+    /// Path warm-up (uniform and FLOPs-binned sampling): training starts on the k3 path with
+    /// Xception blocks mixed in at a growing rate; at this step k5/k7 inherit k3's kernels and
+    /// sampling turns to --sampling [default: --steps / 4, 0 with fair; 0 = plain SPOS].
+    #[arg(long, help_heading = "Path sampling")]
+    pub warmup_steps: Option<u64>,
+    /// FLOPs bins of `--sampling flops-binned` (equal widths over the space's FLOPs range).
+    #[arg(long, default_value_t = TrainArgs::default().flops_bins, value_parser = at_least_one, help_heading = "Path sampling")]
+    pub flops_bins: usize,
+}
+
+impl Default for TrainArgs {
+    fn default() -> Self {
+        TrainArgs {
+            space: "tiny".into(),
+            seed: 0,
+            out: None,
+            resume: None,
+            data: DataArgs::default(),
+            training: TrainingArgs::default(),
+            sampling: Sampling::Uniform,
+            warmup_steps: None,
+            flops_bins: 10,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -117,14 +100,41 @@ mod tests {
             "crop-flip",
         ])
         .unwrap();
-        assert_eq!(a.steps, 5);
-        assert_eq!(a.data.to_string(), "cifar10:/d");
+        assert_eq!(a.training.steps, 5);
+        assert_eq!(a.data.data.to_string(), "cifar10:/d");
         assert_eq!(a.sampling, crate::train::Sampling::Fair);
         let d = parse(&[]).unwrap();
-        assert_eq!((d.batch, d.lr, d.checkpoint_every), (64, None, 500));
+        assert_eq!(
+            (d.training.batch, d.training.lr, d.training.checkpoint_every),
+            (64, None, 500)
+        );
         let err = parse(&["--data", "mnist"]).unwrap_err();
         assert!(err.contains("builtin:fashion-mnist"), "{err}");
         assert!(parse(&["--out", "a", "--resume", "b"]).is_err());
         assert!(parse(&["--sampling", "random"]).is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_default_impl() {
+        assert_eq!(
+            format!("{:?}", parse(&[]).unwrap()),
+            format!("{:?}", super::TrainArgs::default())
+        );
+    }
+
+    /// Bad values are refused by clap, naming the flag, before a run dir exists.
+    #[test]
+    fn bad_values_name_their_flag() {
+        for bad in [
+            ["--lr=-1"].as_slice(),
+            &["--lr", "nan"],
+            &["--batch", "0"],
+            &["--flops-bins", "0"],
+            &["--space", "nope"],
+        ] {
+            let flag = bad[0].split('=').next().unwrap();
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(flag), "{bad:?}: {e}");
+        }
     }
 }

@@ -6,15 +6,15 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::{Context, ExitStatus};
-use crate::boards::cached::measure_cached;
 use crate::boards::config::{BoardKind, BoardsFile, LOCAL_BOARD};
 use crate::boards::{Job, Pool, PoolOptions, open_board};
-use crate::cache::{Cache, default_path};
 use crate::cli::board::{BoardArgs, BoardCommand, CheckArgs, MeasureArgs};
+use crate::latency::cache::{Cache, default_path};
+use crate::latency::cached::measure_cached;
 
 /// Runs `shiftnas board`.
 pub fn run(args: BoardArgs, ctx: &Context) -> Result<ExitStatus> {
-    let file = BoardsFile::load(&args.boards)?;
+    let file = BoardsFile::load_flag(args.boards.as_deref())?;
     match args.command {
         BoardCommand::Check(a) => check(&file, args.agent.as_deref(), a, ctx),
         BoardCommand::Measure(a) => measure(&file, args.agent.as_deref(), a, ctx),
@@ -134,6 +134,9 @@ fn measure(
         .map(|s| s.trim().to_string())
         .collect();
     let cfgs = file.select(&names, agent.map(Into::into))?;
+    // Before any board is touched: a measurement the cache cannot keep is lost.
+    let mut cache = Cache::open(&args.cache.unwrap_or_else(default_path))?;
+    cache.check_writable()?;
     let boards = cfgs
         .iter()
         .map(|c| open_board(c, agent))
@@ -143,7 +146,6 @@ fn measure(
         ..PoolOptions::default()
     };
     let mut pool = Pool::new(boards, opts)?;
-    let mut cache = Cache::open(&args.cache.unwrap_or_else(default_path))?;
     let mut jobs = Vec::new();
     for m in &args.models {
         let bytes = std::fs::read(m).with_context(|| format!("reading model {}", m.display()))?;

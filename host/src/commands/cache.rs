@@ -3,14 +3,31 @@
 use anyhow::Result;
 
 use super::{Context, ExitStatus};
-use crate::cache::{Cache, default_path, to_csv};
 use crate::cli::cache::{CacheArgs, CacheCommand};
+use crate::latency::cache::{Cache, CacheStats, default_path, to_csv};
 
-/// Runs `shiftnas cache`.
+/// Runs `shiftnas cache`. A missing cache file is reported, never created.
 pub fn run(args: CacheArgs, ctx: &Context) -> Result<ExitStatus> {
     let path = args.cache.unwrap_or_else(default_path);
-    let mut cache = Cache::open(&path)?;
     let p = &ctx.printer;
+    let Some(mut cache) = Cache::open_existing(&path)? else {
+        p.warn(format!(
+            "there is no latency cache at {} (it is made by the first measurement there)",
+            path.display()
+        ));
+        match args.command {
+            CacheCommand::Stats if p.json => p.json(&CacheStats {
+                path,
+                entries: 0,
+                boards: Vec::new(),
+            })?,
+            CacheCommand::Prune { .. } if p.json => {
+                p.json(&serde_json::json!({ "deleted": 0 }))?;
+            }
+            _ => {}
+        }
+        return Ok(ExitStatus::Success);
+    };
     match args.command {
         CacheCommand::Stats => {
             let s = cache.stats()?;

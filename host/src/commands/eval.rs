@@ -9,12 +9,12 @@ use shiftnas_models::Supernet;
 use super::{Context, ExitStatus};
 use crate::cli::eval::{EvalArgs, EvalSplit};
 use crate::run_dir::RunDir;
-use crate::train::{BnSource, TrainConfig, evaluate, prepare_data, space_for};
+use crate::train::{BnSource, TrainConfig, evaluate, space_and_data};
 
 /// The run dir and weights file of `--supernet` (a run dir or its checkpoint file).
 fn locate(path: &Path) -> Result<(RunDir, PathBuf)> {
     if path.is_dir() {
-        let run = RunDir::open(path)?;
+        let run = RunDir::open_read_only(path)?;
         let ckpt = run.checkpoint_dir().join("supernet.safetensors");
         return Ok((run, ckpt));
     }
@@ -25,7 +25,7 @@ fn locate(path: &Path) -> Result<(RunDir, PathBuf)> {
         .parent()
         .and_then(Path::parent)
         .with_context(|| format!("--supernet {}: cannot find its run dir", path.display()))?;
-    let run = RunDir::open(run_dir).with_context(|| {
+    let run = RunDir::open_read_only(run_dir).with_context(|| {
         format!(
             "--supernet {}: the checkpoint must sit in RUN_DIR/checkpoint/ so its data settings can be read",
             path.display()
@@ -39,15 +39,13 @@ pub fn run(args: EvalArgs, ctx: &Context) -> Result<ExitStatus> {
     let device = ctx.compute.device()?;
     let (run, ckpt) = locate(&args.supernet)?;
     let config: TrainConfig = run.read_config()?;
-    let space = space_for(&config.space, 1)?;
-    let data = prepare_data(
+    let (space, data) = space_and_data(
+        &config.space,
         &config.data,
-        &space,
         config.conform,
         Some(config.proxy_size),
         config.seed,
     )?;
-    let space = space_for(&config.space, data.pair.train.num_classes())?;
     let arch = space
         .parse_arch(&args.arch)
         .with_context(|| format!("--arch {}", args.arch))?;

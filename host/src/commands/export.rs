@@ -12,9 +12,10 @@ use shiftnas_models::{Arch, Space, Supernet};
 
 use super::{Context, ExitStatus};
 use crate::cli::export::ExportArgs;
-use crate::data::{ConformOptions, DataSpec, Normalize};
+use crate::cli::shared::DataArgs;
+use crate::data::Normalize;
+use crate::nas::driver::supernet_file;
 use crate::run_dir::write_atomic;
-use crate::search::driver::supernet_file;
 use crate::train::{BnMode, BnSource, PreparedData, calibrate_bn, prepare_data};
 
 /// What `shiftnas export --json` prints: the file and what is in it.
@@ -58,7 +59,13 @@ pub fn run(args: ExportArgs, ctx: &Context) -> Result<ExitStatus> {
             .supernet
             .as_deref()
             .context("pass --supernet CKPT or --random-weights")?;
-        let trained = load_trained(path, &args.data, args.split_seed, ctx)?;
+        let trained = load_trained(
+            path,
+            args.space.as_deref(),
+            &args.data,
+            args.split_seed,
+            ctx,
+        )?;
         let arch = trained
             .supernet
             .space()
@@ -132,33 +139,48 @@ pub struct Trained {
     pub normalize: Normalize,
 }
 
-/// Loads a supernet (a file or a run dir) and the data it was trained on.
+/// Loads a supernet (a file or a run dir) and the data it was trained on (fitted and split as
+/// `train` did, given the same flags); `space` (`--space`), when given, must be the checkpoint's.
 ///
 /// # Errors
-/// Unreadable checkpoint or data, naming the path or spec.
+/// Unreadable checkpoint or data, naming the path or spec; a checkpoint of another space.
 pub fn load_trained(
     path: &Path,
-    data: &DataSpec,
+    space: Option<&str>,
+    data: &DataArgs,
     split_seed: u64,
     ctx: &Context,
 ) -> Result<Trained> {
     let file = supernet_file(path);
     let (supernet, _) = Supernet::load(&file, &ctx.compute.device()?)
         .with_context(|| format!("--supernet {}", file.display()))?;
+    check_space(space, &supernet.space().name, &file)?;
+    let spec = &data.data;
     let data = prepare_data(
-        data,
+        spec,
         supernet.space(),
-        ConformOptions::default(),
-        None,
+        data.conform(),
+        data.proxy_size,
         split_seed,
     )
-    .with_context(|| format!("--data {data}"))?;
+    .with_context(|| format!("--data {spec}"))?;
     let normalize = Normalize::from_dataset(&data.pair.train, &data.splits.train);
     Ok(Trained {
         supernet,
         data,
         normalize,
     })
+}
+
+/// `--space NAME` with `--supernet`: refused unless the checkpoint holds that space.
+fn check_space(given: Option<&str>, found: &str, file: &Path) -> Result<()> {
+    match given {
+        Some(name) if name != found => anyhow::bail!(
+            "--space {name}: the checkpoint {} holds space {found}; pass --space {found} or leave --space out",
+            file.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 impl Trained {
@@ -215,4 +237,25 @@ fn describe(r: &ExportReport) -> String {
         onnx::OUTPUT_NAME,
         r.weights
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn space_must_be_the_checkpoints() {
+        let f = Path::new("runs/a/checkpoint/supernet.safetensors");
+        assert!(check_space(None, "tiny", f).is_ok());
+        assert!(check_space(Some("tiny"), "tiny", f).is_ok());
+        let e = check_space(Some("spos-cifar"), "tiny", f)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--space spos-cifar")
+                && e.contains("holds space tiny")
+                && e.contains(f.to_str().unwrap()),
+            "{e}"
+        );
+    }
 }

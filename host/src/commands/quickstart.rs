@@ -4,39 +4,89 @@
 //! It drives the same library code as `train`, `search` and `export`, with their run dirs nested
 //! in one folder, so every step can be re-run or inspected with the ordinary commands.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use clap::{Args, Parser};
 use serde::Serialize;
 use serde_json::json;
 use shiftnas_models::onnx;
 
 use super::export::load_trained;
 use super::{Context, ExitStatus};
+use crate::archive::ArchiveRecord;
 use crate::cli::quickstart::QuickstartArgs;
-use crate::cli::search::SearchArgs;
+use crate::cli::search::{SearchArgs, ShiftArgs};
+use crate::cli::shared::{DataArgs, TrainingArgs};
 use crate::cli::train::TrainArgs;
 use crate::compute::Compute;
 use crate::data::DataSpec;
+use crate::nas::Algorithm;
+use crate::nas::shifting::ShiftMode;
 use crate::run_dir::write_atomic;
-use crate::search::archive::ArchiveRecord;
 use crate::train::{BnMode, BnSource, evaluate};
 
-const DATA: &str = "builtin:fashion-mnist";
+const DATA: DataSpec = DataSpec::BuiltinFashionMnist;
+const SPACE: &str = "tiny";
 
-/// Parses the flags of one subcommand, as typed (so defaults stay in one place: the clap structs).
-#[derive(Parser)]
-#[command(no_binary_name = true)]
-struct Flags<T: Args> {
-    #[command(flatten)]
-    inner: T,
+/// The `shiftnas train` of the quickstart: a new run in `dir` from `args`, or the resumed one
+/// (other settings are the command's defaults).
+fn train_args(args: &QuickstartArgs, dir: PathBuf) -> TrainArgs {
+    if dir.join("config.toml").is_file() {
+        return TrainArgs {
+            resume: Some(dir),
+            ..TrainArgs::default()
+        };
+    }
+    TrainArgs {
+        out: Some(dir),
+        space: SPACE.into(),
+        seed: args.seed,
+        data: DataArgs {
+            data: DATA,
+            ..DataArgs::default()
+        },
+        training: TrainingArgs {
+            steps: args.steps,
+            batch: args.batch,
+            lr: Some(args.lr),
+            ..TrainingArgs::default()
+        },
+        ..TrainArgs::default()
+    }
 }
 
-fn flags<T: Args>(argv: Vec<String>) -> Result<T> {
-    Ok(Flags::<T>::try_parse_from(argv)
-        .context("internal: quickstart built bad flags")?
-        .inner)
+/// The `shiftnas search` of the quickstart: NSGA-II with accumulated Supernet Shifting on the
+/// supernet in `train_dir`, into `dir` (or resumed from it), with fewer BN and shifting images
+/// than the command's defaults to stay fast.
+fn search_args(args: &QuickstartArgs, train_dir: PathBuf, dir: PathBuf) -> SearchArgs {
+    if dir.join("config.toml").is_file() {
+        return SearchArgs {
+            resume: Some(dir),
+            ..SearchArgs::default()
+        };
+    }
+    SearchArgs {
+        supernet: Some(train_dir),
+        data: DataArgs {
+            data: DATA,
+            ..DataArgs::default()
+        },
+        space: SPACE.into(),
+        algorithm: Algorithm::Nsga2,
+        latency: args.latency.clone(),
+        shift: ShiftArgs {
+            shift: Some(ShiftMode::Accumulate),
+            shift_samples: 256,
+            ..ShiftArgs::default()
+        },
+        pop: args.pop,
+        gens: args.gens,
+        seed: args.seed,
+        split_seed: args.seed,
+        bn_images: 512,
+        out: Some(dir),
+        ..SearchArgs::default()
+    }
 }
 
 /// One exported model of the quickstart's table.
@@ -96,81 +146,28 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
     );
 
     // 1. The supernet (resumed when a previous quickstart left a run).
-    let argv: Vec<String> = if train_dir.join("config.toml").is_file() {
-        vec!["--resume".into(), path(&train_dir)]
-    } else {
-        [
-            "--out",
-            &path(&train_dir),
-            "--space",
-            "tiny",
-            "--data",
-            DATA,
-            "--steps",
-            &args.steps.to_string(),
-            "--batch",
-            &args.batch.to_string(),
-            "--lr",
-            &args.lr.to_string(),
-            "--seed",
-            &args.seed.to_string(),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
     p.note(format!(
         "quickstart 1/3: training a tiny supernet on {DATA} ({} steps)",
         args.steps
     ));
     // Ctrl-C in any stage: running the quickstart again on the same folder resumes it.
     let resume = resume_command(&args, ctx);
-    let status = super::train::run_resumable(flags::<TrainArgs>(argv)?, ctx, Some(resume.clone()))?;
+    let train = train_args(&args, train_dir.clone());
+    let status = super::train::run_resumable(train, ctx, Some(resume.clone()))?;
     if status != ExitStatus::Success {
         return Ok(status);
     }
 
     // 2. The search: NSGA-II over (error, latency) with accumulated Supernet Shifting.
-    let argv: Vec<String> = if search_dir.join("config.toml").is_file() {
-        vec!["--resume".into(), path(&search_dir)]
-    } else {
-        [
-            "--supernet",
-            &path(&train_dir),
-            "--data",
-            DATA,
-            "--space",
-            "tiny",
-            "--algorithm",
-            "nsga2",
-            "--latency",
-            &args.latency.to_string(),
-            "--shift",
-            "accumulate",
-            "--pop",
-            &args.pop.to_string(),
-            "--gens",
-            &args.gens.to_string(),
-            "--seed",
-            &args.seed.to_string(),
-            "--split-seed",
-            &args.seed.to_string(),
-            "--bn-images",
-            "512",
-            "--shift-samples",
-            "256",
-            "--out",
-            &path(&search_dir),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
     p.note(format!(
         "quickstart 2/3: NSGA-II, {} × {} generations, latency from {}, Supernet Shifting (accumulate)",
         args.pop, args.gens, args.latency
     ));
-    let search_args = flags::<SearchArgs>(argv)?;
+    let search_args = search_args(&args, train_dir.clone(), search_dir.clone());
     let config = super::search::effective_config(&search_args, ctx)?;
-    let Some(outcome) = super::search::search_interruptible(&config, ctx, &resume)? else {
+    let resuming = search_args.resume.is_some();
+    let Some(outcome) = super::search::search_interruptible(&config, resuming, ctx, &resume)?
+    else {
         return Ok(ExitStatus::Interrupted);
     };
     if crate::interrupt::requested() {
@@ -182,13 +179,14 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
 
     // 3. Export the knee and both ends of the front with the shifted supernet's weights.
     p.note("quickstart 3/3: exporting the front's knee and ends, scoring them on the test set");
-    // The search's split seed (its config.toml's on a resume, whatever `--seed` says now).
-    let trained = load_trained(
-        &search_dir,
-        &DataSpec::BuiltinFashionMnist,
-        config.split_seed,
-        ctx,
-    )?;
+    // The search's data and split (its config.toml's on a resume, whatever `--seed` says now).
+    let data = DataArgs {
+        data: config.data.clone(),
+        proxy_size: Some(config.proxy_size),
+        convert_channels: config.conform.convert_channels,
+        resize: config.conform.resize,
+    };
+    let trained = load_trained(&search_dir, None, &data, config.split_seed, ctx)?;
     let front: Vec<&ArchiveRecord> = outcome.front.iter().collect();
     let points: Vec<(f64, f64)> = front.iter().map(|r| (r.latency, r.error)).collect();
     let mut picks = Vec::new();
@@ -283,10 +281,10 @@ fn resume_command(args: &QuickstartArgs, ctx: &Context) -> String {
             ("seed", a.seed.to_string()),
         ]
     };
-    let defaults = flags::<QuickstartArgs>(vec![]).ok().map(|d| settings(&d));
+    let defaults = settings(&QuickstartArgs::default());
     let mut c = format!("shiftnas quickstart --out {}", args.out.display());
     for (i, (name, value)) in settings(args).into_iter().enumerate() {
-        if defaults.as_ref().is_none_or(|d| d[i].1 != value) {
+        if defaults[i].1 != value {
             c.push_str(&format!(" --{name} {value}"));
         }
     }
@@ -296,13 +294,12 @@ fn resume_command(args: &QuickstartArgs, ctx: &Context) -> String {
     c
 }
 
-fn path(p: &Path) -> String {
-    p.display().to_string()
-}
-
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+    use crate::cli::{Cli, Command};
 
     #[test]
     fn knee_is_the_point_farthest_from_the_chord() {
@@ -327,23 +324,57 @@ mod tests {
             printer: crate::output::Printer::silent(),
             compute,
         };
-        let a = flags::<QuickstartArgs>(vec![]).unwrap();
+        let a = QuickstartArgs::default();
         assert_eq!(
             resume_command(&a, &ctx(Compute::Cpu)),
             "shiftnas quickstart --out runs/quickstart"
         );
-        let argv = "--out q --steps 20 --gens 2 --latency flops --lr 0.1";
-        let a = flags::<QuickstartArgs>(argv.split(' ').map(String::from).collect()).unwrap();
+        let argv = "shiftnas quickstart --out q --steps 20 --gens 2 --latency flops --lr 0.1";
+        let Command::Quickstart(a) = Cli::try_parse_from(argv.split(' ')).unwrap().command else {
+            panic!("not quickstart")
+        };
         assert_eq!(
             resume_command(&a, &ctx(Compute::Cpu)),
             "shiftnas quickstart --out q --steps 20 --lr 0.1 --gens 2 --latency flops"
         );
     }
 
+    /// The train and search the quickstart runs are what its flags say, the rest the commands'
+    /// defaults; an existing run dir is resumed instead.
     #[test]
-    fn every_default_parses() {
-        let a = flags::<QuickstartArgs>(vec![]).unwrap();
-        assert_eq!(a.latency.to_string(), "board:local");
-        assert_eq!((a.pop, a.gens, a.steps), (12, 4, 2000));
+    fn stage_args_carry_the_quickstart_flags() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (t, s) = (tmp.path().join("train"), tmp.path().join("search"));
+        let q = QuickstartArgs {
+            steps: 7,
+            batch: 8,
+            lr: 0.25,
+            pop: 4,
+            gens: 2,
+            latency: crate::latency::LatencySpec::Flops,
+            seed: 3,
+            ..QuickstartArgs::default()
+        };
+        let a = train_args(&q, t.clone());
+        assert_eq!(a.out.as_deref(), Some(t.as_path()));
+        assert_eq!(
+            (a.training.steps, a.training.batch, a.training.lr, a.seed),
+            (7, 8, Some(0.25), 3)
+        );
+        assert_eq!((a.space.as_str(), &a.data.data), (SPACE, &DATA));
+        assert_eq!(a.training.momentum, TrainingArgs::default().momentum);
+        let b = search_args(&q, t.clone(), s.clone());
+        assert_eq!(b.supernet.as_deref(), Some(t.as_path()));
+        assert_eq!(b.out.as_deref(), Some(s.as_path()));
+        assert_eq!((b.pop, b.gens, b.seed, b.split_seed), (4, 2, 3, 3));
+        assert_eq!(b.latency, crate::latency::LatencySpec::Flops);
+        assert_eq!(b.shift.shift, Some(ShiftMode::Accumulate));
+        assert_eq!((b.shift.shift_samples, b.bn_images), (256, 512));
+        assert_eq!(b.shift.shift_lr, ShiftArgs::default().shift_lr);
+
+        std::fs::create_dir_all(&t).unwrap();
+        std::fs::write(t.join("config.toml"), "").unwrap();
+        let a = train_args(&q, t.clone());
+        assert_eq!((a.resume.as_deref(), a.out), (Some(t.as_path()), None));
     }
 }

@@ -4,13 +4,14 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
+use shiftnas_calibration::ranking::{Figures, best_first, default_k, figures};
 use shiftnas_models::{Arch, Space};
 
 use super::{Context, ExitStatus};
 use crate::cli::rank::RankArgs;
 use crate::rank::{
-    ArchCheck, Figures, Paired, SupernetScores, Truth, best_first, default_k, figures, pair,
-    read_truth, scores_from_archive, scores_from_csv,
+    ArchCheck, Paired, SupernetScores, Truth, pair, read_truth, scores_from_archive,
+    scores_from_csv,
 };
 
 /// The space named in a run's `config.toml`, if it has one.
@@ -241,9 +242,9 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::archive::{ArchiveRecord, append};
     use crate::compute::Compute;
     use crate::output::Printer;
-    use crate::search::archive::{ArchiveRecord, append};
 
     fn ctx() -> Context {
         Context {

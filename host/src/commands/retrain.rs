@@ -10,16 +10,15 @@ use shiftnas_models::cost;
 use shiftnas_models::onnx::{self, ExportOptions};
 
 use super::export::{ExportReport, report};
-use super::train::with_progress;
+use super::train::{augment, with_progress};
 use super::{Context, ExitStatus};
 use crate::cli::retrain::RetrainArgs;
-use crate::cli::train::AugmentChoice;
-use crate::data::{Augment, ConformOptions, DataSpec, Normalize};
+use crate::data::Normalize;
 use crate::run_dir::{RunDir, write_atomic};
 use crate::train::retrain::{
     RetrainConfig, default_retrain_lr, precise_bn, retrain, score_standalone,
 };
-use crate::train::{Accuracy, PreparedData, StepReport, TrainConfig, prepare_data, space_for};
+use crate::train::{Accuracy, PreparedData, StepReport, TrainConfig, space_and_data};
 
 /// What `shiftnas retrain` ends with (`result.json` in the run dir, the `--json` `done` line).
 #[derive(Debug, Serialize)]
@@ -147,7 +146,7 @@ fn new_run(args: &RetrainArgs, ctx: &Context) -> Result<(RunDir, RetrainConfig, 
     // A supernet run fixes the space, data, proxy split and conform options.
     let from = match &args.supernet_run {
         Some(dir) => {
-            let c: TrainConfig = RunDir::open(dir)
+            let c: TrainConfig = RunDir::open_read_only(dir)
                 .and_then(|r| r.read_config())
                 .with_context(|| {
                     format!(
@@ -159,52 +158,38 @@ fn new_run(args: &RetrainArgs, ctx: &Context) -> Result<(RunDir, RetrainConfig, 
         }
         None => None,
     };
-    let space_name = from.as_ref().map_or_else(
-        || args.space.clone().unwrap_or_else(|| "tiny".into()),
-        |c| c.space.clone(),
-    );
-    let data_spec = from.as_ref().map_or_else(
-        || args.data.clone().unwrap_or(DataSpec::BuiltinFashionMnist),
-        |c| c.data.clone(),
-    );
-    let conform = from.as_ref().map_or(
-        ConformOptions {
-            convert_channels: args.convert_channels,
-            resize: args.resize,
-        },
-        |c| c.conform,
-    );
+    let (d, t) = (&args.data, &args.training);
+    let space_name = from
+        .as_ref()
+        .map_or_else(|| args.space.clone(), |c| c.space.clone());
+    let data_spec = from
+        .as_ref()
+        .map_or_else(|| d.data.clone(), |c| c.data.clone());
+    let conform = from.as_ref().map_or(d.conform(), |c| c.conform);
     let split_seed = from.as_ref().map_or(args.seed, |c| c.seed);
-    let proxy_size = args.proxy_size.or(from.as_ref().map(|c| c.proxy_size));
-    let space = space_for(&space_name, 1)?;
+    let proxy_size = d.proxy_size.or(from.as_ref().map(|c| c.proxy_size));
+    let (space, data) = space_and_data(&space_name, &data_spec, conform, proxy_size, split_seed)
+        .with_context(|| format!("--data {data_spec}"))?;
     space
         .parse_arch(&arch)
         .with_context(|| format!("--arch {arch} for space {space_name}"))?;
-    let data = prepare_data(&data_spec, &space, conform, proxy_size, split_seed)
-        .with_context(|| format!("--data {data_spec}"))?;
-    let augment = match args.augment {
-        AugmentChoice::Auto => Augment::default_for(data_spec.is_natural(), space.input_size),
-        AugmentChoice::None => Augment::NONE,
-        AugmentChoice::CropFlip => Augment::default_for(true, space.input_size.min(127)),
-        AugmentChoice::ResizedCrop => Augment::default_for(true, 128),
-    };
     let config = RetrainConfig {
         space: space_name.clone(),
         arch: arch.clone(),
+        augment: augment(t.augment, &data_spec, space.input_size),
         data: data_spec,
-        steps: args.steps,
-        batch: args.batch,
-        lr: args.lr.unwrap_or(default_retrain_lr(args.batch)),
-        momentum: args.momentum,
-        weight_decay: args.weight_decay,
-        label_smoothing: args.label_smoothing,
+        steps: t.steps,
+        batch: t.batch,
+        lr: t.lr.unwrap_or(default_retrain_lr(t.batch)),
+        momentum: t.momentum,
+        weight_decay: t.weight_decay,
+        label_smoothing: t.label_smoothing,
         seed: args.seed,
         split_seed,
-        checkpoint_every: args.checkpoint_every,
-        log_every: args.log_every,
+        checkpoint_every: t.checkpoint_every,
+        log_every: t.log_every,
         proxy_size: data.splits.proxy.len(),
         conform,
-        augment,
         normalize: Normalize::from_dataset(&data.pair.train, &data.splits.train),
         supernet_run: args.supernet_run.clone(),
     };
@@ -227,15 +212,15 @@ fn new_run(args: &RetrainArgs, ctx: &Context) -> Result<(RunDir, RetrainConfig, 
 
 /// The data of a run, as its config describes it.
 fn load_data(config: &RetrainConfig) -> Result<PreparedData> {
-    let space = space_for(&config.space, 1)?;
-    prepare_data(
+    let (_, data) = space_and_data(
+        &config.space,
         &config.data,
-        &space,
         config.conform,
         Some(config.proxy_size),
         config.split_seed,
     )
-    .with_context(|| format!("data {} of the run", config.data))
+    .with_context(|| format!("data {} of the run", config.data))?;
+    Ok(data)
 }
 
 /// Folds BN and writes the trained network as ONNX with the training normalisation and class

@@ -8,14 +8,13 @@ use serde_json::json;
 
 use super::{Context, ExitStatus};
 use crate::cli::search::SearchArgs;
-use crate::data::ConformOptions;
 use crate::data::split::default_proxy_size;
 use crate::interrupt::SearchInterrupted;
 use crate::latency::{LatencyOptions, LatencySource, LatencySpec};
+use crate::nas::arch_problem::Constraints;
+use crate::nas::driver::{SearchConfig, SearchOutcome, run_until};
+use crate::nas::shifting::{ShiftConfig, ShiftMode};
 use crate::run_dir::RunDir;
-use crate::search::arch_problem::Constraints;
-use crate::search::driver::{SearchConfig, SearchOutcome, run_until};
-use crate::search::shifting::{ShiftConfig, ShiftMode};
 use crate::train::SgdConfig;
 
 /// The options `config`'s latency source is opened with (boards from `./boards.toml`, the
@@ -33,7 +32,8 @@ pub fn latency_options(config: &SearchConfig) -> LatencyOptions {
 /// A predictor for another space, unknown boards, or no agent to run.
 pub fn latency_source(config: &SearchConfig) -> Result<Box<dyn LatencySource>> {
     let spec = &config.latency;
-    let space = crate::train::space_for(&config.space, 1)?;
+    // Only the space's name matters to the sources (a predictor checks it).
+    let space = shiftnas_models::Space::by_name(&config.space)?;
     crate::latency::open(spec, &space, &latency_options(config))
         .with_context(|| format!("--latency {spec}"))
 }
@@ -41,7 +41,7 @@ pub fn latency_source(config: &SearchConfig) -> Result<Box<dyn LatencySource>> {
 /// `--shift`, defaulting to accumulate; transfer fine-tunes while searching, which only
 /// `immediate` (SGD steps on each candidate's path) does.
 fn shift_mode(args: &SearchArgs) -> Result<ShiftMode> {
-    match (args.shift, &args.transfer_from) {
+    match (args.shift.shift, &args.transfer_from) {
         (None | Some(ShiftMode::Immediate), Some(_)) => Ok(ShiftMode::Immediate),
         (Some(other), Some(_)) => bail!(
             "--transfer-from fine-tunes the supernet with --shift immediate; drop --shift {}",
@@ -63,18 +63,15 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
             )
         }
     };
-    let cap = |v: Option<f64>, flag: &str| -> Result<Option<u64>> {
-        match v {
-            Some(x) if !(x.is_finite() && x > 0.0) => {
-                bail!("{flag} {x}: must be a positive number")
-            }
-            Some(x) => Ok(Some(x as u64)),
-            None => Ok(None),
-        }
-    };
+    // Clap refused caps that are not finite and > 0 (`--max-flops`, `--max-params`).
+    let cap = |v: Option<f64>| v.map(|x| x as u64);
+    if args.data.proxy_size == Some(0) {
+        bail!("--proxy-size 0: the search scores archs on the proxy split; give at least 1");
+    }
+    let s = &args.shift;
     Ok(SearchConfig {
         supernet,
-        data: args.data.clone(),
+        data: args.data.data.clone(),
         space: args.space.clone(),
         algorithm: args.algorithm,
         latency: args.latency.clone(),
@@ -83,31 +80,28 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
         seed: args.seed,
         shift: ShiftConfig {
             mode: shift_mode(args)?,
-            update: args.shift_update,
-            samples: args.shift_samples,
-            steps: args.shift_steps,
-            batch: args.shift_batch,
+            update: s.shift_update,
+            samples: s.shift_samples,
+            steps: s.shift_steps,
+            batch: s.shift_batch,
             sgd: SgdConfig {
-                lr: args.shift_lr,
-                momentum: args.shift_momentum,
-                weight_decay: args.shift_weight_decay,
+                lr: s.shift_lr,
+                momentum: s.shift_momentum,
+                weight_decay: s.shift_weight_decay,
             },
             label_smoothing: 0.1,
         },
         bn: args.bn,
         bn_images: args.bn_images,
-        proxy_size: args.proxy_size.unwrap_or(0),
+        proxy_size: args.data.proxy_size.unwrap_or(0),
         split_seed: args.split_seed,
         eval_batch: args.eval_batch,
         constraints: Constraints {
-            max_flops: cap(args.max_flops, "--max-flops")?,
-            max_params: cap(args.max_params, "--max-params")?,
+            max_flops: cap(args.max_flops),
+            max_params: cap(args.max_params),
             latency_budget: args.latency_budget,
         },
-        conform: ConformOptions {
-            convert_channels: args.convert_channels,
-            resize: args.resize,
-        },
+        conform: args.data.conform(),
         transfer_from: args.transfer_from.clone(),
         remeasure: args.remeasure,
         share_bn: !args.no_share_bn,
@@ -116,12 +110,7 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
             Some(LatencySpec::Predictor(path)) => Some(path.clone()),
             Some(other) => bail!("--prescreen {other}: write --prescreen predictor:FILE"),
         },
-        prescreen_margin: match args.prescreen_margin {
-            Some(m) if !(m.is_finite() && m >= 0.0) => {
-                bail!("--prescreen-margin {m}: must be a percentage ≥ 0")
-            }
-            m => m,
-        },
+        prescreen_margin: args.prescreen_margin,
         force_predictor: args.force_predictor,
         out: args.out.clone().unwrap_or_else(|| {
             PathBuf::from(format!("runs/search-{:?}-{}", args.algorithm, args.seed).to_lowercase())
@@ -135,7 +124,7 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
 /// Bad flag values, or a run dir without a readable `config.toml`.
 pub fn effective_config(args: &SearchArgs, ctx: &Context) -> Result<SearchConfig> {
     if let Some(dir) = &args.resume {
-        let mut c: SearchConfig = RunDir::open(dir)?.read_config()?;
+        let mut c: SearchConfig = RunDir::open_read_only(dir)?.read_config()?;
         c.out = dir.clone();
         // `--remeasure` on a resume applies to this continuation (config.toml is not rewritten).
         c.remeasure |= args.remeasure;
@@ -143,8 +132,9 @@ pub fn effective_config(args: &SearchArgs, ctx: &Context) -> Result<SearchConfig
     }
     let mut c = config_from_args(args)?;
     if c.proxy_size == 0 {
-        let probe = crate::train::space_for(&c.space, 1)?;
-        let n = c.data.load(probe.input_size)?.train.len();
+        // The preset gives the input size to load at (the class count does not matter here).
+        let input_size = shiftnas_models::Space::by_name(&c.space)?.input_size;
+        let n = c.data.load(input_size)?.train.len();
         c.proxy_size = default_proxy_size(n);
     }
     if c.prescreen.is_some() && !matches!(c.latency, LatencySpec::Board(_)) {
@@ -153,6 +143,7 @@ pub fn effective_config(args: &SearchArgs, ctx: &Context) -> Result<SearchConfig
             c.latency
         );
     }
+    // Clap checks these for the command line; quickstart builds its `SearchArgs` in code.
     if c.pop < 2 || c.gens == 0 {
         bail!("--pop must be at least 2 and --gens at least 1");
     }
@@ -168,27 +159,28 @@ pub fn effective_config(args: &SearchArgs, ctx: &Context) -> Result<SearchConfig
     Ok(c)
 }
 
-/// Runs (or resumes) the search of `config` with Ctrl-C routed to it: `Ok(None)` means Ctrl-C
-/// stopped it with the last finished generation checkpointed, and the note naming `resume` (the
-/// command that continues) is printed.
+/// Runs (or, with `resume` (`--resume`), continues) the search of `config` with Ctrl-C routed to
+/// it: `Ok(None)` means Ctrl-C stopped it with the last finished generation checkpointed, and the
+/// note naming `resume_command` (the command that continues) is printed.
 ///
 /// # Errors
 /// As [`run_until`].
 pub(super) fn search_interruptible(
     config: &SearchConfig,
+    resume: bool,
     ctx: &Context,
-    resume: &str,
+    resume_command: &str,
 ) -> Result<Option<SearchOutcome>> {
     let p = &ctx.printer;
     let device = ctx.compute.device()?;
     let latency = latency_source(config)?;
     crate::interrupt::install();
-    match run_until(config, p, latency, &device, None) {
+    match run_until(config, resume, p, latency, &device, None) {
         Ok(outcome) => Ok(Some(outcome)),
         Err(e) => match e.downcast_ref::<SearchInterrupted>() {
             Some(i) => {
                 let fields = json!({"generation": i.generation});
-                super::report_interrupted(p, i, &config.out, resume, fields)?;
+                super::report_interrupted(p, i, &config.out, resume_command, fields)?;
                 Ok(None)
             }
             None => Err(e),
@@ -201,7 +193,7 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
     let p = &ctx.printer;
     let config = effective_config(&args, ctx)?;
     let resume = format!("shiftnas search --resume {}", config.out.display());
-    let Some(outcome) = search_interruptible(&config, ctx, &resume)? else {
+    let Some(outcome) = search_interruptible(&config, args.resume.is_some(), ctx, &resume)? else {
         return Ok(ExitStatus::Interrupted);
     };
     if p.json {
@@ -317,16 +309,24 @@ mod tests {
             e(&["--latency", "board:rk1", "--prescreen", "board:rk2"])
                 .contains("--prescreen predictor:FILE")
         );
+        // A negative margin is refused by clap, naming the flag.
+        let mut f = base.to_vec();
+        f.extend_from_slice(&[
+            "--latency",
+            "board:rk1",
+            "--prescreen",
+            "predictor:p.json",
+            "--prescreen-margin=-1",
+        ]);
+        let parsed = Cli::try_parse_from(["shiftnas", "search"].iter().chain(&f));
         assert!(
-            e(&[
-                "--latency",
-                "board:rk1",
-                "--prescreen",
-                "predictor:p.json",
-                "--prescreen-margin=-1"
-            ])
-            .contains("--prescreen-margin")
+            parsed
+                .unwrap_err()
+                .to_string()
+                .contains("--prescreen-margin")
         );
+        let zero = config_from_args(&args(&["--supernet", "s", "--proxy-size", "0"]));
+        assert!(format!("{:#}", zero.unwrap_err()).contains("--proxy-size 0"));
     }
 
     /// `--remeasure` reaches the board source's options, is kept in config.toml, and a run dir

@@ -7,10 +7,10 @@ use serde_json::json;
 
 use super::{Context, ExitStatus};
 use crate::cli::train::{AugmentChoice, TrainArgs};
-use crate::data::{Augment, ConformOptions, Normalize};
+use crate::data::{Augment, DataSpec, Normalize};
 use crate::output::Printer;
 use crate::run_dir::RunDir;
-use crate::train::{Sampling, StepReport, TrainConfig, prepare_data, space_for, train};
+use crate::train::{Sampling, StepReport, TrainConfig, space_and_data, train};
 
 /// Runs `shiftnas train`.
 pub fn run(args: TrainArgs, ctx: &Context) -> Result<ExitStatus> {
@@ -30,10 +30,9 @@ pub(super) fn run_resumable(
         Some(dir) => {
             let run = RunDir::open(dir)?;
             let config: TrainConfig = run.read_config()?;
-            let space = space_for(&config.space, 1)?;
-            let data = prepare_data(
+            let (_, data) = space_and_data(
+                &config.space,
                 &config.data,
-                &space,
                 config.conform,
                 Some(config.proxy_size),
                 config.seed,
@@ -46,43 +45,33 @@ pub(super) fn run_resumable(
             (run, config, data)
         }
         None => {
-            let conform = ConformOptions {
-                convert_channels: args.convert_channels,
-                resize: args.resize,
-            };
-            let space = space_for(&args.space, 1)?;
-            let data = prepare_data(&args.data, &space, conform, args.proxy_size, args.seed)
-                .with_context(|| format!("--data {}", args.data))?;
-            let augment = match args.augment {
-                AugmentChoice::Auto => {
-                    Augment::default_for(args.data.is_natural(), space.input_size)
-                }
-                AugmentChoice::None => Augment::NONE,
-                AugmentChoice::CropFlip => Augment::default_for(true, space.input_size.min(127)),
-                AugmentChoice::ResizedCrop => Augment::default_for(true, 128),
-            };
+            let (d, t) = (&args.data, &args.training);
+            let conform = d.conform();
+            let (space, data) =
+                space_and_data(&args.space, &d.data, conform, d.proxy_size, args.seed)
+                    .with_context(|| format!("--data {}", d.data))?;
             let warmup_steps = match args.sampling {
                 Sampling::Fair => args.warmup_steps.unwrap_or(0),
-                _ => args.warmup_steps.unwrap_or(args.steps / 4),
+                _ => args.warmup_steps.unwrap_or(t.steps / 4),
             };
             let config = TrainConfig {
                 space: args.space.clone(),
-                data: args.data.clone(),
-                steps: args.steps,
-                batch: args.batch,
-                lr: args.lr.unwrap_or(0.5 * args.batch as f64 / 1024.0),
-                momentum: args.momentum,
-                weight_decay: args.weight_decay,
-                label_smoothing: args.label_smoothing,
+                data: d.data.clone(),
+                steps: t.steps,
+                batch: t.batch,
+                lr: t.lr.unwrap_or(0.5 * t.batch as f64 / 1024.0),
+                momentum: t.momentum,
+                weight_decay: t.weight_decay,
+                label_smoothing: t.label_smoothing,
                 seed: args.seed,
-                checkpoint_every: args.checkpoint_every,
-                log_every: args.log_every,
+                checkpoint_every: t.checkpoint_every,
+                log_every: t.log_every,
                 sampling: args.sampling,
                 warmup_steps,
                 flops_bins: args.flops_bins,
                 proxy_size: data.splits.proxy.len(),
                 conform,
-                augment,
+                augment: augment(t.augment, &d.data, space.input_size),
                 normalize: Normalize::from_dataset(&data.pair.train, &data.splits.train),
             };
             let out = args.out.clone().unwrap_or_else(|| {
@@ -122,6 +111,17 @@ pub(super) fn run_resumable(
         ));
     }
     Ok(ExitStatus::Success)
+}
+
+/// The augmentation `--augment` names, for `data` fitted to `input_size` (shared by `train` and
+/// `retrain`).
+pub(super) fn augment(choice: AugmentChoice, data: &DataSpec, input_size: usize) -> Augment {
+    match choice {
+        AugmentChoice::Auto => Augment::default_for(data.is_natural(), input_size),
+        AugmentChoice::None => Augment::NONE,
+        AugmentChoice::CropFlip => Augment::default_for(true, input_size.min(127)),
+        AugmentChoice::ResizedCrop => Augment::default_for(true, 128),
+    }
 }
 
 /// Runs a training loop with what `train` and `retrain` share: the progress bar (or `--json`

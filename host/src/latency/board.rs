@@ -1,15 +1,67 @@
-//! Building the `board:NAME[,NAME…]` source: the pool of named boards and the random-weight
-//! subnet exporter (weights do not change latency, so none need be trained to measure).
+//! The `board:NAME[,NAME…]` latency source: [`BoardSource`] exports each arch to ONNX, looks it
+//! up in the latency cache and measures the misses on a pool of boards; [`open_pool`] builds that
+//! pool from boards.toml and [`random_exporter`] the random-weight subnet export (weights do not
+//! change latency, so none need be trained to measure).
 
 use std::path::Path;
 use std::sync::Mutex;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use shiftnas_models::onnx::{ExportOptions, PartBank};
+use shiftnas_models::{Arch, Space};
 
+use super::LatencySource;
+use super::cache::Cache;
+use super::cached::measure_cached;
 use crate::boards::config::BoardsFile;
-use crate::boards::source::Exporter;
-use crate::boards::{Pool, PoolOptions, open_board};
+use crate::boards::{Job, Pool, PoolOptions, open_board};
+
+/// Turns an arch into `.onnx` bytes (the subnet export; random weights are fine for latency).
+pub type Exporter = Box<dyn Fn(&Space, &Arch) -> Result<Vec<u8>> + Send>;
+
+/// Latencies measured on boards, through the cache.
+pub struct BoardSource {
+    pool: Pool,
+    cache: Cache,
+    export: Exporter,
+    remeasure: bool,
+}
+
+impl BoardSource {
+    /// A source over `pool`, storing in `cache`; `remeasure` ignores cached numbers.
+    pub fn new(pool: Pool, cache: Cache, export: Exporter, remeasure: bool) -> BoardSource {
+        BoardSource {
+            pool,
+            cache,
+            export,
+            remeasure,
+        }
+    }
+
+    /// The pool (events, fingerprint).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+impl LatencySource for BoardSource {
+    fn describe(&self) -> String {
+        format!("board:{}", self.pool.fingerprint())
+    }
+
+    fn latencies(&mut self, space: &Space, archs: &[Arch]) -> Result<Vec<f64>> {
+        let shape = format!("1x{}x{s}x{s}", space.input_channels, s = space.input_size);
+        let mut jobs = Vec::with_capacity(archs.len());
+        for a in archs {
+            let bytes = (self.export)(space, a).with_context(|| format!("exporting arch {a}"))?;
+            let mut j = Job::new(a.to_string(), bytes);
+            j.input_shape = Some(shape.clone());
+            jobs.push(j);
+        }
+        let l = measure_cached(&mut self.pool, &mut self.cache, &jobs, self.remeasure)?;
+        Ok(l.into_iter().map(|l| l.p50_ms).collect())
+    }
+}
 
 /// An [`Exporter`] of random-weight subnets (batch 1), for search candidates and `board measure`:
 /// each arch is spliced from one bank of random subnets per space ([`PartBank`], built on first
@@ -32,19 +84,17 @@ pub fn random_exporter(seed: u64) -> Exporter {
     })
 }
 
-/// Opens a pool over the named boards of `boards_file` (`local` is built in; a missing file
-/// means no configured boards). `agent` is the `--agent` flag for the local board.
+/// Opens a pool over the named boards of `file` (`local` is built in). `agent` is the
+/// `--agent` flag for the local board.
 ///
 /// # Errors
-/// Unknown board names, an unreadable boards file, or boards of different fingerprints
-/// without `mix_boards`.
+/// Unknown board names, or boards of different fingerprints without `mix_boards`.
 pub fn open_pool(
-    boards_file: &Path,
+    file: &BoardsFile,
     names: &[String],
     agent: Option<&Path>,
     mix_boards: bool,
 ) -> Result<Pool> {
-    let file = BoardsFile::load(boards_file)?;
     let cfgs = file.select(names, agent.map(Into::into))?;
     let boards = cfgs
         .iter()
@@ -57,4 +107,89 @@ pub fn open_pool(
             ..PoolOptions::default()
         },
     )
+}
+
+/// The test fixture of the board latency source, for this module's tests and the search's.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::boards::Board;
+
+    /// A source over `board` alone (reconnecting after 5 ms), storing in the cache at `cache`;
+    /// the exporter writes each arch's digits as the model bytes.
+    pub(crate) fn one_board_source(
+        board: Box<dyn Board>,
+        cache: &Path,
+        remeasure: bool,
+    ) -> BoardSource {
+        let opts = PoolOptions {
+            reconnect_wait: Duration::from_millis(5),
+            ..PoolOptions::default()
+        };
+        let export: Exporter = Box::new(|_, a: &Arch| Ok(a.to_string().into_bytes()));
+        BoardSource::new(
+            Pool::new(vec![board], opts).unwrap(),
+            Cache::open(cache).unwrap(),
+            export,
+            remeasure,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::fixture::one_board_source;
+    use super::*;
+    use crate::boards::scripted::{ScriptedBoard, Step};
+
+    type Log = Arc<Mutex<Vec<(String, String)>>>;
+
+    /// A source over one scripted board whose reports have the input shape `1x3x8x8`.
+    fn source(cache: &std::path::Path, log: &Log, remeasure: bool) -> BoardSource {
+        let board =
+            ScriptedBoard::new("rk1", "A76", vec![], Step::Ok(2.5)).with_log(Arc::clone(log));
+        one_board_source(Box::new(board), cache, remeasure)
+    }
+
+    /// A second search over the same cache measures nothing; with `--remeasure` it measures
+    /// every candidate again.
+    #[test]
+    fn a_second_search_is_served_from_the_cache_unless_remeasure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("latency.sqlite");
+        let space = Space {
+            input_size: 8,
+            input_channels: 3,
+            ..Space::tiny()
+        };
+        let archs: Vec<Arch> = (0..4u8).map(|c| Arch::uniform(20, c)).collect();
+        let log = Log::default();
+
+        let mut first = source(&db, &log, false);
+        assert_eq!(first.latencies(&space, &archs).unwrap(), vec![2.5; 4]);
+        // The same arch twice in one batch, and again in a later batch: measured once.
+        let twice = [archs[0].clone(), archs[0].clone()];
+        assert_eq!(first.latencies(&space, &twice).unwrap(), vec![2.5; 2]);
+        assert_eq!(log.lock().unwrap().len(), 4);
+        drop(first);
+
+        let mut second = source(&db, &log, false);
+        assert_eq!(second.latencies(&space, &archs).unwrap(), vec![2.5; 4]);
+        assert_eq!(log.lock().unwrap().len(), 4, "served from the cache");
+        drop(second);
+
+        let mut again = source(&db, &log, true);
+        assert_eq!(again.latencies(&space, &archs).unwrap(), vec![2.5; 4]);
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 8, "--remeasure measures every candidate again");
+        for a in &archs {
+            let sha = Job::new("x", a.to_string().into_bytes()).sha256;
+            assert_eq!(log.iter().filter(|(_, s)| *s == sha).count(), 2, "{a}");
+        }
+    }
 }

@@ -4,12 +4,20 @@
 //!
 //! Every value carries the name of its source ([`LatencySource::describe`]), so an archive never
 //! mixes numbers from different boards or runtimes silently.
+//!
+//! Measured numbers live in the SQLite latency [`cache`]; [`cached`] measures through it,
+//! [`board`] is the board-backed source and [`calibrate`] measures a board to fit a predictor.
+//! This module builds on [`crate::boards`]; `boards` knows nothing of latency.
 
 pub mod board;
+pub mod cache;
+pub mod cached;
+pub mod calibrate;
 pub mod flops;
 pub mod open;
 pub mod predictor;
 
+pub use self::board::BoardSource;
 pub use self::open::{LatencyOptions, open};
 
 use std::fmt;

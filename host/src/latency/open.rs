@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use shiftnas_models::Space;
 
-use super::board::{open_pool, random_exporter};
+use super::board::{BoardSource, open_pool, random_exporter};
+use super::cache::{Cache, default_path};
 use super::predictor::PredictorSource;
 use super::{LatencySource, LatencySpec};
-use crate::boards::BoardSource;
-use crate::cache::{Cache, default_path};
+use crate::boards::BoardsFile;
 
 /// Everything besides the spec that building a source may need.
 #[derive(Debug, Clone)]
@@ -58,8 +58,11 @@ pub fn open(
         LatencySpec::Flops => Box::new(super::flops::FlopsSource),
         LatencySpec::Predictor(path) => Box::new(PredictorSource::open(path, space)?),
         LatencySpec::Board(names) => {
-            let pool = open_pool(&opts.boards, names, opts.agent.as_deref(), opts.mix_boards)?;
-            let cache = Cache::open(&opts.cache.clone().unwrap_or_else(default_path))?;
+            let file = BoardsFile::load(&opts.boards)?;
+            // Before any board is touched: a measurement the cache cannot keep is lost.
+            let mut cache = Cache::open(&opts.cache.clone().unwrap_or_else(default_path))?;
+            cache.check_writable()?;
+            let pool = open_pool(&file, names, opts.agent.as_deref(), opts.mix_boards)?;
             Box::new(BoardSource::new(
                 pool,
                 cache,

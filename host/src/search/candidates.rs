@@ -1,12 +1,15 @@
-//! The ask/tell bookkeeping that SPOS evolution and random search share: drawing new candidates
-//! that pass the precheck and were never evaluated (with bounded retries), and moving the told
-//! candidates with their evaluations into the history.
+//! The ask/tell bookkeeping that SPOS evolution and random search share: the [`Precheck`] a new
+//! candidate must pass, drawing new candidates that pass it and were never evaluated (with
+//! bounded retries), and moving the told candidates with their evaluations into the history.
 
 use rand_chacha::ChaCha8Rng;
 
 use super::Individual;
-use super::evolution::Precheck;
 use super::problem::Evaluation;
+
+/// A cheap constraint check run before evaluation: the violation (0 = acceptable), e.g. how far
+/// a genome's FLOPs exceed a cap. Candidates that fail it are redrawn instead of evaluated.
+pub type Precheck<G> = Box<dyn Fn(&G) -> f64 + Send>;
 
 /// Where new candidates are checked: the precheck, everything evaluated so far, and the number
 /// of attempts allowed per wanted candidate.

@@ -4,7 +4,9 @@
 //! [`hypervolume`] handles any dimension by slicing on the last objective (HSO, While et al.
 //! 2006), recursing down to [`hv2d`]; it is O(n^(d−1) log n), fine for ≤ 3 objectives and the
 //! front sizes of a search. Points not strictly better than the reference in every objective
-//! contribute nothing.
+//! contribute nothing. [`front_hypervolume`] measures a population's feasible first front.
+
+use super::Individual;
 
 /// Exact 2-D hypervolume of `points` (each `[f1, f2]`) w.r.t. `reference`.
 pub fn hv2d(points: &[[f64; 2]], reference: [f64; 2]) -> f64 {
@@ -34,6 +36,21 @@ pub fn hypervolume(points: &[Vec<f64>], reference: &[f64]) -> f64 {
         .map(|p| p.as_slice())
         .collect();
     slice(&inside, reference)
+}
+
+/// Hypervolume of the feasible first front (rank 0) of `population` w.r.t. the first
+/// objectives-many coordinates of `reference` (so one reference serves single- and
+/// two-objective searches); 0 when no front member is feasible.
+pub fn front_hypervolume<G>(population: &[Individual<G>], reference: &[f64]) -> f64 {
+    let pts: Vec<Vec<f64>> = population
+        .iter()
+        .filter(|i| i.rank == 0 && i.eval.is_feasible())
+        .map(|i| i.eval.objectives.clone())
+        .collect();
+    if pts.is_empty() {
+        return 0.0;
+    }
+    hypervolume(&pts, &reference[..pts[0].len()])
 }
 
 fn slice(points: &[&[f64]], reference: &[f64]) -> f64 {
@@ -110,5 +127,32 @@ mod tests {
         // The general version agrees with hv2d in 2-D.
         let pts2 = vec![vec![1.0, 3.0], vec![2.0, 2.0], vec![3.0, 1.0]];
         assert_eq!(hypervolume(&pts2, &[4.0, 4.0]), 6.0);
+    }
+
+    /// Only feasible rank-0 members count, and the reference is cut to the objective count.
+    #[test]
+    fn front_hypervolume_counts_the_feasible_first_front() {
+        use crate::search::problem::Evaluation;
+        let member = |objectives: Vec<f64>, rank: usize, violation: f64| Individual {
+            rank,
+            ..Individual::new(
+                (),
+                Evaluation {
+                    objectives,
+                    violation,
+                },
+            )
+        };
+        let pop = [
+            member(vec![1.0, 3.0], 0, 0.0),
+            member(vec![3.0, 1.0], 0, 0.0),
+            member(vec![0.0, 0.0], 0, 0.5),
+            member(vec![0.5, 0.5], 1, 0.0),
+        ];
+        // (4−1)(4−3) + (4−3)(3−1) = 3 + 2.
+        assert_eq!(front_hypervolume(&pop, &[4.0, 4.0]), 5.0);
+        let single = [member(vec![1.0], 0, 0.0)];
+        assert_eq!(front_hypervolume(&single, &[4.0, 99.0]), 3.0);
+        assert_eq!(front_hypervolume(&pop[2..], &[4.0, 4.0]), 0.0);
     }
 }

@@ -1,11 +1,18 @@
-//! Search: NSGA-II, SPOS evolution and random search, with Supernet Shifting.
+//! A generic multi-objective optimiser in the style of pymoo: NSGA-II, SPOS evolution and random
+//! search over any genome.
 //!
-//! Shaped like pymoo: a [`Problem`](problem::Problem) scores batches of genomes; an algorithm is
-//! an ask/tell loop ([`Search`]) that a driver runs ([`minimize`] is the plain one; the
-//! architecture search adds shifting, checkpoints and the board pool between `ask` and `tell`).
+//! A [`Problem`](problem::Problem) scores batches of genomes; an algorithm is an ask/tell loop
+//! ([`Search`]) that a driver runs ([`minimize`] is the plain one; the architecture search, the
+//! host's `nas` module, runs its own loop with shifting and checkpoints around `ask` and `tell`).
 //! Operators ([`operators`]) are parts passed in; survival ([`survival`]) sorts by constrained
-//! non-domination ([`nds`]) and crowding. A [`Termination`](termination::Termination) reports
-//! progress and an [`Observer`](observer::Observer) is the only way results leave the loop.
+//! non-domination ([`nds`]) and crowding. A [`Termination`](termination::Termination) says when
+//! to stop and an [`Observer`](observer::Observer) receives every generation's summary.
+//!
+//! Nothing here knows about architectures, data, training, latency, boards or run dirs: apart from
+//! `archive` (the NAS archive's records, which are moving out of this folder), no file in it
+//! imports `shiftnas_models` or another module of this crate, so the optimiser could become a
+//! crate of its own. Check: `grep -rn "shiftnas_models\|crate::" host/src/search | grep -v
+//! "crate::search\|//"` lists only `archive.rs`.
 //!
 //! ```
 //! use rand::SeedableRng;
@@ -28,41 +35,22 @@
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-pub mod arch_problem;
-pub mod archive;
-mod candidates;
-pub mod driver;
-pub mod evaluator;
+pub mod candidates;
 pub mod evolution;
 pub mod hypervolume;
 pub mod nds;
 pub mod nsga2;
 pub mod observer;
 pub mod operators;
-pub mod prescreen;
 pub mod problem;
 pub mod random;
-pub mod shifting;
 pub mod survival;
 pub mod termination;
-pub mod transfer;
 pub mod zdt;
 
 use observer::{GenerationSummary, Observer};
 use problem::{Evaluation, Problem};
 use termination::Termination;
-
-/// Which search algorithm runs (`--algorithm`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Algorithm {
-    /// NSGA-II: multi-objective, rank and crowding survival.
-    Nsga2,
-    /// SPOS evolution: single objective, top-k parents, mutation and crossover.
-    Evolution,
-    /// Uniform random sampling under the constraints.
-    Random,
-}
 
 /// One evaluated genome with its standing in the current population.
 ///
@@ -116,7 +104,7 @@ pub fn minimize<G, P>(
     search: &mut impl Search<G>,
     problem: &mut P,
     termination: &dyn Termination,
-    observer: &mut dyn Observer,
+    observer: &mut dyn Observer<G>,
     rng: &mut ChaCha8Rng,
 ) -> anyhow::Result<()>
 where
@@ -126,7 +114,7 @@ where
         let genomes = search.ask(rng);
         let evals = problem.evaluate(&genomes)?;
         let summary = search.tell(evals, rng)?;
-        observer.on_generation(&summary);
+        observer.on_generation(&summary, search.population());
     }
     Ok(())
 }
@@ -147,6 +135,3 @@ mod inf_as_null {
         Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
     }
 }
-
-#[cfg(test)]
-mod prescreen_tests;

@@ -1,5 +1,5 @@
-//! Observers: the only channel from a running search to progress bars, `log.jsonl` and `--json`
-//! (pymoo's `core/callback.py`).
+//! What a generation achieved ([`GenerationSummary`]) and observers that receive it after every
+//! generation (pymoo's `core/callback.py`).
 
 use serde::{Deserialize, Serialize};
 
@@ -65,27 +65,28 @@ impl GenerationSummary {
     }
 }
 
-/// Receives a summary after every generation.
-pub trait Observer {
+/// Receives each generation's summary and the population it left (after survival): how
+/// progress bars, hypervolume logs and `--json` lines learn about a running search.
+pub trait Observer<G> {
     /// Called once per completed generation, after survival.
-    fn on_generation(&mut self, g: &GenerationSummary);
+    fn on_generation(&mut self, summary: &GenerationSummary, population: &[Individual<G>]);
 }
 
 /// Ignores everything.
-impl Observer for () {
-    fn on_generation(&mut self, _: &GenerationSummary) {}
+impl<G> Observer<G> for () {
+    fn on_generation(&mut self, _: &GenerationSummary, _: &[Individual<G>]) {}
 }
 
 /// Records every summary (for tests and reports).
-impl Observer for Vec<GenerationSummary> {
-    fn on_generation(&mut self, g: &GenerationSummary) {
-        self.push(g.clone());
+impl<G> Observer<G> for Vec<GenerationSummary> {
+    fn on_generation(&mut self, summary: &GenerationSummary, _: &[Individual<G>]) {
+        self.push(summary.clone());
     }
 }
 
-/// Any closure is an observer.
-impl<F: FnMut(&GenerationSummary)> Observer for F {
-    fn on_generation(&mut self, g: &GenerationSummary) {
-        self(g)
+/// Any closure over the summary is an observer.
+impl<G, F: FnMut(&GenerationSummary)> Observer<G> for F {
+    fn on_generation(&mut self, summary: &GenerationSummary, _: &[Individual<G>]) {
+        self(summary)
     }
 }

@@ -6,8 +6,7 @@ use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::candidates::{Fresh, record};
-use super::evolution::Precheck;
+use super::candidates::{Fresh, Precheck, record};
 use super::observer::GenerationSummary;
 use super::operators::Sampling;
 use super::problem::{Evaluation, check_evaluations};

@@ -135,6 +135,7 @@ pub fn run_steps<M: Trainable>(
     until: u64,
     on_report: &mut dyn FnMut(&StepReport),
 ) -> Result<M> {
+    check_steps(settings.steps)?;
     let until = until.min(settings.steps);
     let mut sgd = Sgd::new(SgdConfig {
         lr: settings.lr,
@@ -183,6 +184,9 @@ pub fn run_steps<M: Trainable>(
             },
         ),
     };
+    // Steps logged after the checkpoint (all of them when a killed run never checkpointed) are
+    // trained and logged again.
+    run.trim_log_after_step(state.step)?;
     let schedule = LinearDecay {
         base_lr: settings.lr,
         total_steps: settings.steps,
@@ -204,21 +208,25 @@ pub fn run_steps<M: Trainable>(
         let last = state.step == until || stop;
         let ckpt =
             last || (settings.checkpoint_every > 0 && state.step % settings.checkpoint_every == 0);
-        if ckpt {
-            save_checkpoint(run, &model, &sgd, &state)?;
-        }
-        if last || (settings.log_every > 0 && state.step % settings.log_every == 0) {
-            let secs = t0.elapsed().as_secs_f64().max(1e-9);
-            let report = StepReport {
+        // The log line goes first: a kill between it and the checkpoint leaves a line past the
+        // checkpoint, which the resume drops and writes again, so every step is logged once.
+        let report = (last || (settings.log_every > 0 && state.step % settings.log_every == 0))
+            .then(|| StepReport {
                 step: state.step,
                 steps: settings.steps,
                 loss: loss_sum / loss_n.max(1) as f64,
                 lr,
-                images_per_s: images as f64 / secs,
+                images_per_s: images as f64 / t0.elapsed().as_secs_f64().max(1e-9),
                 checkpoint: ckpt,
-            };
-            run.log(&report)?;
-            on_report(&report);
+            });
+        if let Some(report) = &report {
+            run.log(report)?;
+        }
+        if ckpt {
+            save_checkpoint(run, &model, &sgd, &state)?;
+        }
+        if let Some(report) = &report {
+            on_report(report);
             (loss_sum, loss_n, images, t0) = (0.0, 0, 0, Instant::now());
         }
         if stop && state.step < until {
@@ -226,6 +234,17 @@ pub fn run_steps<M: Trainable>(
         }
     }
     Ok(model)
+}
+
+/// Refuses a run of 0 steps: it would train nothing and write no checkpoint to name.
+///
+/// # Errors
+/// When `steps` is 0, naming `--steps`.
+pub fn check_steps(steps: u64) -> Result<()> {
+    if steps == 0 {
+        bail!("--steps 0 trains nothing and writes no checkpoint; give --steps 1 or more");
+    }
+    Ok(())
 }
 
 /// The dropout seed of step `step` in a run seeded `seed` (so a resumed run draws the same masks).

@@ -126,6 +126,25 @@ pub fn prepare_data(
     Ok(PreparedData { pair, splits })
 }
 
+/// The space of preset `name` with the class count of its data, and that data: `spec` loaded,
+/// fitted to the preset's input (size and channels; the class count plays no part in that) and
+/// split with `seed`. What a run needs before it can build a network.
+///
+/// # Errors
+/// An unknown preset, or as [`prepare_data`].
+pub fn space_and_data(
+    name: &str,
+    spec: &DataSpec,
+    conform: ConformOptions,
+    proxy_size: Option<usize>,
+    seed: u64,
+) -> Result<(Space, PreparedData)> {
+    let preset = Space::by_name(name)?;
+    let data = prepare_data(spec, &preset, conform, proxy_size, seed)?;
+    let classes = data.pair.train.num_classes();
+    Ok((preset.with_classes(classes), data))
+}
+
 /// What a checkpoint's `state.json` holds besides the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainState {

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Parameters without a gradient this step (blocks the sampled arch did not use) are untouched:
-//! no weight decay and no momentum (SPOS trains only the sampled path; DESIGN §5). Buffers are
+//! no weight decay and no momentum (SPOS trains only the sampled path). Buffers are
 //! detached copies, so the autograd graph never grows across steps. candle's own `SGD` has no
 //! momentum, and `candle_nn::Optimizer::new` takes unnamed variables, so this optimizer has its
 //! own small API keyed by parameter name; its state is saved by name in checkpoints.
@@ -211,6 +211,10 @@ impl Sgd {
             .collect();
         candle_core::safetensors::save(&map, &tmp)
             .with_context(|| format!("writing {}", tmp.display()))?;
+        // Durable before the rename, like every other checkpoint file (`write_atomic`).
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
     }
 

@@ -197,3 +197,49 @@ fn warmup_starts_on_k3_and_widens_to_uniform() {
         shiftnas_models::Arch::random(20, 4, &mut b)
     );
 }
+
+/// Step numbers of the lines of a run's `log.jsonl`.
+fn logged_steps(run: &RunDir) -> Vec<u64> {
+    std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<StepReport>(l).unwrap().step)
+        .collect()
+}
+
+#[test]
+fn resume_logs_every_step_once() {
+    let data = data();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(4, 4, 2);
+    let run = RunDir::create(&dir.path().join("r")).unwrap();
+    // A kill before the first checkpoint: log lines, but nothing to resume from.
+    std::fs::write(run.join("log.jsonl"), "{\"step\":1}\n{\"step\":2,").unwrap();
+    drop(train_until(&cfg, &data, &run, &Device::Cpu, 2, &mut |_| {}).unwrap());
+    assert_eq!(logged_steps(&run), [1, 2]);
+    // A kill after step 3 was logged but before its checkpoint, inside the next append.
+    let log = run.join("log.jsonl");
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .last()
+        .unwrap()
+        .replace("\"step\":2", "\"step\":3");
+    text.push_str(&format!("{line}\n{{\"step\":4,\"ste"));
+    std::fs::write(&log, text).unwrap();
+    train(&cfg, &data, &run, &Device::Cpu, &mut |_| {}).unwrap();
+    assert_eq!(logged_steps(&run), [1, 2, 3, 4]);
+}
+
+#[test]
+fn zero_steps_are_refused_before_anything_is_written() {
+    let data = data();
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::create(&dir.path().join("r")).unwrap();
+    let err = train(&config(0, 4, 2), &data, &run, &Device::Cpu, &mut |_| {})
+        .map(drop)
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("--steps 0"), "{err:#}");
+    assert!(resumable_checkpoint(&run).is_none());
+    assert!(!run.join("log.jsonl").exists());
+}

@@ -16,7 +16,7 @@ fn spos_stages(channels: [usize; 4]) -> Vec<Stage> {
 }
 
 impl Space {
-    /// The SPOS ShuffleNetV2 space on ImageNet (Guo et al., "Single Path One-Shot"): 224×224×3, stem 3×3 s2 → 16,
+    /// The SPOS ShuffleNetV2 space on ImageNet (the SPOS paper's): 224×224×3, stem 3×3 s2 → 16,
     /// stages [4, 4, 8, 4] × [64, 160, 320, 640], last conv 1024, 1000 classes.
     pub fn spos_imagenet() -> Space {
         Space {

@@ -6,8 +6,8 @@ use rand::Rng;
 
 use crate::cost::{self, Act};
 use crate::error::{Error, Result};
-use crate::nn::{BatchNorm, conv, depthwise_conv2d, glue, init, pointwise_conv2d};
 use crate::space::{BlockShape, Choice, Wiring};
+use shiftnas_kernels::{BatchNorm, conv, depthwise_conv2d, glue, init, pointwise_conv2d};
 
 /// How a [`ConvBn`] convolves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

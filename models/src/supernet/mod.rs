@@ -31,8 +31,8 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use crate::arch::Arch;
 use crate::error::{Error, Result};
-use crate::nn::bn::BN_MOMENTUM;
 use crate::space::{Choice, Space};
+use shiftnas_kernels::bn::BN_MOMENTUM;
 
 pub use block::channel_split;
 use block::{BnMode, ChoiceBlock, ConvBn};

@@ -12,8 +12,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::arch::Arch;
 use crate::error::{Error, Result};
-use crate::nn::init;
 use crate::space::{BlockShape, Space};
+use shiftnas_kernels::init;
 
 use super::BnCalibration;
 use super::block::{BnMode, ChoiceBlock, ConvBn};

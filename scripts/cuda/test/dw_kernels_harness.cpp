@@ -1,4 +1,4 @@
-// Runs the CUDA kernels of models/src/nn/dw_cuda.rs on the CPU, one emulated thread after another
+// Runs the CUDA kernels of kernels/src/dw_cuda.rs on the CPU, one emulated thread after another
 // (grid-stride loops; dw_grad_weight with blockDim 1, so its shared-memory tree reduction is trivial),
 // to check their indexing against PyTorch without a GPU. Driven by run.sh.
 #include <cmath>
@@ -7,7 +7,7 @@ static D3 blockIdx, threadIdx, blockDim, gridDim;
 #define __global__
 #define __shared__ static
 #define __syncthreads() ((void)0)
-#include DW_CU  // -DDW_CU=\"path\": the kernel source extracted from models/src/nn/dw_cuda.rs
+#include DW_CU  // -DDW_CU=\"path\": the kernel source extracted from kernels/src/dw_cuda.rs
 extern "C" void run(int which, const float* a, const float* b, float* out, int B,int C,int H,int W,int K,int S,int OH,int OW, int grid, int block) {
   gridDim.x = grid; blockDim.x = block;
   for (unsigned bx = 0; bx < (unsigned)grid; ++bx) for (unsigned tx = 0; tx < (unsigned)block; ++tx) {

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Checks the indexing of the depthwise CUDA kernels without a GPU: extracts their source from
-# models/src/nn/dw_cuda.rs, compiles it as C++ with g++ (threads emulated serially) and compares with
+# kernels/src/dw_cuda.rs, compiles it as C++ with g++ (threads emulated serially) and compares with
 # PyTorch (the bench venv of scripts/bench/train_step.sh). Optional: also `nvcc --ptx` it when nvcc is on PATH.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"; root="$here/../../.."
 py="${SHIFTNAS_CACHE:-$root/.cache}/bench-venv/bin/python"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-python3 - "$root/models/src/nn/dw_cuda.rs" "$tmp/dw.cu" <<'PY'
+python3 - "$root/kernels/src/dw_cuda.rs" "$tmp/dw.cu" <<'PY'
 import sys
 s = open(sys.argv[1]).read()
 open(sys.argv[2], "w").write(s.split('const SRC: &str = r#"')[1].split('"#;')[0])

@@ -6,7 +6,9 @@
 //! `SHIFTNAS_AGENT_X86` / `SHIFTNAS_AGENT_AARCH64` name prebuilt binaries.
 //! Libraries: `ORT_DYLIB_PATH` (x86-64) and `SHIFTNAS_ORT_AARCH64`, `SHIFTNAS_QEMU_AARCH64`
 //! (exported by `scripts/setup.d/20-aarch64.sh`). Without them the tests print why and skip, so a
-//! bare `cargo test` needs no aarch64 toolchain; `scripts/test` always provides them.
+//! bare `cargo test` needs no aarch64 toolchain; under `CI=true` they fail instead
+//! ([`shiftnas_tests::missing`]). `scripts/test` provides them all, and points
+//! `SHIFTNAS_AGENT_AARCH64` at the release agent of `scripts/build-agent-aarch64` (glibc 2.28).
 //!
 //! Why the bind mount: ONNX Runtime parses `/proc/cpuinfo` at load and segfaults on the host's x86
 //! text under qemu-user (DESIGN §6), so the aarch64 agent runs in a private mount namespace where
@@ -77,24 +79,36 @@ pub fn x86_agent() -> PathBuf {
 }
 
 /// Why the x86 agent tests cannot run here, if so.
-fn x86_skip() -> Option<&'static str> {
+pub fn x86_skip() -> Option<String> {
     match std::env::var_os("ORT_DYLIB_PATH") {
         Some(p) if Path::new(&p).is_file() => None,
-        _ => Some(
-            "ORT_DYLIB_PATH is not set to a libonnxruntime.so (run `source scripts/setup-deps`)",
-        ),
+        Some(p) if !p.is_empty() => Some(format!(
+            "ORT_DYLIB_PATH={} is not a file",
+            p.to_string_lossy()
+        )),
+        _ => Some("ORT_DYLIB_PATH is empty or unset".into()),
     }
 }
 
+/// How to get what [`x86_skip`] misses.
+pub const X86_FIX: &str = "run `source scripts/setup-deps`, which installs onnxruntime from \
+    scripts/requirements-test.txt into the test venv and exports ORT_DYLIB_PATH";
+
+/// How to get what [`aarch64`] misses.
+pub(crate) const AARCH64_FIX: &str = "run `source scripts/setup-deps` (scripts/setup.d/20-aarch64.sh \
+    installs qemu-user-static and the aarch64 onnxruntime wheel from PyPI, and exports the \
+    SHIFTNAS_*_AARCH64 variables)";
+
 /// Everything the aarch64 tests need: agent binary, qemu, aarch64 ORT; or why it is missing.
-struct Aarch64 {
-    agent: PathBuf,
-    qemu: PathBuf,
-    ort: PathBuf,
-    sysroot: PathBuf,
+#[derive(Debug, Clone)]
+pub(crate) struct Aarch64 {
+    pub(crate) agent: PathBuf,
+    pub(crate) qemu: PathBuf,
+    pub(crate) ort: PathBuf,
+    pub(crate) sysroot: PathBuf,
 }
 
-fn aarch64() -> Result<&'static Aarch64, String> {
+pub(crate) fn aarch64() -> Result<&'static Aarch64, String> {
     static SETUP: OnceLock<Result<Aarch64, String>> = OnceLock::new();
     SETUP
         .get_or_init(|| {
@@ -103,10 +117,20 @@ fn aarch64() -> Result<&'static Aarch64, String> {
                     .filter(|v| !v.is_empty())
                     .map(PathBuf::from)
             };
-            let ort = var("SHIFTNAS_ORT_AARCH64")
-                .ok_or("SHIFTNAS_ORT_AARCH64 is not set (scripts/setup.d/20-aarch64.sh)")?;
+            let ort = var("SHIFTNAS_ORT_AARCH64").ok_or(
+                "SHIFTNAS_ORT_AARCH64 is empty or unset: no aarch64 libonnxruntime.so (the \
+                 aarch64 onnxruntime wheel was not downloaded)",
+            )?;
             let qemu = var("SHIFTNAS_QEMU_AARCH64")
-                .ok_or("SHIFTNAS_QEMU_AARCH64 is not set (scripts/setup.d/20-aarch64.sh)")?;
+                .ok_or("SHIFTNAS_QEMU_AARCH64 is empty or unset: qemu-aarch64-static is missing")?;
+            for (k, p) in [
+                ("SHIFTNAS_ORT_AARCH64", &ort),
+                ("SHIFTNAS_QEMU_AARCH64", &qemu),
+            ] {
+                if !p.is_file() {
+                    return Err(format!("{k}={} is not a file", p.display()));
+                }
+            }
             let sysroot =
                 var("SHIFTNAS_AARCH64_SYSROOT").unwrap_or_else(|| "/usr/aarch64-linux-gnu".into());
             let agent = match var("SHIFTNAS_AGENT_AARCH64") {
@@ -126,17 +150,8 @@ fn aarch64() -> Result<&'static Aarch64, String> {
         .map_err(Clone::clone)
 }
 
-macro_rules! skip_unless {
-    ($why:expr) => {
-        if let Some(why) = $why {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
-}
-
 /// Runs a command, returning stdout; panics with stderr on failure.
-fn run_ok(cmd: &mut Command) -> String {
+pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
@@ -151,7 +166,7 @@ fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// The aarch64 agent command: qemu in a private mount namespace with the fake ARM cpuinfo.
-fn qemu_agent(a: &Aarch64, args: &[&str]) -> Command {
+pub(crate) fn qemu_agent(a: &Aarch64, args: &[&str]) -> Command {
     let mut script = String::from(
         "mount --bind \"$0\" /proc/cpuinfo && exec \"$1\" -L \"$2\" \"$3\" --ort-lib \"$4\"",
     );
@@ -170,11 +185,12 @@ fn qemu_agent(a: &Aarch64, args: &[&str]) -> Command {
 }
 
 /// Checks the invariants every report must hold.
-fn check_report(r: &BenchReport, runs: usize, model: &Path) {
+fn check_report(report: &BenchReport, runs: usize, model: &Path) {
+    let r = &report.summary;
     assert!(
-        r.samples_ms.len() >= runs,
+        report.samples_ms.len() >= runs,
         "{} samples < {runs} runs",
-        r.samples_ms.len()
+        report.samples_ms.len()
     );
     assert!(
         r.min_ms > 0.0
@@ -186,24 +202,24 @@ fn check_report(r: &BenchReport, runs: usize, model: &Path) {
     );
     assert!(r.min_ms <= r.mean_ms && r.mean_ms <= r.max_ms);
     let sorted = {
-        let mut s = r.samples_ms.clone();
+        let mut s = report.samples_ms.clone();
         s.sort_by(f64::total_cmp);
         s
     };
     assert_eq!((sorted[0], *sorted.last().unwrap()), (r.min_ms, r.max_ms));
-    assert_eq!(r.backend.name, BackendName::Ort);
+    assert_eq!(report.backend.name, BackendName::Ort);
     assert!(
-        r.backend.version.starts_with("1."),
+        report.backend.version.starts_with("1."),
         "ORT version {:?}",
-        r.backend.version
+        report.backend.version
     );
     let sha = hex::encode(Sha256::digest(std::fs::read(model).unwrap()));
-    assert_eq!(r.model_sha256, sha);
+    assert_eq!(report.model_sha256, sha);
 }
 
 #[test]
 fn x86_bench_json_is_sane() {
-    skip_unless!(x86_skip());
+    shiftnas_tests::skip_unless!(x86_skip(), X86_FIX);
     let model = fixture("conv_m.onnx");
     let out = run_ok(Command::new(x86_agent()).arg("bench").arg(&model).args([
         "--runs",
@@ -227,9 +243,52 @@ fn x86_bench_json_is_sane() {
     );
 }
 
+/// Out-of-bounds flags exit 2 at once with the flag named, before any model or runtime is loaded
+/// (they used to abort in `Vec::with_capacity`, hang creating threads, or fill memory).
+#[test]
+fn x86_bench_refuses_out_of_bounds_flags_at_once() {
+    for (flag, value, want) in [
+        (
+            "--runs",
+            "18446744073709551615",
+            "runs must be between 1 and 1000000",
+        ),
+        ("--threads", "100000", "threads must be between 1 and 64"),
+        ("--warmup", "100000000", "warmup must be at most 10000"),
+        (
+            "--min-seconds",
+            "1e300",
+            "min_seconds must be between 0 and 600",
+        ),
+        ("--cores", "0-99999999999", "beyond the 1024 CPUs"),
+    ] {
+        let agent = x86_agent(); // built (or waited for) outside the timed part
+        let t0 = std::time::Instant::now();
+        let out = Command::new(agent)
+            .args([
+                "bench",
+                "--ort-lib",
+                "/nonexistent/libonnxruntime.so",
+                flag,
+                value,
+            ])
+            .arg(fixture("conv_s.onnx"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(want), "{flag} {value}: {err}");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "{flag} {value} took {:?}",
+            t0.elapsed()
+        );
+    }
+}
+
 #[test]
 fn x86_bench_refuses_dynamic_shapes_and_missing_libraries() {
-    skip_unless!(x86_skip());
+    shiftnas_tests::skip_unless!(x86_skip(), X86_FIX);
     let out = Command::new(x86_agent())
         .arg("bench")
         .arg(fixture("dynamic_batch.onnx"))
@@ -400,7 +459,7 @@ fn serve_session(cmd: Command, model: &Path) -> BenchReport {
 
 #[test]
 fn x86_serve_session() {
-    skip_unless!(x86_skip());
+    shiftnas_tests::skip_unless!(x86_skip(), X86_FIX);
     let mut cmd = Command::new(x86_agent());
     cmd.arg("serve");
     serve_session(cmd, &fixture("conv_s.onnx"));
@@ -441,14 +500,9 @@ fn read_npy_f32(p: &Path) -> Vec<f32> {
 
 #[test]
 fn aarch64_agent_under_qemu_matches_x86() {
-    skip_unless!(x86_skip());
-    let a = match aarch64() {
-        Ok(a) => a,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
+    shiftnas_tests::skip_unless!(x86_skip(), X86_FIX);
+    shiftnas_tests::skip_unless!(aarch64().err(), AARCH64_FIX);
+    let a = aarch64().expect("checked above");
     let model = fixture("conv_m.onnx");
     // bench: sane JSON, and the agent sees the fake RK3588 cpuinfo.
     let out = run_ok(&mut qemu_agent(
@@ -507,14 +561,9 @@ fn aarch64_agent_under_qemu_matches_x86() {
 
 #[test]
 fn aarch64_serve_session_under_qemu() {
-    skip_unless!(x86_skip());
-    let a = match aarch64() {
-        Ok(a) => a,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
+    shiftnas_tests::skip_unless!(x86_skip(), X86_FIX);
+    shiftnas_tests::skip_unless!(aarch64().err(), AARCH64_FIX);
+    let a = aarch64().expect("checked above");
     let r = serve_session(qemu_agent(a, &["serve"]), &fixture("conv_s.onnx"));
     assert_eq!(r.input_shape, vec![1, 3, 16, 16]);
 }

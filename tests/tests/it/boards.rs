@@ -1,15 +1,16 @@
 //! Boards over SSH against a real, throwaway sshd: host keys, deploy, the pool with the real agent,
-//! a board lost mid-run, the cache, and config errors through the CLI.
+//! a board lost mid-run, the glibc check, the cache, and config errors through the CLI.
 
 use std::process::Command;
 use std::sync::Arc;
 
-use shiftnas::boards::cached::measure_cached;
 use shiftnas::boards::config::BoardsFile;
 use shiftnas::boards::deploy::deploy;
+use shiftnas::boards::glibc::{GlibcVersion, elf_max_glibc};
 use shiftnas::boards::ssh::SshConn;
 use shiftnas::boards::{Board, Job, Pool, PoolEvent, PoolOptions, SshBoard};
-use shiftnas::cache::Cache;
+use shiftnas::latency::cache::Cache;
+use shiftnas::latency::cached::measure_cached;
 use shiftnas_tests::{Sshd, TestDir, bin, kill_exe_under, ort_lib, tiny_model};
 
 /// Fast measurements: the pool's behaviour is under test, not the latency.
@@ -280,7 +281,7 @@ fn cache_writer_child() {
     };
     let mut cache = Cache::open(std::path::Path::new(&path)).unwrap();
     for i in 0u64.. {
-        let key = shiftnas::cache::CacheKey {
+        let key = shiftnas::latency::cache::CacheKey {
             model_sha256: format!("{i:064x}"),
             board_fingerprint: "fp".into(),
             threads: 1,
@@ -334,7 +335,7 @@ fn cache_survives_kill_9_of_a_writer() {
             u64::from_str_radix(&e.key.model_sha256, 16).unwrap() as f64
         );
     }
-    let key = shiftnas::cache::CacheKey {
+    let key = shiftnas::latency::cache::CacheKey {
         model_sha256: "after".into(),
         board_fingerprint: "fp".into(),
         threads: 1,
@@ -343,4 +344,205 @@ fn cache_survives_kill_9_of_a_writer() {
     };
     cache.put(&key, 1.0, "{}").unwrap();
     assert_eq!(cache.stats().unwrap().entries, n + 1);
+}
+
+/// A relative `workdir` is relative to the login directory for the upload and for the start
+/// alike (it used to be applied twice when starting the agent).
+#[test]
+fn a_relative_workdir_is_used_once() {
+    let t = TestDir::new();
+    let sshd = Sshd::start(&t.join("sshd")).unwrap();
+    let rel = format!(".cache/shiftnas-it-relative-{}", std::process::id());
+    let text = sshd
+        .board_toml("rk", std::path::Path::new("PLACEHOLDER"), &agent_extra())
+        .replace("PLACEHOLDER", &rel);
+    let cfg = BoardsFile::parse(&text, "test boards.toml")
+        .unwrap()
+        .boards
+        .remove(0);
+    // The login directory of the sshd's user (root) from its passwd entry, as sshd sees it.
+    let conn = SshConn::connect(&cfg).unwrap();
+    let home = conn.exec_ok("pwd").unwrap().trim().to_string();
+    drop(conn);
+    let abs = std::path::Path::new(&home).join(&rel);
+    let mut board = SshBoard::new(cfg);
+    let info = board.info();
+    drop(board);
+    let uploaded = abs.join("shiftnas-agent").is_file();
+    let doubled = abs.join(&rel).exists();
+    std::fs::remove_dir_all(&abs).ok();
+    let info = info.unwrap();
+    assert!(!info.arch.is_empty());
+    assert!(uploaded, "the agent is in {}", abs.display());
+    assert!(!doubled, "nothing under {rel}/{rel}");
+}
+
+/// A board whose glibc is older than the agent needs is refused with one line naming both
+/// versions and the build that fixes it, before anything is uploaded. The board here is the
+/// test machine; the agent is the real x86 agent with one of its glibc needs raised to 9.9.9.
+#[test]
+fn a_board_with_an_old_glibc_is_refused_before_deploying() {
+    let t = TestDir::new();
+    let sshd = Sshd::start(&t.join("sshd")).unwrap();
+    let mut bytes = std::fs::read(bin("shiftnas-agent")).unwrap();
+    let from = b"GLIBC_2.2.5\0";
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("an x86-64 glibc binary needs GLIBC_2.2.5");
+    bytes[at..at + from.len()].copy_from_slice(b"GLIBC_9.9.9\0");
+    let agent = t.write("new-agent", &bytes);
+    assert_eq!(
+        elf_max_glibc(&bytes).unwrap(),
+        Some("9.9.9".parse().unwrap())
+    );
+    let workdir = t.join("w");
+    let boards = t.write(
+        "boards.toml",
+        sshd.board_toml(
+            "rk",
+            &workdir,
+            &format!("agent = \"{}\"\n{QUICK}", agent.display()),
+        ),
+    );
+    let out = Command::new(bin("shiftnas"))
+        .args(["board", "check", "--boards"])
+        .arg(&boards)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("glibc"))
+        .unwrap_or_else(|| panic!("no glibc line: {err}"));
+    let host = Command::new("ldd").arg("--version").output().unwrap();
+    let host = shiftnas::boards::glibc::parse_ldd_version(&String::from_utf8_lossy(&host.stdout))
+        .expect("the test machine has glibc");
+    assert!(
+        line.contains(&format!("glibc is {host}")) && line.contains("GLIBC_9.9.9"),
+        "{line}"
+    );
+    assert!(line.contains("scripts/build-agent-aarch64"), "{line}");
+    assert!(
+        !workdir.join("shiftnas-agent").exists(),
+        "nothing was deployed"
+    );
+}
+
+/// The ELF reader on the real aarch64 agent agrees with `readelf -V` (binutils). Needs the
+/// aarch64 toolchain of scripts/setup.d/20-aarch64.sh (skipped, saying so, without it).
+#[test]
+fn the_aarch64_agent_glibc_need_matches_readelf() {
+    if std::env::var_os("SHIFTNAS_AARCH64_SYSROOT").is_none() {
+        eprintln!("skipped: SHIFTNAS_AARCH64_SYSROOT is not set (scripts/setup.d/20-aarch64.sh)");
+        return;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = shiftnas_tests::repo_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let st = Command::new(cargo)
+        .args(["build", "-q", "-p", "shiftnas-agent", "--target"])
+        .arg("aarch64-unknown-linux-gnu")
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "cargo build --target aarch64-unknown-linux-gnu failed"
+    );
+    let agent = target.join("aarch64-unknown-linux-gnu/debug/shiftnas-agent");
+    let ours = elf_max_glibc(&std::fs::read(&agent).unwrap()).unwrap();
+    let out = Command::new("readelf")
+        .arg("-V")
+        .arg(&agent)
+        .output()
+        .unwrap();
+    let theirs = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("GLIBC_")?.parse::<GlibcVersion>().ok())
+        .max();
+    assert!(ours.is_some());
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn board_check_with_a_missing_boards_file_fails_naming_it() {
+    let t = TestDir::new();
+    let missing = t.join("no/such.toml");
+    let out = Command::new(bin("shiftnas"))
+        .args(["board", "check", "--boards"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("local"));
+}
+
+#[test]
+fn cache_commands_on_a_missing_path_create_nothing() {
+    let t = TestDir::new();
+    let path = t.join("no/such/dir/latency.sqlite");
+    for args in [&["stats"][..], &["export", "--csv"], &["prune"]] {
+        let out = Command::new(bin("shiftnas"))
+            .arg("cache")
+            .args(args)
+            .arg("--cache")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            err.contains("no latency cache at") && err.contains(&path.display().to_string()),
+            "{args:?}: {err}"
+        );
+        assert!(!t.join("no").exists(), "{args:?} made folders");
+    }
+}
+
+/// `board measure` with a cache on a read-only mount fails naming the cache before any board is
+/// contacted: the agent here is a script that leaves a mark when started.
+#[test]
+fn board_measure_refuses_a_read_only_cache_before_measuring() {
+    let t = TestDir::new();
+    let ro = t.join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    let cache = ro.join("latency.sqlite");
+    Cache::open(&cache).unwrap();
+    let mark = t.join("agent-started");
+    let agent = t.write(
+        "agent.sh",
+        format!("#!/bin/sh\ntouch '{}'\nexit 1\n", mark.display()),
+    );
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let model = t.write("m.onnx", tiny_model(0));
+    let inner = format!(
+        "mount --bind '{r}' '{r}' && mount -o remount,bind,ro '{r}' && exec '{bin}' board \
+         --boards '{b}' --agent '{a}' measure local '{m}' --cache '{c}'",
+        r = ro.display(),
+        bin = bin("shiftnas").display(),
+        b = t.join("none.toml").display(),
+        a = agent.display(),
+        m = model.display(),
+        c = cache.display()
+    );
+    std::fs::write(t.join("none.toml"), "").unwrap();
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &inner])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(&cache.display().to_string()), "{err}");
+    assert!(!err.contains("mount:"), "the read-only mount failed: {err}");
+    assert!(
+        !mark.exists(),
+        "the agent was started before the cache was checked"
+    );
 }

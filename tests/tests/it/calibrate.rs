@@ -315,3 +315,23 @@ fn local_predictor_for_spos_cifar_puts_90_percent_of_holdout_within_10_percent()
     let tau = s["holdout"]["kendall_tau_b"].as_f64().unwrap();
     assert!(tau > s["flops_tau_b"].as_f64().unwrap(), "{s}");
 }
+
+/// A `--boards` file that does not exist is an error naming it (not a silent `local` board).
+#[test]
+fn calibrate_with_a_missing_boards_file_fails_naming_it() {
+    let t = TestDir::new();
+    let missing = t.join("no/such.toml");
+    let out = Command::new(bin("shiftnas"))
+        .args(["calibrate", "--board", "local", "--space", "tiny", "--out"])
+        .arg(t.join("p.json"))
+        .arg("--cache")
+        .arg(t.join("l.sqlite"))
+        .arg("--boards")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert!(!t.join("p.json").exists());
+}

@@ -1,9 +1,12 @@
 //! One integration-test binary; each module covers one area across crates.
 
 mod agent;
+mod agent_fuzz;
 mod boards;
 mod calibrate;
 mod export_ort;
+mod glibc;
 mod rank;
 mod search;
+mod torture;
 mod train;

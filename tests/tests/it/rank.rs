@@ -151,6 +151,20 @@ fn rank_bad_inputs_exit_2_naming_file_and_line() {
         err.contains("bad.csv line 2, column 2: accuracy \"9o.1\" is not a number"),
         "{err}"
     );
+    // 0.72 among percentages: 72 % or 0.72 %? Refused, naming both rows.
+    t.write(
+        "mixed.csv",
+        format!("arch,accuracy\n{},91.2\n{},0.72\n", arch(0), arch(1)),
+    );
+    let out = rank(&t, &["--run", "run", "--truth", "mixed.csv"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "mixed.csv line 3, column 2: accuracy 0.72 reads as a fraction, but line 2 has 91.2"
+        ),
+        "{err}"
+    );
     let out = rank(
         &t,
         &["--run", "run", "--truth", "truth.csv", "--top-k", "13"],

@@ -1,4 +1,5 @@
-//! `shiftnas train` as a process: Ctrl-C finishes the step, writes the checkpoint and exits 130.
+//! `shiftnas train` as a process: Ctrl-C finishes the step, writes the checkpoint and exits 130;
+//! bad flags fail before the run dir exists.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,4 +52,52 @@ fn ctrl_c_checkpoints_and_exits_130_then_resume_continues() {
     );
     assert_eq!(last["checkpoint"], true);
     assert!((2..100000).contains(&step), "{step}");
+}
+
+/// A bad flag value is refused before anything is written, naming the flag, so the same command
+/// with the value fixed runs into the same `--out`.
+#[test]
+fn bad_flags_fail_before_the_run_dir_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    for (flag, value) in [
+        ("--batch", "0"),
+        ("--lr", "nan"),
+        ("--lr", "-1"),
+        ("--log-every", "0"),
+    ] {
+        let out = Command::new(bin("shiftnas"))
+            .args([
+                "train",
+                "--steps",
+                "1",
+                "--no-progress",
+                flag,
+                value,
+                "--out",
+            ])
+            .arg(&run)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(!run.exists(), "{flag} {value} created {}", run.display());
+    }
+    let out = Command::new(bin("shiftnas"))
+        .args([
+            "train",
+            "--steps",
+            "1",
+            "--batch",
+            "8",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(run.join("checkpoint/supernet.safetensors").is_file());
 }

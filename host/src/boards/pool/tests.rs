@@ -132,7 +132,7 @@ fn hot_reports_are_discarded_and_remeasured() {
     .unwrap();
     let res = pool.measure(&jobs(1));
     let m = res[0].as_ref().unwrap();
-    assert_eq!(m.report.p50_ms, 1.0);
+    assert_eq!(m.report.summary.p50_ms, 1.0);
     assert_eq!(
         pool.events()
             .iter()

@@ -1,24 +1,9 @@
-//! Crossover: uniform crossover of archs, and simulated binary crossover (SBX) of real vectors.
+//! Crossover: simulated binary crossover (SBX) of real vectors.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use shiftnas_models::Arch;
 
 use super::{Bounds, Crossover};
-
-/// Uniform crossover (pymoo's `UX`): two children, each gene from either parent with
-/// probability ½ (via [`Arch::crossover`], drawn independently for each child).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UniformCrossover;
-
-impl Crossover<Arch> for UniformCrossover {
-    fn cross(&self, parents: &[&Arch], rng: &mut ChaCha8Rng) -> Vec<Arch> {
-        vec![
-            parents[0].crossover(parents[1], rng),
-            parents[1].crossover(parents[0], rng),
-        ]
-    }
-}
 
 /// Simulated binary crossover (Deb & Agrawal 1995) with bounds, as pymoo's `SBX`.
 ///
@@ -139,18 +124,5 @@ mod tests {
             ..Sbx::new(Bounds::uniform(3, 0.0, 1.0))
         };
         assert_eq!(off.cross(&[&a, &b], &mut rng), vec![a.clone(), b.clone()]);
-    }
-
-    #[test]
-    fn uniform_crossover_takes_genes_from_parents() {
-        let mut rng = ChaCha8Rng::seed_from_u64(6);
-        let a = Arch::uniform(20, 0);
-        let b = Arch::uniform(20, 3);
-        let kids = UniformCrossover.cross(&[&a, &b], &mut rng);
-        assert_eq!(kids.len(), 2);
-        for k in kids {
-            assert!(k.genes().iter().all(|&g| g == 0 || g == 3));
-            assert_ne!(k, a);
-        }
     }
 }

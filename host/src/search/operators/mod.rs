@@ -1,11 +1,11 @@
 //! Variation operators as small parts passed into an algorithm, as in pymoo's `operators/`.
 //!
 //! [`Sampling`] draws one genome, [`Crossover`] turns parents into children, [`Mutation`]
-//! perturbs one genome; [`selection`] picks parents by tournament. Two genome families ship:
-//! architectures ([`Arch`](shiftnas_models::Arch): [`ArchSampling`], [`UniformCrossover`],
-//! [`GeneMutation`]) and real vectors in box bounds (`Vec<f64>`: [`FloatSampling`], [`Sbx`],
-//! [`PolynomialMutation`]) for the ZDT benchmarks. [`fill_unique`] is pymoo's infill loop:
-//! generate, drop duplicates against what exists, repeat up to a cap.
+//! perturbs one genome; [`selection`] picks parents by tournament. The operators here are for
+//! real vectors in box bounds (`Vec<f64>`: [`FloatSampling`], [`Sbx`], [`PolynomialMutation`],
+//! used by the ZDT benchmarks); architectures have theirs in the host's `nas::operators`.
+//! [`fill_unique`] is pymoo's infill loop: generate, drop duplicates against what exists, repeat
+//! up to a cap.
 
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -15,9 +15,9 @@ pub mod mutation;
 pub mod sampling;
 pub mod selection;
 
-pub use crossover::{Sbx, UniformCrossover};
-pub use mutation::{GeneMutation, PolynomialMutation};
-pub use sampling::{ArchSampling, FloatSampling};
+pub use crossover::Sbx;
+pub use mutation::PolynomialMutation;
+pub use sampling::FloatSampling;
 pub use selection::binary_tournament;
 
 /// Draws one new genome.
@@ -28,11 +28,11 @@ pub trait Sampling<G> {
 
 /// Recombines parents into children.
 pub trait Crossover<G> {
-    /// Parents per mating (2 for both shipped operators).
+    /// Parents per mating (default 2).
     fn n_parents(&self) -> usize {
         2
     }
-    /// Children per mating (2 for both shipped operators).
+    /// Children per mating (default 2).
     fn n_offsprings(&self) -> usize {
         2
     }

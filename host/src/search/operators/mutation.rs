@@ -1,25 +1,9 @@
-//! Mutation: per-gene resampling of archs, and polynomial mutation (PM) of real vectors.
+//! Mutation: polynomial mutation (PM) of real vectors.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use shiftnas_models::Arch;
 
 use super::{Bounds, Mutation};
-
-/// Resample each gene with probability `p` uniformly over `choices` (SPOS; [`Arch::mutate`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GeneMutation {
-    /// Per-gene resampling probability (SPOS uses 0.1).
-    pub p: f64,
-    /// Options per block.
-    pub choices: usize,
-}
-
-impl Mutation<Arch> for GeneMutation {
-    fn mutate(&self, genome: &Arch, rng: &mut ChaCha8Rng) -> Arch {
-        genome.mutate(self.p, self.choices, rng)
-    }
-}
 
 /// Polynomial mutation (Deb & Goyal 1996) with bounds, as pymoo's `PM`.
 ///
@@ -101,15 +85,5 @@ mod tests {
         // stay put); allow sampling noise.
         let mean = changed as f64 / trials as f64;
         assert!((0.75..1.0).contains(&mean), "mean changed genes {mean}");
-    }
-
-    #[test]
-    fn gene_mutation_uses_arch_mutate() {
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let a = Arch::uniform(20, 1);
-        let m = GeneMutation { p: 1.0, choices: 4 }.mutate(&a, &mut rng);
-        assert!(m.genes().iter().all(|&g| g < 4));
-        assert_ne!(m, a);
-        assert_eq!(GeneMutation { p: 0.0, choices: 4 }.mutate(&a, &mut rng), a);
     }
 }

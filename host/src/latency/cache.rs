@@ -1,0 +1,500 @@
+//! The SQLite latency cache, keyed by model SHA-256 × board fingerprint × threads × cores × input
+//! shape.
+//!
+//! It stores the whole agent report (JSON) with its P50 and the time it was measured, so a search
+//! never measures the same model on the same kind of board twice (unless `--remeasure`). The
+//! database is in WAL mode with a busy timeout, so several searches can share it, and every write
+//! is one transaction, so a writer killed with `kill -9` leaves the last committed rows intact.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+/// What a cached latency depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CacheKey {
+    /// SHA-256 of the ONNX bytes, hex.
+    pub model_sha256: String,
+    /// `BoardInfo::fingerprint()` of the board that measured it.
+    pub board_fingerprint: String,
+    /// ORT intra-op threads.
+    pub threads: u32,
+    /// Pinned cores as written in boards.toml (`""` when not pinned).
+    pub cores: String,
+    /// Input shape, e.g. `1x3x224x224`.
+    pub input_shape: String,
+}
+
+/// One cached measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// What it was measured under.
+    pub key: CacheKey,
+    /// Median latency (the objective), ms.
+    pub p50_ms: f64,
+    /// The agent's whole report, as JSON text.
+    pub report_json: String,
+    /// When it was stored, seconds since the Unix epoch.
+    pub measured_at: i64,
+}
+
+/// Counts per board fingerprint, for `shiftnas cache stats`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CacheStats {
+    /// The database file.
+    pub path: PathBuf,
+    /// All rows.
+    pub entries: u64,
+    /// Rows per board fingerprint: `(fingerprint, rows, oldest, newest)` (Unix seconds).
+    pub boards: Vec<BoardStats>,
+}
+
+/// Rows of one board fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BoardStats {
+    /// The board fingerprint.
+    pub board_fingerprint: String,
+    /// Rows.
+    pub entries: u64,
+    /// Oldest row, Unix seconds.
+    pub oldest: i64,
+    /// Newest row, Unix seconds.
+    pub newest: i64,
+}
+
+/// An open latency cache.
+#[derive(Debug)]
+pub struct Cache {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS latency (
+    model_sha256      TEXT NOT NULL,
+    board_fingerprint TEXT NOT NULL,
+    threads           INTEGER NOT NULL,
+    cores             TEXT NOT NULL,
+    input_shape       TEXT NOT NULL,
+    p50_ms            REAL NOT NULL,
+    report_json       TEXT NOT NULL,
+    measured_at       INTEGER NOT NULL,
+    PRIMARY KEY (model_sha256, board_fingerprint, threads, cores, input_shape)
+);
+CREATE INDEX IF NOT EXISTS latency_board ON latency (board_fingerprint, measured_at);
+";
+
+/// The default cache file: `$XDG_CACHE_HOME/shiftnas/latency.sqlite` or
+/// `~/.cache/shiftnas/latency.sqlite`.
+pub fn default_path() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| crate::paths::home_dir().join(".cache"));
+    base.join("shiftnas").join("latency.sqlite")
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Cache {
+    /// Opens (creating if needed) the cache at `path`, in WAL mode with a 10 s busy timeout.
+    ///
+    /// # Errors
+    /// The directory cannot be created or the file is not a shiftnas cache.
+    pub fn open(path: &Path) -> Result<Cache> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the cache directory {}", dir.display()))?;
+        }
+        let ctx = || {
+            format!(
+                "opening the latency cache {} (pass --cache PATH to use another)",
+                path.display()
+            )
+        };
+        let conn = Connection::open(path).with_context(ctx)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .with_context(ctx)?;
+        // WAL lets readers go on while one search writes; NORMAL sync is still crash-safe in WAL
+        // (a power loss may drop the last transactions, never corrupt the file).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .with_context(ctx)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .with_context(ctx)?;
+        conn.execute_batch(SCHEMA).with_context(ctx)?;
+        Ok(Cache {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens the cache at `path` only if the file exists (creating nothing); `None` otherwise.
+    ///
+    /// # Errors
+    /// As [`Cache::open`].
+    pub fn open_existing(path: &Path) -> Result<Option<Cache>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        Cache::open(path).map(Some)
+    }
+
+    /// Fails unless rows can be written: checked before measuring, so a read-only cache does not
+    /// cost a measurement. (SQLite opens a read-only file without complaint and only fails on the
+    /// first write.) Writes nothing: the probe's transaction is rolled back.
+    ///
+    /// # Errors
+    /// The file or its directory is read-only (naming the file and the fix).
+    pub fn check_writable(&mut self) -> Result<()> {
+        let path = self.path.display().to_string();
+        let fix = || {
+            format!(
+                "the latency cache {path} is not writable; make it (and its directory) writable \
+                 or pass --cache PATH to use another"
+            )
+        };
+        if self.conn.is_readonly(rusqlite::MAIN_DB).with_context(fix)? {
+            bail!("{}", fix());
+        }
+        let tx = self.conn.transaction().with_context(fix)?;
+        tx.execute_batch("CREATE TABLE write_probe (x); DROP TABLE write_probe;")
+            .with_context(fix)?;
+        tx.rollback().with_context(fix)?;
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The cached entry for `key`, if any.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>> {
+        self.conn
+            .query_row(
+                "SELECT p50_ms, report_json, measured_at FROM latency WHERE model_sha256 = ?1 \
+                 AND board_fingerprint = ?2 AND threads = ?3 AND cores = ?4 AND input_shape = ?5",
+                params![
+                    key.model_sha256,
+                    key.board_fingerprint,
+                    key.threads,
+                    key.cores,
+                    key.input_shape
+                ],
+                |r| {
+                    Ok(CacheEntry {
+                        key: key.clone(),
+                        p50_ms: r.get(0)?,
+                        report_json: r.get(1)?,
+                        measured_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .with_context(|| format!("reading the latency cache {}", self.path.display()))
+    }
+
+    /// Stores (or replaces) one measurement in its own transaction.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn put(&mut self, key: &CacheKey, p50_ms: f64, report_json: &str) -> Result<()> {
+        self.put_many(&[(key.clone(), p50_ms, report_json.to_string())])
+    }
+
+    /// Stores several measurements in one transaction.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn put_many(&mut self, rows: &[(CacheKey, f64, String)]) -> Result<()> {
+        let at = now_s();
+        let ctx = || format!("writing the latency cache {}", self.path.display());
+        let tx = self.conn.transaction().with_context(ctx)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO latency (model_sha256, board_fingerprint, threads, \
+                     cores, input_shape, p50_ms, report_json, measured_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .with_context(ctx)?;
+            for (k, p50, json) in rows {
+                st.execute(params![
+                    k.model_sha256,
+                    k.board_fingerprint,
+                    k.threads,
+                    k.cores,
+                    k.input_shape,
+                    p50,
+                    json,
+                    at
+                ])
+                .with_context(ctx)?;
+            }
+        }
+        tx.commit().with_context(ctx)?;
+        Ok(())
+    }
+
+    /// Row counts, in total and per board fingerprint.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn stats(&self) -> Result<CacheStats> {
+        let entries: u64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM latency", [], |r| r.get(0))?;
+        let mut st = self.conn.prepare(
+            "SELECT board_fingerprint, COUNT(*), MIN(measured_at), MAX(measured_at) FROM latency \
+             GROUP BY board_fingerprint ORDER BY board_fingerprint",
+        )?;
+        let boards = st
+            .query_map([], |r| {
+                Ok(BoardStats {
+                    board_fingerprint: r.get(0)?,
+                    entries: r.get(1)?,
+                    oldest: r.get(2)?,
+                    newest: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(CacheStats {
+            path: self.path.clone(),
+            entries,
+            boards,
+        })
+    }
+
+    /// Every row, ordered by board then model.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn entries(&self) -> Result<Vec<CacheEntry>> {
+        let mut st = self.conn.prepare(
+            "SELECT model_sha256, board_fingerprint, threads, cores, input_shape, p50_ms, \
+             report_json, measured_at FROM latency ORDER BY board_fingerprint, model_sha256",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(CacheEntry {
+                    key: CacheKey {
+                        model_sha256: r.get(0)?,
+                        board_fingerprint: r.get(1)?,
+                        threads: r.get(2)?,
+                        cores: r.get(3)?,
+                        input_shape: r.get(4)?,
+                    },
+                    p50_ms: r.get(5)?,
+                    report_json: r.get(6)?,
+                    measured_at: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Deletes rows older than `older_than` and/or of one board fingerprint; returns how many.
+    ///
+    /// With neither filter, deletes everything.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn prune(&mut self, older_than: Option<Duration>, board: Option<&str>) -> Result<u64> {
+        let cutoff = older_than.map(|d| now_s() - d.as_secs() as i64);
+        let n = self.conn.execute(
+            "DELETE FROM latency WHERE (?1 IS NULL OR measured_at < ?1) \
+             AND (?2 IS NULL OR board_fingerprint = ?2)",
+            params![cutoff, board],
+        )?;
+        Ok(n as u64)
+    }
+}
+
+/// Renders entries as CSV (without the report JSON): a pure function, tested without files.
+pub fn to_csv(entries: &[CacheEntry]) -> String {
+    let mut s = String::from(
+        "model_sha256,board_fingerprint,threads,cores,input_shape,p50_ms,measured_at\n",
+    );
+    let q = |v: &str| {
+        if v.contains([',', '"', '\n']) {
+            format!("\"{}\"", v.replace('"', "\"\""))
+        } else {
+            v.to_string()
+        }
+    };
+    for e in entries {
+        s += &format!(
+            "{},{},{},{},{},{},{}\n",
+            q(&e.key.model_sha256),
+            q(&e.key.board_fingerprint),
+            e.key.threads,
+            q(&e.key.cores),
+            q(&e.key.input_shape),
+            e.p50_ms,
+            e.measured_at
+        );
+    }
+    s
+}
+
+/// Parses a duration such as `30d`, `12h`, `90m` or `45s`.
+///
+/// # Errors
+/// A message with the accepted forms.
+pub fn parse_age(s: &str) -> std::result::Result<Duration, String> {
+    let bad = || format!("{s:?} is not an age; write e.g. 30d, 12h, 90m or 45s");
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(n * mult))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(sha: &str, fp: &str) -> CacheKey {
+        CacheKey {
+            model_sha256: sha.into(),
+            board_fingerprint: fp.into(),
+            threads: 4,
+            cores: "4-7".into(),
+            input_shape: "1x3x32x32".into(),
+        }
+    }
+
+    #[test]
+    fn put_get_stats_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cache::open(&dir.path().join("sub/latency.sqlite")).unwrap();
+        assert!(c.get(&key("a", "fp1")).unwrap().is_none());
+        c.put(&key("a", "fp1"), 1.5, "{\"p50_ms\":1.5}").unwrap();
+        c.put(&key("b", "fp1"), 2.5, "{}").unwrap();
+        c.put(&key("a", "fp2"), 3.0, "{}").unwrap();
+        let e = c.get(&key("a", "fp1")).unwrap().unwrap();
+        assert_eq!(e.p50_ms, 1.5);
+        assert_eq!(e.report_json, "{\"p50_ms\":1.5}");
+        // Another thread count is another key.
+        let mut k = key("a", "fp1");
+        k.threads = 1;
+        assert!(c.get(&k).unwrap().is_none());
+        let s = c.stats().unwrap();
+        assert_eq!(s.entries, 3);
+        assert_eq!(s.boards.len(), 2);
+        assert_eq!(s.boards[0].entries, 2);
+        assert_eq!(c.prune(Some(Duration::from_secs(3600)), None).unwrap(), 0);
+        assert_eq!(c.prune(None, Some("fp1")).unwrap(), 2);
+        assert_eq!(c.stats().unwrap().entries, 1);
+        // Reopening sees what was committed.
+        drop(c);
+        let c = Cache::open(&dir.path().join("sub/latency.sqlite")).unwrap();
+        assert_eq!(c.get(&key("a", "fp2")).unwrap().unwrap().p50_ms, 3.0);
+    }
+
+    #[test]
+    fn two_connections_share_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.sqlite");
+        let mut a = Cache::open(&p).unwrap();
+        let b = Cache::open(&p).unwrap();
+        a.put(&key("x", "fp"), 1.0, "{}").unwrap();
+        assert!(b.get(&key("x", "fp")).unwrap().is_some());
+    }
+
+    #[test]
+    fn open_existing_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("no/such/dir/latency.sqlite");
+        assert!(Cache::open_existing(&p).unwrap().is_none());
+        assert!(!dir.path().join("no").exists(), "no folders made");
+        let p = dir.path().join("l.sqlite");
+        Cache::open(&p)
+            .unwrap()
+            .put(&key("a", "fp"), 1.0, "{}")
+            .unwrap();
+        let c = Cache::open_existing(&p).unwrap().unwrap();
+        assert_eq!(c.stats().unwrap().entries, 1);
+    }
+
+    /// A cache SQLite opened read-only is refused before anything is measured, and a writable
+    /// one passes the probe without a trace.
+    #[test]
+    fn check_writable_refuses_a_read_only_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.sqlite");
+        let mut c = Cache::open(&p).unwrap();
+        c.check_writable().unwrap();
+        assert_eq!(c.stats().unwrap().entries, 0);
+        let tables: u32 = c
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 1, "the probe table is gone");
+        drop(c);
+        // What SQLite does with a file it may not write (chmod 444, a read-only mount): it opens
+        // read-only.
+        let conn =
+            Connection::open_with_flags(&p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mut ro = Cache {
+            conn,
+            path: p.clone(),
+        };
+        let e = format!("{:#}", ro.check_writable().unwrap_err());
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains("--cache"),
+            "{e}"
+        );
+        assert!(
+            ro.put(&key("a", "fp"), 1.0, "{}").is_err(),
+            "and indeed cannot write"
+        );
+    }
+
+    #[test]
+    fn csv_quotes_and_orders() {
+        let e = CacheEntry {
+            key: CacheKey {
+                cores: "0,2".into(),
+                ..key("a", "fp")
+            },
+            p50_ms: 1.25,
+            report_json: "{}".into(),
+            measured_at: 7,
+        };
+        assert_eq!(
+            to_csv(&[e]),
+            "model_sha256,board_fingerprint,threads,cores,input_shape,p50_ms,measured_at\n\
+             a,fp,4,\"0,2\",1x3x32x32,1.25,7\n"
+        );
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_age("90m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_age("3 days").is_err());
+        assert!(parse_age("d").is_err());
+    }
+}

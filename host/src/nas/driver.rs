@@ -1,0 +1,727 @@
+//! The architecture search run: config, run dir, resume, the generation loop and the final front.
+//!
+//! A run dir holds `config.toml` (every effective setting; `--resume` reads it back),
+//! `archive.jsonl` (every evaluation), `log.jsonl` (one [`GenerationSummary`] per generation),
+//! `checkpoint/` (after every generation; see [`super::checkpoint`]), and at the end
+//! `pareto.json`, `pareto.csv`, `pareto.svg` and `hypervolume.csv` ([`crate::report::pareto`]).
+//! On resume the archive is truncated to the checkpointed length, so a run killed at any point
+//! and resumed ends with the same archive as an uninterrupted one. Ctrl-C
+//! ([`crate::interrupt`]) stops after the candidate in flight with
+//! [`crate::interrupt::SearchInterrupted`]; the unfinished generation is dropped (its shifted
+//! weights were never saved) and runs again on resume.
+//!
+//! [`run_until`] reads as the steps of a run: load the data, open or create the run dir, start
+//! from the checkpoint or from `--supernet`, assemble the [`ArchProblem`] (shifting, scores with
+//! their cache, prescreen), then `SearchLoop` runs generations (ask, evaluate, tell, archive,
+//! progress, checkpoint, log) until the generation budget, and re-scores the final front.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use shiftnas_models::{Space, Supernet};
+
+use super::algorithm::{Algorithm, ArchSearch, ArchSearchState};
+use super::arch_problem::{ArchProblem, Constraints, PhaseSeconds, timed};
+use super::checkpoint::{self, SearchState};
+use super::evaluator::Evaluator;
+use super::prescreen::{self, Prescreen};
+use super::progress::{Progress, hv_reference};
+use super::shifting::{ShiftConfig, Shifter};
+use crate::archive::{self, ArchiveRecord};
+use crate::data::{Augment, Batcher, BatcherPosition, ConformOptions, DataSpec, Normalize};
+use crate::interrupt::SearchInterrupted;
+use crate::latency::{LatencySource, LatencySpec};
+use crate::output::Printer;
+use crate::run_dir::RunDir;
+use crate::search::observer::{GenerationSummary, Observer};
+use crate::search::problem::Problem;
+use crate::search::termination::{MaxGenerations, Termination};
+use crate::train::{BnMode, PreparedData, space_and_data};
+
+/// Every effective setting of a search; written to `config.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchConfig {
+    /// Supernet checkpoint (`supernet.safetensors` or a train run dir).
+    pub supernet: PathBuf,
+    /// Images.
+    pub data: DataSpec,
+    /// Search-space preset.
+    pub space: String,
+    /// Algorithm.
+    pub algorithm: Algorithm,
+    /// Latency source.
+    pub latency: LatencySpec,
+    /// Population size (evolution: candidates per generation).
+    pub pop: usize,
+    /// Generations.
+    pub gens: usize,
+    /// Seed of the search and shifting batches.
+    pub seed: u64,
+    /// Shifting.
+    pub shift: ShiftConfig,
+    /// BN calibration before each score.
+    pub bn: BnMode,
+    /// BN calibration images.
+    pub bn_images: usize,
+    /// Proxy images scored (held out from training, class-balanced, seeded by `split_seed`).
+    pub proxy_size: usize,
+    /// Seed of the proxy split (the supernet's training seed, so it never saw these images).
+    pub split_seed: u64,
+    /// Images per scoring forward batch.
+    pub eval_batch: usize,
+    /// Caps.
+    pub constraints: Constraints,
+    /// Channel conversion / resizing.
+    pub conform: ConformOptions,
+    /// Where the run lives.
+    pub out: PathBuf,
+    /// Transfer: start from this supernet of another data set instead of `supernet`
+    /// (feature extractor kept, new classifier/stem; see [`super::transfer`]).
+    #[serde(default)]
+    pub transfer_from: Option<PathBuf>,
+    /// Board latencies: measure again even when the latency cache has the key (`--remeasure`).
+    #[serde(default)]
+    pub remeasure: bool,
+    /// With `accumulate` shifting and `exact` BN: each candidate's BN statistics come from its
+    /// shifting forward over its shift samples instead of a separate calibration forward over
+    /// `bn_images` (which then only calibrate the final front's re-score). Run dirs from before
+    /// this setting read back as `false`, the behaviour they were started with.
+    #[serde(default)]
+    pub share_bn: bool,
+    /// `--prescreen predictor:FILE`: keep candidates whose predicted latency is clearly outside
+    /// the measured front off the boards (see [`super::prescreen`]).
+    #[serde(default)]
+    pub prescreen: Option<PathBuf>,
+    /// Prescreen margin in % (default: twice the predictor's held-out RMSPE).
+    #[serde(default)]
+    pub prescreen_margin: Option<f64>,
+    /// Use a prescreen predictor calibrated on another board fingerprint.
+    #[serde(default)]
+    pub force_predictor: bool,
+}
+
+/// What a finished search produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchOutcome {
+    /// The run dir.
+    pub run_dir: PathBuf,
+    /// The final front, re-scored under the final weights, sorted by latency.
+    pub front: Vec<ArchiveRecord>,
+    /// Hypervolume after each generation.
+    pub hypervolume: Vec<f64>,
+    /// Evaluations in the archive.
+    pub evaluations: usize,
+    /// Evaluations whose latency the prescreen predicted instead of sending them to the board
+    /// (board measurements saved); 0 without `--prescreen`.
+    pub prescreened: usize,
+    /// Where this invocation's time went.
+    pub seconds: PhaseSeconds,
+}
+
+/// The supernet file of `path`: the file itself, or a train run dir's checkpoint.
+pub fn supernet_file(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("checkpoint").join("supernet.safetensors")
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Runs a whole search on the CPU: a new one in the new run dir `config.out`, or with `resume`
+/// the one in `config.out`, continued from its checkpoint.
+///
+/// # Errors
+/// Data, checkpoint, latency or tensor failures, naming the file, arch or flag.
+pub fn run(
+    config: &SearchConfig,
+    resume: bool,
+    printer: &Printer,
+    latency: Box<dyn LatencySource>,
+) -> Result<SearchOutcome> {
+    run_until(config, resume, printer, latency, &Device::Cpu, None)
+}
+
+/// As [`run`], on `device`, stopping after generation `stop_after` if given (as a kill would,
+/// after that generation's checkpoint; returns the partial outcome without reports).
+///
+/// # Errors
+/// As [`run`]; [`SearchInterrupted`] after Ctrl-C (when [`crate::interrupt::install`] routed
+/// it), with the last finished generation checkpointed.
+pub fn run_until(
+    config: &SearchConfig,
+    resume: bool,
+    printer: &Printer,
+    latency: Box<dyn LatencySource>,
+    device: &Device,
+    stop_after: Option<usize>,
+) -> Result<SearchOutcome> {
+    let (space, data) = load_data(config)?;
+    let normalize = Normalize::from_dataset(&data.pair.train, &data.splits.train);
+    let run = open_run_dir(config, resume)?;
+    let archive_path = run.join("archive.jsonl");
+    let (net, start) = match run.resumable_checkpoint() {
+        Some(dir) => resume_from(&dir, &run, &archive_path, &space, device, printer)?,
+        None => start_new(config, &archive_path, &space, device, printer)?,
+    };
+    let past = if archive_path.is_file() {
+        archive::read(&archive_path)?
+    } else {
+        Vec::new()
+    };
+    let prescreen = open_prescreen(config, &space, latency.as_ref(), &past, printer)?;
+    let (shifter, batcher) = restore_shifting(config, &data, &normalize, &start, device)?;
+    let problem = ArchProblem {
+        net: &net,
+        space: space.clone(),
+        evaluator: evaluator(config, &data, &normalize, past),
+        shifter,
+        batcher,
+        rng: start.shift_rng,
+        latency,
+        constraints: config.constraints,
+        n_obj: if config.algorithm == Algorithm::Evolution {
+            1
+        } else {
+            2
+        },
+        base_step: start.base_step,
+        generation: start.generation,
+        records: Vec::new(),
+        share_bn: config.share_bn,
+        prescreen,
+        seconds: PhaseSeconds::default(),
+    };
+    if problem.shares_bn() {
+        printer.note(format!(
+            "BN statistics of each candidate come from its {} shifting images (shared forward); --bn-images {} calibrates the final re-score",
+            problem.shifter.images_per_candidate(),
+            config.bn_images
+        ));
+    }
+    let algorithm = build_algorithm(config, &space, start.algorithm)?;
+    let progress = Progress::new(
+        printer,
+        config.gens,
+        start.generation,
+        hv_reference(&space, &config.constraints),
+        start.hypervolume,
+    );
+    let search = SearchLoop {
+        run,
+        archive_path,
+        problem,
+        algorithm,
+        rng: start.rng,
+        seed: config.seed,
+    };
+    search.run(&MaxGenerations(config.gens), progress, stop_after)
+}
+
+/// The `--algorithm` of `config`, continuing from `state` when given. Its precheck prices archs
+/// in `space` (the data set's class count), as the scored constraints do.
+fn build_algorithm(
+    config: &SearchConfig,
+    space: &Space,
+    state: Option<ArchSearchState>,
+) -> Result<ArchSearch> {
+    ArchSearch::new(
+        config.algorithm,
+        config.pop,
+        space,
+        config.constraints,
+        state,
+    )
+}
+
+/// The space with the data set's class count, and the data set with its train/proxy split
+/// (`--data`, `--proxy-size`, `--split-seed`).
+fn load_data(config: &SearchConfig) -> Result<(Space, PreparedData)> {
+    space_and_data(
+        &config.space,
+        &config.data,
+        config.conform,
+        Some(config.proxy_size),
+        config.split_seed,
+    )
+    .with_context(|| format!("--data {}", config.data))
+}
+
+/// The run dir: created (with `config.toml`) for a new search, opened for `--resume`.
+fn open_run_dir(config: &SearchConfig, resume: bool) -> Result<RunDir> {
+    if resume {
+        return RunDir::open(&config.out);
+    }
+    let run = RunDir::create(&config.out)?;
+    run.write_config(config)?;
+    Ok(run)
+}
+
+/// Where the generation loop starts: after a checkpoint's generation, or at the beginning.
+struct Start {
+    /// Finished generations.
+    generation: usize,
+    /// The algorithm's RNG.
+    rng: ChaCha8Rng,
+    /// The shifting batches' RNG.
+    shift_rng: ChaCha8Rng,
+    /// Training step of the supernet the search started from.
+    base_step: u64,
+    /// Hypervolume after each finished generation.
+    hypervolume: Vec<f64>,
+    /// The algorithm's state (`None`: a new search).
+    algorithm: Option<ArchSearchState>,
+    /// Shifting state to restore (`None`: a new search).
+    shifting: Option<SavedShifting>,
+}
+
+/// The shifting state of a checkpoint.
+struct SavedShifting {
+    /// The optimizer's buffers.
+    optimizer: PathBuf,
+    /// SGD steps taken.
+    steps: u64,
+    /// Where the shifting batches continue.
+    batcher: BatcherPosition,
+}
+
+/// Resumes from the checkpoint folder `dir`: its supernet and state, with the archive cut back
+/// to the checkpoint (a kill mid-generation leaves some of the next generation's records).
+fn resume_from(
+    dir: &Path,
+    run: &RunDir,
+    archive_path: &Path,
+    space: &Space,
+    device: &Device,
+    printer: &Printer,
+) -> Result<(Supernet, Start)> {
+    let (state, net): (SearchState, Supernet) = checkpoint::load(dir, space, device)?;
+    archive::truncate_to(archive_path, state.archive_len)?;
+    printer.note(format!(
+        "resuming {} after generation {}",
+        run.path().display(),
+        state.generation
+    ));
+    let start = Start {
+        generation: state.generation,
+        rng: state.rng,
+        shift_rng: state.shift_rng,
+        base_step: state.base_step,
+        hypervolume: state.hypervolume,
+        algorithm: Some(state.algorithm),
+        shifting: Some(SavedShifting {
+            optimizer: checkpoint::optimizer_file(dir),
+            steps: state.shift_steps,
+            batcher: state.batcher,
+        }),
+    };
+    Ok((net, start))
+}
+
+/// Starts a new search (or one killed before its first checkpoint): the supernet of
+/// `--supernet`, or one transferred from `--transfer-from`, and an empty archive.
+fn start_new(
+    config: &SearchConfig,
+    archive_path: &Path,
+    space: &Space,
+    device: &Device,
+    printer: &Printer,
+) -> Result<(Supernet, Start)> {
+    let net = match &config.transfer_from {
+        Some(src) => {
+            let (net, rep) =
+                super::transfer::transfer(&supernet_file(src), space, device, config.seed)?;
+            printer.note(format!(
+                "transfer from {}: {} weights copied, fresh: {}",
+                src.display(),
+                rep.copied.len(),
+                rep.fresh.join(", ")
+            ));
+            net
+        }
+        None => {
+            let file = supernet_file(&config.supernet);
+            Supernet::load_for(&file, space, device)
+                .with_context(|| format!("--supernet {}", file.display()))?
+                .0
+        }
+    };
+    let _ = fs::remove_file(archive_path);
+    let base_step = match config.transfer_from {
+        Some(_) => 0,
+        None => Supernet::checkpoint_info(supernet_file(&config.supernet))?.step,
+    };
+    let mut shift_rng = ChaCha8Rng::seed_from_u64(config.seed);
+    shift_rng.set_stream(1);
+    let start = Start {
+        generation: 0,
+        rng: ChaCha8Rng::seed_from_u64(config.seed),
+        shift_rng,
+        base_step,
+        hypervolume: Vec::new(),
+        algorithm: None,
+        shifting: None,
+    };
+    Ok((net, start))
+}
+
+/// The prescreen of `--prescreen` (`None` without), knowing the measured points of `past`.
+fn open_prescreen(
+    config: &SearchConfig,
+    space: &Space,
+    latency: &dyn LatencySource,
+    past: &[ArchiveRecord],
+    printer: &Printer,
+) -> Result<Option<Prescreen>> {
+    let Some(predictor) = &config.prescreen else {
+        return Ok(None);
+    };
+    let mut p = prescreen::open(
+        predictor,
+        config.prescreen_margin,
+        config.force_predictor,
+        space,
+        latency,
+    )?;
+    p.observe(past);
+    printer.note(format!(
+        "prescreen: candidates predicted more than {:.1} % above the measured front (or the budget) are not sent to the board",
+        100.0 * p.margin()
+    ));
+    Ok(Some(p))
+}
+
+/// The shifting optimizer and its training batches, restored to `start`'s checkpoint if any.
+fn restore_shifting<'a>(
+    config: &SearchConfig,
+    data: &'a PreparedData,
+    normalize: &Normalize,
+    start: &Start,
+    device: &Device,
+) -> Result<(Shifter, Batcher<'a>)> {
+    let mut shifter = Shifter::new(config.shift);
+    let mut batcher = Batcher::new(
+        &data.pair.train,
+        data.splits.train.clone(),
+        config.shift.batch.min(data.splits.train.len()),
+        Augment::NONE,
+        normalize.clone(),
+        config.seed,
+    )?;
+    if let Some(saved) = &start.shifting {
+        shifter.sgd.load_buffers(&saved.optimizer, device)?;
+        shifter.steps_taken = saved.steps;
+        batcher.set_position(saved.batcher);
+    }
+    Ok((shifter, batcher))
+}
+
+/// The proxy scorer, remembering the scores of `past` evaluations (its cache).
+fn evaluator<'a>(
+    config: &SearchConfig,
+    data: &'a PreparedData,
+    normalize: &'a Normalize,
+    past: Vec<ArchiveRecord>,
+) -> Evaluator<'a> {
+    let mut evaluator = Evaluator::new(
+        &data.pair.train,
+        &data.splits.proxy,
+        &data.splits.train,
+        normalize,
+        config.bn,
+        config.bn_images,
+        config.split_seed,
+        config.eval_batch,
+    );
+    for r in past {
+        evaluator.remember(r.arch, r.error * 100.0, r.supernet_step);
+    }
+    evaluator
+}
+
+/// A search under way: its run dir, the problem (supernet, shifting, scores, latency), the
+/// algorithm and the algorithm's RNG.
+struct SearchLoop<'a> {
+    run: RunDir,
+    archive_path: PathBuf,
+    problem: ArchProblem<'a>,
+    algorithm: ArchSearch,
+    rng: ChaCha8Rng,
+    /// The search seed (dropout masks of each generation derive from it).
+    seed: u64,
+}
+
+impl SearchLoop<'_> {
+    /// Runs generations until `budget`, each observed by `progress` then checkpointed and
+    /// logged; then re-scores the final front and writes the reports. Stops early, with the
+    /// partial outcome, after generation `stop_after`.
+    fn run(
+        mut self,
+        budget: &dyn Termination,
+        mut progress: Progress<'_>,
+        stop_after: Option<usize>,
+    ) -> Result<SearchOutcome> {
+        while budget.progress(
+            self.algorithm.search().generation(),
+            self.algorithm.search().n_evals(),
+        ) < 1.0
+        {
+            // Ctrl-C (crate::interrupt): the last generation's checkpoint is on disk; stop here,
+            // or inside `evaluate` after the candidate in flight, and leave the generation to
+            // resume.
+            if crate::interrupt::requested() {
+                let generation = self.algorithm.search().generation();
+                return Err(SearchInterrupted::after(generation).into());
+            }
+            let summary = self.next_generation()?;
+            progress.on_generation(&summary, self.algorithm.search().population());
+            checkpoint::save(
+                &self.run,
+                &self.problem,
+                &self.rng,
+                &self.algorithm,
+                progress.hypervolume(),
+                summary.generation,
+            )?;
+            self.run.log(&summary)?;
+            if stop_after == Some(summary.generation) {
+                let records = archive::read(&self.archive_path)?;
+                return Ok(self.outcome(Vec::new(), progress.finish(), &records));
+            }
+        }
+        let hypervolume = progress.finish();
+        self.finish(hypervolume)
+    }
+
+    /// One generation: ask, score (with shifting), tell, and append its records to the archive.
+    fn next_generation(&mut self) -> Result<GenerationSummary> {
+        let archs = self.algorithm.search().ask(&mut self.rng);
+        let generation = self.algorithm.search().generation() + 1;
+        self.problem.generation = generation;
+        self.problem
+            .net
+            .set_dropout_seed(self.seed ^ (generation as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let evals = self.problem.evaluate(&archs)?;
+        let summary = self.algorithm.search().tell(evals, &mut self.rng)?;
+        for r in &self.problem.records {
+            archive::append(&self.archive_path, r)?;
+        }
+        Ok(summary)
+    }
+
+    /// Re-scores the final front under the final weights, keeps what is still non-dominated,
+    /// and writes the reports.
+    fn finish(mut self, hypervolume: Vec<f64>) -> Result<SearchOutcome> {
+        let mut front = self.rescore_front()?;
+        front.sort_by(|a, b| {
+            a.latency
+                .total_cmp(&b.latency)
+                .then(a.error.total_cmp(&b.error))
+        });
+        front.dedup_by(|a, b| a.arch == b.arch);
+        keep_non_dominated(&mut front);
+        let records = archive::read(&self.archive_path)?;
+        crate::report::pareto::write_search_reports(
+            self.run.path(),
+            &front,
+            &hypervolume,
+            &records,
+            self.problem.latency.unit(),
+        )?;
+        Ok(self.outcome(front, hypervolume, &records))
+    }
+
+    /// The population's first front, each member scored again at the current weights, with its
+    /// latency.
+    fn rescore_front(&mut self) -> Result<Vec<ArchiveRecord>> {
+        let source = self.problem.latency.describe();
+        let step = self.problem.step();
+        let generation = self.algorithm.search().generation();
+        let pop = self.algorithm.search().population().to_vec();
+        let problem = &mut self.problem;
+        let mut front = Vec::new();
+        for ind in pop.iter().filter(|i| i.rank == 0) {
+            if crate::interrupt::requested() {
+                return Err(SearchInterrupted::in_rescore(generation).into());
+            }
+            let error = problem.rescore(&ind.genome)?;
+            let c = shiftnas_models::cost::arch_cost(&problem.space, &ind.genome);
+            let lat = timed(&mut problem.seconds.latency, || {
+                problem
+                    .latency
+                    .latencies(&problem.space, std::slice::from_ref(&ind.genome))
+            })?[0];
+            front.push(ArchiveRecord {
+                generation,
+                arch: ind.genome.clone(),
+                error: error / 100.0,
+                latency: lat,
+                latency_source: source.clone(),
+                flops: c.flops,
+                params: c.params,
+                supernet_step: step,
+            });
+        }
+        Ok(front)
+    }
+
+    /// What the run produced, with the archive's `records`.
+    fn outcome(
+        &self,
+        front: Vec<ArchiveRecord>,
+        hypervolume: Vec<f64>,
+        records: &[ArchiveRecord],
+    ) -> SearchOutcome {
+        SearchOutcome {
+            run_dir: self.run.path().to_path_buf(),
+            front,
+            hypervolume,
+            evaluations: records.len(),
+            prescreened: prescreen::count(self.problem.prescreen.as_ref(), records),
+            seconds: self.problem.seconds,
+        }
+    }
+}
+
+/// Drops the records another record dominates in (error, latency): re-scoring can reorder the
+/// old front.
+fn keep_non_dominated(front: &mut Vec<ArchiveRecord>) {
+    let scored = front.clone();
+    front.retain(|r| {
+        !scored.iter().any(|o| {
+            o.error <= r.error
+                && o.latency <= r.latency
+                && (o.error < r.error || o.latency < r.latency)
+        })
+    });
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::latency::flops::FlopsSource;
+    use crate::nas::shifting::ShiftMode;
+    use crate::train::space_for;
+
+    /// A small `tiny`-space search on the embedded data (flops latency, shifting on); other
+    /// tests override fields with struct-update syntax.
+    pub(crate) fn config(dir: &Path, supernet: &Path) -> SearchConfig {
+        let mut shift = ShiftConfig {
+            samples: 16,
+            batch: 16,
+            ..ShiftConfig::default()
+        };
+        shift.sgd.lr = 0.01;
+        SearchConfig {
+            supernet: supernet.to_path_buf(),
+            data: DataSpec::BuiltinFashionMnist,
+            space: "tiny".into(),
+            algorithm: Algorithm::Nsga2,
+            latency: LatencySpec::Flops,
+            pop: 4,
+            gens: 3,
+            seed: 9,
+            shift,
+            bn: BnMode::Exact,
+            bn_images: 32,
+            proxy_size: 60,
+            split_seed: 3,
+            eval_batch: 60,
+            constraints: Constraints::default(),
+            conform: ConformOptions::default(),
+            out: dir.to_path_buf(),
+            transfer_from: None,
+            remeasure: false,
+            share_bn: true,
+            prescreen: None,
+            prescreen_margin: None,
+            force_predictor: false,
+        }
+    }
+
+    /// Without `resume` a search never continues (or overwrites) a run dir that holds files,
+    /// even a complete one with `config.toml`; it names `--resume`.
+    #[test]
+    fn a_new_search_refuses_an_existing_run_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let space = space_for("tiny", 10).unwrap();
+        let ckpt = tmp.path().join("supernet.safetensors");
+        Supernet::new(&space, &Device::Cpu, 1)
+            .unwrap()
+            .save(&ckpt, 7)
+            .unwrap();
+        let c = config(&tmp.path().join("run"), &ckpt);
+        RunDir::create(&c.out).unwrap().write_config(&c).unwrap();
+        let err = run(&c, false, &Printer::silent(), Box::new(FlopsSource)).unwrap_err();
+        assert!(format!("{err:#}").contains("--resume"), "{err:#}");
+        assert!(!c.out.join("archive.jsonl").exists());
+    }
+
+    /// A run stopped after generation 1 (and left with a half-written generation in the
+    /// archive, as a kill would) and resumed ends with the archive of an uninterrupted run.
+    #[test]
+    fn killed_and_resumed_search_has_the_same_archive() {
+        // BN shared with the shifting forward (the default), and calibrated separately.
+        for share_bn in [true, false] {
+            killed_and_resumed(share_bn);
+        }
+    }
+
+    fn killed_and_resumed(share_bn: bool) {
+        let tmp = tempfile::tempdir().unwrap();
+        let space = space_for("tiny", 10).unwrap();
+        let ckpt = tmp.path().join("supernet.safetensors");
+        Supernet::new(&space, &Device::Cpu, 1)
+            .unwrap()
+            .save(&ckpt, 7)
+            .unwrap();
+        let p = Printer::silent();
+        let a = SearchConfig {
+            share_bn,
+            ..config(&tmp.path().join("a"), &ckpt)
+        };
+        assert_eq!(a.shift.mode, ShiftMode::Accumulate);
+        let full = run(&a, false, &p, Box::new(FlopsSource)).unwrap();
+        let b = SearchConfig {
+            out: tmp.path().join("b"),
+            ..a.clone()
+        };
+        run_until(&b, false, &p, Box::new(FlopsSource), &Device::Cpu, Some(1)).unwrap();
+        let arch_path = b.out.join("archive.jsonl");
+        let first = archive::read(&arch_path).unwrap();
+        archive::append(&arch_path, &first[0]).unwrap();
+        let resumed = run(&b, true, &p, Box::new(FlopsSource)).unwrap();
+        let ta = fs::read_to_string(a.out.join("archive.jsonl")).unwrap();
+        let tb = fs::read_to_string(arch_path).unwrap();
+        assert_eq!(ta, tb);
+        assert_eq!(full.evaluations, 12);
+        assert_eq!(full.hypervolume, resumed.hypervolume);
+        let recs = archive::read(&a.out.join("archive.jsonl")).unwrap();
+        // One shifting step per generation on top of the checkpoint's step 7.
+        let steps: Vec<u64> = recs.iter().map(|r| r.supernet_step).collect();
+        assert_eq!(steps.first(), Some(&7));
+        assert_eq!(steps.last(), Some(&9));
+        assert!(full.front.iter().all(|r| r.supernet_step == 10));
+        // The time split: shifting, scores and the re-score under the moved weights all ran.
+        let t = full.seconds;
+        assert!(
+            t.shifting > 0.0 && t.scoring > 0.0 && t.rescore > 0.0,
+            "{t:?}"
+        );
+        for f in [
+            "pareto.json",
+            "pareto.csv",
+            "pareto.svg",
+            "hypervolume.csv",
+            "config.toml",
+        ] {
+            assert!(a.out.join(f).is_file(), "{f}");
+        }
+        let back: SearchConfig = RunDir::open(&a.out).unwrap().read_config().unwrap();
+        assert_eq!(back, a);
+    }
+}
