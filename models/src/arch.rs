@@ -116,6 +116,7 @@ impl FromStr for Arch {
                     position,
                     found: c,
                     max: 9,
+                    allowed: String::new(),
                 })
             })
             .collect::<Result<Vec<u8>, _>>()
@@ -164,7 +165,8 @@ mod tests {
                 arch: "012x3".into(),
                 position: 3,
                 found: 'x',
-                max: 9
+                max: 9,
+                allowed: String::new(),
             }
         );
         assert!(e.to_string().contains("position 3"));

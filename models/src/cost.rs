@@ -10,9 +10,10 @@
 //! affine BN and also counts γ and β (2 per BN channel; running statistics are buffers, not
 //! parameters).
 //!
-//! Every conv of the network is described by a [`ConvSpec`] ([`stem_conv`], [`block_convs`],
-//! [`last_conv`]); the subnet builder and the ONNX exporter read the same list, so costs, weights
-//! and graph can never disagree on the wiring.
+//! Every conv of the network is described by a [`ConvSpec`] ([`stem_convs`], [`block_convs`],
+//! [`last_conv`]); the supernet, the subnet builder and the ONNX exporter read the same list, so
+//! costs, weights and graph can never disagree on the wiring. The residual `Add` of MobileNetV2
+//! blocks is free, like BN and activations.
 //!
 //! ```
 //! use shiftnas_models::{cost, Space};
@@ -27,7 +28,19 @@ use std::ops::{Add, AddAssign};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::Arch;
-use crate::space::{BlockShape, Choice, Space};
+use crate::space::{BlockShape, Choice, Family, Space, mobilenet, shufflenet};
+
+/// The activation after a conv's BN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Act {
+    /// None (linear).
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)` (MobileNetV2).
+    Relu6,
+}
 
 /// FLOPs (multiply-adds) and parameters of a network or part of one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,8 +92,8 @@ pub struct ConvSpec {
     pub in_size: usize,
     /// Output height = width.
     pub out_size: usize,
-    /// Whether a ReLU follows the BN.
-    pub relu: bool,
+    /// The activation after the BN.
+    pub act: Act,
 }
 
 impl ConvSpec {
@@ -123,15 +136,15 @@ impl ConvSpec {
     }
 }
 
-/// The parts of one conv that differ from layer to layer (a private builder shorthand).
-fn conv(
+/// The parts of one conv that differ from layer to layer (a builder shorthand).
+pub(crate) fn conv(
     name: &str,
     (cin, cout): (usize, usize),
     kernel: usize,
     stride: usize,
     depthwise: bool,
     (in_size, out_size): (usize, usize),
-    relu: bool,
+    act: Act,
 ) -> ConvSpec {
     ConvSpec {
         name: name.to_string(),
@@ -142,11 +155,12 @@ fn conv(
         groups: if depthwise { cin } else { 1 },
         in_size,
         out_size,
-        relu,
+        act,
     }
 }
 
-/// The first conv: `input_channels → stem_channels`, `kernel`, `stride`, then BN and ReLU.
+/// The first conv: `input_channels → stem_channels`, `kernel`, `stride`, then BN and the
+/// family's activation.
 pub fn stem_conv(space: &Space) -> ConvSpec {
     conv(
         "conv",
@@ -155,60 +169,45 @@ pub fn stem_conv(space: &Space) -> ConvSpec {
         space.stem.stride,
         false,
         (space.input_size, space.stem_out_size()),
-        true,
+        space.family.activation(),
     )
 }
 
-/// The last conv: 1×1 `last block channels → last_channels`, then BN and ReLU.
+/// Every conv of the stem part, in order: [`stem_conv`] and, where the family has one, its fixed
+/// first block (MobileNetV2: `block.conv0` dw 3×3, `block.conv1` pw). Names are relative to the
+/// `stem.` prefix.
+pub fn stem_convs(space: &Space) -> Vec<ConvSpec> {
+    let mut out = vec![stem_conv(space)];
+    if space.stem.block_channels.is_some() {
+        out.extend(mobilenet::stem_block_convs(space));
+    }
+    out
+}
+
+/// The last conv: 1×1 `last block channels → last_channels`, then BN and the family's
+/// activation.
 pub fn last_conv(space: &Space) -> ConvSpec {
-    let cin = space
-        .blocks()
-        .last()
-        .map_or(space.stem_channels(), |b| b.out_channels);
     let size = space.final_size();
     conv(
         "conv",
-        (cin, space.last_channels),
+        (space.final_channels(), space.last_channels),
         1,
         1,
         false,
         (size, size),
-        true,
+        space.family.activation(),
     )
 }
 
-/// The convs of one choice block, in execution order within each branch: the main branch
-/// (`main.conv{j}`) and, at stride 2, the projection branch (`proj.conv0` dw, `proj.conv1` pw).
-///
-/// Wiring (as in the SPOS reference code): ShuffleNet-k main = pw `branch_in → mid` (ReLU), dw k×k stride s,
-/// pw `mid → branch_out` (ReLU). Xception main = [dw 3×3 (stride s on the first), pw (ReLU)] × 3
-/// with pws `branch_in → mid`, `mid → mid`, `mid → branch_out`. Projection = dw k×k s2 on the full
-/// input (k = 3 for Xception), pw `in → in` (ReLU).
+/// The convs of one choice block, in execution order within each branch (see [`Space::wiring`]
+/// for how they combine): `main.conv{j}` and, for ShuffleNetV2 at stride 2, `proj.conv{0,1}`.
+/// The family module of the choice says which: [`shufflenet`] (SPOS units) or [`mobilenet`]
+/// (MBConv).
 pub fn block_convs(b: &BlockShape, choice: Choice) -> Vec<ConvSpec> {
-    let (bi, mid, bo, s) = (b.branch_in(), b.mid(), b.branch_out(), b.stride);
-    let (i, o) = (b.in_size, b.out_size);
-    let k = choice.kernel();
-    let mut out = match choice {
-        Choice::ShuffleK3 | Choice::ShuffleK5 | Choice::ShuffleK7 => vec![
-            conv("main.conv0", (bi, mid), 1, 1, false, (i, i), true),
-            conv("main.conv1", (mid, mid), k, s, true, (i, o), false),
-            conv("main.conv2", (mid, bo), 1, 1, false, (o, o), true),
-        ],
-        Choice::Xception => vec![
-            conv("main.conv0", (bi, bi), 3, s, true, (i, o), false),
-            conv("main.conv1", (bi, mid), 1, 1, false, (o, o), true),
-            conv("main.conv2", (mid, mid), 3, 1, true, (o, o), false),
-            conv("main.conv3", (mid, mid), 1, 1, false, (o, o), true),
-            conv("main.conv4", (mid, mid), 3, 1, true, (o, o), false),
-            conv("main.conv5", (mid, bo), 1, 1, false, (o, o), true),
-        ],
-    };
-    if s != 1 {
-        let cin = b.in_channels;
-        out.push(conv("proj.conv0", (cin, cin), k, s, true, (i, o), false));
-        out.push(conv("proj.conv1", (cin, cin), 1, 1, false, (o, o), true));
+    match choice.family() {
+        Family::ShufflenetV2 => shufflenet::block_convs(b, choice),
+        Family::MobilenetV2 => mobilenet::block_convs(b, choice),
     }
-    out
 }
 
 /// Cost of block `index` running `choice`, with affine-free BN (weights only, as in the supernet).
@@ -220,9 +219,14 @@ pub fn block_cost(space: &Space, index: usize, choice: Choice) -> Cost {
     block_convs(&b, choice).iter().map(|c| c.cost(false)).sum()
 }
 
-/// Cost of the parts every arch shares: stem conv, last conv and classifier (weights only).
+/// Cost of the parts every arch shares: stem convs, last conv and classifier (weights only).
 pub fn fixed_cost(space: &Space) -> Cost {
-    stem_conv(space).cost(false) + last_conv(space).cost(false) + classifier_cost(space)
+    stem_convs(space)
+        .iter()
+        .map(|c| c.cost(false))
+        .sum::<Cost>()
+        + last_conv(space).cost(false)
+        + classifier_cost(space)
 }
 
 /// Cost of the bias-free classifier `last_channels → classes`.
@@ -296,7 +300,7 @@ pub struct ArchCost {
     pub space: String,
     /// The arch's digits.
     pub arch: String,
-    /// Stem conv + BN.
+    /// Stem convs + BNs (with MobileNetV2's fixed first block).
     pub stem: Cost,
     /// Every choice block, in order.
     pub blocks: Vec<BlockCost>,
@@ -337,7 +341,7 @@ pub fn arch_breakdown(space: &Space, arch: &Arch) -> ArchCost {
             }
         })
         .collect();
-    let stem = stem_conv(space).cost(true);
+    let stem = stem_convs(space).iter().map(|c| c.cost(true)).sum();
     let last = last_conv(space).cost(true);
     let classifier = classifier_cost(space);
     let total = stem

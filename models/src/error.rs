@@ -21,7 +21,7 @@ pub enum ArchError {
     },
     /// A character is not an allowed choice digit.
     #[error(
-        "arch {arch:?}: position {position} (0-based) is {found:?}; allowed digits are 0..={max}"
+        "arch {arch:?}: position {position} (0-based) is {found:?}; allowed digits are 0..={max}{allowed}"
     )]
     Digit {
         /// The arch as given.
@@ -32,6 +32,9 @@ pub enum ArchError {
         found: char,
         /// Largest allowed digit.
         max: u8,
+        /// What the digits mean at that position (`" (block 3 of space …: 0=k3e3, …)"`), or ""
+        /// when no space was known.
+        allowed: String,
     },
     /// The string is empty.
     #[error("empty arch: write one digit per choice block, e.g. 21012020202300003233")]

@@ -1,4 +1,4 @@
-//! What a network is: search spaces, architectures, their cost, the weight-sharing supernet, the
+//! What a network is: search spaces (ShuffleNetV2 and MobileNetV2 families), architectures, their cost, the weight-sharing supernet, the
 //! standalone subnet and its ONNX export.
 //!
 //! Data flows space → arch → supernet → subnet → ONNX:
@@ -24,6 +24,6 @@ pub mod supernet;
 
 pub use arch::Arch;
 pub use error::{ArchError, Error, Result};
-pub use space::{BlockShape, Choice, Space, Stage, Stem};
+pub use space::{BlockShape, Choice, Family, Space, Stage, Stem, Wiring};
 pub use standalone::Standalone;
 pub use supernet::{BnCalibration, Supernet};

@@ -54,8 +54,16 @@ impl Standalone {
                 let digit = arch.genes()[shape.index] as usize;
                 let choice = space.choice(arch, shape.index);
                 blocks.push(
-                    ChoiceBlock::new(shape, choice, digit, &space.name, rng, device)?
-                        .with_affine(device)?,
+                    ChoiceBlock::new(
+                        shape,
+                        choice,
+                        digit,
+                        space.wiring(shape),
+                        &space.name,
+                        rng,
+                        device,
+                    )?
+                    .with_affine(device)?,
                 );
             }
             Ok(blocks)

@@ -8,14 +8,16 @@
 //! | part | names |
 //! |---|---|
 //! | stem | `stem.conv.weight` (OIHW), `stem.bn.{running_mean,running_var}` (+ optional `weight`, `bias`) |
+//! | MobileNetV2 fixed first block | `stem.block.conv{0,1}.weight`, `stem.block.bn{0,1}.*` |
 //! | block `i`, choice `c` | `blocks.{i}.choice{c}.main.conv{j}.weight`, `blocks.{i}.choice{c}.main.bn{j}.*` |
 //! | stride-2 projection | `blocks.{i}.choice{c}.proj.conv{0,1}.weight`, `blocks.{i}.choice{c}.proj.bn{0,1}.*` |
 //! | last conv | `last.conv.weight`, `last.bn.*` |
 //! | classifier | `classifier.weight` `[classes, last_channels]`, no bias |
 //!
-//! ShuffleNet choices have `main.conv0` (pw), `conv1` (dw), `conv2` (pw); Xception has `conv0`…`conv5`
-//! (dw, pw, dw, pw, dw, pw). BN `j` follows conv `j`; a BN without `weight`/`bias` is affine-free
-//! (γ = 1, β = 0), as in the supernet. The wiring is [`crate::cost::block_convs`].
+//! ShuffleNet and MBConv choices have `main.conv0` (pw), `conv1` (dw), `conv2` (pw); Xception has
+//! `conv0`…`conv5` (dw, pw, dw, pw, dw, pw). BN `j` follows conv `j`; a BN without `weight`/`bias`
+//! is affine-free (γ = 1, β = 0), as in the supernet. The convs are [`crate::cost::block_convs`],
+//! their wiring [`Space::wiring`].
 //!
 //! [`Subnet::forward`] runs the folded network with plain candle ops (eval mode): the reference the
 //! ONNX export is checked against.
@@ -28,19 +30,19 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal, Uniform};
 
 use crate::arch::Arch;
-use crate::cost::{ConvSpec, block_convs, last_conv, stem_conv};
+use crate::cost::{Act, ConvSpec, block_convs, last_conv, stem_convs};
 use crate::error::{Error, Result};
-use crate::space::{BlockShape, Choice, Space};
+use crate::space::{BlockShape, Choice, Space, Wiring};
 
 /// BN epsilon used when folding (PyTorch's and candle's default).
 pub const BN_EPS: f64 = 1e-5;
 
-/// One conv with its BN folded in: `relu?(conv(x, weight) + bias)`.
+/// One conv with its BN folded in: `act(conv(x, weight) + bias)`.
 #[derive(Debug, Clone)]
 pub struct FoldedConv {
     /// Node name without the choice, e.g. `blocks.7.main.conv1`, `stem.conv`.
     pub name: String,
-    /// Channels, kernel, stride, groups, sizes and whether a ReLU follows.
+    /// Channels, kernel, stride, groups, sizes and the activation that follows.
     pub spec: ConvSpec,
     /// Folded weight, OIHW, f32 on the CPU.
     pub weight: Tensor,
@@ -49,7 +51,7 @@ pub struct FoldedConv {
 }
 
 impl FoldedConv {
-    /// `relu?(conv(x) + bias)` with candle's (grouped) conv2d.
+    /// `act(conv(x) + bias)` with candle's (grouped) conv2d.
     ///
     /// # Errors
     /// A candle error when `x` does not have `spec.in_channels` channels.
@@ -57,17 +59,46 @@ impl FoldedConv {
         let s = &self.spec;
         let y = x.conv2d(&self.weight, s.padding(), s.stride, 1, s.groups)?;
         let y = y.broadcast_add(&self.bias.reshape((1, s.out_channels, 1, 1))?)?;
-        Ok(if s.relu { y.relu()? } else { y })
+        Ok(match s.act {
+            Act::None => y,
+            Act::Relu => y.relu()?,
+            Act::Relu6 => y.clamp(0f32, 6f32)?,
+        })
     }
 }
 
-/// One choice block of a subnet: the main branch and, at stride 2, the projection branch.
+/// The folded stem part: the stem conv and, in MobileNetV2 spaces, the fixed first block's
+/// convs, run in sequence.
+#[derive(Debug, Clone)]
+pub struct FoldedStem {
+    /// The convs in order.
+    pub convs: Vec<FoldedConv>,
+}
+
+impl FoldedStem {
+    /// The convs one after the other.
+    ///
+    /// # Errors
+    /// A candle error on a wrong input shape.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for c in &self.convs {
+            h = c.forward(&h)?;
+        }
+        Ok(h)
+    }
+}
+
+/// One choice block of a subnet: the main branch and, for ShuffleNetV2 at stride 2, the
+/// projection branch.
 #[derive(Debug, Clone)]
 pub struct SubnetBlock {
     /// Channels, stride and sizes.
     pub shape: BlockShape,
     /// The choice this arch makes here.
     pub choice: Choice,
+    /// How the convs combine.
+    pub wiring: Wiring,
     /// Main-branch convs in order.
     pub main: Vec<FoldedConv>,
     /// Projection convs (dw, pw) at stride 2; empty at stride 1.
@@ -75,11 +106,19 @@ pub struct SubnetBlock {
 }
 
 impl SubnetBlock {
-    /// Stride 1: `concat(even channels, main(odd channels))`; stride 2: `concat(proj(x), main(x))`.
+    /// ShuffleNetV2 stride 1: `concat(even channels, main(odd channels))`; stride 2:
+    /// `concat(proj(x), main(x))`. Inverted residual: `main(x)`, `+ x` where residual.
     ///
     /// # Errors
     /// A candle error on a wrong input shape.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Wiring::InvertedResidual { residual } = self.wiring {
+            let mut h = x.clone();
+            for c in &self.main {
+                h = c.forward(&h)?;
+            }
+            return Ok(if residual { (h + x)? } else { h });
+        }
         let (mut side, mut main) = if self.shape.stride == 1 {
             split_channels(x)?
         } else {
@@ -139,13 +178,16 @@ impl ConvSlot {
     }
 }
 
-fn slots(space: &Space, arch: &Arch) -> (ConvSlot, Vec<Vec<ConvSlot>>, ConvSlot) {
-    let stem = ConvSlot {
-        source: "stem.conv".into(),
-        node: "stem.conv".into(),
-        part: "stem".into(),
-        spec: stem_conv(space),
-    };
+fn slots(space: &Space, arch: &Arch) -> (Vec<ConvSlot>, Vec<Vec<ConvSlot>>, ConvSlot) {
+    let stem = stem_convs(space)
+        .into_iter()
+        .map(|spec| ConvSlot {
+            source: format!("stem.{}", spec.name),
+            node: format!("stem.{}", spec.name),
+            part: "stem".into(),
+            spec,
+        })
+        .collect();
     let blocks = space
         .blocks()
         .iter()
@@ -177,7 +219,7 @@ fn slots(space: &Space, arch: &Arch) -> (ConvSlot, Vec<Vec<ConvSlot>>, ConvSlot)
 pub struct Subnet {
     space: Space,
     arch: Arch,
-    stem: FoldedConv,
+    stem: FoldedStem,
     blocks: Vec<SubnetBlock>,
     last: FoldedConv,
     classifier: Tensor,
@@ -192,7 +234,8 @@ impl Subnet {
     pub fn parameter_names(space: &Space, arch: &Arch) -> Vec<String> {
         let (stem, blocks, last) = slots(space, arch);
         let mut out = Vec::new();
-        for slot in std::iter::once(&stem)
+        for slot in stem
+            .iter()
             .chain(blocks.iter().flatten())
             .chain(std::iter::once(&last))
         {
@@ -235,13 +278,20 @@ impl Subnet {
     ) -> Result<Subnet> {
         let (stem_slot, block_slots, last_slot) = slots(space, arch);
         let step = |c: &FoldedConv, x: Option<Tensor>| x.map(|x| c.forward(&x)).transpose();
-        let stem = make(&stem_slot, probe.as_ref())?;
-        let mut h = step(&stem, probe)?;
+        let mut h = probe;
+        let mut stem = Vec::with_capacity(stem_slot.len());
+        for slot in &stem_slot {
+            let c = make(slot, h.as_ref())?;
+            h = step(&c, h)?;
+            stem.push(c);
+        }
+        let stem = FoldedStem { convs: stem };
         let shapes = space.blocks();
         let mut blocks = Vec::with_capacity(shapes.len());
         for (shape, slots) in shapes.iter().zip(&block_slots) {
+            let wiring = space.wiring(shape);
             let (mut side, mut main) = match &h {
-                Some(x) if shape.stride == 1 => {
+                Some(x) if shape.stride == 1 && wiring == Wiring::Shuffle => {
                     let (a, b) = split_channels(x)?;
                     (Some(a), Some(b))
                 }
@@ -259,13 +309,16 @@ impl Subnet {
                     main_convs.push(c);
                 }
             }
-            h = match (side, main) {
-                (Some(a), Some(b)) => Some(Tensor::cat(&[a, b], 1)?),
+            h = match (wiring, side, main) {
+                (Wiring::Shuffle, Some(a), Some(b)) => Some(Tensor::cat(&[a, b], 1)?),
+                (Wiring::InvertedResidual { residual: true }, Some(x), Some(b)) => Some((b + x)?),
+                (Wiring::InvertedResidual { residual: false }, _, b) => b,
                 _ => None,
             };
             blocks.push(SubnetBlock {
                 shape: *shape,
                 choice: space.choice(arch, shape.index),
+                wiring,
                 main: main_convs,
                 proj: proj_convs,
             });
@@ -316,7 +369,8 @@ impl Subnet {
             Ok(())
         };
         let uniform = |lo: f32, hi: f32| Uniform::new(lo, hi).expect("constant bounds lo < hi");
-        for slot in std::iter::once(&stem)
+        for slot in stem
+            .iter()
             .chain(blocks.iter().flatten())
             .chain(std::iter::once(&last))
         {
@@ -405,8 +459,8 @@ impl Subnet {
         &self.arch
     }
 
-    /// The folded stem conv.
-    pub fn stem(&self) -> &FoldedConv {
+    /// The folded stem part (stem conv, and MobileNetV2's fixed first block).
+    pub fn stem(&self) -> &FoldedStem {
         &self.stem
     }
 
@@ -600,7 +654,7 @@ mod tests {
                 groups: 1,
                 in_size: 1,
                 out_size: 1,
-                relu: false,
+                act: Act::None,
             },
         };
         let dev = Device::Cpu;

@@ -2,9 +2,10 @@
 //!
 //! The graph takes `input` `(batch, C, H, W)` f32 in NCHW (batch fixed to
 //! [`ExportOptions::batch`], 1 by default, or the symbolic dimension `batch`) and returns `logits`
-//! `(batch, classes)`. It is `Conv`(+`Relu`) for every folded conv, the SPOS channel split
-//! ([`SplitStyle`]) and `Concat` per block, then `GlobalAveragePool`, `Flatten` and a bias-free
-//! `Gemm`. Node and initializer names follow the parameter names without the choice
+//! `(batch, classes)`. It is `Conv`(+`Relu`, or `Clip` [0, 6] for ReLU6) for every folded conv,
+//! per ShuffleNetV2 block the SPOS channel split ([`SplitStyle`]) and `Concat`, per
+//! inverted-residual block an `Add` where it is residual, then `GlobalAveragePool`, `Flatten` and
+//! a bias-free `Gemm`. Node and initializer names follow the parameter names without the choice
 //! (`blocks.7.main.conv1`, `blocks.7.main.conv1.weight`).
 //!
 //! Metadata (`metadata_props`, keys `shiftnas.*`, values are strings, JSON where structured):
@@ -36,8 +37,8 @@ pub use parts::{Part, PartBank, export_part, part_proto};
 use crate::arch::Arch;
 use crate::cost;
 use crate::error::{Error, Result};
-use crate::space::Space;
-use crate::subnet::{FoldedConv, Subnet, SubnetBlock};
+use crate::space::{Space, Wiring};
+use crate::subnet::{FoldedConv, FoldedStem, Subnet, SubnetBlock};
 
 /// ONNX IR version written.
 pub const IR_VERSION: i64 = 8;
@@ -114,7 +115,7 @@ pub(crate) fn value_info(name: &str, dims: &[Option<usize>]) -> pb::ValueInfoPro
 pub(crate) struct Layers<'a> {
     pub(crate) space: &'a Space,
     pub(crate) arch: Arch,
-    pub(crate) stem: &'a FoldedConv,
+    pub(crate) stem: &'a FoldedStem,
     pub(crate) blocks: Vec<&'a SubnetBlock>,
     pub(crate) last: &'a FoldedConv,
     pub(crate) classifier: &'a Tensor,
@@ -167,8 +168,9 @@ pub(crate) fn check_options(layers: &Layers, options: &ExportOptions) -> Result<
     Ok(())
 }
 
-/// One choice block from `x`: the SPOS split (stride 1) or a copy (stride 2), the projection and
-/// main convs, and the `Concat`. Returns the block's output value.
+/// One choice block from `x`. ShuffleNetV2: the SPOS split (stride 1) or a copy (stride 2), the
+/// projection and main convs, and the `Concat`; inverted residual: the main convs and, where
+/// residual, the `Add` of `x`. Returns the block's output value.
 pub(crate) fn block_nodes(
     g: &mut Graph,
     x: &str,
@@ -176,6 +178,17 @@ pub(crate) fn block_nodes(
     split: SplitStyle,
 ) -> Result<String> {
     let i = b.shape.index;
+    if let Wiring::InvertedResidual { residual } = b.wiring {
+        let mut main = x.to_string();
+        for c in &b.main {
+            main = nodes::conv(g, &main, c)?;
+        }
+        return Ok(if residual {
+            nodes::add(g, &main, x, &format!("blocks.{i}.add"))
+        } else {
+            main
+        });
+    }
     let (mut side, mut main) = if b.shape.stride == 1 {
         nodes::channel_split(
             g,
@@ -199,6 +212,15 @@ pub(crate) fn block_nodes(
         &[&side, &main],
         &format!("blocks.{i}.concat"),
     ))
+}
+
+/// The stem convs from `x`; returns the stem's output value.
+pub(crate) fn stem_nodes(g: &mut Graph, x: &str, stem: &FoldedStem) -> Result<String> {
+    let mut x = x.to_string();
+    for c in &stem.convs {
+        x = nodes::conv(g, &x, c)?;
+    }
+    Ok(x)
 }
 
 /// The head from `x`: last conv, `GlobalAveragePool`, `Flatten` and the classifier `Gemm`,
@@ -280,7 +302,7 @@ pub(crate) fn layers_proto(layers: &Layers, options: &ExportOptions) -> Result<p
     check_options(layers, options)?;
     let space = layers.space;
     let mut g = Graph::default();
-    let mut x = nodes::conv(&mut g, INPUT_NAME, layers.stem)?;
+    let mut x = stem_nodes(&mut g, INPUT_NAME, layers.stem)?;
     for b in &layers.blocks {
         x = block_nodes(&mut g, &x, b, options.split)?;
     }

@@ -5,6 +5,7 @@
 //! parameter names.
 
 use super::pb::{AttributeProto, NodeProto, TensorProto, attribute_proto, tensor_proto};
+use crate::cost::Act;
 use crate::error::Result;
 use crate::subnet::FoldedConv;
 
@@ -107,8 +108,8 @@ impl Graph {
     }
 }
 
-/// `Conv` (+ `Relu` when the spec has one) with the folded weight and bias as initializers
-/// `{name}.weight`, `{name}.bias`.
+/// `Conv` (+ `Relu`, or `Clip` to [0, 6] for ReLU6, as the spec says) with the folded weight and
+/// bias as initializers `{name}.weight`, `{name}.bias`.
 ///
 /// # Errors
 /// A candle error reading the weights.
@@ -135,11 +136,34 @@ pub fn conv(g: &mut Graph, input: &str, c: &FoldedConv) -> Result<String> {
             attr_int("group", s.groups as i64),
         ],
     );
-    Ok(if s.relu {
-        relu(g, &c.name, &format!("{}.relu", c.name))
-    } else {
-        c.name.clone()
+    Ok(match s.act {
+        Act::None => c.name.clone(),
+        Act::Relu => relu(g, &c.name, &format!("{}.relu", c.name)),
+        Act::Relu6 => relu6(g, &c.name, &format!("{}.relu6", c.name)),
     })
+}
+
+/// ReLU6 as `Clip` with the scalar initializers `const.f0` (min 0) and `const.f6` (max 6).
+pub fn relu6(g: &mut Graph, input: &str, name: &str) -> String {
+    for (c, v) in [("const.f0", 0f32), ("const.f6", 6f32)] {
+        if !g.initializers.iter().any(|t| t.name.as_deref() == Some(c)) {
+            g.float_init(c, &[], &[v]);
+        }
+    }
+    g.node(
+        "Clip",
+        name,
+        &[input, "const.f0", "const.f6"],
+        &[name],
+        vec![],
+    );
+    name.to_string()
+}
+
+/// Element-wise `Add` (the residual of an inverted-residual block).
+pub fn add(g: &mut Graph, a: &str, b: &str, name: &str) -> String {
+    g.node("Add", name, &[a, b], &[name], vec![]);
+    name.to_string()
 }
 
 /// `Relu`.

@@ -33,13 +33,13 @@ use std::fmt;
 
 use prost::Message;
 
-use super::nodes::{self, Graph};
+use super::nodes::Graph;
 use super::{
     ExportOptions, INPUT_NAME, Layers, OUTPUT_NAME, block_nodes, check_options, finish, head_nodes,
-    json, layers_proto, pb, shape_json,
+    json, layers_proto, pb, shape_json, stem_nodes,
 };
 use crate::arch::Arch;
-use crate::cost::{self, block_cost, last_conv, stem_conv};
+use crate::cost::{self, block_cost, last_conv, stem_convs};
 use crate::error::{Error, Result};
 use crate::space::Space;
 use crate::subnet::Subnet;
@@ -50,7 +50,8 @@ pub const PART_OUTPUT_NAME: &str = "output";
 /// A part of a subnet exported on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Part {
-    /// The stem conv (+ ReLU): image → first block's input.
+    /// The stem conv (+ activation) and the family's fixed stem block: image → first block's
+    /// input.
     Stem,
     /// The choice block at this position (0-based), with the subnet's choice there.
     Block(usize),
@@ -78,13 +79,13 @@ impl Part {
         let n = space.input_size;
         let last = blocks
             .last()
-            .map_or((space.stem_channels(), space.stem_out_size()), |b| {
+            .map_or((space.stem_out_channels(), space.stem_out_size()), |b| {
                 (b.out_channels, b.out_size)
             });
         Ok(match self {
             Part::Stem => (
                 (space.input_channels, n),
-                (space.stem_channels(), space.stem_out_size()),
+                (space.stem_out_channels(), space.stem_out_size()),
             ),
             Part::Block(i) => {
                 let b = blocks.get(i).ok_or_else(|| {
@@ -107,7 +108,7 @@ impl Part {
     /// If `arch` does not fit `space` or the block does not exist (check with [`Part::io`]).
     pub fn flops(self, space: &Space, arch: &Arch) -> u64 {
         match self {
-            Part::Stem => stem_conv(space).flops(),
+            Part::Stem => stem_convs(space).iter().map(|c| c.flops()).sum(),
             Part::Block(i) => block_cost(space, i, space.choice(arch, i)).flops,
             Part::Head => last_conv(space).flops() + cost::classifier_cost(space).flops,
         }
@@ -126,7 +127,7 @@ pub fn part_proto(subnet: &Subnet, part: Part, options: &ExportOptions) -> Resul
     let ((c_in, s_in), (c_out, s_out)) = part.io(space)?;
     let mut g = Graph::default();
     let out = match part {
-        Part::Stem => nodes::conv(&mut g, INPUT_NAME, subnet.stem())?,
+        Part::Stem => stem_nodes(&mut g, INPUT_NAME, subnet.stem())?,
         Part::Block(i) => block_nodes(&mut g, INPUT_NAME, &subnet.blocks()[i], options.split)?,
         Part::Head => head_nodes(&mut g, INPUT_NAME, &layers)?,
     };
@@ -370,6 +371,32 @@ mod tests {
         assert_eq!(dims(&head.input[0]), [1, c, s, s]);
         assert_eq!(dims(&head.output[0]), [1, space.classes as i64]);
         assert_eq!(head.output[0].name.as_deref(), Some(OUTPUT_NAME));
+    }
+
+    /// MobileNetV2: the stem part ends after the fixed first block, blocks keep their residual
+    /// `Add` as the output node, and part FLOPs sum to the arch's.
+    #[test]
+    fn mbv2_parts_have_the_stem_block_and_residuals() {
+        let space = Space::mbv2_tiny();
+        let bank = PartBank::random(&space, 2).unwrap();
+        let opts = ExportOptions::default();
+        let stem = pb::ModelProto::decode(bank.export_part(Part::Stem, &opts).unwrap().as_slice())
+            .unwrap()
+            .graph
+            .unwrap();
+        assert_eq!(dims(&stem.output[0]), [1, 8, 28, 28]);
+        assert_eq!(ops(&bank.export_part(Part::Stem, &opts).unwrap()).len(), 5);
+        let b1 = bank.export_block(1, 4, &opts).unwrap();
+        assert_eq!(ops(&b1).last().map(String::as_str), Some("Add"));
+        let b0 = bank.export_block(0, 4, &opts).unwrap();
+        assert!(!ops(&b0).contains(&"Add".to_string()));
+        let arch = space.parse_arch("0123450123450123450").unwrap();
+        let parts: u64 = [Part::Stem, Part::Head]
+            .into_iter()
+            .chain((0..space.num_blocks()).map(Part::Block))
+            .map(|p| p.flops(&space, &arch))
+            .sum();
+        assert_eq!(parts, cost::arch_flops(&space, &arch));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Named presets, as plain data. `shiftnas space show NAME` prints them.
+//! Named ShuffleNetV2 presets, as plain data (the MobileNetV2 ones are in [`super::mobilenet`]).
+//! `shiftnas space show NAME` prints them.
 
-use super::{Choice, Space, Stage, Stem};
+use super::{Choice, Family, Space, Stage, Stem};
 
 fn spos_stages(channels: [usize; 4]) -> Vec<Stage> {
     [4, 4, 8, 4]
@@ -20,17 +21,20 @@ impl Space {
     pub fn spos_imagenet() -> Space {
         Space {
             name: "spos-imagenet".into(),
+            family: Family::ShufflenetV2,
             input_size: 224,
             input_channels: 3,
             stem: Stem {
                 kernel: 3,
                 stride: 2,
                 channels: 16,
+                block_channels: None,
             },
             stages: spos_stages([64, 160, 320, 640]),
             last_channels: 1024,
             classes: 1000,
             width_mult: 1.0,
+            depth_mult: 1.0,
             dropout: 0.1,
             choices: Choice::ALL.to_vec(),
         }
@@ -46,6 +50,7 @@ impl Space {
                 kernel: 3,
                 stride: 1,
                 channels: 16,
+                block_channels: None,
             },
             classes: 10,
             ..Space::spos_imagenet()
@@ -57,17 +62,20 @@ impl Space {
     pub fn tiny() -> Space {
         Space {
             name: "tiny".into(),
+            family: Family::ShufflenetV2,
             input_size: 28,
             input_channels: 1,
             stem: Stem {
                 kernel: 3,
                 stride: 1,
                 channels: 16,
+                block_channels: None,
             },
             stages: spos_stages([32, 64, 128, 256]),
             last_channels: 512,
             classes: 10,
             width_mult: 1.0,
+            depth_mult: 1.0,
             dropout: 0.1,
             choices: Choice::ALL.to_vec(),
         }

@@ -1,10 +1,12 @@
-//! One conv + BN (+ ReLU) unit and the SPOS choice block built from them.
+//! One conv + BN (+ activation) unit and the choice block built from them, for every family:
+//! the convs come from [`crate::cost::block_convs`], the wiring from [`Wiring`].
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 
+use crate::cost::{self, Act};
 use crate::error::{Error, Result};
-use crate::space::{BlockShape, Choice};
+use crate::space::{BlockShape, Choice, Wiring};
 use shiftnas_kernels::{BatchNorm, conv, depthwise_conv2d, glue, init, pointwise_conv2d};
 
 /// How a [`ConvBn`] convolves.
@@ -27,7 +29,7 @@ pub(crate) enum BnMode {
     Train { momentum: f64 },
 }
 
-/// conv → BN (affine-free, or with learnable γ/β) → optional ReLU, with its parameter names.
+/// conv → BN (affine-free, or with learnable γ/β) → activation, with its parameter names.
 #[derive(Debug, Clone)]
 pub(crate) struct ConvBn {
     /// Name of the conv weight, e.g. `blocks.3.choice1.main.conv0.weight`.
@@ -37,7 +39,7 @@ pub(crate) struct ConvBn {
     pub weight: Var,
     pub bn: BatchNorm,
     pub kind: ConvKind,
-    pub relu: bool,
+    pub act: Act,
     /// Learnable BN scale γ and shift β `[cout]` (`{bn_name}.weight`, `{bn_name}.bias`); `None`
     /// in the supernet (affine-free BN).
     pub affine: Option<(Var, Var)>,
@@ -51,7 +53,7 @@ pub(crate) struct ConvSpec<'a> {
     pub cout: usize,
     pub k: usize,
     pub kind: ConvKind,
-    pub relu: bool,
+    pub act: Act,
     /// Init std; `None` = SPOS `1 / (in_ch / groups)`.
     pub std: Option<f64>,
     /// Where the block lives, for error messages.
@@ -86,9 +88,47 @@ impl ConvBn {
             conv_name: spec.conv_name,
             bn_name: spec.bn_name,
             kind: spec.kind,
-            relu: spec.relu,
+            act: spec.act,
             affine: None,
         })
+    }
+
+    /// The layer of `spec` (a conv of [`cost`]) named `{prefix}.{spec.name}.weight`, its BN
+    /// `{prefix}.{bn}` (`conv{j}` → `bn{j}`, `conv` → `bn`); `std` as in [`ConvSpec`].
+    pub fn from_spec(
+        prefix: &str,
+        spec: &cost::ConvSpec,
+        std: Option<f64>,
+        context: &str,
+        rng: &mut impl Rng,
+        device: &Device,
+    ) -> Result<ConvBn> {
+        let kind = if spec.groups > 1 {
+            ConvKind::Depthwise {
+                stride: spec.stride,
+            }
+        } else if spec.kernel == 1 && spec.stride == 1 {
+            ConvKind::Pointwise
+        } else {
+            ConvKind::Full {
+                stride: spec.stride,
+            }
+        };
+        ConvBn::new(
+            ConvSpec {
+                conv_name: format!("{prefix}.{}.weight", spec.name),
+                bn_name: format!("{prefix}.{}", bn_name(&spec.name)),
+                cin: spec.in_channels,
+                cout: spec.out_channels,
+                k: spec.kernel,
+                kind,
+                act: spec.act,
+                std,
+                context,
+            },
+            rng,
+            device,
+        )
     }
 
     /// Gives the BN a learnable scale γ = 1 and shift β = 0 (SPOS retraining).
@@ -113,10 +153,11 @@ impl ConvBn {
             ConvKind::Depthwise { stride } => depthwise_conv2d(x, &w, stride)?,
             ConvKind::Pointwise => pointwise_conv2d(x, &w)?,
         };
+        let relu = self.act != Act::None;
         let Some((gamma, beta)) = &self.affine else {
-            return Ok(match mode {
-                BnMode::Eval => self.bn.forward_eval_act(&y, self.relu)?,
-                BnMode::Train { momentum } => self.bn.forward_train_act(&y, momentum, self.relu)?,
+            return self.cap(match mode {
+                BnMode::Eval => self.bn.forward_eval_act(&y, relu)?,
+                BnMode::Train { momentum } => self.bn.forward_train_act(&y, momentum, relu)?,
             });
         };
         let (g, b) = if detach {
@@ -125,18 +166,25 @@ impl ConvBn {
             (gamma.as_tensor().clone(), beta.as_tensor().clone())
         };
         if let BnMode::Train { momentum } = mode {
-            return Ok(self
-                .bn
-                .forward_train_affine(&y, &g, &b, momentum, self.relu)?);
+            return self.cap(self.bn.forward_train_affine(&y, &g, &b, momentum, relu)?);
         }
-        // Eval: x̂ · γ + β, then the ReLU (not on the training hot path).
+        // Eval: x̂ · γ + β, then the activation (not on the training hot path).
         let shape = (1, g.dim(0)?, 1, 1);
         let z = self
             .bn
             .forward_eval_act(&y, false)?
             .broadcast_mul(&g.reshape(shape)?)?
             .broadcast_add(&b.reshape(shape)?)?;
-        Ok(if self.relu { z.relu()? } else { z })
+        self.cap(if relu { z.relu()? } else { z })
+    }
+
+    /// The upper clamp of ReLU6 on an already rectified `y` (identity for other activations).
+    fn cap(&self, y: Tensor) -> Result<Tensor> {
+        Ok(if self.act == Act::Relu6 {
+            y.minimum(6f32)?
+        } else {
+            y
+        })
     }
 
     /// `(name, tensor)` of the conv weight, both BN statistics and, when affine, BN γ and β.
@@ -160,86 +208,65 @@ impl ConvBn {
     }
 }
 
-/// One (block, choice) pair of the supernet: its main branch and, at stride 2, its projection.
+/// `conv{j}` → `bn{j}`, `block.conv1` → `block.bn1`, `conv` → `bn`: the BN after a conv.
+pub(crate) fn bn_name(conv: &str) -> String {
+    match conv.rsplit_once("conv") {
+        Some((head, idx)) => format!("{head}bn{idx}"),
+        None => format!("{conv}.bn"),
+    }
+}
+
+/// One (block, choice) pair of the supernet: its main branch and, for ShuffleNetV2 at stride 2,
+/// its projection.
 #[derive(Debug, Clone)]
 pub(crate) struct ChoiceBlock {
     pub stride: usize,
+    pub wiring: Wiring,
     pub main: Vec<ConvBn>,
-    /// Empty at stride 1.
+    /// Empty except in ShuffleNetV2 stride-2 blocks.
     pub proj: Vec<ConvBn>,
 }
 
 impl ChoiceBlock {
-    /// Builds block `shape.index`'s `choice` (numbered `c` in the space) with SPOS init.
+    /// Builds block `shape.index`'s `choice` (numbered `c` in the space) with SPOS init, one
+    /// conv of [`cost::block_convs`] after the other.
     pub fn new(
         shape: &BlockShape,
         choice: Choice,
         c: usize,
+        wiring: Wiring,
         space_name: &str,
         rng: &mut impl Rng,
         device: &Device,
     ) -> Result<ChoiceBlock> {
         let prefix = format!("blocks.{}.choice{c}", shape.index);
-        let (inp, mid, out, s) = (
-            shape.branch_in(),
-            shape.mid(),
-            shape.branch_out(),
-            shape.stride,
-        );
-        let mk = |part: &str, j: usize, cin, cout, k, kind, relu, rng: &mut _| {
-            ConvBn::new(
-                ConvSpec {
-                    conv_name: format!("{prefix}.{part}.conv{j}.weight"),
-                    bn_name: format!("{prefix}.{part}.bn{j}"),
-                    cin,
-                    cout,
-                    k,
-                    kind,
-                    relu,
-                    std: None,
-                    context: space_name,
-                },
-                rng,
-                device,
-            )
-        };
-        use ConvKind::{Depthwise as Dw, Pointwise as Pw};
-        let main = match choice {
-            Choice::ShuffleK3 | Choice::ShuffleK5 | Choice::ShuffleK7 => {
-                let k = choice.kernel();
-                vec![
-                    mk("main", 0, inp, mid, 1, Pw, true, rng)?,
-                    mk("main", 1, mid, mid, k, Dw { stride: s }, false, rng)?,
-                    mk("main", 2, mid, out, 1, Pw, true, rng)?,
-                ]
+        let (mut main, mut proj) = (Vec::new(), Vec::new());
+        for spec in cost::block_convs(shape, choice) {
+            let layer = ConvBn::from_spec(&prefix, &spec, None, space_name, rng, device)?;
+            if spec.name.starts_with("proj.") {
+                proj.push(layer);
+            } else {
+                main.push(layer);
             }
-            Choice::Xception => vec![
-                mk("main", 0, inp, inp, 3, Dw { stride: s }, false, rng)?,
-                mk("main", 1, inp, mid, 1, Pw, true, rng)?,
-                mk("main", 2, mid, mid, 3, Dw { stride: 1 }, false, rng)?,
-                mk("main", 3, mid, mid, 1, Pw, true, rng)?,
-                mk("main", 4, mid, mid, 3, Dw { stride: 1 }, false, rng)?,
-                mk("main", 5, mid, out, 1, Pw, true, rng)?,
-            ],
-        };
-        let proj = if s == 1 {
-            Vec::new()
-        } else {
-            let k = choice.kernel();
-            vec![
-                mk("proj", 0, inp, inp, k, Dw { stride: s }, false, rng)?,
-                mk("proj", 1, inp, inp, 1, Pw, true, rng)?,
-            ]
-        };
+        }
         Ok(ChoiceBlock {
-            stride: s,
+            stride: shape.stride,
+            wiring,
             main,
             proj,
         })
     }
 
-    /// The block's output: concat(pass-through or projection, main) along channels.
+    /// The block's output: concat(pass-through or projection, main) along channels
+    /// (ShuffleNetV2), or main plus the input where residual (inverted residual).
     pub fn forward(&self, x: &Tensor, mode: BnMode, detach: bool) -> Result<Tensor> {
+        if let Wiring::InvertedResidual { residual } = self.wiring {
+            let mut h = x.clone();
+            for l in &self.main {
+                h = l.forward(&h, mode, detach)?;
+            }
+            return Ok(if residual { (h + x)? } else { h });
+        }
         if self.stride == 1 {
             // SPOS channel shuffle: even channels pass through, odd ones feed the main branch.
             return glue::shuffle_block(x, |odd| {
@@ -268,6 +295,7 @@ impl ChoiceBlock {
         };
         Ok(ChoiceBlock {
             stride: self.stride,
+            wiring: self.wiring,
             main: affine(self.main)?,
             proj: affine(self.proj)?,
         })

@@ -1,8 +1,9 @@
-//! The SPOS ShuffleNetV2 weight-sharing supernet over a [`Space`], in candle.
+//! The weight-sharing supernet over a [`Space`] of any [`Family`](crate::space::Family), in candle.
 //!
-//! Layout: stem conv k×k stride s → BN → ReLU; one [`Choice`] per block, each (block, choice) with
-//! its own weights and BN statistics; last 1×1 conv → BN → ReLU; global average pool; dropout
-//! (training only); bias-free linear. Only the path an [`Arch`] picks runs.
+//! Layout: stem conv k×k stride s → BN → activation (ReLU; ReLU6 in MobileNetV2 spaces, followed
+//! by the fixed first block); one [`Choice`] per block, each (block, choice) with its own weights
+//! and BN statistics, wired as [`Space::wiring`] says; last 1×1 conv → BN → activation; global
+//! average pool; dropout (training only); bias-free linear. Only the path an [`Arch`] picks runs.
 //!
 //! Batch norms are affine-free (γ = 1, β = 0, ε = 1e-5). Parameter names are fixed — checkpoints,
 //! the ONNX exporter and path-masked updates rely on them:
@@ -11,9 +12,10 @@
 //! |---|---|
 //! | `stem.conv.weight` | `[stem_ch, in_ch, k, k]` |
 //! | `stem.bn.running_mean`, `stem.bn.running_var` | `[stem_ch]` |
-//! | `blocks.{i}.choice{c}.main.conv{j}.weight` | OIHW; Shuffle: j = 0 pw, 1 dw, 2 pw; Xception: j = 0 dw, 1 pw, 2 dw, 3 pw, 4 dw, 5 pw |
+//! | `stem.block.conv{0,1}.weight`, `stem.block.bn{0,1}.*` | MobileNetV2's fixed first block: dw 3×3, pw |
+//! | `blocks.{i}.choice{c}.main.conv{j}.weight` | OIHW; Shuffle and MBConv: j = 0 pw, 1 dw, 2 pw; Xception: j = 0 dw, 1 pw, 2 dw, 3 pw, 4 dw, 5 pw |
 //! | `blocks.{i}.choice{c}.main.bn{j}.running_mean / running_var` | BN after conv j |
-//! | `blocks.{i}.choice{c}.proj.conv0.weight` (dw), `proj.conv1.weight` (pw), `proj.bn{0,1}.*` | stride-2 blocks only |
+//! | `blocks.{i}.choice{c}.proj.conv0.weight` (dw), `proj.conv1.weight` (pw), `proj.bn{0,1}.*` | ShuffleNetV2 stride-2 blocks only |
 //! | `last.conv.weight`, `last.bn.*` | `[last_ch, stage_ch, 1, 1]` |
 //! | `classifier.weight` | `[classes, last_ch]` |
 //!
@@ -74,6 +76,7 @@ impl Supernet {
                         shape,
                         choice,
                         c,
+                        space.wiring(shape),
                         &space.name,
                         rng,
                         device,
@@ -226,31 +229,38 @@ impl Supernet {
         )
     }
 
-    /// Kernel inheritance: every ShuffleNet choice of every block takes the weights and BN
-    /// statistics of the ShuffleNet choice `from` (numbered as in the space), with its depthwise
-    /// kernels zero-padded at the border to the larger size, as Once-for-All's elastic kernels
-    /// share their centre. Afterwards those choices compute exactly what `from` computes, then
-    /// diverge as each trains on its own; Xception choices are left alone. Returns the names of
-    /// the overwritten weights (their optimizer state is stale).
+    /// Kernel inheritance: every choice of every block that has the same convs as choice `from`
+    /// (numbered as in the space) up to larger depthwise kernels — the other ShuffleNet kernels,
+    /// or the MBConv kernels of the same expansion — takes the weights and BN statistics of
+    /// `from`, with its depthwise kernels zero-padded at the border to the larger size, as
+    /// Once-for-All's elastic kernels share their centre. Afterwards those choices compute
+    /// exactly what `from` computes, then diverge as each trains on its own; Xception choices and
+    /// MBConv choices of another expansion (other hidden widths) are left alone. Returns the
+    /// names of the overwritten weights (their optimizer state is stale).
     ///
     /// # Errors
-    /// [`Error::BadInput`] when `from` is not a ShuffleNet choice of the space or is larger than
-    /// a choice it would feed (kernels only grow).
+    /// [`Error::BadInput`] when `from` is not a ShuffleNet or MBConv choice of the space or is
+    /// larger than a choice it would feed (kernels only grow).
     pub fn inherit_kernels(&self, from: usize) -> Result<Vec<String>> {
         let choices = &self.net.space.choices;
-        let shuffle = |c: Choice| c != Choice::Xception;
-        let src_choice = choices.get(from).copied().filter(|&c| shuffle(c)).ok_or_else(|| {
+        let src_choice = choices.get(from).copied().filter(|&c| c != Choice::Xception).ok_or_else(|| {
             Error::BadInput(format!(
-                "kernel inheritance needs a ShuffleNet choice to copy from; choice {from} of space {} is {:?}",
+                "kernel inheritance needs a ShuffleNet choice or an MBConv choice to copy from; choice {from} of space {} is {:?}",
                 self.net.space.name,
                 choices.get(from)
             ))
         })?;
+        // Same layers up to the depthwise kernel size.
+        let compatible = |c: Choice| {
+            c != Choice::Xception
+                && c.family() == src_choice.family()
+                && c.expansion() == src_choice.expansion()
+        };
         let mut written = Vec::new();
         for block in &self.net.blocks {
             let src = &block[from];
             for (c, dst) in block.iter().enumerate() {
-                if c == from || !shuffle(choices[c]) {
+                if c == from || !compatible(choices[c]) {
                     continue;
                 }
                 if choices[c].kernel() < src_choice.kernel() {

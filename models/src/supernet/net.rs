@@ -1,5 +1,5 @@
 //! What the [`Supernet`](super::Supernet) and a [`Standalone`](crate::standalone::Standalone)
-//! subnet share: a stem conv, a set of choice blocks, a last conv, a bias-free classifier and a
+//! subnet share: the stem convs, a set of choice blocks, a last conv, a bias-free classifier and a
 //! dropout RNG, built in the same init order and run with the same ops. Only the set of blocks
 //! differs (every choice of every block, or one choice per block) and which of them a forward runs.
 
@@ -16,7 +16,8 @@ use crate::space::{BlockShape, Space};
 use shiftnas_kernels::init;
 
 use super::BnCalibration;
-use super::block::{BnMode, ChoiceBlock, ConvBn, ConvKind, ConvSpec};
+use super::block::{BnMode, ChoiceBlock, ConvBn};
+use crate::cost;
 
 /// The blocks a [`Net`] holds.
 pub(crate) trait Blocks {
@@ -43,7 +44,8 @@ impl Blocks for Vec<Vec<ChoiceBlock>> {
 pub(crate) struct Net<B> {
     pub space: Space,
     pub device: Device,
-    pub stem: ConvBn,
+    /// The stem conv, then the family's fixed stem block if any.
+    pub stem: Vec<ConvBn>,
     pub blocks: B,
     pub last: ConvBn,
     pub classifier: Var,
@@ -54,7 +56,8 @@ pub(crate) struct Net<B> {
 
 impl<B: Blocks> Net<B> {
     /// Builds the network of `space` (already validated) with SPOS init from one ChaCha8 RNG
-    /// seeded by `seed`, drawn in this order: stem (N(0, 0.01)), `blocks(shapes, rng)`, last conv,
+    /// seeded by `seed`, drawn in this order: stem conv (N(0, 0.01)), the fixed stem block's convs
+    /// (MobileNetV2), `blocks(shapes, rng)`, last conv,
     /// classifier (N(0, 0.01)). `affine` gives the stem's and the last conv's BN a learnable γ/β
     /// (the blocks' BN is `blocks`' business).
     pub fn new(
@@ -66,39 +69,29 @@ impl<B: Blocks> Net<B> {
     ) -> Result<Net<B>> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let with_affine = |l: ConvBn| if affine { l.with_affine(device) } else { Ok(l) };
-        let stem_ch = space.stem_channels();
-        let stem = with_affine(ConvBn::new(
-            ConvSpec {
-                conv_name: "stem.conv.weight".into(),
-                bn_name: "stem.bn".into(),
-                cin: space.input_channels,
-                cout: stem_ch,
-                k: space.stem.kernel,
-                kind: ConvKind::Full {
-                    stride: space.stem.stride,
-                },
-                relu: true,
-                std: Some(0.01),
-                context: &space.name,
-            },
-            &mut rng,
-            device,
-        )?)?;
+        // Stem conv N(0, 0.01) as SPOS; a family's fixed stem block gets the SPOS conv init.
+        let stem = cost::stem_convs(space)
+            .iter()
+            .enumerate()
+            .map(|(j, spec)| {
+                let std = (j == 0).then_some(0.01);
+                with_affine(ConvBn::from_spec(
+                    "stem",
+                    spec,
+                    std,
+                    &space.name,
+                    &mut rng,
+                    device,
+                )?)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let shapes = space.blocks();
         let blocks = blocks(&shapes, &mut rng)?;
-        let final_ch = shapes.last().map_or(stem_ch, |b| b.out_channels);
-        let last = with_affine(ConvBn::new(
-            ConvSpec {
-                conv_name: "last.conv.weight".into(),
-                bn_name: "last.bn".into(),
-                cin: final_ch,
-                cout: space.last_channels,
-                k: 1,
-                kind: ConvKind::Pointwise,
-                relu: true,
-                std: None,
-                context: &space.name,
-            },
+        let last = with_affine(ConvBn::from_spec(
+            "last",
+            &cost::last_conv(space),
+            None,
+            &space.name,
             &mut rng,
             device,
         )?)?;
@@ -164,7 +157,8 @@ impl<B> Net<B> {
         &'a self,
         blocks: impl Iterator<Item = &'a ConvBn> + 'a,
     ) -> impl Iterator<Item = &'a ConvBn> + 'a {
-        std::iter::once(&self.stem)
+        self.stem
+            .iter()
             .chain(blocks)
             .chain(std::iter::once(&self.last))
     }
@@ -178,7 +172,10 @@ impl<B> Net<B> {
         mode: BnMode,
         detach: bool,
     ) -> Result<Tensor> {
-        let mut h = self.stem.forward(x, mode, detach)?;
+        let mut h = x.clone();
+        for l in &self.stem {
+            h = l.forward(&h, mode, detach)?;
+        }
         for b in path {
             h = b.forward(&h, mode, detach)?;
         }

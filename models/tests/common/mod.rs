@@ -1,6 +1,8 @@
 //! Helpers shared by the model test binaries.
 
 use candle_core::{DType, Tensor};
+use shiftnas_models::Wiring;
+use shiftnas_models::cost::Act;
 use shiftnas_models::subnet::{FoldedConv, Subnet, split_channels};
 
 /// The folded network in f64: how far the f32 subnet itself drifts from exact.
@@ -13,10 +15,25 @@ pub fn subnet_f64(subnet: &Subnet, x: &Tensor) -> Tensor {
         let y = y
             .broadcast_add(&b.reshape((1, s.out_channels, 1, 1)).unwrap())
             .unwrap();
-        if s.relu { y.relu().unwrap() } else { y }
+        match s.act {
+            Act::None => y,
+            Act::Relu => y.relu().unwrap(),
+            Act::Relu6 => y.clamp(0f64, 6f64).unwrap(),
+        }
     };
-    let mut h = conv(subnet.stem(), &x.to_dtype(DType::F64).unwrap());
+    let mut h = x.to_dtype(DType::F64).unwrap();
+    for c in &subnet.stem().convs {
+        h = conv(c, &h);
+    }
     for block in subnet.blocks() {
+        if let Wiring::InvertedResidual { residual } = block.wiring {
+            let mut main = h.clone();
+            for c in &block.main {
+                main = conv(c, &main);
+            }
+            h = if residual { (main + &h).unwrap() } else { main };
+            continue;
+        }
         let (side, mut main) = if block.shape.stride == 1 {
             split_channels(&h).unwrap()
         } else {

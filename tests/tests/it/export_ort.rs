@@ -1,5 +1,5 @@
 //! ONNX export checked against an independent runtime: every preset's subnets (every choice at
-//! both strides) are exported with random weights, run in ONNX Runtime, and compared with the
+//! every stride, ShuffleNetV2 and MobileNetV2) are exported with random weights, run in ONNX Runtime, and compared with the
 //! candle reference `Subnet::forward`; the files also pass `onnx.checker` (full check).
 
 use std::path::PathBuf;
@@ -147,6 +147,55 @@ fn ort_matches_candle_spos_imagenet_published_arch() {
     check_space(&Space::spos_imagenet(), &["21012020202300003233"]);
 }
 
+/// MobileNetV2 spaces: every MBConv choice (k3/k5/k7 × e3/e6) uniformly, so each runs at stride
+/// 2, at stride 1 with the residual `Add` and at stride 1 without it (a stage's channel change),
+/// plus two mixed archs.
+const MBV2_ARCHS: [&str; 8] = [
+    "0000000000000000000",
+    "1111111111111111111",
+    "2222222222222222222",
+    "3333333333333333333",
+    "4444444444444444444",
+    "5555555555555555555",
+    "0123450123450123450",
+    "5432105432105432105",
+];
+
+#[test]
+fn ort_matches_candle_mbv2_tiny_every_choice() {
+    let space = Space::mbv2_tiny();
+    // The archs cover every (choice, wiring) pair of the space.
+    for b in space.blocks() {
+        assert!(b.stride == 2 || b.stride == 1, "block {}", b.index);
+    }
+    let kinds: std::collections::BTreeSet<(usize, bool)> = space
+        .blocks()
+        .iter()
+        .map(|b| (b.stride, b.in_channels == b.out_channels))
+        .collect();
+    assert_eq!(
+        kinds.len(),
+        3,
+        "stride 2, stride 1 residual, stride 1 widening: {kinds:?}"
+    );
+    check_space(&space, &MBV2_ARCHS);
+}
+
+#[test]
+fn ort_matches_candle_mbv2_cifar_every_choice() {
+    check_space(&Space::mbv2_cifar(), &MBV2_ARCHS);
+}
+
+#[test]
+fn ort_matches_candle_mbv2_imagenet_and_depth_multiplied() {
+    check_space(&Space::mbv2_imagenet(), &["0123450123450123450"]);
+    let deep = Space::mbv2_tiny().with_depth_mult(1.5);
+    let arch: String = (0..deep.num_blocks())
+        .map(|i| char::from(b'0' + (i % 6) as u8))
+        .collect();
+    check_space(&deep, &[arch.as_str()]);
+}
+
 #[test]
 fn ort_matches_candle_with_symbolic_batch_and_both_split_styles() {
     for split in [SplitStyle::StridedSlice, SplitStyle::ReshapeSplit] {
@@ -158,6 +207,50 @@ fn ort_matches_candle_with_symbolic_batch_and_both_split_styles() {
         let d = max_diff(&Space::tiny(), "01230123012301230123", &options, 3, 11);
         assert!(d <= TOLERANCE, "{split:?}: ORT differs from candle by {d}");
     }
+}
+
+/// ONNX checker on MobileNetV2 exports (the `Clip` and `Add` nodes), fixed and symbolic batch.
+#[test]
+fn mbv2_exports_pass_the_onnx_checker() {
+    let python = std::env::var("SHIFTNAS_PYTHON")
+        .expect("SHIFTNAS_PYTHON is not set: run ./scripts/test, which sets it");
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for (space, arch) in [
+        (Space::mbv2_tiny(), "0123450123450123450"),
+        (Space::mbv2_cifar(), "5432105432105432105"),
+    ] {
+        for batch in [Some(1), None] {
+            let arch = space.parse_arch(arch).unwrap();
+            let sub = Subnet::random(&space, &arch, 0).unwrap();
+            let options = ExportOptions {
+                batch,
+                ..Default::default()
+            };
+            let path = dir
+                .path()
+                .join(format!("{}-{arch}-{}.onnx", space.name, batch.is_some()));
+            std::fs::write(&path, onnx::export(&sub, &options).unwrap()).unwrap();
+            paths.push(path);
+        }
+    }
+    let script = "import sys, onnx\n\
+                  for p in sys.argv[1:]:\n    \
+                  m = onnx.load(p)\n    \
+                  onnx.checker.check_model(m, full_check=True)\n\
+                  print('ok', len(sys.argv) - 1)\n";
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .args(&paths)
+        .output()
+        .unwrap_or_else(|e| panic!("running {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "onnx.checker rejected an export:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok 4");
 }
 
 #[test]
