@@ -9,7 +9,10 @@
 //! `arch` is the digit string; `error` is the top-1 error in [0, 1]; `latency` is in
 //! milliseconds from `latency_source` (a `LatencySource::describe` string); `flops` counts
 //! multiply-adds; `supernet_step` is the supernet training step the error was measured at, so
-//! scores from before a shift are recognisable as stale. Lines are appended with one `write`
+//! scores from before a shift are recognisable as stale. `latency_interval` (`{"low":…,"high":…}`,
+//! ms) is the latency's confidence interval, written only when the source measured one (so
+//! archives of sources without intervals read as before and are byte for byte the same).
+//! Lines are appended with one `write`
 //! each ([`append`]); [`read`] names the file and line of the first line that does not parse;
 //! [`truncate_to`] cuts the file back to a checkpoint's length when a search resumes.
 //!
@@ -21,6 +24,8 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use shiftnas_models::Arch;
+
+use crate::latency::Interval;
 
 /// One evaluated architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +41,9 @@ pub struct ArchiveRecord {
     pub latency: f64,
     /// Where the latency came from (e.g. `board:rk1`, `predictor:lut`).
     pub latency_source: String,
+    /// The latency's confidence interval, ms, when the source measured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_interval: Option<Interval>,
     /// Multiply-adds.
     pub flops: u64,
     /// Parameters.
@@ -152,6 +160,7 @@ mod tests {
             error: 0.25,
             latency: 12.5,
             latency_source: "board:rk1".into(),
+            latency_interval: None,
             flops: 210_000_000,
             params: 3_400_000,
             supernet_step: 12_000,
@@ -238,5 +247,31 @@ mod tests {
         std::fs::write(&path, &bad).unwrap();
         let e = format!("{:#}", truncate_to(&path, 1).unwrap_err());
         assert!(e.contains("line 1: not a complete archive record"), "{e}");
+    }
+
+    /// A record without an interval is written exactly as before the field existed, so old
+    /// archives read and new ones without intervals stay the same; one with an interval writes
+    /// it and reads it back.
+    #[test]
+    fn the_interval_is_optional_and_round_trips() {
+        let old = "{\"generation\":1,\"arch\":\"0123\",\"error\":0.25,\"latency\":12.5,\
+                   \"latency_source\":\"board:rk1\",\"flops\":210000000,\"params\":3400000,\
+                   \"supernet_step\":12000}";
+        let r: ArchiveRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r, record(1));
+        assert_eq!(serde_json::to_string(&r).unwrap(), old);
+        let with = ArchiveRecord {
+            latency_interval: Some(Interval {
+                low: 12.0,
+                high: 13.0,
+            }),
+            ..record(1)
+        };
+        let text = serde_json::to_string(&with).unwrap();
+        assert!(
+            text.contains("\"latency_interval\":{\"low\":12.0,\"high\":13.0}"),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<ArchiveRecord>(&text).unwrap(), with);
     }
 }

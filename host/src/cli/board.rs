@@ -1,6 +1,7 @@
 //! Arguments of `shiftnas board`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
@@ -27,6 +28,10 @@ pub enum BoardCommand {
     Check(CheckArgs),
     /// Measure ONNX models on one board (or several, pooled).
     Measure(MeasureArgs),
+    /// Measure random subnets of a space twice, `--gap` apart, and show how well the second
+    /// pass repeats the first (rank agreement, shares within ±1/2/5 %): run it before trusting a
+    /// board's numbers in a search.
+    Noise(NoiseArgs),
 }
 
 /// Arguments of `shiftnas board check`.
@@ -60,4 +65,27 @@ pub struct MeasureArgs {
     /// The latency cache (default: ~/.cache/shiftnas/latency.sqlite).
     #[arg(long, value_name = "PATH")]
     pub cache: Option<PathBuf>,
+}
+
+/// Arguments of `shiftnas board noise`.
+#[derive(Debug, Args)]
+pub struct NoiseArgs {
+    /// Board name(s), comma-separated (e.g. `rk1,rk2`); `local` is built in.
+    pub board: String,
+    /// The search space whose random subnets are measured.
+    #[arg(long, default_value = "spos-cifar")]
+    pub space: String,
+    /// How many random subnets (at least 2).
+    #[arg(short = 'n', long, default_value_t = 50, value_name = "N")]
+    pub subnets: usize,
+    /// Wait between the two passes, e.g. `10m`, `90s` (`0s` for none).
+    #[arg(long, default_value = "10m", value_name = "AGE",
+          value_parser = crate::latency::cache::parse_age)]
+    pub gap: Duration,
+    /// Seed of the subnets and of their random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Pool boards of different fingerprints (their numbers then form no single objective).
+    #[arg(long)]
+    pub mix_boards: bool,
 }

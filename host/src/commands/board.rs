@@ -1,16 +1,23 @@
-//! `shiftnas board check | measure`.
+//! `shiftnas board check | measure | noise`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, ensure};
+use indicatif::ProgressBar;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use shiftnas_models::{Arch, Space};
 
 use super::{Context, ExitStatus};
 use crate::boards::config::{BoardKind, BoardsFile, LOCAL_BOARD};
 use crate::boards::{Job, Pool, PoolOptions, open_board};
-use crate::cli::board::{BoardArgs, BoardCommand, CheckArgs, MeasureArgs};
+use crate::cli::board::{BoardArgs, BoardCommand, CheckArgs, MeasureArgs, NoiseArgs};
+use crate::latency::Estimate;
+use crate::latency::board::{open_pool, random_exporter};
 use crate::latency::cache::{Cache, default_path};
 use crate::latency::cached::measure_cached;
+use crate::latency::retest::{FIT_KENDALL_TAU_B, FIT_WITHIN_2PCT, TestRetest, test_retest};
 
 /// Runs `shiftnas board`.
 pub fn run(args: BoardArgs, ctx: &Context) -> Result<ExitStatus> {
@@ -18,6 +25,7 @@ pub fn run(args: BoardArgs, ctx: &Context) -> Result<ExitStatus> {
     match args.command {
         BoardCommand::Check(a) => check(&file, args.agent.as_deref(), a, ctx),
         BoardCommand::Measure(a) => measure(&file, args.agent.as_deref(), a, ctx),
+        BoardCommand::Noise(a) => noise(&file, args.agent.as_deref(), a, ctx),
     }
 }
 
@@ -99,6 +107,12 @@ fn check(
             &["board", "via", "status", "arch", "fingerprint", "governors"],
             &table,
         )?;
+        if all_up {
+            ctx.printer.note(
+                "before trusting a board's numbers in a search, see whether they repeat: \
+                 `shiftnas board noise NAME --space SPACE` (docs/boards.md)",
+            );
+        }
     }
     Ok(if all_up {
         ExitStatus::Success
@@ -216,4 +230,226 @@ fn measure(
             .table(&["model", "board", "p50_ms", "p90_ms", "runs"], &table)?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// What `board noise` reports.
+#[derive(Debug, Serialize)]
+struct NoiseReport {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    board_fingerprint: String,
+    space: String,
+    /// How each pass measured: `single-model` (each model alone, no interval).
+    protocol: &'static str,
+    gap_s: f64,
+    archs: Vec<String>,
+    first: Vec<Estimate>,
+    second: Vec<Estimate>,
+    retest: TestRetest,
+    fit_for_search: bool,
+}
+
+/// How many models go to the pool at once: enough to keep a few boards busy, few enough for the
+/// progress bar to move.
+const NOISE_CHUNK: usize = 8;
+
+/// One measuring pass over `jobs`, in order. Today each model is measured alone through the pool
+/// (the single-model protocol, no interval); the interleaved set measurement replaces this call.
+fn measure_pass(
+    pool: &mut crate::boards::Pool,
+    jobs: &[Job],
+    bar: &ProgressBar,
+) -> Result<Vec<Estimate>> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for chunk in jobs.chunks(NOISE_CHUNK) {
+        for (job, r) in chunk.iter().zip(pool.measure(chunk)) {
+            let m = r.with_context(|| format!("measuring subnet {}", job.name))?;
+            out.push(Estimate::point(m.report.summary.p50_ms));
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    Ok(out)
+}
+
+/// `N` random subnets of `space` drawn with `seed`, exported as batch-1 jobs with random weights.
+fn noise_jobs(space: &Space, n: usize, seed: u64) -> Result<Vec<Job>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let export = random_exporter(seed);
+    let shape = format!("1x{}x{s}x{s}", space.input_channels, s = space.input_size);
+    (0..n)
+        .map(|_| {
+            let arch = Arch::random(space.num_blocks(), space.choices.len(), &mut rng);
+            let bytes = export(space, &arch).with_context(|| format!("exporting arch {arch}"))?;
+            let mut job = Job::new(arch.to_string(), bytes);
+            job.input_shape = Some(shape.clone());
+            Ok(job)
+        })
+        .collect()
+}
+
+fn noise(
+    file: &BoardsFile,
+    agent: Option<&std::path::Path>,
+    args: NoiseArgs,
+    ctx: &Context,
+) -> Result<ExitStatus> {
+    ensure!(
+        args.subnets >= 2,
+        "--subnets {} is too few: test–retest compares the order of at least 2 subnets",
+        args.subnets
+    );
+    let space = Space::by_name(&args.space)?;
+    let names: Vec<String> = args
+        .board
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let mut pool = open_pool(file, &names, agent, args.mix_boards)?;
+    let jobs = noise_jobs(&space, args.subnets, args.seed)?;
+    let p = &ctx.printer;
+    let n = jobs.len() as u64;
+    let bar = p.bar(n, "first pass  {bar:30} {pos}/{len} ETA {eta}");
+    let first = measure_pass(&mut pool, &jobs, &bar)?;
+    bar.finish_and_clear();
+    wait_between_passes(args.gap, p);
+    let bar = p.bar(n, "second pass {bar:30} {pos}/{len} ETA {eta}");
+    let second = measure_pass(&mut pool, &jobs, &bar)?;
+    bar.finish_and_clear();
+    for e in pool.events() {
+        p.warn(e.to_string());
+    }
+    let retest = test_retest(&first, &second)?;
+    let report = NoiseReport {
+        kind: "board_noise",
+        board_fingerprint: pool.fingerprint().to_string(),
+        space: space.name.clone(),
+        protocol: "single-model",
+        gap_s: args.gap.as_secs_f64(),
+        archs: jobs.iter().map(|j| j.name.clone()).collect(),
+        first,
+        second,
+        fit_for_search: retest.fit_for_search(),
+        retest,
+    };
+    if p.json {
+        p.json(&report)?;
+    } else {
+        p.note(format!(
+            "fingerprint: {}; {} subnets of {} measured twice, {} s apart",
+            report.board_fingerprint, report.retest.n, report.space, report.gap_s
+        ));
+        p.table(&["figure", "value"], &noise_table(&report.retest))?;
+        println!("{}", verdict(&report.retest));
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Waits `gap` between the passes under a countdown bar.
+fn wait_between_passes(gap: Duration, p: &crate::output::Printer) {
+    if gap.is_zero() {
+        return;
+    }
+    let secs = gap.as_secs().max(1);
+    let bar = p.bar(
+        secs,
+        "waiting before the second pass {bar:30} {pos}/{len} s",
+    );
+    let start = Instant::now();
+    while start.elapsed() < gap {
+        std::thread::sleep((gap - start.elapsed()).min(Duration::from_secs(1)));
+        bar.set_position(start.elapsed().as_secs().min(secs));
+    }
+    bar.finish_and_clear();
+}
+
+/// The figures of `board noise` as table rows.
+fn noise_table(r: &TestRetest) -> Vec<Vec<String>> {
+    let corr =
+        |v: Option<f64>| v.map_or("undefined (a constant pass)".into(), |v| format!("{v:.3}"));
+    let pct = |v: f64| format!("{:.1} %", v * 100.0);
+    vec![
+        vec!["Kendall τ-b".into(), corr(r.kendall_tau_b)],
+        vec!["Spearman ρ".into(), corr(r.spearman_rho)],
+        vec!["within ±1 %".into(), pct(r.within_1pct)],
+        vec!["within ±2 %".into(), pct(r.within_2pct)],
+        vec!["within ±5 %".into(), pct(r.within_5pct)],
+        vec![
+            "inside the other pass's interval".into(),
+            r.inside_other_interval
+                .map_or("no intervals (single-model protocol)".into(), pct),
+        ],
+    ]
+}
+
+/// Whether the board is fit for a search, and against which figures.
+fn verdict(r: &TestRetest) -> String {
+    let bar = format!(
+        "τ-b ≥ {FIT_KENDALL_TAU_B} and ≥ {:.0} % within ±2 %",
+        FIT_WITHIN_2PCT * 100.0
+    );
+    if r.fit_for_search() {
+        format!("fit for a search: yes ({bar})")
+    } else {
+        format!(
+            "fit for a search: NO (needs {bar}); its numbers would order a front partly by when \
+             each candidate was measured (see docs/boards.md)"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retest(tau: Option<f64>, within_2pct: f64) -> TestRetest {
+        TestRetest {
+            n: 10,
+            kendall_tau_b: tau,
+            spearman_rho: tau,
+            within_1pct: 0.5,
+            within_2pct,
+            within_5pct: 1.0,
+            inside_other_interval: None,
+        }
+    }
+
+    #[test]
+    fn the_table_and_verdict_say_what_was_measured() {
+        let r = retest(Some(0.85), 0.96);
+        let rows = noise_table(&r);
+        assert_eq!(rows[0], vec!["Kendall τ-b".to_string(), "0.850".into()]);
+        assert_eq!(rows[3], vec!["within ±2 %".to_string(), "96.0 %".into()]);
+        assert_eq!(rows[5][1], "no intervals (single-model protocol)");
+        assert!(
+            verdict(&r).starts_with("fit for a search: yes"),
+            "{}",
+            verdict(&r)
+        );
+        let v = verdict(&retest(Some(0.85), 0.9));
+        assert!(
+            v.starts_with("fit for a search: NO") && v.contains("95 %"),
+            "{v}"
+        );
+        assert!(verdict(&retest(None, 1.0)).contains("NO"));
+        assert_eq!(
+            noise_table(&retest(None, 1.0))[1][1],
+            "undefined (a constant pass)"
+        );
+    }
+
+    #[test]
+    fn noise_subnets_are_seeded_and_fit_the_space() {
+        let space = Space::by_name("tiny").unwrap();
+        let a = noise_jobs(&space, 3, 7).unwrap();
+        let b = noise_jobs(&space, 3, 7).unwrap();
+        let names = |j: &[Job]| j.iter().map(|j| j.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&a), names(&b));
+        assert_eq!(a[0].sha256, b[0].sha256, "same seed, same model");
+        for j in &a {
+            assert!(space.parse_arch(&j.name).is_ok(), "{}", j.name);
+            let (c, hw) = (space.input_channels, space.input_size);
+            assert_eq!(j.input_shape, Some(format!("1x{c}x{hw}x{hw}")));
+        }
+        assert_ne!(names(&a), names(&noise_jobs(&space, 3, 8).unwrap()));
+    }
 }

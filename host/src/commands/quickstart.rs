@@ -226,10 +226,15 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
         });
     }
     let secs = started.elapsed().as_secs_f64();
+    // Which front members latency tells apart beyond their intervals (a front within a few
+    // per cent of latency may be ordered by noise).
+    let told_apart = crate::report::pareto::latency_summary(&outcome.front);
     if p.json {
         p.json(&serde_json::json!({
             "type": "quickstart", "run_dir": args.out, "seconds": secs, "picks": picks,
-            "pareto_svg": search_dir.join("pareto.svg"), "front": outcome.front,
+            "pareto_svg": search_dir.join("pareto.svg"),
+            "front": crate::report::pareto::front_members(&outcome.front),
+            "latency_told_apart": told_apart,
         }))?;
     } else {
         let unit = if config.latency == crate::latency::LatencySpec::Flops {
@@ -259,6 +264,7 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
             secs,
             front.first().map_or("-", |r| r.latency_source.as_str())
         );
+        println!("latency  {told_apart}");
         println!("run dir  {}", args.out.display());
         println!("plot     {}", search_dir.join("pareto.svg").display());
         println!("models   {}", models_dir.display());

@@ -275,6 +275,7 @@ mod tests {
                 error,
                 latency: 1.0,
                 latency_source: "flops".into(),
+                latency_interval: None,
                 flops: 1,
                 params: 1,
                 supernet_step: 7,

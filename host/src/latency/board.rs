@@ -10,9 +10,9 @@ use anyhow::{Context as _, Result};
 use shiftnas_models::onnx::{ExportOptions, PartBank};
 use shiftnas_models::{Arch, Space};
 
-use super::LatencySource;
 use super::cache::Cache;
 use super::cached::measure_cached;
+use super::{Estimate, LatencySource};
 use crate::boards::config::BoardsFile;
 use crate::boards::{Job, Pool, PoolOptions, open_board};
 
@@ -49,7 +49,7 @@ impl LatencySource for BoardSource {
         format!("board:{}", self.pool.fingerprint())
     }
 
-    fn latencies(&mut self, space: &Space, archs: &[Arch]) -> Result<Vec<f64>> {
+    fn estimates(&mut self, space: &Space, archs: &[Arch]) -> Result<Vec<Estimate>> {
         let shape = format!("1x{}x{s}x{s}", space.input_channels, s = space.input_size);
         let mut jobs = Vec::with_capacity(archs.len());
         for a in archs {
@@ -59,7 +59,12 @@ impl LatencySource for BoardSource {
             jobs.push(j);
         }
         let l = measure_cached(&mut self.pool, &mut self.cache, &jobs, self.remeasure)?;
-        Ok(l.into_iter().map(|l| l.p50_ms).collect())
+        Ok(l.into_iter()
+            .map(|l| Estimate {
+                value: l.p50_ms,
+                interval: l.interval,
+            })
+            .collect())
     }
 }
 
@@ -191,5 +196,51 @@ mod tests {
             let sha = Job::new("x", a.to_string().into_bytes()).sha256;
             assert_eq!(log.iter().filter(|(_, s)| *s == sha).count(), 2, "{a}");
         }
+    }
+
+    /// Today's single-model protocol gives no interval; an interval stored in the cache (by an
+    /// interleaved measurement) comes back with its number.
+    #[test]
+    fn estimates_carry_the_cached_interval_and_none_when_measured_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("latency.sqlite");
+        let space = Space {
+            input_size: 8,
+            input_channels: 3,
+            ..Space::tiny()
+        };
+        let (stored, fresh) = (Arch::uniform(20, 1), Arch::uniform(20, 2));
+        let log = Log::default();
+        let mut src = source(&db, &log, false);
+        let job = Job::new("x", stored.to_string().into_bytes());
+        let key = super::super::cached::key_for(src.pool(), &job, "1x3x8x8");
+        let interval = crate::latency::Interval {
+            low: 1.9,
+            high: 2.1,
+        };
+        Cache::open(&db)
+            .unwrap()
+            .put_many(&[crate::latency::cache::NewEntry {
+                interval: Some(interval),
+                reference_sha256: Some("ref".into()),
+                ..crate::latency::cache::NewEntry::single(key, 2.0, "{}")
+            }])
+            .unwrap();
+        let got = src.estimates(&space, &[stored, fresh]).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Estimate {
+                    value: 2.0,
+                    interval: Some(interval)
+                },
+                Estimate::point(2.5)
+            ]
+        );
+        assert_eq!(
+            log.lock().unwrap().len(),
+            1,
+            "only the fresh arch was measured"
+        );
     }
 }

@@ -5,6 +5,11 @@
 //! never measures the same model on the same kind of board twice (unless `--remeasure`). The
 //! database is in WAL mode with a busy timeout, so several searches can share it, and every write
 //! is one transaction, so a writer killed with `kill -9` leaves the last committed rows intact.
+//!
+//! Schema version 1 added three optional columns: the estimate's confidence interval
+//! (`interval_low_ms`, `interval_high_ms`) and the SHA-256 of the reference model it was measured
+//! against (`reference_sha256`), all `NULL` for the single-model protocol. A cache file of the
+//! original schema gains them when opened (in one transaction; its rows are kept, with `NULL`s).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,6 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
+
+use super::Interval;
 
 /// What a cached latency depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -35,10 +42,44 @@ pub struct CacheEntry {
     pub key: CacheKey,
     /// Median latency (the objective), ms.
     pub p50_ms: f64,
+    /// The estimate's confidence interval, ms (`None` from the single-model protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Interval>,
+    /// SHA-256 of the reference model the estimate was measured against, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_sha256: Option<String>,
     /// The agent's whole report, as JSON text.
     pub report_json: String,
     /// When it was stored, seconds since the Unix epoch.
     pub measured_at: i64,
+}
+
+/// One measurement to store ([`Cache::put_many`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEntry {
+    /// What it was measured under.
+    pub key: CacheKey,
+    /// Median latency (or the interleaved estimate), ms.
+    pub p50_ms: f64,
+    /// The estimate's confidence interval, ms, if the protocol gives one.
+    pub interval: Option<Interval>,
+    /// SHA-256 of the reference model, for the interleaved protocol.
+    pub reference_sha256: Option<String>,
+    /// The agent's whole report, as JSON text.
+    pub report_json: String,
+}
+
+impl NewEntry {
+    /// A measurement without an interval or reference (the single-model protocol).
+    pub fn single(key: CacheKey, p50_ms: f64, report_json: impl Into<String>) -> NewEntry {
+        NewEntry {
+            key,
+            p50_ms,
+            interval: None,
+            reference_sha256: None,
+            report_json: report_json.into(),
+        }
+    }
 }
 
 /// Counts per board fingerprint, for `shiftnas cache stats`.
@@ -82,10 +123,61 @@ CREATE TABLE IF NOT EXISTS latency (
     p50_ms            REAL NOT NULL,
     report_json       TEXT NOT NULL,
     measured_at       INTEGER NOT NULL,
+    interval_low_ms   REAL,
+    interval_high_ms  REAL,
+    reference_sha256  TEXT,
     PRIMARY KEY (model_sha256, board_fingerprint, threads, cores, input_shape)
 );
 CREATE INDEX IF NOT EXISTS latency_board ON latency (board_fingerprint, measured_at);
 ";
+
+/// `PRAGMA user_version` of the current schema.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Columns added after the original schema, with their types: an older file gains them.
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("interval_low_ms", "REAL"),
+    ("interval_high_ms", "REAL"),
+    ("reference_sha256", "TEXT"),
+];
+
+/// The columns of the `latency` table (empty when there is none).
+fn columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut st = conn.prepare("SELECT name FROM pragma_table_info('latency')")?;
+    st.query_map([], |r| r.get(0))?.collect()
+}
+
+/// Creates the table in a new file, or adds the columns an older file lacks. Reads only when the
+/// schema is current, so a read-only cache of the current schema still opens.
+fn ensure_schema(conn: &mut Connection) -> rusqlite::Result<()> {
+    let have = columns(conn)?;
+    let current = !have.is_empty()
+        && ADDED_COLUMNS
+            .iter()
+            .all(|(c, _)| have.iter().any(|h| h == c));
+    if current {
+        return Ok(());
+    }
+    // IMMEDIATE: two processes opening an old file at once migrate it one after the other.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    let have = columns(&tx)?;
+    for (name, ty) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            tx.execute_batch(&format!("ALTER TABLE latency ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+/// The interval stored in two nullable columns.
+fn interval_of(low: Option<f64>, high: Option<f64>) -> Option<Interval> {
+    Some(Interval {
+        low: low?,
+        high: high?,
+    })
+}
 
 /// The default cache file: `$XDG_CACHE_HOME/shiftnas/latency.sqlite` or
 /// `~/.cache/shiftnas/latency.sqlite`.
@@ -120,7 +212,7 @@ impl Cache {
                 path.display()
             )
         };
-        let conn = Connection::open(path).with_context(ctx)?;
+        let mut conn = Connection::open(path).with_context(ctx)?;
         conn.busy_timeout(Duration::from_secs(10))
             .with_context(ctx)?;
         // WAL lets readers go on while one search writes; NORMAL sync is still crash-safe in WAL
@@ -129,7 +221,13 @@ impl Cache {
             .with_context(ctx)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .with_context(ctx)?;
-        conn.execute_batch(SCHEMA).with_context(ctx)?;
+        ensure_schema(&mut conn).with_context(|| {
+            format!(
+                "creating or updating the tables of the latency cache {} (it must be writable \
+                 once after an upgrade of shiftnas; or pass --cache PATH to use another)",
+                path.display()
+            )
+        })?;
         Ok(Cache {
             conn,
             path: path.to_path_buf(),
@@ -183,8 +281,9 @@ impl Cache {
     pub fn get(&self, key: &CacheKey) -> Result<Option<CacheEntry>> {
         self.conn
             .query_row(
-                "SELECT p50_ms, report_json, measured_at FROM latency WHERE model_sha256 = ?1 \
-                 AND board_fingerprint = ?2 AND threads = ?3 AND cores = ?4 AND input_shape = ?5",
+                "SELECT p50_ms, report_json, measured_at, interval_low_ms, interval_high_ms, \
+                 reference_sha256 FROM latency WHERE model_sha256 = ?1 AND board_fingerprint = ?2 \
+                 AND threads = ?3 AND cores = ?4 AND input_shape = ?5",
                 params![
                     key.model_sha256,
                     key.board_fingerprint,
@@ -196,6 +295,8 @@ impl Cache {
                     Ok(CacheEntry {
                         key: key.clone(),
                         p50_ms: r.get(0)?,
+                        interval: interval_of(r.get(3)?, r.get(4)?),
+                        reference_sha256: r.get(5)?,
                         report_json: r.get(1)?,
                         measured_at: r.get(2)?,
                     })
@@ -205,19 +306,19 @@ impl Cache {
             .with_context(|| format!("reading the latency cache {}", self.path.display()))
     }
 
-    /// Stores (or replaces) one measurement in its own transaction.
+    /// Stores (or replaces) one measurement without an interval in its own transaction.
     ///
     /// # Errors
     /// SQLite errors.
     pub fn put(&mut self, key: &CacheKey, p50_ms: f64, report_json: &str) -> Result<()> {
-        self.put_many(&[(key.clone(), p50_ms, report_json.to_string())])
+        self.put_many(&[NewEntry::single(key.clone(), p50_ms, report_json)])
     }
 
-    /// Stores several measurements in one transaction.
+    /// Stores (or replaces) several measurements in one transaction.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn put_many(&mut self, rows: &[(CacheKey, f64, String)]) -> Result<()> {
+    pub fn put_many(&mut self, rows: &[NewEntry]) -> Result<()> {
         let at = now_s();
         let ctx = || format!("writing the latency cache {}", self.path.display());
         let tx = self.conn.transaction().with_context(ctx)?;
@@ -225,20 +326,25 @@ impl Cache {
             let mut st = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO latency (model_sha256, board_fingerprint, threads, \
-                     cores, input_shape, p50_ms, report_json, measured_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     cores, input_shape, p50_ms, report_json, measured_at, interval_low_ms, \
+                     interval_high_ms, reference_sha256) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .with_context(ctx)?;
-            for (k, p50, json) in rows {
+            for row in rows {
+                let k = &row.key;
                 st.execute(params![
                     k.model_sha256,
                     k.board_fingerprint,
                     k.threads,
                     k.cores,
                     k.input_shape,
-                    p50,
-                    json,
-                    at
+                    row.p50_ms,
+                    row.report_json,
+                    at,
+                    row.interval.map(|i| i.low),
+                    row.interval.map(|i| i.high),
+                    row.reference_sha256,
                 ])
                 .with_context(ctx)?;
             }
@@ -283,7 +389,8 @@ impl Cache {
     pub fn entries(&self) -> Result<Vec<CacheEntry>> {
         let mut st = self.conn.prepare(
             "SELECT model_sha256, board_fingerprint, threads, cores, input_shape, p50_ms, \
-             report_json, measured_at FROM latency ORDER BY board_fingerprint, model_sha256",
+             report_json, measured_at, interval_low_ms, interval_high_ms, reference_sha256 \
+             FROM latency ORDER BY board_fingerprint, model_sha256",
         )?;
         let rows = st
             .query_map([], |r| {
@@ -296,6 +403,8 @@ impl Cache {
                         input_shape: r.get(4)?,
                     },
                     p50_ms: r.get(5)?,
+                    interval: interval_of(r.get(8)?, r.get(9)?),
+                    reference_sha256: r.get(10)?,
                     report_json: r.get(6)?,
                     measured_at: r.get(7)?,
                 })
@@ -321,10 +430,12 @@ impl Cache {
     }
 }
 
-/// Renders entries as CSV (without the report JSON): a pure function, tested without files.
+/// Renders entries as CSV (without the report JSON; the interval and reference columns empty
+/// where there are none): a pure function, tested without files.
 pub fn to_csv(entries: &[CacheEntry]) -> String {
     let mut s = String::from(
-        "model_sha256,board_fingerprint,threads,cores,input_shape,p50_ms,measured_at\n",
+        "model_sha256,board_fingerprint,threads,cores,input_shape,p50_ms,measured_at,\
+         interval_low_ms,interval_high_ms,reference_sha256\n",
     );
     let q = |v: &str| {
         if v.contains([',', '"', '\n']) {
@@ -334,15 +445,19 @@ pub fn to_csv(entries: &[CacheEntry]) -> String {
         }
     };
     for e in entries {
+        let (low, high) = e.interval.map_or((String::new(), String::new()), |i| {
+            (i.low.to_string(), i.high.to_string())
+        });
         s += &format!(
-            "{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{low},{high},{}\n",
             q(&e.key.model_sha256),
             q(&e.key.board_fingerprint),
             e.key.threads,
             q(&e.key.cores),
             q(&e.key.input_shape),
             e.p50_ms,
-            e.measured_at
+            e.measured_at,
+            q(e.reference_sha256.as_deref().unwrap_or_default()),
         );
     }
     s
@@ -480,14 +595,128 @@ mod tests {
                 ..key("a", "fp")
             },
             p50_ms: 1.25,
+            interval: None,
+            reference_sha256: None,
             report_json: "{}".into(),
             measured_at: 7,
         };
+        let with_interval = CacheEntry {
+            interval: Some(Interval {
+                low: 1.5,
+                high: 1.75,
+            }),
+            reference_sha256: Some("ref".into()),
+            ..e.clone()
+        };
         assert_eq!(
-            to_csv(&[e]),
-            "model_sha256,board_fingerprint,threads,cores,input_shape,p50_ms,measured_at\n\
-             a,fp,4,\"0,2\",1x3x32x32,1.25,7\n"
+            to_csv(&[e, with_interval]),
+            "model_sha256,board_fingerprint,threads,cores,input_shape,p50_ms,measured_at,\
+             interval_low_ms,interval_high_ms,reference_sha256\n\
+             a,fp,4,\"0,2\",1x3x32x32,1.25,7,,,\n\
+             a,fp,4,\"0,2\",1x3x32x32,1.25,7,1.5,1.75,ref\n"
         );
+    }
+
+    /// An interval and a reference go in and come back out; a row without them reads `None`,
+    /// and the JSON export leaves them out.
+    #[test]
+    fn intervals_and_references_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cache::open(&dir.path().join("l.sqlite")).unwrap();
+        let interval = Interval {
+            low: 1.4,
+            high: 1.6,
+        };
+        c.put_many(&[
+            NewEntry {
+                interval: Some(interval),
+                reference_sha256: Some("r".repeat(64)),
+                ..NewEntry::single(key("a", "fp"), 1.5, "{}")
+            },
+            NewEntry::single(key("b", "fp"), 2.5, "{}"),
+        ])
+        .unwrap();
+        let a = c.get(&key("a", "fp")).unwrap().unwrap();
+        assert_eq!(
+            (a.p50_ms, a.interval, a.reference_sha256.as_deref()),
+            (1.5, Some(interval), Some("r".repeat(64).as_str()))
+        );
+        let b = c.get(&key("b", "fp")).unwrap().unwrap();
+        assert_eq!((b.interval, b.reference_sha256.as_deref()), (None, None));
+        assert_eq!(c.entries().unwrap()[0], a);
+        let json = serde_json::to_value(&b).unwrap();
+        assert!(json.get("interval").is_none(), "{json}");
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["interval"]["low"], 1.4, "{json}");
+    }
+
+    /// A cache file of the original schema (no interval columns, `user_version` 0) opens, keeps
+    /// its rows, gains the columns and takes rows with intervals.
+    #[test]
+    fn an_old_schema_file_is_migrated_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("old.sqlite");
+        {
+            let conn = Connection::open(&p).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE latency (
+                    model_sha256 TEXT NOT NULL, board_fingerprint TEXT NOT NULL,
+                    threads INTEGER NOT NULL, cores TEXT NOT NULL, input_shape TEXT NOT NULL,
+                    p50_ms REAL NOT NULL, report_json TEXT NOT NULL, measured_at INTEGER NOT NULL,
+                    PRIMARY KEY (model_sha256, board_fingerprint, threads, cores, input_shape));
+                 CREATE INDEX latency_board ON latency (board_fingerprint, measured_at);
+                 INSERT INTO latency VALUES ('a', 'fp', 4, '4-7', '1x3x32x32', 1.5, '{}', 100);
+                 INSERT INTO latency VALUES ('b', 'fp', 4, '4-7', '1x3x32x32', 2.5, '{}', 200);",
+            )
+            .unwrap();
+        }
+        let mut c = Cache::open(&p).unwrap();
+        let a = c.get(&key("a", "fp")).unwrap().unwrap();
+        assert_eq!((a.p50_ms, a.measured_at, a.interval), (1.5, 100, None));
+        assert_eq!(c.stats().unwrap().entries, 2);
+        let version: i64 = c
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let interval = Interval {
+            low: 2.0,
+            high: 2.2,
+        };
+        c.put_many(&[NewEntry {
+            interval: Some(interval),
+            ..NewEntry::single(key("b", "fp"), 2.1, "{}")
+        }])
+        .unwrap();
+        drop(c);
+        // Opening again migrates nothing and sees both rows.
+        let c = Cache::open(&p).unwrap();
+        let names = columns(&c.conn).unwrap();
+        assert_eq!(names.len(), 11, "{names:?}");
+        assert_eq!(
+            c.get(&key("b", "fp")).unwrap().unwrap().interval,
+            Some(interval)
+        );
+        assert_eq!(c.stats().unwrap().entries, 2);
+    }
+
+    /// A read-only file of the original schema cannot be migrated (and is not half-migrated).
+    #[test]
+    fn a_read_only_old_schema_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("old.sqlite");
+        Connection::open(&p)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE latency (model_sha256 TEXT, board_fingerprint TEXT, threads \
+                 INTEGER, cores TEXT, input_shape TEXT, p50_ms REAL, report_json TEXT, \
+                 measured_at INTEGER)",
+            )
+            .unwrap();
+        let mut conn =
+            Connection::open_with_flags(&p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        assert!(ensure_schema(&mut conn).is_err());
+        assert_eq!(columns(&conn).unwrap().len(), 8);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use anyhow::{Result, anyhow};
 use serde::Serialize;
 
-use super::cache::{Cache, CacheKey};
+use super::Interval;
+use super::cache::{Cache, CacheKey, NewEntry};
 use crate::boards::board::spec_for;
 use crate::boards::{Job, Pool};
 
@@ -17,6 +18,9 @@ pub struct Latency {
     pub model_sha256: String,
     /// Median latency, ms.
     pub p50_ms: f64,
+    /// Its confidence interval, ms: from the cache when stored with one; `None` from the
+    /// single-model protocol.
+    pub interval: Option<Interval>,
     /// The board that measured it now, or `None` when it came from the cache.
     pub board: Option<String>,
     /// The fingerprint the number belongs to.
@@ -67,6 +71,7 @@ pub fn measure_cached(
                 name: job.name.clone(),
                 model_sha256: job.sha256.clone(),
                 p50_ms: hit.p50_ms,
+                interval: hit.interval,
                 board: None,
                 board_fingerprint: hit.key.board_fingerprint,
                 report_json: hit.report_json,
@@ -87,7 +92,7 @@ pub fn measure_cached(
             Ok(m) => {
                 let json = serde_json::to_string(&m.report)?;
                 let shape = shape_string(&m.report.input_shape);
-                rows.push((
+                rows.push(NewEntry::single(
                     key_for(pool, &jobs[i], &shape),
                     m.report.summary.p50_ms,
                     json.clone(),
@@ -96,6 +101,7 @@ pub fn measure_cached(
                     name: jobs[i].name.clone(),
                     model_sha256: jobs[i].sha256.clone(),
                     p50_ms: m.report.summary.p50_ms,
+                    interval: None,
                     board: Some(m.board),
                     board_fingerprint: pool.fingerprint().to_string(),
                     report_json: json,

@@ -385,11 +385,7 @@ fn write_plot_and_csv(
         let (f, m) = &samples[i];
         for kind in [Kind::Lut, Kind::Linear] {
             if let Some(p) = predict(kind, f) {
-                points.push(Point {
-                    x: *m,
-                    y: p,
-                    highlight: kind == chosen,
-                });
+                points.push(Point::new(*m, p, kind == chosen));
             }
         }
     }

@@ -4,7 +4,7 @@ use anyhow::Result;
 use shiftnas_models::cost::arch_flops;
 use shiftnas_models::{Arch, Space};
 
-use super::LatencySource;
+use super::{Estimate, LatencySource};
 
 /// Latency proxy: MFLOPs (multiply-adds / 10⁶) of each arch's subnet.
 #[derive(Debug, Clone, Copy, Default)]
@@ -19,10 +19,10 @@ impl LatencySource for FlopsSource {
         "MFLOPs"
     }
 
-    fn latencies(&mut self, space: &Space, archs: &[Arch]) -> Result<Vec<f64>> {
+    fn estimates(&mut self, space: &Space, archs: &[Arch]) -> Result<Vec<Estimate>> {
         Ok(archs
             .iter()
-            .map(|a| arch_flops(space, a) as f64 / 1e6)
+            .map(|a| Estimate::point(arch_flops(space, a) as f64 / 1e6))
             .collect())
     }
 }
@@ -39,6 +39,8 @@ mod tests {
             .latencies(&space, std::slice::from_ref(&arch))
             .unwrap();
         assert_eq!(v[0], arch_flops(&space, &arch) as f64 / 1e6);
+        let e = FlopsSource.estimates(&space, &[arch]).unwrap();
+        assert_eq!(e, vec![Estimate::point(v[0])], "a proxy has no interval");
         assert_eq!(FlopsSource.describe(), "flops");
         assert_eq!(FlopsSource.unit(), "MFLOPs");
     }

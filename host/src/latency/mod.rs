@@ -8,6 +8,10 @@
 //! Measured numbers live in the SQLite latency [`cache`]; [`cached`] measures through it,
 //! [`board`] is the board-backed source and [`calibrate`] measures a board to fit a predictor.
 //! This module builds on [`crate::boards`]; `boards` knows nothing of latency.
+//!
+//! A number may come with a confidence [`Interval`] ([`Estimate`]): measuring protocols that
+//! give one (interleaved rounds against a reference model) fill it; the proxies and today's
+//! single-model board protocol leave it `None`.
 
 pub mod board;
 pub mod cache;
@@ -16,6 +20,7 @@ pub mod calibrate;
 pub mod flops;
 pub mod open;
 pub mod predictor;
+pub mod retest;
 
 pub use self::board::BoardSource;
 pub use self::open::{LatencyOptions, open};
@@ -28,6 +33,49 @@ use anyhow::Result;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use shiftnas_models::{Arch, Space};
 
+/// A confidence interval of a latency, ms: the range the measuring protocol puts the true value
+/// in (95 % for the interleaved protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interval {
+    /// Lower end.
+    pub low: f64,
+    /// Upper end.
+    pub high: f64,
+}
+
+impl Interval {
+    /// Whether `value` lies within the interval (ends included).
+    pub fn contains(&self, value: f64) -> bool {
+        self.low <= value && value <= self.high
+    }
+
+    /// Whether the two intervals share a point (ends included): then the latencies they belong
+    /// to are not told apart.
+    pub fn overlaps(&self, other: &Interval) -> bool {
+        self.low <= other.high && other.low <= self.high
+    }
+}
+
+/// One latency and, where the source measured it with one, its confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// The latency (or the proxy's number), in the source's unit.
+    pub value: f64,
+    /// Its confidence interval; `None` from sources that give none.
+    pub interval: Option<Interval>,
+}
+
+impl Estimate {
+    /// A number without an interval.
+    pub fn point(value: f64) -> Estimate {
+        Estimate {
+            value,
+            interval: None,
+        }
+    }
+}
+
 /// Gives the latency objective of archs.
 pub trait LatencySource: Send {
     /// What the numbers are and where they come from, recorded with every archive entry:
@@ -39,12 +87,24 @@ pub trait LatencySource: Send {
         "ms"
     }
 
-    /// The latency of each arch, in order. Sources that can work in parallel (boards) get the
-    /// whole batch at once.
+    /// The latency of each arch, in order, with its interval where the source has one. Sources
+    /// that can work in parallel (boards) get the whole batch at once.
     ///
     /// # Errors
     /// When no value can be had for some arch (every board down, predictor for another space…).
-    fn latencies(&mut self, space: &Space, archs: &[Arch]) -> Result<Vec<f64>>;
+    fn estimates(&mut self, space: &Space, archs: &[Arch]) -> Result<Vec<Estimate>>;
+
+    /// The numbers of [`LatencySource::estimates`] without their intervals.
+    ///
+    /// # Errors
+    /// As [`LatencySource::estimates`].
+    fn latencies(&mut self, space: &Space, archs: &[Arch]) -> Result<Vec<f64>> {
+        Ok(self
+            .estimates(space, archs)?
+            .into_iter()
+            .map(|e| e.value)
+            .collect())
+    }
 }
 
 /// `--latency` as typed: which source to build.
@@ -138,5 +198,30 @@ mod tests {
             "board:a,b".parse::<LatencySpec>().unwrap().to_string(),
             "board:a,b"
         );
+    }
+
+    #[test]
+    fn intervals_contain_and_overlap_with_their_ends() {
+        let a = Interval {
+            low: 1.0,
+            high: 2.0,
+        };
+        assert!(a.contains(1.0) && a.contains(2.0) && a.contains(1.5));
+        assert!(!a.contains(0.999) && !a.contains(2.001));
+        let touching = Interval {
+            low: 2.0,
+            high: 3.0,
+        };
+        let apart = Interval {
+            low: 2.01,
+            high: 3.0,
+        };
+        assert!(a.overlaps(&touching) && touching.overlaps(&a));
+        assert!(!a.overlaps(&apart) && !apart.overlaps(&a));
+        let inside = Interval {
+            low: 1.2,
+            high: 1.3,
+        };
+        assert!(a.overlaps(&inside) && inside.overlaps(&a));
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use shiftnas_calibration::{ArchFeatures, PredictorFile};
 use shiftnas_models::{Arch, Space, cost};
 
-use super::LatencySource;
+use super::{Estimate, LatencySource};
 
 /// What the predictor sees of `arch`: choices, per-block FLOPs, stage of each block, total FLOPs
 /// and parameters (as a standalone subnet).
@@ -99,7 +99,10 @@ impl LatencySource for PredictorSource {
         format!("predictor:{}", self.file.board_fingerprint)
     }
 
-    fn latencies(&mut self, space: &Space, archs: &[Arch]) -> Result<Vec<f64>> {
-        archs.iter().map(|a| self.predict(space, a)).collect()
+    fn estimates(&mut self, space: &Space, archs: &[Arch]) -> Result<Vec<Estimate>> {
+        archs
+            .iter()
+            .map(|a| self.predict(space, a).map(Estimate::point))
+            .collect()
     }
 }

@@ -278,6 +278,7 @@ impl Problem for ArchProblem<'_> {
                 error: error / 100.0,
                 latency: lat,
                 latency_source: source,
+                latency_interval: None,
                 flops: cost.flops,
                 params: cost.params,
                 supernet_step: step,

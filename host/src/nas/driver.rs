@@ -561,6 +561,7 @@ impl SearchLoop<'_> {
                 error: error / 100.0,
                 latency: lat,
                 latency_source: source.clone(),
+                latency_interval: None,
                 flops: c.flops,
                 params: c.params,
                 supernet_step: step,

@@ -1,6 +1,9 @@
 //! SVG plots (plotters): the Pareto front of a search and predicted-vs-measured latency.
 //!
 //! Renderers are pure: they take data and return the SVG text, so tests check them without files.
+//! A front is drawn as the staircase it is (both objectives minimised): the boundary of the
+//! region its points dominate, that region lightly shaded, and each member's latency interval,
+//! where it has one, as a horizontal error bar.
 
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
@@ -14,6 +17,46 @@ pub struct Point {
     pub y: f64,
     /// Drawn highlighted (the Pareto front, say).
     pub highlight: bool,
+    /// The horizontal value's interval (low, high), drawn as an error bar.
+    pub x_interval: Option<(f64, f64)>,
+}
+
+impl Point {
+    /// A point without an interval.
+    pub fn new(x: f64, y: f64, highlight: bool) -> Point {
+        Point {
+            x,
+            y,
+            highlight,
+            x_interval: None,
+        }
+    }
+}
+
+/// The staircase of the region `front` dominates when both coordinates are minimised: for the
+/// points sorted by x, the running minimum of y steps down at each point that improves on it
+/// (points it leaves out are dominated). Starts at the first point's x on `top` and ends on
+/// `right`: `(x₀, top), (x₀, y₀), (x₁, y₀), (x₁, y₁), …, (right, y_last)`. Empty for no points.
+pub fn dominated_staircase(front: &[(f64, f64)], top: f64, right: f64) -> Vec<(f64, f64)> {
+    let mut pts: Vec<(f64, f64)> = front.to_vec();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut steps: Vec<(f64, f64)> = Vec::new();
+    let mut best = f64::INFINITY;
+    for (x, y) in pts {
+        if y >= best {
+            continue;
+        }
+        match steps.last() {
+            None => steps.push((x, top)),
+            Some(_) => steps.push((x, best)),
+        }
+        steps.push((x, y));
+        best = y;
+    }
+    if best.is_finite() {
+        steps.push((right, best));
+    }
+    steps
 }
 
 /// Axis titles and the plot title.
@@ -58,7 +101,11 @@ pub fn scatter_svg(points: &[Point], labels: &Labels, identity_line: bool) -> Re
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
-        let (mut x0, mut x1) = padded_range(points.iter().map(|p| p.x));
+        let xs = points.iter().flat_map(|p| {
+            let (lo, hi) = p.x_interval.unwrap_or((p.x, p.x));
+            [p.x, lo, hi]
+        });
+        let (mut x0, mut x1) = padded_range(xs);
         let (mut y0, mut y1) = padded_range(points.iter().map(|p| p.y));
         if identity_line {
             (x0, x1) = (x0.min(y0), x1.max(y1));
@@ -85,6 +132,20 @@ pub fn scatter_svg(points: &[Point], labels: &Labels, identity_line: bool) -> Re
                 .label("y = x")
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLACK.mix(0.5)));
         }
+        let red = RGBColor(200, 30, 30);
+        let front: Vec<&Point> = points.iter().filter(|p| p.highlight).collect();
+        if !identity_line && !front.is_empty() {
+            let xy: Vec<(f64, f64)> = front.iter().map(|p| (p.x, p.y)).collect();
+            let steps = dominated_staircase(&xy, y1, x1);
+            let mut region = steps.clone();
+            region.push((x1, y1));
+            chart
+                .draw_series(std::iter::once(Polygon::new(region, red.mix(0.08))))
+                .map_err(|e| anyhow!("plot: {e}"))?;
+            chart
+                .draw_series(LineSeries::new(steps, red.mix(0.6)))
+                .map_err(|e| anyhow!("plot: {e}"))?;
+        }
         let grey = RGBColor(150, 150, 150);
         chart
             .draw_series(
@@ -96,28 +157,33 @@ pub fn scatter_svg(points: &[Point], labels: &Labels, identity_line: bool) -> Re
             .map_err(|e| anyhow!("plot: {e}"))?
             .label(labels.rest)
             .legend(move |(x, y)| Circle::new((x + 8, y), 3, grey.filled()));
-        let mut front: Vec<(f64, f64)> = points
+        let bars: Vec<(f64, f64, f64)> = points
             .iter()
-            .filter(|p| p.highlight)
-            .map(|p| (p.x, p.y))
+            .filter_map(|p| p.x_interval.map(|(lo, hi)| (p.y, lo, hi)))
             .collect();
-        front.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let red = RGBColor(200, 30, 30);
-        if !identity_line && front.len() > 1 {
-            let steps: Vec<(f64, f64)> = front
-                .windows(2)
-                .flat_map(|w| [w[0], (w[1].0, w[0].1)])
-                .chain(front.last().copied())
-                .collect();
+        if !bars.is_empty() {
+            // A line from the interval's low end to its high end, with a short tick at each end.
+            let bar_style = BLACK.mix(0.7).stroke_width(1);
+            let ends = bars.iter().flat_map(|&(y, lo, hi)| {
+                [lo, hi].map(|x| {
+                    EmptyElement::at((x, y)) + PathElement::new([(0, -4), (0, 4)], bar_style)
+                })
+            });
+            chart.draw_series(ends).map_err(|e| anyhow!("plot: {e}"))?;
             chart
-                .draw_series(LineSeries::new(steps, red.mix(0.6)))
-                .map_err(|e| anyhow!("plot: {e}"))?;
+                .draw_series(
+                    bars.iter()
+                        .map(|&(y, lo, hi)| PathElement::new([(lo, y), (hi, y)], bar_style)),
+                )
+                .map_err(|e| anyhow!("plot: {e}"))?
+                .label("latency interval")
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], bar_style));
         }
         chart
             .draw_series(
                 front
                     .iter()
-                    .map(|&(x, y)| Circle::new((x, y), 5, red.filled())),
+                    .map(|p| Circle::new((p.x, p.y), 5, red.filled())),
             )
             .map_err(|e| anyhow!("plot: {e}"))?
             .label(labels.highlight)
@@ -151,21 +217,9 @@ mod tests {
     #[test]
     fn draws_every_point_and_the_labels() {
         let pts = [
-            Point {
-                x: 1.0,
-                y: 30.0,
-                highlight: true,
-            },
-            Point {
-                x: 2.0,
-                y: 20.0,
-                highlight: true,
-            },
-            Point {
-                x: 2.5,
-                y: 25.0,
-                highlight: false,
-            },
+            Point::new(1.0, 30.0, true),
+            Point::new(2.0, 20.0, true),
+            Point::new(2.5, 25.0, false),
         ];
         let svg = scatter_svg(&pts, &labels(), false).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..60]);
@@ -176,24 +230,78 @@ mod tests {
 
     #[test]
     fn identity_plot_and_empty_input_work() {
-        let pts = [
-            Point {
-                x: 1.0,
-                y: 1.1,
-                highlight: false,
-            },
-            Point {
-                x: 2.0,
-                y: 1.9,
-                highlight: false,
-            },
-        ];
+        let pts = [Point::new(1.0, 1.1, false), Point::new(2.0, 1.9, false)];
         let svg = scatter_svg(&pts, &labels(), true).unwrap();
         assert!(svg.contains("y = x"));
         assert!(
             scatter_svg(&[], &labels(), false)
                 .unwrap()
                 .starts_with("<svg")
+        );
+    }
+
+    /// Hand-drawn: sorted by x, the staircase steps down at each point that improves on the best
+    /// error so far and passes over the dominated (2.5, 25) and the tie (3, 13).
+    #[test]
+    fn the_staircase_is_the_dominated_region_boundary() {
+        let front = [
+            (3.0, 12.0),
+            (1.0, 30.0),
+            (2.5, 25.0),
+            (2.0, 20.0),
+            (3.0, 13.0),
+        ];
+        assert_eq!(
+            dominated_staircase(&front, 40.0, 4.0),
+            vec![
+                (1.0, 40.0),
+                (1.0, 30.0),
+                (2.0, 30.0),
+                (2.0, 20.0),
+                (3.0, 20.0),
+                (3.0, 12.0),
+                (4.0, 12.0)
+            ]
+        );
+        assert_eq!(
+            dominated_staircase(&[(1.0, 5.0)], 9.0, 2.0),
+            vec![(1.0, 9.0), (1.0, 5.0), (2.0, 5.0)]
+        );
+        assert!(dominated_staircase(&[], 1.0, 1.0).is_empty());
+        // Every segment is horizontal or vertical: no diagonal wedges.
+        let s = dominated_staircase(&front, 40.0, 4.0);
+        assert!(s.windows(2).all(|w| w[0].0 == w[1].0 || w[0].1 == w[1].1));
+    }
+
+    /// Points with an interval get a horizontal error bar (a line with two end ticks each, and a
+    /// legend entry), and the axis reaches the intervals' ends.
+    #[test]
+    fn intervals_are_drawn_as_horizontal_error_bars() {
+        let mut pts = vec![
+            Point::new(1.0, 30.0, true),
+            Point::new(2.0, 20.0, true),
+            Point::new(2.5, 25.0, false),
+        ];
+        let plain = scatter_svg(&pts, &labels(), false).unwrap();
+        pts[0].x_interval = Some((0.9, 1.1));
+        pts[1].x_interval = Some((1.7, 3.5));
+        let svg = scatter_svg(&pts, &labels(), false).unwrap();
+        assert!(svg.contains("latency interval"), "legend entry");
+        assert!(!plain.contains("latency interval"));
+        // Each error bar is three strokes (the line and its end ticks), and one in the legend.
+        let bar = "opacity=\"0.7\" stroke=\"#000000\"";
+        assert_eq!(svg.matches(bar).count(), 2 * 3 + 1);
+        assert_eq!(plain.matches(bar).count(), 0);
+        // Tick labels are text lines of their own; the y axis's are 20 and up.
+        let labels_in = |s: &str, lo: f64, hi: f64| {
+            s.lines()
+                .filter_map(|l| l.trim().parse::<f64>().ok())
+                .any(|v| (lo..hi).contains(&v))
+        };
+        assert!(labels_in(&svg, 3.3, 4.0), "x axis reaches 3.5");
+        assert!(
+            !labels_in(&plain, 3.3, 4.0),
+            "x axis of the plain plot ends near 2.5"
         );
     }
 }

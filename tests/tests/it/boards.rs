@@ -546,3 +546,59 @@ fn board_measure_refuses_a_read_only_cache_before_measuring() {
         "the agent was started before the cache was checked"
     );
 }
+
+/// `board noise` on the built-in `local` board with a few `tiny` subnets and no gap: both passes
+/// measure every subnet, the figures are shares and correlations, and without intervals the
+/// interval figure is null.
+#[test]
+fn board_noise_on_the_local_board_reports_test_retest_figures() {
+    let t = TestDir::new();
+    let boards = t.write(
+        "boards.toml",
+        "[[board]]\nname = \"local\"\nkind = \"local\"\nthreads = 1\nwarmup = 1\nruns = 3\nmin_seconds = 0.0\n",
+    );
+    let run = |extra: &[&str]| {
+        Command::new(bin("shiftnas"))
+            .args(["--json", "--no-progress", "board", "--boards"])
+            .arg(&boards)
+            .arg("--agent")
+            .arg(bin("shiftnas-agent"))
+            .args([
+                "noise", "local", "--space", "tiny", "--gap", "0s", "--seed", "3",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["-n", "4"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["type"], "board_noise", "{r}");
+    assert_eq!(r["protocol"], "single-model");
+    assert_eq!(r["archs"].as_array().unwrap().len(), 4, "{r}");
+    for pass in ["first", "second"] {
+        let e = r[pass].as_array().unwrap();
+        assert_eq!(e.len(), 4, "{r}");
+        for e in e {
+            assert!(e["value"].as_f64().unwrap() > 0.0, "{r}");
+            assert!(e["interval"].is_null(), "{r}");
+        }
+    }
+    let rt = &r["retest"];
+    assert_eq!(rt["n"], 4);
+    for k in ["within_1pct", "within_2pct", "within_5pct"] {
+        let v = rt[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k}: {r}");
+    }
+    assert!(rt["within_1pct"].as_f64() <= rt["within_2pct"].as_f64());
+    assert!(rt["inside_other_interval"].is_null(), "{r}");
+    assert!(r["fit_for_search"].is_boolean());
+    // Too few subnets for a ranking: refused, naming the flag.
+    let out = run(&["-n", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--subnets 1"),
+        "{err}"
+    );
+}
