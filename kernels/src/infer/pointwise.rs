@@ -1,0 +1,84 @@
+//! 1×1 conv on channels-last rows: one gemm `[rows, cin] · [cin, cout]`, then bias and ReLU.
+
+use gemm::{Parallelism, gemm};
+
+use super::bias_act;
+
+/// Rows of an input matrix: element (r, c) at `data[r * rs + c * cs]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    /// The values, starting at element (0, 0).
+    pub data: &'a [f32],
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride (2 reads every other channel: the SPOS odd channels without a copy).
+    pub cs: usize,
+}
+
+/// `out[r * out_rs + o] = relu?(bias[o] + Σ_c x(r, c) · weight[o * cin + c])` for `rows` rows.
+///
+/// `weight` is the conv's OIHW weight `[cout, cin, 1, 1]` as it is (read transposed by the gemm);
+/// `out_rs ≥ cout` lets the output land in a wider buffer (a concat without a copy).
+///
+/// # Panics
+/// When a buffer is too small for the shapes given.
+pub fn pointwise_nhwc(
+    x: Rows<'_>,
+    rows: usize,
+    cin: usize,
+    weight: &[f32],
+    bias: &[f32],
+    relu: bool,
+    out: &mut [f32],
+    out_rs: usize,
+) {
+    let cout = bias.len();
+    assert!(
+        rows > 0 && cin > 0 && cout > 0,
+        "pointwise_nhwc: empty shape"
+    );
+    assert_eq!(
+        weight.len(),
+        cout * cin,
+        "pointwise_nhwc: weight must be [cout, cin]"
+    );
+    assert!(
+        (rows - 1) * x.rs + (cin - 1) * x.cs < x.data.len(),
+        "pointwise_nhwc: input of {} values is too small for {rows}×{cin} (rs {}, cs {})",
+        x.data.len(),
+        x.rs,
+        x.cs
+    );
+    assert!(
+        out_rs >= cout && (rows - 1) * out_rs + cout <= out.len(),
+        "pointwise_nhwc: output of {} values is too small for {rows}×{cout} (rs {out_rs})",
+        out.len()
+    );
+    // SAFETY: the asserts above bound every element the gemm reads (x: rows×cin with strides
+    // rs/cs; weight: cout×cin read as its transpose) and writes (out: rows×cout, row stride
+    // out_rs, all written since read_dst is false and cin ≥ 1).
+    unsafe {
+        gemm(
+            rows,
+            cout,
+            cin,
+            out.as_mut_ptr(),
+            1,
+            out_rs as isize,
+            false,
+            x.data.as_ptr(),
+            x.cs as isize,
+            x.rs as isize,
+            weight.as_ptr(),
+            cin as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+    bias_act(out, rows, out_rs, bias, relu);
+}
