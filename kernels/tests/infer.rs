@@ -4,7 +4,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shiftnas_kernels::infer::dense::DenseShape;
 use shiftnas_kernels::infer::depthwise::{DwShape, taps_major};
-use shiftnas_kernels::infer::pointwise::Rows;
+use shiftnas_kernels::infer::pointwise::{Rows, transpose};
 use shiftnas_kernels::infer::{
     copy_channels, dense_conv_nchw_in, depthwise_nhwc, pointwise_nhwc, pool_linear,
 };
@@ -139,7 +139,8 @@ fn dense_stem_matches_reference() {
             k,
             stride,
         };
-        dense_conv_nchw_in(&x, b, s, &w, &bias, true, &mut out, &mut Vec::new());
+        let wt = transpose(&w, cout, cin * k * k);
+        dense_conv_nchw_in(&x, b, s, &wt, &bias, true, &mut out, &mut Vec::new());
         assert_close(
             &out,
             &want,
@@ -162,7 +163,8 @@ fn pointwise_reads_strided_channels_and_writes_into_a_wider_buffer() {
         cs: 2,
     };
     let mut out = vec![-7f32; rows * width];
-    pointwise_nhwc(view, rows, c / 2, &w, &bias, true, &mut out[off..], width);
+    let wt = transpose(&w, cout, c / 2);
+    pointwise_nhwc(view, rows, c / 2, &wt, &bias, true, &mut out[off..], width);
     for r in 0..rows {
         for o in 0..width {
             let got = out[r * width + o];

@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 use shiftnas_kernels::infer::dense::DenseShape;
 use shiftnas_kernels::infer::depthwise::{DwShape, taps_major};
-use shiftnas_kernels::infer::pointwise::Rows;
+use shiftnas_kernels::infer::pointwise::{Rows, transpose};
 use shiftnas_kernels::infer::{
     copy_channels, dense_conv_nchw_in, depthwise_nhwc, pointwise_nhwc, pool_linear,
 };
@@ -25,9 +25,9 @@ use crate::space::{BlockShape, Space};
 use crate::subnet::{FoldedConv, Subnet};
 use crate::supernet::Supernet;
 
-/// Images per rayon job when none is set: measured fastest of 2, 4, 8 and 16 on spos-cifar
+/// Images per rayon job when none is set: measured fastest of 4, 8, 16 and 32 on spos-cifar
 /// (docs/benchmarks.md).
-pub const IMAGES_PER_JOB: usize = 8;
+pub const IMAGES_PER_JOB: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -50,7 +50,8 @@ struct Layer {
     in_size: usize,
     out_size: usize,
     relu: bool,
-    /// Dense and pointwise: OIHW as folded; depthwise: tap-major `[k·k, c]`.
+    /// Dense and pointwise: the folded OIHW weight transposed to `[cin·k·k, cout]`; depthwise:
+    /// tap-major `[k·k, c]`.
     weight: Vec<f32>,
     bias: Vec<f32>,
 }
@@ -78,9 +79,10 @@ impl Layer {
             )));
         };
         let mut weight = values(&c.weight)?;
-        if kind == Kind::Depthwise {
-            weight = taps_major(&weight, s.out_channels, s.kernel);
-        }
+        weight = match kind {
+            Kind::Depthwise => taps_major(&weight, s.out_channels, s.kernel),
+            _ => transpose(&weight, s.out_channels, weight.len() / s.out_channels),
+        };
         Ok(Layer {
             kind,
             cin: s.in_channels,
@@ -146,7 +148,13 @@ struct Block {
     proj: Vec<Layer>,
 }
 
-/// Per-job buffers, reused across the layers and batches of one rayon thread.
+thread_local! {
+    /// Each thread's buffers, kept between forwards and candidates: fresh multi-MiB buffers per
+    /// job cost page faults that took longer than the convs.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Per-job buffers, reused across the layers and batches of one thread.
 #[derive(Default)]
 struct Scratch {
     cur: Vec<f32>,
@@ -260,8 +268,8 @@ impl Inference {
         images
             .par_chunks(job * per_image)
             .zip(logits.par_chunks_mut(job * classes))
-            .for_each_init(Scratch::default, |scratch, (x, out)| {
-                self.run(x, x.len() / per_image, out, scratch);
+            .for_each(|(x, out)| {
+                SCRATCH.with(|s| self.run(x, x.len() / per_image, out, &mut s.borrow_mut()));
             });
         Ok(logits)
     }
@@ -283,8 +291,16 @@ impl Inference {
                 )));
             }
         };
-        let v = values(x)?;
-        let logits = self.forward(&v, b)?;
+        let x = x
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            unreachable!("moved to the CPU above")
+        };
+        let (start, end) = layout.contiguous_offsets().expect("made contiguous above");
+        let logits = self.forward(&cpu.as_slice::<f32>()?[start..end], b)?;
         Ok(Tensor::from_vec(
             logits,
             (b, self.space.classes),

@@ -32,7 +32,8 @@ impl DenseShape {
 }
 
 /// `out[n][oy][ox][o] = relu?(bias[o] + Σ_{c,ky,kx} x[n][c][iy][ix] · weight[o][c][ky][kx])` for
-/// `batch` NCHW images `x`, zero padding k/2; `weight` is OIHW, `out` channels-last.
+/// `batch` NCHW images `x`, zero padding k/2; `weight` is the OIHW weight transposed to
+/// `[cin·k·k, cout]` ([`super::pointwise::transpose`]), `out` channels-last.
 /// `scratch` is reused for the im2col matrix.
 ///
 /// # Panics
@@ -88,7 +89,7 @@ pub fn dense_conv_nchw_in(
             }
         }
         let o = &mut out[n * out_img..(n + 1) * out_img];
-        // SAFETY: scratch is (oh·ow)×kk, weight cout×kk read transposed, o (oh·ow)×cout, all
+        // SAFETY: scratch is (oh·ow)×kk, weight kk×cout, o (oh·ow)×cout, all
         // checked above; kk ≥ 1 so every output is written.
         unsafe {
             gemm(
@@ -103,8 +104,8 @@ pub fn dense_conv_nchw_in(
                 1,
                 kk as isize,
                 weight.as_ptr(),
-                kk as isize,
                 1,
+                cout as isize,
                 0.0,
                 1.0,
                 false,

@@ -15,10 +15,11 @@ pub struct Rows<'a> {
     pub cs: usize,
 }
 
-/// `out[r * out_rs + o] = relu?(bias[o] + Σ_c x(r, c) · weight[o * cin + c])` for `rows` rows.
+/// `out[r * out_rs + o] = relu?(bias[o] + Σ_c x(r, c) · weight[c * cout + o])` for `rows` rows.
 ///
-/// `weight` is the conv's OIHW weight `[cout, cin, 1, 1]` as it is (read transposed by the gemm);
-/// `out_rs ≥ cout` lets the output land in a wider buffer (a concat without a copy).
+/// `weight` is `[cin, cout]`, the transpose of the conv's OIHW weight (see [`transpose`]: read
+/// in place, the gemm re-packed it on every call); `out_rs ≥ cout` lets the output land in a
+/// wider buffer (a concat without a copy).
 ///
 /// # Panics
 /// When a buffer is too small for the shapes given.
@@ -55,7 +56,7 @@ pub fn pointwise_nhwc(
         out.len()
     );
     // SAFETY: the asserts above bound every element the gemm reads (x: rows×cin with strides
-    // rs/cs; weight: cout×cin read as its transpose) and writes (out: rows×cout, row stride
+    // rs/cs; weight: cin×cout) and writes (out: rows×cout, row stride
     // out_rs, all written since read_dst is false and cin ≥ 1).
     unsafe {
         gemm(
@@ -70,8 +71,8 @@ pub fn pointwise_nhwc(
             x.cs as isize,
             x.rs as isize,
             weight.as_ptr(),
-            cin as isize,
             1,
+            cout as isize,
             0.0,
             1.0,
             false,
@@ -81,4 +82,17 @@ pub fn pointwise_nhwc(
         );
     }
     bias_act(out, rows, out_rs, bias, relu);
+}
+
+/// `[rows, cols]` row-major → `[cols, rows]` row-major (an OIHW 1×1 or dense weight `[cout, k]`
+/// to the `[k, cout]` the kernels read).
+pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(m.len(), rows * cols, "transpose: size");
+    let mut t = vec![0f32; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
 }
