@@ -2,6 +2,11 @@
 //! counterpart of `scripts/bench/supernet_torch.py` (same network, loss, optimiser and JSON keys) —
 //! and, with `--check-against-cpu`, compares a CUDA forward and backward with the CPU one.
 //!
+//! On the CPU, eval is timed twice: the supernet's eval-mode forward (`eval_*`) and the BN-folded
+//! inference path scoring runs (`eval_fast_*`, [`Inference`]); then a whole candidate score, exact
+//! BN calibration over `--score-bn-images` plus the proxy forward over `--score-images`, through
+//! both (`score_s`, `score_fast_s`; `--score-images 0` skips it).
+//!
 //! A training step = forward in training mode (batch-statistics BN, dropout) + label-smoothed
 //! (0.1) cross entropy + backward + SGD with momentum 0.9 and weight decay 4e-5 (PyTorch semantics)
 //! on the path's weights only. Inputs and labels are fixed random tensors: this measures compute.

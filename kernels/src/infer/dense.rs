@@ -38,6 +38,7 @@ impl DenseShape {
 ///
 /// # Panics
 /// When a buffer does not match the shapes given.
+#[allow(clippy::too_many_arguments)]
 pub fn dense_conv_nchw_in(
     x: &[f32],
     batch: usize,

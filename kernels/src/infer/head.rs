@@ -19,7 +19,7 @@ pub fn pool_linear(
         "pool_linear: input size"
     );
     assert!(
-        channels > 0 && classifier.len() % channels == 0,
+        channels > 0 && classifier.len().is_multiple_of(channels),
         "pool_linear: classifier size"
     );
     let classes = classifier.len() / channels;

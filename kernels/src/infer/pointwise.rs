@@ -23,6 +23,7 @@ pub struct Rows<'a> {
 ///
 /// # Panics
 /// When a buffer is too small for the shapes given.
+#[allow(clippy::too_many_arguments)]
 pub fn pointwise_nhwc(
     x: Rows<'_>,
     rows: usize,
