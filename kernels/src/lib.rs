@@ -17,6 +17,7 @@ pub mod dw_cuda;
 pub mod dw_shift;
 pub mod dwconv;
 pub mod glue;
+pub mod infer;
 pub mod init;
 pub mod pointwise;
 pub mod tuning;

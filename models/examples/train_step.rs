@@ -2,6 +2,11 @@
 //! counterpart of `scripts/bench/supernet_torch.py` (same network, loss, optimiser and JSON keys) —
 //! and, with `--check-against-cpu`, compares a CUDA forward and backward with the CPU one.
 //!
+//! On the CPU, eval is timed twice: the supernet's eval-mode forward (`eval_*`) and the BN-folded
+//! inference path scoring runs (`eval_fast_*`, [`Inference`]); then a whole candidate score, exact
+//! BN calibration over `--score-bn-images` plus the proxy forward over `--score-images`, through
+//! both (`score_s`, `score_fast_s`; `--score-images 0` skips it).
+//!
 //! A training step = forward in training mode (batch-statistics BN, dropout) + label-smoothed
 //! (0.1) cross entropy + backward + SGD with momentum 0.9 and weight decay 4e-5 (PyTorch semantics)
 //! on the path's weights only. Inputs and labels are fixed random tensors: this measures compute.
@@ -16,8 +21,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
+use shiftnas_models::inference::Inference;
 use shiftnas_models::supernet::Supernet;
-use shiftnas_models::{Arch, Space};
+use shiftnas_models::{Arch, BnCalibration, Space};
 
 mod common;
 use common::{BoxResult, SPOS_ARCH, data, host, rel_l2, smoothed_ce};
@@ -27,7 +33,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage: train_step [--space NAME] [--arch DIGITS] [--batch N] [--eval-batch N] \
 [--steps N] [--eval-steps N] [--warmup N] [--threads N] [--compute cpu|cuda:N] [--lr F] [--seed N] \
-[--no-train] [--no-eval] [--json] [--check-against-cpu]";
+[--no-train] [--no-eval] [--score-bn-images N] [--score-images N] [--images-per-job N] [--json] \
+[--check-against-cpu]";
 
 /// Relative L2 difference allowed between CUDA and CPU outputs and loss (see `check_against_cpu`).
 const TOL_OUTPUT: f64 = 1e-3;
@@ -52,6 +59,9 @@ struct Args {
     seed: u64,
     train: bool,
     eval: bool,
+    score_bn_images: usize,
+    score_images: usize,
+    images_per_job: usize,
     json: bool,
     check: bool,
 }
@@ -71,6 +81,9 @@ fn parse_args() -> Result<Args, String> {
         seed: 0,
         train: true,
         eval: true,
+        score_bn_images: 2000,
+        score_images: 2500,
+        images_per_job: shiftnas_models::inference::IMAGES_PER_JOB,
         json: false,
         check: false,
     };
@@ -98,6 +111,13 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => a.seed = num("--seed", value("--seed")?)?,
             "--no-train" => a.train = false,
             "--no-eval" => a.eval = false,
+            "--score-bn-images" => {
+                a.score_bn_images = num("--score-bn-images", value("--score-bn-images")?)?
+            }
+            "--score-images" => a.score_images = num("--score-images", value("--score-images")?)?,
+            "--images-per-job" => {
+                a.images_per_job = num("--images-per-job", value("--images-per-job")?)?
+            }
             "--json" => a.json = true,
             "--check-against-cpu" => a.check = true,
             "-h" | "--help" => return Err(USAGE.to_string()),
@@ -188,6 +208,19 @@ fn arch_of(space: &Space, arch: Option<&str>) -> BoxResult<Arch> {
         .map_err(|e| format!("--arch {s}: {e}"))?)
 }
 
+/// Seconds of each of `steps` calls of `f` after `warmup` untimed ones.
+fn timed(warmup: usize, steps: usize, mut f: impl FnMut() -> BoxResult<()>) -> BoxResult<Vec<f64>> {
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        let t0 = Instant::now();
+        f()?;
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(times)
+}
+
 /// Times training steps and eval batches on `args.compute`; prints JSON or a line per figure.
 fn bench(args: &Args) -> BoxResult<()> {
     let space = Space::by_name(&args.space)?;
@@ -243,20 +276,70 @@ fn bench(args: &Args) -> BoxResult<()> {
     }
     if args.eval {
         let (x, _) = data(&space, args.eval_batch, args.seed ^ 1, &dev)?;
-        let mut times = Vec::with_capacity(args.eval_steps);
-        for i in 0..(args.warmup / 2).max(1) + args.eval_steps {
-            let t0 = Instant::now();
+        let warm = (args.warmup / 2).max(1);
+        // Old path: the candle supernet in eval mode.
+        let med = median(&mut timed(warm, args.eval_steps, || {
             let logits = net.forward_t(&x, &arch, false)?.detach();
             dev.synchronize()?;
             drop(logits);
-            if i >= (args.warmup / 2).max(1) {
-                times.push(t0.elapsed().as_secs_f64());
-            }
-        }
-        let med = median(&mut times);
+            Ok(())
+        })?);
         out["eval_steps"] = args.eval_steps.into();
         out["eval_ms_per_batch"] = (med * 1e3).into();
         out["eval_images_per_s"] = (args.eval_batch as f64 / med).into();
+        if dev.is_cpu() {
+            // New path: BN folded once, channels-last f32 kernels (what scoring runs).
+            let t0 = Instant::now();
+            let inf = Inference::new(&net, &arch)?.with_images_per_job(args.images_per_job);
+            out["fold_ms"] = (t0.elapsed().as_secs_f64() * 1e3).into();
+            let med = median(&mut timed(warm, args.eval_steps, || {
+                drop(inf.forward_tensor(&x)?);
+                Ok(())
+            })?);
+            out["eval_fast_ms_per_batch"] = (med * 1e3).into();
+            out["eval_fast_images_per_s"] = (args.eval_batch as f64 / med).into();
+            out["images_per_job"] = args.images_per_job.into();
+        }
+    }
+    if args.score_images > 0 && dev.is_cpu() {
+        // A whole candidate score as a search pays it: exact BN calibration over
+        // `score_bn_images` training images, then the proxy forward over `score_images`, both in
+        // batches of `eval_batch` (random images: this measures compute).
+        let batches = |n: usize, seed: u64| -> BoxResult<Vec<Tensor>> {
+            (0..n.div_ceil(args.eval_batch))
+                .map(|i| {
+                    let b = args.eval_batch.min(n - i * args.eval_batch);
+                    Ok(data(&space, b, seed ^ (i as u64 + 2), &dev)?.0)
+                })
+                .collect()
+        };
+        let bn = batches(args.score_bn_images, 0xB0)?;
+        let proxy = batches(args.score_images, 0xF0)?;
+        let calibrate = || -> BoxResult<()> {
+            if !bn.is_empty() {
+                net.calibrate_bn(&arch, bn.iter().cloned().map(Ok), BnCalibration::Exact)?;
+            }
+            Ok(())
+        };
+        let t0 = Instant::now();
+        calibrate()?;
+        let calib_s = t0.elapsed().as_secs_f64();
+        for x in &proxy {
+            drop(net.forward_t(x, &arch, false)?);
+        }
+        let old_s = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        calibrate()?;
+        let inf = Inference::new(&net, &arch)?.with_images_per_job(args.images_per_job);
+        for x in &proxy {
+            drop(inf.forward_tensor(x)?);
+        }
+        let new_s = t0.elapsed().as_secs_f64();
+        out["score_bn_images"] = args.score_bn_images.into();
+        out["score_images"] = args.score_images.into();
+        out["score_bn_s"] = calib_s.into();
+        out["score_s"] = old_s.into();
+        out["score_fast_s"] = new_s.into();
     }
     if args.json {
         println!("{out}");

@@ -16,6 +16,7 @@ pub mod arch;
 pub mod checkpoint;
 pub mod cost;
 pub mod error;
+pub mod inference;
 pub mod onnx;
 pub mod space;
 pub mod standalone;

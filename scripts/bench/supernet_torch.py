@@ -161,6 +161,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--score-bn-images", type=int, default=2000,
+                    help="candidate score: BN calibration images (exact average, as shiftnas --bn exact)")
+    ap.add_argument("--score-images", type=int, default=2500, help="candidate score: proxy images (0 = skip)")
     a = ap.parse_args()
 
     if a.threads > 0:
@@ -222,6 +225,30 @@ def main():
             t = timed(lambda: net(xe, arch), a.eval_steps, max(1, a.warmup // 2), device)
         med = statistics.median(t)
         out.update(eval_steps=a.eval_steps, eval_ms_per_batch=med * 1e3, eval_images_per_s=a.eval_batch / med)
+
+    if a.score_images > 0:
+        # A whole candidate score: reset BN statistics, average them exactly (momentum=None is
+        # PyTorch's cumulative average) over the calibration images, then the proxy forward; both in
+        # batches of --eval-batch, no gradients.
+        def batches(n):
+            return [torch.randn(min(a.eval_batch, n - i), cin, size, size, generator=gen).to(device)
+                    .contiguous(memory_format=fmt) for i in range(0, n, a.eval_batch)]
+        xb, xp = batches(a.score_bn_images), batches(a.score_images)
+        bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None
+            net.train()
+            for x in xb:
+                net(x, arch)
+            net.eval()
+            for x in xp:
+                net(x, arch)
+        sync(device)
+        out.update(score_bn_images=a.score_bn_images, score_images=a.score_images,
+                   score_s=time.perf_counter() - t0)
 
     json.dump(out, sys.stdout)
     print()

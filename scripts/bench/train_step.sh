@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Supernet training step on CPU, shiftnas vs PyTorch on the same network, arch, batch and threads,
-# in the same run (docs/benchmarks.md "Supernet training step (CPU)"). Prints both JSON lines and
-# the ratio; the issue's target is shiftnas ms/step <= 1.0x PyTorch's.
+# Supernet training step, eval throughput and a whole candidate score on CPU, shiftnas vs PyTorch
+# (NCHW and channels-last) on the same network, arch, batch and threads, in the same run
+# (docs/benchmarks.md "Supernet training step (CPU)"). Prints the JSON lines and the ratios.
+# shiftnas eval is reported twice: the candle supernet forward ("old") and the BN-folded inference
+# path that scoring runs ("new"). A candidate score = exact BN calibration over --score-bn-images
+# plus the proxy forward over --score-images, as a search pays per candidate.
 #
-#   scripts/bench/train_step.sh [--space spos-cifar] [--batch 64] [--eval-batch 256] [--threads 2] [--steps 10] [--rounds 3] [--profile release|dev]
+#   scripts/bench/train_step.sh [--space spos-cifar] [--batch 64] [--eval-batch 256] [--threads 2] [--steps 10] [--rounds 3]
+#                               [--score-bn-images 2000] [--score-images 2500] [--profile release|dev]
 #
 # Each round runs shiftnas, PyTorch NCHW and PyTorch channels-last one after the other; the ratio
 # reported is the median over rounds of the per-round ratio (a shared VM's speed drifts by ±20 %
@@ -16,6 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 space=spos-cifar batch=64 eval_batch=256 threads=2 steps=10 rounds=3 profile=release
+score_bn=2000 score_images=2500
 while [ $# -gt 0 ]; do
   case "$1" in
     --space) space=$2; shift 2 ;;
@@ -25,6 +30,8 @@ while [ $# -gt 0 ]; do
     --steps) steps=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --profile) profile=$2; shift 2 ;;
+    --score-bn-images) score_bn=$2; shift 2 ;;
+    --score-images) score_images=$2; shift 2 ;;
     *) echo "train_step.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -39,7 +46,8 @@ fi
 cargo build -q --profile "$profile" -p shiftnas-models --example train_step
 dir=$profile; [ "$profile" = dev ] && dir=debug
 bin="${CARGO_TARGET_DIR:-target}/$dir/examples/train_step"
-args=(--space "$space" --batch "$batch" --eval-batch "$eval_batch" --threads "$threads" --steps "$steps")
+args=(--space "$space" --batch "$batch" --eval-batch "$eval_batch" --threads "$threads" --steps "$steps"
+      --score-bn-images "$score_bn" --score-images "$score_images")
 echo "load average before: $(cut -d" " -f1-3 /proc/loadavg) on $(nproc) cores" >&2
 lines=()
 for _ in $(seq "$rounds"); do
@@ -69,4 +77,19 @@ for i, (o, p, pc) in enumerate(rounds, 1):
           f"{r:>8.2f}{rc:>12.2f}{ev:>32}")
 print(f"median ratio shiftnas/PyTorch time per step: {statistics.median(ratios):.2f}x (NCHW), "
       f"{statistics.median(ratios_cl):.2f}x (channels-last); target <= 1.0x")
+if 'score_fast_s' not in rounds[0][0] or 'score_s' not in rounds[0][2]:
+    sys.exit(0)
+print(f"\n{'round':8}{'eval img/s old':>15}{'new':>8}{'PyTorch':>9}{'NHWC':>8}{'new/NHWC':>10}"
+      f"{'score s old':>13}{'new':>8}{'PyTorch':>9}{'NHWC':>8}{'NHWC/new':>10}")
+ev_cl, sc_cl = [], []
+for i, (o, p, pc) in enumerate(rounds, 1):
+    e = o['eval_fast_images_per_s'] / pc['eval_images_per_s']
+    c = pc['score_s'] / o['score_fast_s']
+    ev_cl.append(e); sc_cl.append(c)
+    print(f"{i:<8}{o['eval_images_per_s']:>15.0f}{o['eval_fast_images_per_s']:>8.0f}{p['eval_images_per_s']:>9.0f}"
+          f"{pc['eval_images_per_s']:>8.0f}{e:>10.2f}{o['score_s']:>13.2f}{o['score_fast_s']:>8.2f}"
+          f"{p['score_s']:>9.2f}{pc['score_s']:>8.2f}{c:>10.2f}")
+print(f"median eval throughput, new path / PyTorch channels-last: {statistics.median(ev_cl):.2f}x "
+      f"(target >= 1.0x); candidate score ({s['score_bn_images']} BN + {s['score_images']} proxy images), "
+      f"PyTorch channels-last time / ours: {statistics.median(sc_cl):.2f}x")
 PY

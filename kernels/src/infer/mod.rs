@@ -1,0 +1,42 @@
+//! Inference kernels on plain f32 buffers: the eval-mode forward of a BN-folded network, with no
+//! candle tensors and no autograd bookkeeping.
+//!
+//! Activations are channels-last (NHWC): a `[pixels, channels]` matrix per image batch, so a 1×1
+//! conv is one gemm, a depthwise conv runs 8 channels per SIMD lane group with its accumulators in
+//! registers, and the SPOS channel split and concat are strided copies. Measured on a 2-core AMD
+//! EPYC (docs/benchmarks.md, "Supernet training step (CPU)") this beat the NCHW training kernels
+//! on every shape of the SPOS spaces. Each kernel is single-threaded: the caller runs a few images
+//! through the whole network per rayon job, which keeps their activations in the core's L2 cache.
+//!
+//! Every kernel checks its buffer sizes and panics with the shapes on a mismatch (a wiring bug,
+//! not a user error).
+
+pub mod channels;
+pub mod dense;
+pub mod depthwise;
+pub mod head;
+pub mod pointwise;
+
+pub use channels::copy_channels;
+pub use dense::dense_conv_nchw_in;
+pub use depthwise::depthwise_nhwc;
+pub use head::pool_linear;
+pub use pointwise::pointwise_nhwc;
+
+/// `relu?(x + bias)` on every row of `rows` rows of `bias.len()` values, row stride `rs`.
+#[inline(always)]
+pub(crate) fn bias_act(out: &mut [f32], rows: usize, rs: usize, bias: &[f32], relu: bool) {
+    let n = bias.len();
+    for r in 0..rows {
+        let row = &mut out[r * rs..r * rs + n];
+        if relu {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v = (*v + b).max(0.0);
+            }
+        } else {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+}

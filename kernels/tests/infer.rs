@@ -1,0 +1,228 @@
+//! The channels-last inference kernels against plain loops over NCHW data, in f64.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shiftnas_kernels::infer::dense::DenseShape;
+use shiftnas_kernels::infer::depthwise::{DwShape, taps_major};
+use shiftnas_kernels::infer::pointwise::{Rows, transpose};
+use shiftnas_kernels::infer::{
+    copy_channels, dense_conv_nchw_in, depthwise_nhwc, pointwise_nhwc, pool_linear,
+};
+
+fn rand_vec(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// NCHW `[b, c, h, w]` → NHWC.
+fn to_nhwc(x: &[f32], b: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    for n in 0..b {
+        for ch in 0..c {
+            for p in 0..h * w {
+                y[(n * h * w + p) * c + ch] = x[(n * c + ch) * h * w + p];
+            }
+        }
+    }
+    y
+}
+
+/// Reference conv (groups 1 or depthwise), NCHW in, NHWC out, f64 sums, zero padding k/2.
+#[allow(clippy::too_many_arguments)]
+fn conv_ref(
+    x: &[f32],
+    (b, cin, h, w): (usize, usize, usize, usize),
+    weight: &[f32],
+    bias: &[f32],
+    k: usize,
+    stride: usize,
+    depthwise: bool,
+    relu: bool,
+) -> Vec<f32> {
+    let cout = bias.len();
+    let p = (k / 2) as isize;
+    let oh = (h + 2 * (k / 2) - k) / stride + 1;
+    let ow = (w + 2 * (k / 2) - k) / stride + 1;
+    let mut out = vec![0f32; b * oh * ow * cout];
+    for n in 0..b {
+        for o in 0..cout {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = f64::from(bias[o]);
+                    let chans: Vec<usize> = if depthwise {
+                        vec![o]
+                    } else {
+                        (0..cin).collect()
+                    };
+                    for (ci_w, &ci) in chans.iter().enumerate() {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * stride + ky) as isize - p;
+                                let ix = (ox * stride + kx) as isize - p;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xv = x[((n * cin + ci) * h + iy as usize) * w + ix as usize];
+                                let wi = if depthwise { 1 } else { cin };
+                                let wv = weight[((o * wi + ci_w) * k + ky) * k + kx];
+                                s += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                    let v = if relu { s.max(0.0) } else { s };
+                    out[((n * oh + oy) * ow + ox) * cout + o] = v as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+            "{what}: value {i}: got {g}, want {w}"
+        );
+    }
+}
+
+#[test]
+fn depthwise_matches_reference_for_every_kernel_stride_and_channel_tail() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    // 13 and 21 channels exercise the scalar tail after the 8-lane blocks; 2×2 the tiny planes.
+    for (c, size) in [(13, 7), (16, 2), (21, 5), (8, 1)] {
+        for k in [3, 5, 7] {
+            for stride in [1, 2] {
+                for relu in [false, true] {
+                    let b = 2;
+                    let x = rand_vec(b * c * size * size, &mut rng);
+                    let w = rand_vec(c * k * k, &mut rng);
+                    let bias = rand_vec(c, &mut rng);
+                    let want = conv_ref(&x, (b, c, size, size), &w, &bias, k, stride, true, relu);
+                    let s = DwShape {
+                        batch: b,
+                        h: size,
+                        w: size,
+                        c,
+                        k,
+                        stride,
+                    };
+                    let mut out = vec![f32::NAN; want.len()];
+                    let xn = to_nhwc(&x, b, c, size, size);
+                    depthwise_nhwc(&xn, s, &taps_major(&w, c, k), &bias, relu, &mut out);
+                    assert_close(
+                        &out,
+                        &want,
+                        &format!("dw c{c} {size}px k{k} s{stride} relu {relu}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dense_stem_matches_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for (cin, size, k, stride, cout) in [(3, 9, 3, 1, 16), (1, 8, 3, 2, 5), (3, 6, 5, 2, 7)] {
+        let b = 3;
+        let x = rand_vec(b * cin * size * size, &mut rng);
+        let w = rand_vec(cout * cin * k * k, &mut rng);
+        let bias = rand_vec(cout, &mut rng);
+        let want = conv_ref(&x, (b, cin, size, size), &w, &bias, k, stride, false, true);
+        let mut out = vec![f32::NAN; want.len()];
+        let s = DenseShape {
+            cin,
+            h: size,
+            w: size,
+            k,
+            stride,
+        };
+        let wt = transpose(&w, cout, cin * k * k);
+        dense_conv_nchw_in(&x, b, s, &wt, &bias, true, &mut out, &mut Vec::new());
+        assert_close(
+            &out,
+            &want,
+            &format!("dense cin{cin} {size}px k{k} s{stride}"),
+        );
+    }
+}
+
+#[test]
+fn pointwise_reads_strided_channels_and_writes_into_a_wider_buffer() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (rows, c, cout, width, off) = (37, 2 * 11, 9, 20, 6);
+    let x = rand_vec(rows * c, &mut rng);
+    let w = rand_vec(cout * c / 2, &mut rng);
+    let bias = rand_vec(cout, &mut rng);
+    // The odd channels of x, read in place with column stride 2.
+    let view = Rows {
+        data: &x[1..],
+        rs: c,
+        cs: 2,
+    };
+    let mut out = vec![-7f32; rows * width];
+    let wt = transpose(&w, cout, c / 2);
+    pointwise_nhwc(view, rows, c / 2, &wt, &bias, true, &mut out[off..], width);
+    for r in 0..rows {
+        for o in 0..width {
+            let got = out[r * width + o];
+            if o < off || o >= off + cout {
+                assert_eq!(
+                    got, -7.0,
+                    "row {r} column {o} outside the output was written"
+                );
+                continue;
+            }
+            let oo = o - off;
+            let s: f64 = f64::from(bias[oo])
+                + (0..c / 2)
+                    .map(|i| f64::from(x[r * c + 2 * i + 1]) * f64::from(w[oo * c / 2 + i]))
+                    .sum::<f64>();
+            let want = s.max(0.0) as f32;
+            assert!(
+                (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "row {r} col {o}: {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn copy_channels_splits_even_and_odd() {
+    let x: Vec<f32> = (0..12).map(|v| v as f32).collect(); // 2 rows × 6 channels
+    let mut even = vec![0f32; 6];
+    copy_channels(&x, 6, 0, 2, &mut even, 3, 0, 2, 3);
+    assert_eq!(even, [0., 2., 4., 6., 8., 10.]);
+    let mut wide = vec![0f32; 8];
+    copy_channels(&x, 6, 1, 2, &mut wide, 4, 1, 2, 3);
+    assert_eq!(wide, [0., 1., 3., 5., 0., 7., 9., 11.]);
+}
+
+#[test]
+fn pool_linear_matches_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (b, px, c, classes) = (3, 4, 5, 2);
+    let x = rand_vec(b * px * c, &mut rng);
+    let cls = rand_vec(classes * c, &mut rng);
+    let mut out = vec![0f32; b * classes];
+    pool_linear(&x, b, px, c, &cls, &mut out);
+    for n in 0..b {
+        for k in 0..classes {
+            let want: f64 = (0..c)
+                .map(|ch| {
+                    let m = (0..px)
+                        .map(|p| f64::from(x[(n * px + p) * c + ch]))
+                        .sum::<f64>()
+                        / px as f64;
+                    m * f64::from(cls[k * c + ch])
+                })
+                .sum();
+            assert!(
+                (f64::from(out[n * classes + k]) - want).abs() < 1e-5,
+                "image {n} class {k}"
+            );
+        }
+    }
+}
