@@ -761,6 +761,67 @@ pub(crate) mod tests {
         assert!(!c.out.join("archive.jsonl").exists());
     }
 
+    /// A transfer search reports a fresh head and its warm-up; one killed during the warm-up
+    /// and resumed ends with the archive and front of an uninterrupted one.
+    #[test]
+    fn transfer_search_killed_during_warmup_resumes_to_the_same_result() {
+        let tmp = tempfile::tempdir().unwrap();
+        let space = space_for("tiny", 10).unwrap();
+        let src = tmp.path().join("src.safetensors");
+        Supernet::new(&space, &Device::Cpu, 1)
+            .unwrap()
+            .save(&src, 7)
+            .unwrap();
+        let p = Printer::silent();
+        let mut a = config(&tmp.path().join("a"), &src);
+        a.transfer_from = Some(src.clone());
+        a.shift.mode = ShiftMode::Immediate;
+        a.shift.steps = 1;
+        a.gens = 2;
+        a.warmup = Some(WarmupConfig {
+            probe_steps: 4,
+            finetune_steps: 4,
+            batch: 16,
+            checkpoint_every: 3,
+            ..WarmupConfig::default()
+        });
+        let full = run(&a, false, &p, Box::new(FlopsSource)).unwrap();
+        let rec = full.transfer.clone().unwrap();
+        assert_eq!(rec.fresh, vec!["classifier.weight".to_string()]);
+        assert_eq!(rec.images, 8 * 16);
+
+        // The same search killed after warm-up step 5 (its checkpoint is from step 3).
+        let b = SearchConfig {
+            out: tmp.path().join("b"),
+            ..a.clone()
+        };
+        {
+            let data = load_data(&b).unwrap();
+            let normalize = Normalize::from_dataset(&data.pair.train, &data.splits.train);
+            let target = warmup::Target {
+                data: &data,
+                normalize: &normalize,
+                bn_images: b.bn_images,
+                split_seed: b.split_seed,
+                eval_batch: b.eval_batch,
+            };
+            let run_dir = open_run_dir(&b, false).unwrap();
+            let (net, rep) =
+                super::super::transfer::transfer(&src, &space, &Device::Cpu, b.seed, false)
+                    .unwrap();
+            let w = b.warmup.unwrap();
+            let stopped = warmup::start(&run_dir, &net, &rep, &w, target, b.seed, Some(5));
+            assert!(stopped.unwrap().is_none());
+        }
+        let resumed = run(&b, true, &p, Box::new(FlopsSource)).unwrap();
+        let ta = fs::read_to_string(a.out.join("archive.jsonl")).unwrap();
+        let tb = fs::read_to_string(b.out.join("archive.jsonl")).unwrap();
+        assert_eq!(ta, tb);
+        assert_eq!(resumed.transfer, full.transfer);
+        let errors = |o: &SearchOutcome| o.front.iter().map(|r| r.error).collect::<Vec<_>>();
+        assert_eq!(errors(&resumed), errors(&full));
+    }
+
     /// A run stopped after generation 1 (and left with a half-written generation in the
     /// archive, as a kill would) and resumed ends with the archive of an uninterrupted run.
     #[test]
