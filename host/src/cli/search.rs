@@ -10,6 +10,7 @@ use crate::cli::shared::{
 use crate::latency::LatencySpec;
 use crate::nas::Algorithm;
 use crate::nas::shifting::{ShiftMode, ShiftUpdate};
+use crate::nas::warmup::WarmupConfig;
 use crate::train::BnMode;
 
 /// Arguments of `shiftnas search`.
@@ -18,11 +19,43 @@ pub struct SearchArgs {
     /// Trained supernet: a `supernet.safetensors` or a `shiftnas train` run dir.
     #[arg(long, required_unless_present_any = ["resume", "transfer_from"])]
     pub supernet: Option<PathBuf>,
-    /// Transfer: a supernet trained on another data set (features kept; a new classifier when the
-    /// class count differs, a new stem when input channels differ unless --convert-channels);
-    /// implies --shift immediate (another --shift is an error).
-    #[arg(long, value_name = "CKPT", conflicts_with = "supernet")]
+    /// Transfer: a supernet trained on another data set. Its features are kept, the classifier is
+    /// new (unless --same-classes), the stem is new when the input channels differ; a head
+    /// warm-up (--warmup-*) runs before the search. Implies --shift immediate (another --shift
+    /// is an error) at --transfer-shift-lr.
+    #[arg(
+        long,
+        value_name = "CKPT",
+        conflicts_with = "supernet",
+        help_heading = "Transfer"
+    )]
     pub transfer_from: Option<PathBuf>,
+    /// Transfer: the target's classes are the source's, in the same order; keep its classifier.
+    #[arg(long, help_heading = "Transfer")]
+    pub same_classes: bool,
+    /// Transfer warm-up, phase 1: SGD steps training only the new head (classifier and any
+    /// fresh stem) on the frozen copied features, one sampled path per step. Costs
+    /// steps × --warmup-batch training images.
+    #[arg(long, default_value_t = SearchArgs::default().warmup_probe_steps, help_heading = "Transfer")]
+    pub warmup_probe_steps: u64,
+    /// Learning rate of the warm-up's head-only phase.
+    #[arg(long, default_value_t = SearchArgs::default().warmup_probe_lr, value_parser = positive, allow_hyphen_values = true, help_heading = "Transfer")]
+    pub warmup_probe_lr: f64,
+    /// Transfer warm-up, phase 2: SGD steps fine-tuning every weight of one sampled path per step
+    /// (SPOS style). Costs steps × --warmup-batch training images.
+    #[arg(long, default_value_t = SearchArgs::default().warmup_steps, help_heading = "Transfer")]
+    pub warmup_steps: u64,
+    /// Learning rate of the warm-up's fine-tune phase.
+    #[arg(long, default_value_t = SearchArgs::default().warmup_lr, value_parser = positive, allow_hyphen_values = true, help_heading = "Transfer")]
+    pub warmup_lr: f64,
+    /// Training images per warm-up step (the warm-up processes
+    /// (--warmup-probe-steps + --warmup-steps) × this many: 6,144 by default).
+    #[arg(long, default_value_t = SearchArgs::default().warmup_batch, value_parser = at_least_one, help_heading = "Transfer")]
+    pub warmup_batch: usize,
+    /// Shifting learning rate of a transfer search (replaces --shift-lr there: adapting a
+    /// supernet to new data needs a larger step than shifting it on its own data).
+    #[arg(long, default_value_t = SearchArgs::default().transfer_shift_lr, value_parser = positive, allow_hyphen_values = true, help_heading = "Transfer")]
+    pub transfer_shift_lr: f64,
     /// Search-space preset (must match the supernet).
     #[arg(long, default_value_t = SearchArgs::default().space, value_parser = space_name)]
     pub space: String,
@@ -103,6 +136,13 @@ impl Default for SearchArgs {
         SearchArgs {
             supernet: None,
             transfer_from: None,
+            same_classes: false,
+            warmup_probe_steps: WarmupConfig::default().probe_steps,
+            warmup_probe_lr: WarmupConfig::default().probe_lr,
+            warmup_steps: WarmupConfig::default().finetune_steps,
+            warmup_lr: WarmupConfig::default().finetune_lr,
+            warmup_batch: WarmupConfig::default().batch,
+            transfer_shift_lr: 1e-2,
             space: "tiny".into(),
             algorithm: Algorithm::Nsga2,
             latency: LatencySpec::Flops,

@@ -14,6 +14,7 @@ use crate::latency::{LatencyOptions, LatencySource, LatencySpec};
 use crate::nas::arch_problem::Constraints;
 use crate::nas::driver::{SearchConfig, SearchOutcome, run_until};
 use crate::nas::shifting::{ShiftConfig, ShiftMode};
+use crate::nas::warmup::WarmupConfig;
 use crate::run_dir::RunDir;
 use crate::train::SgdConfig;
 
@@ -63,6 +64,9 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
             )
         }
     };
+    if args.same_classes && args.transfer_from.is_none() {
+        bail!("--same-classes keeps a transferred classifier: use it with --transfer-from CKPT");
+    }
     // Clap refused caps that are not finite and > 0 (`--max-flops`, `--max-params`).
     let cap = |v: Option<f64>| v.map(|x| x as u64);
     if args.data.proxy_size == Some(0) {
@@ -85,7 +89,11 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
             steps: s.shift_steps,
             batch: s.shift_batch,
             sgd: SgdConfig {
-                lr: s.shift_lr,
+                lr: if args.transfer_from.is_some() {
+                    args.transfer_shift_lr
+                } else {
+                    s.shift_lr
+                },
                 momentum: s.shift_momentum,
                 weight_decay: s.shift_weight_decay,
             },
@@ -103,6 +111,15 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
         },
         conform: args.data.conform(),
         transfer_from: args.transfer_from.clone(),
+        same_classes: args.same_classes,
+        warmup: args.transfer_from.as_ref().map(|_| WarmupConfig {
+            probe_steps: args.warmup_probe_steps,
+            probe_lr: args.warmup_probe_lr,
+            finetune_steps: args.warmup_steps,
+            finetune_lr: args.warmup_lr,
+            batch: args.warmup_batch,
+            ..WarmupConfig::default()
+        }),
         remeasure: args.remeasure,
         share_bn: !args.no_share_bn,
         prescreen: match &args.prescreen {
@@ -197,7 +214,7 @@ pub fn run(args: SearchArgs, ctx: &Context) -> Result<ExitStatus> {
         return Ok(ExitStatus::Interrupted);
     };
     if p.json {
-        p.json(&json!({"type": "done", "run_dir": outcome.run_dir, "evaluations": outcome.evaluations, "board_measurements_saved": outcome.prescreened, "seconds": outcome.seconds, "front": outcome.front}))?;
+        p.json(&json!({"type": "done", "run_dir": outcome.run_dir, "evaluations": outcome.evaluations, "board_measurements_saved": outcome.prescreened, "seconds": outcome.seconds, "transfer": outcome.transfer, "front": outcome.front}))?;
     } else {
         let rows: Vec<Vec<String>> = outcome
             .front
@@ -274,6 +291,38 @@ mod tests {
             err.contains("--shift immediate") && err.contains("drop --shift off"),
             "{err}"
         );
+    }
+
+    /// A transfer search gets a warm-up from the `--warmup-*` flags, shifts at
+    /// `--transfer-shift-lr` (not `--shift-lr`), and keeps the source head only with
+    /// `--same-classes`; a plain search has no warm-up.
+    #[test]
+    fn transfer_flags_reach_the_config() {
+        let t = config_from_args(&args(&[
+            "--transfer-from",
+            "t",
+            "--warmup-probe-steps",
+            "7",
+            "--warmup-steps",
+            "3",
+            "--warmup-batch",
+            "16",
+            "--shift-lr",
+            "0.5",
+        ]))
+        .unwrap();
+        let w = t.warmup.unwrap();
+        assert_eq!((w.probe_steps, w.finetune_steps, w.batch), (7, 3, 16));
+        assert_eq!(w.images(), 160);
+        assert_eq!(t.shift.sgd.lr, 1e-2);
+        assert!(!t.same_classes);
+        let same = config_from_args(&args(&["--transfer-from", "t", "--same-classes"])).unwrap();
+        assert!(same.same_classes);
+        let plain = config_from_args(&args(&["--supernet", "s", "--shift-lr", "0.5"])).unwrap();
+        assert!(plain.warmup.is_none());
+        assert_eq!(plain.shift.sgd.lr, 0.5);
+        let bad = config_from_args(&args(&["--supernet", "s", "--same-classes"]));
+        assert!(format!("{:#}", bad.unwrap_err()).contains("--transfer-from"));
     }
 
     /// `--prescreen predictor:FILE` reaches the config with its margin; it needs a board source

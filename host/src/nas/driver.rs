@@ -32,6 +32,7 @@ use super::evaluator::Evaluator;
 use super::prescreen::{self, Prescreen};
 use super::progress::{Progress, hv_reference};
 use super::shifting::{ShiftConfig, Shifter};
+use super::warmup::{self, WarmupConfig, WarmupRecord};
 use crate::archive::{self, ArchiveRecord};
 use crate::data::{Augment, Batcher, BatcherPosition, ConformOptions, DataSpec, Normalize};
 use crate::interrupt::SearchInterrupted;
@@ -84,6 +85,14 @@ pub struct SearchConfig {
     /// (feature extractor kept, new classifier/stem; see [`super::transfer`]).
     #[serde(default)]
     pub transfer_from: Option<PathBuf>,
+    /// Transfer: keep the source's classifier (`--same-classes`: the target's classes are the
+    /// source's, in the same order). Without it the classifier is always new.
+    #[serde(default)]
+    pub same_classes: bool,
+    /// Transfer: the head warm-up before the search ([`super::warmup`]). Transfer run dirs from
+    /// before the warm-up read back as `None` and resume without one.
+    #[serde(default)]
+    pub warmup: Option<WarmupConfig>,
     /// Board latencies: measure again even when the latency cache has the key (`--remeasure`).
     #[serde(default)]
     pub remeasure: bool,
@@ -121,6 +130,8 @@ pub struct SearchOutcome {
     pub prescreened: usize,
     /// Where this invocation's time went.
     pub seconds: PhaseSeconds,
+    /// Transfer: what was copied, what was fresh, and the warm-up (`None` without transfer).
+    pub transfer: Option<WarmupRecord>,
 }
 
 /// The supernet file of `path`: the file itself, or a train run dir's checkpoint.
@@ -164,9 +175,19 @@ pub fn run_until(
     let normalize = Normalize::from_dataset(&data.pair.train, &data.splits.train);
     let run = open_run_dir(config, resume)?;
     let archive_path = run.join("archive.jsonl");
+    let target = warmup::Target {
+        data: &data,
+        normalize: &normalize,
+        bn_images: config.bn_images,
+        split_seed: config.split_seed,
+        eval_batch: config.eval_batch,
+    };
     let (net, start) = match run.resumable_checkpoint() {
+        Some(dir) if warmup::is_checkpoint(&dir) => {
+            resume_warmup(&dir, config, &run, target, &space, device, printer)?
+        }
         Some(dir) => resume_from(&dir, &run, &archive_path, &space, device, printer)?,
-        None => start_new(config, &archive_path, &space, device, printer)?,
+        None => start_new(config, &run, target, &space, device, printer)?,
     };
     let past = if archive_path.is_file() {
         archive::read(&archive_path)?
@@ -323,41 +344,120 @@ fn resume_from(
 }
 
 /// Starts a new search (or one killed before its first checkpoint): the supernet of
-/// `--supernet`, or one transferred from `--transfer-from`, and an empty archive.
+/// `--supernet`, or one transferred from `--transfer-from` and warmed up, and an empty archive.
 fn start_new(
     config: &SearchConfig,
-    archive_path: &Path,
+    run: &RunDir,
+    target: warmup::Target<'_>,
     space: &Space,
     device: &Device,
     printer: &Printer,
 ) -> Result<(Supernet, Start)> {
-    let net = match &config.transfer_from {
-        Some(src) => {
-            let (net, rep) =
-                super::transfer::transfer(&supernet_file(src), space, device, config.seed)?;
-            printer.note(format!(
-                "transfer from {}: {} weights copied, fresh: {}",
-                src.display(),
-                rep.copied.len(),
-                rep.fresh.join(", ")
-            ));
-            net
-        }
-        None => {
-            let file = supernet_file(&config.supernet);
-            Supernet::load_for(&file, space, device)
-                .with_context(|| format!("--supernet {}", file.display()))?
-                .0
-        }
+    let _ = fs::remove_file(run.join("archive.jsonl"));
+    let Some(src) = &config.transfer_from else {
+        let file = supernet_file(&config.supernet);
+        let (net, step) = Supernet::load_for(&file, space, device)
+            .with_context(|| format!("--supernet {}", file.display()))?;
+        return Ok((net, first_generation(config, step)));
     };
-    let _ = fs::remove_file(archive_path);
-    let base_step = match config.transfer_from {
-        Some(_) => 0,
-        None => Supernet::checkpoint_info(supernet_file(&config.supernet))?.step,
-    };
+    let (net, rep) = super::transfer::transfer(
+        &supernet_file(src),
+        space,
+        device,
+        config.seed,
+        config.same_classes,
+    )?;
+    printer.note(format!(
+        "transfer from {}: {} weights copied ({}), fresh: {}",
+        src.display(),
+        rep.copied.len(),
+        summarize(&rep.copied),
+        if rep.fresh.is_empty() {
+            "none".to_string()
+        } else {
+            rep.fresh.join(", ")
+        }
+    ));
+    if let Some(w) = &config.warmup {
+        printer.note(format!(
+            "warm-up: {} head-only steps at lr {} then {} path fine-tune steps at lr {}, {} images each ({} images)",
+            w.probe_steps,
+            w.probe_lr,
+            w.finetune_steps,
+            w.finetune_lr,
+            w.batch,
+            w.images()
+        ));
+        let record = warmup::start(run, &net, &rep, w, target, config.seed, None)?
+            .context("the warm-up stopped early")?;
+        report_warmup(&record, printer)?;
+    }
+    Ok((net, first_generation(config, 0)))
+}
+
+/// Continues a warm-up killed before its end (its checkpoint folder `dir`), then starts the
+/// search as [`start_new`] would.
+fn resume_warmup(
+    dir: &Path,
+    config: &SearchConfig,
+    run: &RunDir,
+    target: warmup::Target<'_>,
+    space: &Space,
+    device: &Device,
+    printer: &Printer,
+) -> Result<(Supernet, Start)> {
+    let w = config.warmup.with_context(|| {
+        format!(
+            "{} holds a warm-up checkpoint but config.toml has no [warmup]; start the search again in a new --out",
+            dir.display()
+        )
+    })?;
+    printer.note(format!("resuming the warm-up of {}", run.path().display()));
+    let (net, record) = warmup::resume(dir, run, space, device, &w, target, config.seed, None)?;
+    let record = record.context("the warm-up stopped early")?;
+    report_warmup(&record, printer)?;
+    Ok((net, first_generation(config, 0)))
+}
+
+/// Prints the warm-up's record (a `{"type": "transfer", …}` line with `--json`).
+fn report_warmup(record: &WarmupRecord, printer: &Printer) -> Result<()> {
+    if printer.json {
+        let mut v = serde_json::to_value(record)?;
+        v["type"] = "transfer".into();
+        printer.json(&v)?;
+    }
+    printer.note(format!(
+        "warm-up done ({} images): mean proxy accuracy of {} archs {:.1} % -> {:.1} %",
+        record.images,
+        record.archs.len(),
+        100.0 * record.accuracy_before,
+        100.0 * record.accuracy_after
+    ));
+    Ok(())
+}
+
+/// The copied weights by their top-level part (`stem`, `blocks`, `last`, …) with counts.
+fn summarize(names: &[String]) -> String {
+    let mut parts: Vec<(String, usize)> = Vec::new();
+    for n in names {
+        let top = n.split('.').next().unwrap_or(n).to_string();
+        match parts.iter_mut().find(|(p, _)| *p == top) {
+            Some((_, c)) => *c += 1,
+            None => parts.push((top, 1)),
+        }
+    }
+    parts
+        .iter()
+        .map(|(p, c)| format!("{p} {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The start of generation 1 from a supernet at training step `base_step`.
+fn first_generation(config: &SearchConfig, base_step: u64) -> Start {
     let mut shift_rng = ChaCha8Rng::seed_from_u64(config.seed);
     shift_rng.set_stream(1);
-    let start = Start {
+    Start {
         generation: 0,
         rng: ChaCha8Rng::seed_from_u64(config.seed),
         shift_rng,
@@ -365,8 +465,7 @@ fn start_new(
         hypervolume: Vec::new(),
         algorithm: None,
         shifting: None,
-    };
-    Ok((net, start))
+    }
 }
 
 /// The prescreen of `--prescreen` (`None` without), knowing the measured points of `past`.
@@ -584,6 +683,7 @@ impl SearchLoop<'_> {
             evaluations: records.len(),
             prescreened: prescreen::count(self.problem.prescreen.as_ref(), records),
             seconds: self.problem.seconds,
+            transfer: warmup::read_record(self.run.path()).ok().flatten(),
         }
     }
 }
@@ -636,6 +736,8 @@ pub(crate) mod tests {
             conform: ConformOptions::default(),
             out: dir.to_path_buf(),
             transfer_from: None,
+            same_classes: false,
+            warmup: None,
             remeasure: false,
             share_bn: true,
             prescreen: None,
@@ -660,6 +762,67 @@ pub(crate) mod tests {
         let err = run(&c, false, &Printer::silent(), Box::new(FlopsSource)).unwrap_err();
         assert!(format!("{err:#}").contains("--resume"), "{err:#}");
         assert!(!c.out.join("archive.jsonl").exists());
+    }
+
+    /// A transfer search reports a fresh head and its warm-up; one killed during the warm-up
+    /// and resumed ends with the archive and front of an uninterrupted one.
+    #[test]
+    fn transfer_search_killed_during_warmup_resumes_to_the_same_result() {
+        let tmp = tempfile::tempdir().unwrap();
+        let space = space_for("tiny", 10).unwrap();
+        let src = tmp.path().join("src.safetensors");
+        Supernet::new(&space, &Device::Cpu, 1)
+            .unwrap()
+            .save(&src, 7)
+            .unwrap();
+        let p = Printer::silent();
+        let mut a = config(&tmp.path().join("a"), &src);
+        a.transfer_from = Some(src.clone());
+        a.shift.mode = ShiftMode::Immediate;
+        a.shift.steps = 1;
+        a.gens = 2;
+        a.warmup = Some(WarmupConfig {
+            probe_steps: 4,
+            finetune_steps: 4,
+            batch: 16,
+            checkpoint_every: 3,
+            ..WarmupConfig::default()
+        });
+        let full = run(&a, false, &p, Box::new(FlopsSource)).unwrap();
+        let rec = full.transfer.clone().unwrap();
+        assert_eq!(rec.fresh, vec!["classifier.weight".to_string()]);
+        assert_eq!(rec.images, 8 * 16);
+
+        // The same search killed after warm-up step 5 (its checkpoint is from step 3).
+        let b = SearchConfig {
+            out: tmp.path().join("b"),
+            ..a.clone()
+        };
+        {
+            let data = load_data(&b).unwrap();
+            let normalize = Normalize::from_dataset(&data.pair.train, &data.splits.train);
+            let target = warmup::Target {
+                data: &data,
+                normalize: &normalize,
+                bn_images: b.bn_images,
+                split_seed: b.split_seed,
+                eval_batch: b.eval_batch,
+            };
+            let run_dir = open_run_dir(&b, false).unwrap();
+            let (net, rep) =
+                super::super::transfer::transfer(&src, &space, &Device::Cpu, b.seed, false)
+                    .unwrap();
+            let w = b.warmup.unwrap();
+            let stopped = warmup::start(&run_dir, &net, &rep, &w, target, b.seed, Some(5));
+            assert!(stopped.unwrap().is_none());
+        }
+        let resumed = run(&b, true, &p, Box::new(FlopsSource)).unwrap();
+        let ta = fs::read_to_string(a.out.join("archive.jsonl")).unwrap();
+        let tb = fs::read_to_string(b.out.join("archive.jsonl")).unwrap();
+        assert_eq!(ta, tb);
+        assert_eq!(resumed.transfer, full.transfer);
+        let errors = |o: &SearchOutcome| o.front.iter().map(|r| r.error).collect::<Vec<_>>();
+        assert_eq!(errors(&resumed), errors(&full));
     }
 
     /// A run stopped after generation 1 (and left with a half-written generation in the

@@ -9,7 +9,7 @@
 //! - [`checkpoint`]: what a checkpoint holds and the archive truncation on resume.
 //! - [`progress`]: hypervolume and progress reporting per generation.
 //! - [`prescreen`]: keeping candidates clearly outside the front off the boards.
-//! - [`transfer`]: starting from a supernet of another data set.
+//! - [`transfer`]: starting from a supernet of another data set; [`warmup`]: its head warm-up.
 
 pub mod algorithm;
 pub mod arch_problem;
@@ -21,6 +21,7 @@ pub mod prescreen;
 pub mod progress;
 pub mod shifting;
 pub mod transfer;
+pub mod warmup;
 
 pub use algorithm::Algorithm;
 

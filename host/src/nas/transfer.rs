@@ -1,11 +1,12 @@
 //! Transfer (`--transfer-from CKPT`): start a search from a supernet trained on another data set.
 //!
 //! The new supernet is built for the target space (its class count and input channels); every
-//! conv/linear weight whose name and shape match the source checkpoint is copied (the feature
-//! extractor), the rest keeps its fresh initialisation: the classifier when the class count
-//! differs, the stem conv when the input channels differ (unless the data was converted with
-//! `--convert-channels`). BN running statistics are not copied: scores recalibrate BN per arch
-//! (`--bn exact|reset-ema`), and shifting (`immediate`) fine-tunes each path while searching.
+//! conv weight whose name and shape match the source checkpoint is copied (the feature
+//! extractor), the rest keeps its fresh initialisation. The classifier is always fresh: a source
+//! class k means something else in the target data even when the class counts agree, unless the
+//! caller says the classes are the same (`--same-classes`). The stem conv is copied when the input
+//! channels match (also after `--convert-channels`) and fresh otherwise. BN running statistics are
+//! not copied: the warm-up ([`super::warmup`]) and each score recalibrate them on the target data.
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -20,7 +21,8 @@ pub struct TransferReport {
     pub fresh: Vec<String>,
 }
 
-/// A supernet for `space` initialised from the compatible weights of the checkpoint `source`.
+/// A supernet for `space` initialised from the compatible weights of the checkpoint `source`;
+/// the classifier is copied only with `same_classes` (and equal class counts).
 ///
 /// # Errors
 /// An unreadable checkpoint, or a source whose blocks do not match `space` at all (nothing copied
@@ -30,6 +32,7 @@ pub fn transfer(
     space: &Space,
     device: &Device,
     seed: u64,
+    same_classes: bool,
 ) -> Result<(Supernet, TransferReport)> {
     let (old, _) = Supernet::load(source, device)
         .with_context(|| format!("--transfer-from {}", source.display()))?;
@@ -38,7 +41,18 @@ pub fn transfer(
         copied: Vec::new(),
         fresh: Vec::new(),
     };
+    anyhow::ensure!(
+        !same_classes || old.space().classes == space.classes,
+        "--same-classes: the source {} has {} classes, the data {}; drop --same-classes",
+        source.display(),
+        old.space().classes,
+        space.classes
+    );
     for (name, var) in net.trainable() {
+        if is_classifier(&name) && !same_classes {
+            report.fresh.push(name);
+            continue;
+        }
         match old.tensor(&name) {
             Some(t) if t.dims() == var.as_tensor().dims() => {
                 var.set(&t.to_device(device)?.copy()?)
@@ -58,6 +72,11 @@ pub fn transfer(
     Ok((net, report))
 }
 
+/// Whether the weight `name` belongs to the classifier (the head a target data set replaces).
+pub fn is_classifier(name: &str) -> bool {
+    name.starts_with("classifier")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,7 +90,7 @@ mod tests {
         old.save(&path, 5).unwrap();
         let mut target = src.clone().with_classes(3);
         target.input_channels = 3;
-        let (net, rep) = transfer(&path, &target, &Device::Cpu, 2).unwrap();
+        let (net, rep) = transfer(&path, &target, &Device::Cpu, 2, false).unwrap();
         assert_eq!(net.space().classes, 3);
         assert!(
             rep.fresh.iter().any(|n| n.starts_with("classifier")),
@@ -101,5 +120,36 @@ mod tests {
                 .unwrap();
             assert_eq!(a, b, "{n}");
         }
+    }
+
+    /// Equal class counts: the classifier is still fresh (its classes mean other things in the
+    /// target data) unless `same_classes`; the stem is copied when the channels match.
+    #[test]
+    fn same_class_count_gets_a_fresh_head_unless_told_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = Space::by_name("tiny").unwrap().with_classes(10);
+        let path = dir.path().join("s.safetensors");
+        let old = Supernet::new(&space, &Device::Cpu, 1).unwrap();
+        old.save(&path, 5).unwrap();
+        let (net, rep) = transfer(&path, &space, &Device::Cpu, 2, false).unwrap();
+        assert_eq!(rep.fresh, vec!["classifier.weight".to_string()]);
+        assert!(rep.copied.iter().any(|n| n.contains("stem")), "{rep:?}");
+        let head = |n: &Supernet| {
+            n.tensor("classifier.weight")
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        assert_ne!(head(&net), head(&old));
+        let (kept, rep) = transfer(&path, &space, &Device::Cpu, 2, true).unwrap();
+        assert!(rep.fresh.is_empty(), "{rep:?}");
+        assert_eq!(head(&kept), head(&old));
+        // --same-classes with another class count names the flag.
+        let err = transfer(&path, &space.clone().with_classes(3), &Device::Cpu, 2, true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--same-classes"), "{err}");
     }
 }
