@@ -20,8 +20,9 @@ use shiftnas_kernels::infer::{
 };
 
 use crate::arch::Arch;
+use crate::cost::Act;
 use crate::error::{Error, Result};
-use crate::space::{BlockShape, Space};
+use crate::space::{BlockShape, Family, Space};
 use crate::subnet::{FoldedConv, Subnet};
 use crate::supernet::Supernet;
 
@@ -91,7 +92,16 @@ impl Layer {
             stride: s.stride,
             in_size: s.in_size,
             out_size: s.out_size,
-            relu: s.relu,
+            relu: match s.act {
+                Act::None => false,
+                Act::Relu => true,
+                Act::Relu6 => {
+                    return Err(Error::BadInput(format!(
+                        "inference path: conv {} uses ReLU6, which it does not run yet",
+                        c.name
+                    )));
+                }
+            },
             weight,
             bias: values(&c.bias)?,
         })
@@ -194,7 +204,15 @@ impl Inference {
     /// A block whose branches do not end in a 1×1 conv, or a grouped conv that is neither dense
     /// nor depthwise (no SPOS space has either).
     pub fn from_subnet(subnet: &Subnet) -> Result<Inference> {
-        let stem = Layer::of(subnet.stem())?;
+        let space = subnet.space();
+        let ([stem], Family::ShufflenetV2) = (subnet.stem().convs.as_slice(), space.family) else {
+            return Err(Error::BadInput(format!(
+                "inference path: space {} is not a ShuffleNetV2 space with a one-conv stem; \
+                 only those run folded (the supernet's forward scores the others)",
+                space.name
+            )));
+        };
+        let stem = Layer::of(stem)?;
         let last = Layer::of(subnet.last())?;
         if stem.kind != Kind::Dense || last.kind != Kind::Pointwise {
             return Err(Error::BadInput(format!(

@@ -799,7 +799,7 @@ pub(crate) mod tests {
             ..a.clone()
         };
         {
-            let data = load_data(&b).unwrap();
+            let (_, data) = load_data(&b).unwrap();
             let normalize = Normalize::from_dataset(&data.pair.train, &data.splits.train);
             let target = warmup::Target {
                 data: &data,

@@ -19,6 +19,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use shiftnas_models::inference::Inference;
+use shiftnas_models::space::Family;
 use shiftnas_models::{Arch, BnCalibration, Supernet};
 
 use crate::data::batch::assemble;
@@ -124,7 +125,8 @@ pub fn evaluate(
         bail!("nothing to evaluate: the split of {} is empty", data.name);
     }
     calibrate_bn(supernet, arch, bn, normalize, batch)?;
-    let folded = supernet.device().is_cpu();
+    // The folded network covers the ShuffleNetV2 spaces; others use the supernet's forward.
+    let folded = supernet.device().is_cpu() && supernet.space().family == Family::ShufflenetV2;
     score_calibrated(supernet, arch, data, indices, normalize, batch, folded)
 }
 
