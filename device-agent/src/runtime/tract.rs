@@ -1,6 +1,6 @@
 //! tract (pure Rust) as a fallback runtime, behind the `tract` feature: used only when no
 //! `libonnxruntime.so` can be found, and always labelled `tract` in reports (~2.4× slower than
-//! ORT on the same model, DESIGN §6, so its numbers are not comparable with ORT's).
+//! ORT on the same model, so its numbers are not comparable with ORT's).
 
 use anyhow::{Context, Result};
 use shiftnas_protocol::{Backend as BackendId, BackendName, TensorF32};

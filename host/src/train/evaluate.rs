@@ -1,7 +1,7 @@
 //! Scoring one arch with supernet weights: BN calibration, then top-1/top-5 on a split.
 //!
 //! Supernet BN statistics are shared nonsense for any single path, so each arch's statistics are
-//! recomputed before scoring (DESIGN §5): `exact` resets them and averages over the calibration
+//! recomputed before scoring (as SPOS does): `exact` resets them and averages over the calibration
 //! images (batch k gets momentum 1/(k+1), mmrazor's method); `reset-ema` resets and runs an EMA with
 //! momentum 0.1 (SPOS); `none` keeps what training left. Calibration images are the first
 //! `bn_images` of a seeded permutation of the training split, the same for every arch.

@@ -11,7 +11,7 @@
 //! `SHIFTNAS_AGENT_AARCH64` at the release agent of `scripts/build-agent-aarch64` (glibc 2.28).
 //!
 //! Why the bind mount: ONNX Runtime parses `/proc/cpuinfo` at load and segfaults on the host's x86
-//! text under qemu-user (DESIGN §6), so the aarch64 agent runs in a private mount namespace where
+//! text under qemu-user, so the aarch64 agent runs in a private mount namespace where
 //! `/proc/cpuinfo` is `tests/fixtures/agent/cpuinfo-rk3588` (4× Cortex-A55 + 4× Cortex-A76).
 
 use std::io::{BufRead, BufReader, Write};
