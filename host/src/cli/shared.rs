@@ -109,7 +109,8 @@ impl Default for TrainingArgs {
 pub fn space_name(s: &str) -> Result<String, String> {
     Space::by_name(s).map(|_| s.to_string()).map_err(|_| {
         format!(
-            "no such search-space preset; known: {} (see `shiftnas space show`)",
+            "no such search-space preset; known: {} (see `shiftnas space show`), each scalable \
+             with @w<mult> for width and @d<mult> for depth, e.g. spos-cifar@d1.5",
             Space::preset_names().join(", ")
         )
     })

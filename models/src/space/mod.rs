@@ -343,18 +343,39 @@ fn scale_channels(channels: usize, mult: f64, divisor: usize) -> usize {
 }
 
 impl Space {
-    /// The preset called `name`.
+    /// The preset called `name`, optionally scaled by suffixes `@w<mult>` (width,
+    /// [`Self::with_width_mult`]) and `@d<mult>` (depth, [`Self::with_depth_mult`]), e.g.
+    /// `spos-cifar@d1.5`: the names those methods give, so every space's name reads back.
     ///
     /// # Errors
-    /// [`Error::UnknownSpace`] listing the presets.
+    /// [`Error::UnknownSpace`] listing the presets and the suffixes.
     pub fn by_name(name: &str) -> Result<Space> {
-        Self::presets()
+        let unknown = || Error::UnknownSpace {
+            name: name.to_string(),
+            known: format!(
+                "{} (scale with @w<mult> for width, @d<mult> for depth, e.g. spos-cifar@d1.5)",
+                Self::preset_names().join(", ")
+            ),
+        };
+        let mut parts = name.split('@');
+        let base = parts.next().unwrap_or_default();
+        let mut space = Self::presets()
             .into_iter()
-            .find(|s| s.name == name)
-            .ok_or_else(|| Error::UnknownSpace {
-                name: name.to_string(),
-                known: Self::preset_names().join(", "),
-            })
+            .find(|s| s.name == base)
+            .ok_or_else(unknown)?;
+        for part in parts {
+            let mult = part
+                .get(1..)
+                .and_then(|m| m.parse::<f64>().ok())
+                .filter(|m| m.is_finite() && *m > 0.0)
+                .ok_or_else(unknown)?;
+            space = match &part[..1] {
+                "w" => space.with_width_mult(mult),
+                "d" => space.with_depth_mult(mult),
+                _ => return Err(unknown()),
+            };
+        }
+        Ok(space)
     }
 
     /// All presets.
@@ -634,6 +655,25 @@ impl Space {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scaled_names_read_back_as_the_scaled_space() {
+        let s = Space::by_name("spos-cifar@d1.5").unwrap();
+        assert_eq!(s, Space::spos_cifar().with_depth_mult(1.5));
+        assert_eq!(Space::by_name(&s.name).unwrap(), s);
+        let m = Space::mbv2_tiny().with_width_mult(0.5).with_depth_mult(2.0);
+        assert_eq!(Space::by_name(&m.name).unwrap(), m);
+        for bad in [
+            "spos-cifar@x2",
+            "spos-cifar@d",
+            "spos-cifar@d-1",
+            "spos-cifar@",
+            "nope@d2",
+        ] {
+            let e = Space::by_name(bad).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("@d<mult>"), "{e}");
+        }
+    }
 
     #[test]
     fn presets_validate_and_have_twenty_blocks() {
