@@ -342,7 +342,7 @@ impl Trainable for SupernetStep<'_> {
     fn prepare_step(&mut self, step: u64, rng: &mut ChaCha8Rng, sgd: &mut Sgd) -> Result<()> {
         self.net
             .set_dropout_seed(dropout_seed(self.config.seed, step));
-        if let Some(base) = self.sampler.inherits_at(step) {
+        for base in self.sampler.inherits_at(step) {
             sgd.forget(&self.net.inherit_kernels(base)?);
         }
         self.archs = self.sampler.paths(step, rng);

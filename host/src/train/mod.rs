@@ -15,7 +15,7 @@ pub use r#loop::{
     logits_loss_and_grads, prepare_data, resumable_checkpoint, space_and_data, space_for, train,
     train_until,
 };
-pub use sampling::{FlopsBins, PathSampler, Sampling, fair_paths, warmup_arch, warmup_base};
+pub use sampling::{FlopsBins, PathSampler, Sampling, fair_paths, warmup_arch, warmup_bases};
 pub use schedule::LinearDecay;
 pub use sgd::{Gradients, Sgd, SgdConfig};
 

@@ -61,12 +61,14 @@ impl PathSampler {
         }
     }
 
-    /// The choice the other ShuffleNet choices inherit from before step `step`, when that step
-    /// ends the warm-up.
-    pub fn inherits_at(&self, step: u64) -> Option<usize> {
-        (self.warmup > 0 && step == self.warmup)
-            .then(|| warmup_base(&self.space))
-            .flatten()
+    /// The choices the rest of their kernel group inherits from before step `step`, when that
+    /// step ends the warm-up ([`warmup_bases`]); empty otherwise.
+    pub fn inherits_at(&self, step: u64) -> Vec<usize> {
+        if self.warmup > 0 && step == self.warmup {
+            warmup_bases(&self.space)
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -160,32 +162,62 @@ impl FlopsBins {
     }
 }
 
-/// The choice the path warm-up trains first (the space's first ShuffleNet choice), if any.
-pub fn warmup_base(space: &Space) -> Option<usize> {
-    space.choices.iter().position(|&c| c != Choice::Xception)
+/// Whether choices `a` and `b` differ only in kernel size, so one can inherit the other's
+/// weights ([`Supernet::inherit_kernels`]): ShuffleNet k3/k5/k7, or MBConv choices of one expansion.
+fn same_kernel_group(a: Choice, b: Choice) -> bool {
+    a != Choice::Xception
+        && b != Choice::Xception
+        && a.family() == b.family()
+        && a.expansion() == b.expansion()
+}
+
+/// The choices the path warm-up trains: the smallest kernel of each kernel group (ShuffleNet k3;
+/// MBConv k3e3 and k3e6), in choice order. The first is the warm-up's main path.
+pub fn warmup_bases(space: &Space) -> Vec<usize> {
+    let choices = &space.choices;
+    (0..choices.len())
+        .filter(|&i| {
+            let c = choices[i];
+            c != Choice::Xception
+                && !choices
+                    .iter()
+                    .any(|&o| same_kernel_group(o, c) && o.kernel() < c.kernel())
+        })
+        .collect()
 }
 
 /// The single path of step `step` during a path warm-up of `warmup` steps (uniform after it).
 ///
 /// From step `warmup` on, every block draws its choice uniformly (SPOS). Before, each block runs
-/// the base choice ([`warmup_base`], k3) except with probability `step / warmup × x / n` (x of
-/// the space's n choices are Xception), when it draws one of the Xception choices. At step
-/// `warmup` the loop copies the base choice into the other ShuffleNet choices
-/// ([`Supernet::inherit_kernels`]), so all choices enter uniform sampling trained.
+/// the main base choice ([`warmup_bases`], k3 or k3e3) except with probability
+/// `step / warmup × x / n`, when it draws one of the choices outside the main base's kernel
+/// group: Xception, or the other bases (k3e6), which stand for the x of the space's n choices
+/// that the main base cannot pass its weights to. At step `warmup` the loop copies each base
+/// into the larger kernels of its group ([`Supernet::inherit_kernels`]), so all choices enter
+/// uniform sampling trained.
 ///
 /// Why: plain uniform sampling from a fresh init barely learns for hundreds of steps in a
 /// 20-block space — every step sees another of 4^20 random feature bases, so the shared layers
-/// get no consistent signal (PyTorch does the same: `experiments/warmup_torch.py`). A space
-/// without ShuffleNet choices samples uniformly from the start.
+/// get no consistent signal (PyTorch does the same: `experiments/warmup_torch.py`).
 pub fn warmup_arch(step: u64, warmup: u64, space: &Space, rng: &mut ChaCha8Rng) -> Arch {
     let (blocks, n) = (space.num_blocks(), space.choices.len());
-    let Some(base) = warmup_base(space).filter(|_| step < warmup) else {
+    let bases = warmup_bases(space);
+    let Some(&base) = bases.first().filter(|_| step < warmup) else {
         return Arch::random(blocks, n, rng);
     };
+    let main = space.choices[base];
     let others: Vec<u8> = (0..n as u8)
-        .filter(|&c| space.choices[c as usize] == Choice::Xception)
+        .filter(|&c| {
+            let choice = space.choices[c as usize];
+            choice == Choice::Xception || (c as usize != base && bases.contains(&(c as usize)))
+        })
         .collect();
-    let p = step as f64 / warmup as f64 * others.len() as f64 / n as f64;
+    let outside = space
+        .choices
+        .iter()
+        .filter(|&&c| !same_kernel_group(c, main))
+        .count();
+    let p = step as f64 / warmup as f64 * outside as f64 / n as f64;
     let genes = (0..blocks)
         .map(|_| {
             if !others.is_empty() && rng.random_bool(p) {
@@ -273,12 +305,47 @@ mod tests {
         let space = Space::tiny();
         assert!(PathSampler::new(&space, Sampling::Fair, 5, 10).is_err());
         let s = PathSampler::new(&space, Sampling::FlopsBinned, 5, 10).unwrap();
-        let hits: Vec<u64> = (0..10).filter(|&t| s.inherits_at(t).is_some()).collect();
+        let hits: Vec<u64> = (0..10).filter(|&t| !s.inherits_at(t).is_empty()).collect();
         assert_eq!(hits, [5]);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         assert_eq!(s.paths(0, &mut rng), [Arch::uniform(20, 0)]);
         let fair = PathSampler::new(&space, Sampling::Fair, 0, 10).unwrap();
         assert_eq!(fair.paths(0, &mut rng).len(), 4);
-        assert_eq!(fair.inherits_at(0), None);
+        assert!(fair.inherits_at(0).is_empty());
+    }
+
+    /// MobileNetV2: the warm-up trains k3e3 and ramps in k3e6 (the e6 group's base, standing for
+    /// half the choices); both pass their weights to their group's larger kernels at its end.
+    #[test]
+    fn mobilenet_warmup_trains_a_base_of_each_expansion() {
+        let space = Space::mbv2_tiny();
+        let (k3e3, k3e6) = (
+            space
+                .choices
+                .iter()
+                .position(|&c| c == Choice::MbK3E3)
+                .unwrap(),
+            space
+                .choices
+                .iter()
+                .position(|&c| c == Choice::MbK3E6)
+                .unwrap(),
+        );
+        assert_eq!(warmup_bases(&space), [k3e3, k3e6]);
+        assert_eq!(warmup_bases(&Space::tiny()), [0]);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (mut n, mut e6) = (0usize, 0usize);
+        for step in 0..100 {
+            for &g in warmup_arch(step, 100, &space, &mut rng).genes() {
+                assert!(g as usize == k3e3 || g as usize == k3e6, "{g}");
+                n += 1;
+                e6 += usize::from(g as usize == k3e6);
+            }
+        }
+        // p ramps from 0 to 1/2: a quarter of all draws on average.
+        let share = e6 as f64 / n as f64;
+        assert!((0.2..0.3).contains(&share), "{share}");
+        let s = PathSampler::new(&space, Sampling::Uniform, 10, 10).unwrap();
+        assert_eq!(s.inherits_at(10), [k3e3, k3e6]);
     }
 }
