@@ -28,7 +28,8 @@ pub struct ExportArgs {
     /// is written).
     #[arg(long, value_parser = crate::cli::shared::space_name)]
     pub space: Option<String>,
-    /// The arch: one digit per block (0/1/2 = ShuffleNet k3/k5/k7, 3 = Xception).
+    /// The arch: one digit per block, the choice index (`shiftnas space show` lists them: ShuffleNetV2
+    /// 0/1/2/3 = k3/k5/k7/Xception, MobileNetV2 0–5 = k3e3 … k7e6).
     #[arg(long)]
     pub arch: String,
     /// Where to write the .onnx file (written atomically; parent folders are created).

@@ -9,7 +9,8 @@ use crate::cli::shared::{DataArgs, TrainingArgs, space_name};
 /// Arguments of `shiftnas retrain`: one arch trained from scratch as a standalone network.
 #[derive(Debug, Clone, Args)]
 pub struct RetrainArgs {
-    /// The arch: one digit per block (0/1/2 = ShuffleNet k3/k5/k7, 3 = Xception).
+    /// The arch: one digit per block, the choice index (`shiftnas space show` lists them: ShuffleNetV2
+    /// 0/1/2/3 = k3/k5/k7/Xception, MobileNetV2 0–5 = k3e3 … k7e6).
     #[arg(long, required_unless_present = "resume")]
     pub arch: Option<String>,
     /// Supernet run dir the arch was found with: its space, data, proxy split and conform options

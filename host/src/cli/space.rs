@@ -23,7 +23,8 @@ pub enum SpaceCommand {
         /// Preset name.
         #[arg(long)]
         space: String,
-        /// The arch: one digit per block (0/1/2 = ShuffleNet k3/k5/k7, 3 = Xception).
+        /// The arch: one digit per block, the choice index (`shiftnas space show` lists them:
+        /// ShuffleNetV2 0/1/2/3 = k3/k5/k7/Xception, MobileNetV2 0–5 = k3e3 … k7e6).
         #[arg(long)]
         arch: String,
     },

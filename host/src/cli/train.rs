@@ -45,9 +45,10 @@ pub struct TrainArgs {
     /// strict fairness.
     #[arg(long, value_enum, default_value_t = TrainArgs::default().sampling, help_heading = "Path sampling")]
     pub sampling: Sampling,
-    /// Path warm-up (uniform and FLOPs-binned sampling): training starts on the k3 path with
-    /// Xception blocks mixed in at a growing rate; at this step k5/k7 inherit k3's kernels and
-    /// sampling turns to --sampling [default: --steps / 4, 0 with fair; 0 = plain SPOS].
+    /// Path warm-up (uniform and FLOPs-binned sampling): training starts on the k3 path (k3e3 in
+    /// MobileNetV2) with Xception (k3e6) blocks mixed in at a growing rate; at this step the larger
+    /// kernels inherit theirs and sampling turns to --sampling [default: --steps / 4, 0 with
+    /// fair; 0 = plain SPOS].
     #[arg(long, help_heading = "Path sampling")]
     pub warmup_steps: Option<u64>,
     /// FLOPs bins of `--sampling flops-binned` (equal widths over the space's FLOPs range).
