@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The order-preserving study of issue 8, end to end, resumable.
+"""The order-preserving study (docs/results/order-preserving.md), end to end, resumable.
 
 Does Supernet Shifting (Zhang et al., CVPR 2024) make a SPOS supernet rank architectures more like
 retraining from scratch does, and does a supernet trained on another data set transfer?
@@ -700,7 +700,7 @@ def stage_report(s: Study) -> None:
     s.log(f"report: {path}")
 
 
-HEADER = """# The order-preserving study (issue 8)
+HEADER = """# The order-preserving study
 
 Does Supernet Shifting (Zhang et al., CVPR 2024, "Boosting Order-Preserving and Transferability
 for Neural Architecture Search") make a SPOS supernet rank architectures more like retraining does,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The order-preserving study of issue 8 (see experiments/order_preserving.py for the stages and
+# The order-preserving study (see experiments/order_preserving.py for the stages and
 # PRESETS for every budget knob). Builds shiftnas once per preset and freezes a copy in
 # experiments/runs/<preset>/bin/, so a long or resumed run never picks up another build from the
 # shared target dir; then runs the study. Rerun the same command to continue after a kill.
