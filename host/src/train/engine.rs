@@ -110,11 +110,6 @@ fn save_checkpoint<M: Trainable>(
     })
 }
 
-/// The checkpoint folder to resume from ([`RunDir::resumable_checkpoint`]).
-pub fn resumable_checkpoint(run: &RunDir) -> Option<PathBuf> {
-    run.resumable_checkpoint()
-}
-
 /// Trains until step `until` (at most `settings.steps`), checkpointing there, and returns the
 /// model. A Ctrl-C ([`crate::interrupt`]) ends the step in flight, checkpoints and returns
 /// [`crate::interrupt::Interrupted`].
@@ -150,7 +145,7 @@ pub fn run_steps<M: Trainable>(
         settings.normalize.clone(),
         settings.seed,
     )?;
-    let (mut model, mut state) = match resumable_checkpoint(run) {
+    let (mut model, mut state) = match run.resumable_checkpoint() {
         Some(dir) => {
             let (w, o, s) = ckpt_files::<M>(&dir);
             let state: TrainState = serde_json::from_slice(

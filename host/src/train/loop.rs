@@ -248,8 +248,6 @@ pub fn arch_loss_and_grads(
     Ok((total, grads))
 }
 
-pub use super::engine::resumable_checkpoint;
-
 /// Trains a supernet in `run` (fresh, or resumed from its checkpoint) and returns it.
 ///
 /// Same as [`train_until`] with `until = config.steps`.

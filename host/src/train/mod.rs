@@ -12,8 +12,7 @@ pub mod sgd;
 pub use evaluate::{Accuracy, BnMode, BnSource, calibrate_bn, evaluate, smoothed_cross_entropy};
 pub use r#loop::{
     PreparedData, StepReport, TrainConfig, TrainState, arch_loss_and_grads, batch_loss_and_grads,
-    logits_loss_and_grads, prepare_data, resumable_checkpoint, space_and_data, space_for, train,
-    train_until,
+    logits_loss_and_grads, prepare_data, space_and_data, space_for, train, train_until,
 };
 pub use sampling::{FlopsBins, PathSampler, Sampling, fair_paths, warmup_arch, warmup_bases};
 pub use schedule::LinearDecay;

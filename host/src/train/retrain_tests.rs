@@ -7,7 +7,7 @@ use shiftnas_models::subnet::Subnet;
 use super::*;
 use crate::data::{Augment, ConformOptions, DataSpec, Normalize};
 use crate::run_dir::RunDir;
-use crate::train::{prepare_data, resumable_checkpoint};
+use crate::train::prepare_data;
 
 const ARCH: &str = "01233210012332100123";
 
@@ -80,7 +80,7 @@ fn retrain_killed_and_resumed_matches_uninterrupted_bit_for_bit() {
     let resumed = retrain(&cfg, &data, &b, &Device::Cpu, &mut |r| steps.push(r.step)).unwrap();
     assert_eq!(steps, [3, 4]);
     assert!(straight == bits(&resumed), "resumed weights differ");
-    assert!(resumable_checkpoint(&b).is_some());
+    assert!(b.resumable_checkpoint().is_some());
 
     // BN γ/β and the convs all moved; running statistics too.
     let fresh = Standalone::new(resumed.space(), resumed.arch(), &Device::Cpu, cfg.seed).unwrap();

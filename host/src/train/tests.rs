@@ -89,7 +89,7 @@ fn killed_and_resumed_run_matches_uninterrupted_bit_for_bit() {
             straight == weights(&resumed),
             "{sampling:?}: resumed weights differ"
         );
-        assert!(resumable_checkpoint(&b).is_some());
+        assert!(b.resumable_checkpoint().is_some());
     }
 }
 
@@ -240,6 +240,6 @@ fn zero_steps_are_refused_before_anything_is_written() {
         .map(drop)
         .unwrap_err();
     assert!(format!("{err:#}").contains("--steps 0"), "{err:#}");
-    assert!(resumable_checkpoint(&run).is_none());
+    assert!(run.resumable_checkpoint().is_none());
     assert!(!run.join("log.jsonl").exists());
 }
