@@ -11,7 +11,6 @@
 pub mod affinity;
 pub mod bench;
 pub mod cli;
-pub mod npy;
 pub mod report;
 pub mod runtime;
 pub mod serve;
@@ -22,6 +21,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
+use shiftnas_protocol::npy;
 use shiftnas_protocol::{
     Backend, BackendName, BenchSpec, BoardInfo, PROTOCOL_VERSION, encode_line,
 };

@@ -46,6 +46,7 @@
 #![deny(missing_docs)]
 
 mod bench;
+pub mod npy;
 mod stats;
 mod system;
 

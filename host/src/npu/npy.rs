@@ -3,99 +3,31 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow};
+use shiftnas_protocol::{TensorF32, npy};
 
-/// Writes `data` with `shape` as a float32 `.npy` file.
+/// Writes `data` with `shape` as a float32 `.npy` file ([`npy::encode`]).
 ///
 /// # Errors
 /// If `data` does not have `shape`'s element count, or the file cannot be written.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    let n: usize = shape.iter().product();
-    if n != data.len() {
-        bail!(
-            "{}: {} values do not fill the shape {shape:?} ({n} values)",
-            path.display(),
-            data.len()
-        );
-    }
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = match dims.len() {
-        1 => format!("({},)", dims[0]),
-        _ => format!("({})", dims.join(", ")),
+    let t = TensorF32 {
+        shape: shape.to_vec(),
+        data: data.to_vec(),
     };
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}").into_bytes();
-    // Magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple of
-    // 64 bytes and ended by a newline.
-    let total = (10 + header.len() + 1).div_ceil(64) * 64;
-    header.resize(total - 10 - 1, b' ');
-    header.push(b'\n');
-    let mut bytes = Vec::with_capacity(total + 4 * data.len());
-    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(&header);
-    for v in data {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
+    let bytes = npy::encode(&t).with_context(|| format!("{}", path.display()))?;
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Reads a float32 `.npy` file (C order): its shape and values.
+/// Reads a float32 `.npy` file (C order): its shape and values ([`npy::decode`]).
 ///
 /// # Errors
 /// If the file is not a little-endian float32, C-order `.npy` file of version 1–3.
 pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let bad = |why: &str| anyhow::anyhow!("{}: not a float32 .npy file: {why}", path.display());
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(bad("no NUMPY magic"));
-    }
-    let (len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        v => return Err(bad(&format!("format version {v}"))),
-    };
-    let header = bytes
-        .get(start..start + len)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| bad("truncated header"))?;
-    if !header.contains("'descr': '<f4'") {
-        return Err(bad(&format!("dtype is not '<f4' ({})", header.trim())));
-    }
-    if header.contains("'fortran_order': True") {
-        return Err(bad("Fortran order"));
-    }
-    let shape_txt = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .map(|s| s.trim().trim_start_matches('('))
-        .ok_or_else(|| bad("no shape"))?;
-    let shape = shape_txt
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<usize>()
-                .map_err(|_| bad(&format!("shape {shape_txt}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let body = &bytes[start + len..];
-    let n: usize = shape.iter().product();
-    if body.len() != 4 * n {
-        return Err(bad(&format!(
-            "{} data bytes for shape {shape:?}",
-            body.len()
-        )));
-    }
-    let data = body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok((shape, data))
+    let t = npy::decode(&bytes)
+        .map_err(|e| anyhow!("{}: not a float32 .npy file: {e:#}", path.display()))?;
+    Ok((t.shape, t.data))
 }
 
 #[cfg(test)]

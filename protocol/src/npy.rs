@@ -1,8 +1,8 @@
 //! A minimal `.npy` reader and writer for little-endian float32 arrays in C order — the only kind
-//! the agent's `run` command exchanges (format: numpy's `NEP 1`, versions 1.0–3.0).
+//! the agent's `run` command and the host's NPU conversions exchange (format: numpy's `NEP 1`, versions 1.0–3.0).
 
+use crate::TensorF32;
 use anyhow::{Context, Result, bail};
-use shiftnas_protocol::TensorF32;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
