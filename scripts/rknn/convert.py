@@ -6,9 +6,10 @@ what happened. `shiftnas` (host/src/npu) runs it with the private RKNN Python (s
                [--log FILE] [--simulate X.npy ... --sim-out DIR]
 
 --calib is a text file with one NCHW float32 .npy path per line (int8 only). --simulate runs the
-toolkit's simulator (`init_runtime()` without a target) on each input, with the model built in this
-process (the simulator cannot run an exported file), and writes output k of input i to
-DIR/out_<i>_<k>.npy. The JSON: ok, toolkit_version, target, dtype, seconds (load + build + export),
+toolkit's simulator (`init_runtime()` without a target) on each input file, with the model built in
+this process (the simulator cannot run an exported file). A file holds N >= 1 inputs stacked on
+axis 0; each is run alone (the model's batch is 1) and output k of all N, stacked on axis 0 again,
+goes to DIR/out_<i>_<k>.npy. The JSON: ok, toolkit_version, target, dtype, seconds (load + build + export),
 npu_ops (how many), cpu_ops and output_reshapes ([{id, type, name}]), simulated ([[file, ...]]);
 on failure also stage, error and log_tail. Exit status 0 whenever the JSON was written.
 """
@@ -146,13 +147,18 @@ def main():
                 stage = "inference"
                 os.makedirs(sim_out, exist_ok=True)
                 for i, s in enumerate(sims):
-                    outs = rknn.inference(inputs=[np.load(s)], data_format="nchw")
-                    if outs is None:
-                        raise RuntimeError(f"the simulator returned nothing for {s}")
+                    x = np.load(s)
+                    rows = []
+                    for j in range(x.shape[0]):
+                        outs = rknn.inference(inputs=[x[j:j + 1]], data_format="nchw")
+                        if outs is None:
+                            raise RuntimeError(f"the simulator returned nothing for input {j} of {s}")
+                        rows.append(outs)
                     files = []
-                    for k, y in enumerate(outs):
+                    for k in range(len(rows[0])):
                         files.append(os.path.join(sim_out, f"out_{i}_{k}.npy"))
-                        np.save(files[-1], np.asarray(y, dtype=np.float32))
+                        y = np.concatenate([np.asarray(r[k], dtype=np.float32) for r in rows], axis=0)
+                        np.save(files[-1], y)
                     simulated.append(files)
             rknn.release()
         lines = clean_log(log_path)

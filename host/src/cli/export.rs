@@ -47,6 +47,19 @@ pub struct ExportArgs {
     /// Make the batch dimension symbolic (`batch`) instead of fixed to 1.
     #[arg(long)]
     pub dynamic_batch: bool,
+    /// Also convert to `.rknn` for the RK3588 NPU with rknn-toolkit2 (`source scripts/rknn-env`),
+    /// written beside --out with the extension `.rknn`, and its metadata and simulated accuracy
+    /// as `.rknn.json`. The ONNX file is then exported for the NPU (batch 1, reshape-split).
+    /// int8 is calibrated on training images and needs --supernet.
+    #[arg(long, value_name = "DTYPE", conflicts_with = "dynamic_batch")]
+    pub rknn: Option<crate::npu::Dtype>,
+    /// Int8 calibration images for --rknn (spread evenly over the training split).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = crate::cli::shared::at_least_one)]
+    pub rknn_calibration: usize,
+    /// Images of the proxy split on which --rknn compares the simulated NPU model's top-1 with
+    /// the fp32 subnet's (--supernet only; 0 skips the comparison).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub rknn_images: usize,
     /// The supernet's training data, as given to `shiftnas train` (BN calibration images,
     /// normalisation, class names; --supernet only).
     #[command(flatten)]

@@ -1,6 +1,6 @@
 //! `shiftnas export`: one arch → BN-folded subnet → ONNX file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -15,6 +15,7 @@ use crate::cli::export::ExportArgs;
 use crate::cli::shared::DataArgs;
 use crate::data::Normalize;
 use crate::nas::driver::supernet_file;
+use crate::npu;
 use crate::run_dir::write_atomic;
 use crate::train::{BnMode, BnSource, PreparedData, calibrate_bn, prepare_data};
 
@@ -39,11 +40,14 @@ pub struct ExportReport {
     pub input_shape: [Option<usize>; 4],
     /// Where the weights came from: `random (seed N)` or the checkpoint path.
     pub weights: String,
+    /// The `.rknn` conversion (`--rknn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rknn: Option<RknnExport>,
 }
 
 /// Runs `shiftnas export`.
 pub fn run(args: ExportArgs, ctx: &Context) -> Result<ExitStatus> {
-    let (subnet, weights) = if args.random_weights {
+    let (subnet, options, weights, trained) = if args.random_weights {
         let name = args
             .space
             .as_deref()
@@ -53,7 +57,16 @@ pub fn run(args: ExportArgs, ctx: &Context) -> Result<ExitStatus> {
             .parse_arch(&args.arch)
             .with_context(|| format!("--arch for space {}", space.name))?;
         let subnet = Subnet::random(&space, &arch, args.seed)?;
-        (subnet, format!("random (seed {})", args.seed))
+        let options = ExportOptions {
+            batch: if args.dynamic_batch { None } else { Some(1) },
+            ..Default::default()
+        };
+        (
+            subnet,
+            options,
+            format!("random (seed {})", args.seed),
+            None,
+        )
     } else {
         let path = args
             .supernet
@@ -73,26 +86,117 @@ pub fn run(args: ExportArgs, ctx: &Context) -> Result<ExitStatus> {
             .with_context(|| format!("--arch for the space of {}", path.display()))?;
         let subnet = trained.subnet(&arch, args.bn_calibrate)?;
         let options = trained.export_options(args.dynamic_batch);
-        let bytes =
-            onnx::export(&subnet, &options).with_context(|| format!("exporting arch {arch}"))?;
-        write_atomic(&args.out, &bytes).with_context(|| format!("--out {}", args.out.display()))?;
-        let report = report(
-            &args.out,
-            &bytes,
-            &subnet,
-            &options,
-            path.display().to_string(),
-        );
-        return print(&report, ctx);
+        (subnet, options, path.display().to_string(), Some(trained))
     };
-    let options = ExportOptions {
-        batch: if args.dynamic_batch { None } else { Some(1) },
-        ..Default::default()
+    let options = match args.rknn {
+        Some(_) => npu::npu_options(&options),
+        None => options,
     };
     let bytes = onnx::export(&subnet, &options)
         .with_context(|| format!("exporting arch {}", subnet.arch()))?;
     write_atomic(&args.out, &bytes).with_context(|| format!("--out {}", args.out.display()))?;
-    print(&report(&args.out, &bytes, &subnet, &options, weights), ctx)
+    let mut report = report(&args.out, &bytes, &subnet, &options, weights);
+    if let Some(dtype) = args.rknn {
+        report.rknn = Some(export_rknn(
+            &args,
+            dtype,
+            &subnet,
+            &options,
+            &bytes,
+            trained.as_ref(),
+        )?);
+        let sidecar = sidecar_path(&args.out);
+        write_atomic(&sidecar, &serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", sidecar.display()))?;
+    }
+    print(&report, ctx)
+}
+
+/// What `--rknn` wrote: the `.rknn` file, its conversion and its simulated accuracy.
+#[derive(Debug, Serialize)]
+pub struct RknnExport {
+    /// The `.rknn` file written.
+    pub path: String,
+    /// Its size in bytes.
+    pub bytes: usize,
+    /// SHA-256 of the file, hex (two builds of one model differ: do not use it as a key).
+    pub sha256: String,
+    /// What the toolkit reported: version, dtype, seconds, ops on the NPU.
+    pub conversion: npu::ConvertReport,
+    /// Top-1 of the simulated NPU model against the fp32 subnet (`--supernet`, `--rknn-images` > 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<npu::QuantAccuracy>,
+}
+
+/// `m.onnx` → `m.rknn`.
+fn rknn_path(out: &Path) -> PathBuf {
+    out.with_extension("rknn")
+}
+
+/// `m.onnx` → `m.rknn.json`.
+fn sidecar_path(out: &Path) -> PathBuf {
+    out.with_extension("rknn.json")
+}
+
+/// Converts the exported `onnx` to `.rknn` beside `--out` and, with trained weights, compares its
+/// simulated top-1 with the fp32 subnet's on `--rknn-images` proxy images.
+fn export_rknn(
+    args: &ExportArgs,
+    dtype: npu::Dtype,
+    subnet: &Subnet,
+    options: &ExportOptions,
+    onnx: &[u8],
+    trained: Option<&Trained>,
+) -> Result<RknnExport> {
+    let converter = npu::Converter::from_env().context("--rknn needs rknn-toolkit2")?;
+    let name = args.out.display().to_string();
+    let calibration = match trained {
+        Some(t) => Some(npu::Images::spread(
+            &t.data.pair.train,
+            &t.data.splits.train,
+            args.rknn_calibration,
+            &t.normalize,
+        )?),
+        None if dtype == npu::Dtype::Int8 => anyhow::bail!(
+            "--rknn int8 is calibrated on training images: pass --supernet CKPT and its --data \
+             instead of --random-weights, or use --rknn fp16"
+        ),
+        None => None,
+    };
+    let conversion = npu::quantized::with_config(dtype, calibration.as_ref(), |config| {
+        converter.convert(&name, onnx, config)
+    })?;
+    let rknn = std::fs::read(&conversion.rknn)
+        .with_context(|| format!("reading {}", conversion.rknn.display()))?;
+    let path = rknn_path(&args.out);
+    write_atomic(&path, &rknn).with_context(|| format!("writing {}", path.display()))?;
+    let accuracy = match (trained, &calibration) {
+        (Some(t), Some(calibration)) if args.rknn_images > 0 => {
+            let eval = npu::Images::spread(
+                &t.data.pair.train,
+                &t.data.splits.proxy,
+                args.rknn_images,
+                &t.normalize,
+            )?;
+            Some(npu::simulated_accuracy(
+                &converter,
+                &name,
+                subnet,
+                options,
+                dtype,
+                calibration,
+                &eval,
+            )?)
+        }
+        _ => None,
+    };
+    Ok(RknnExport {
+        path: path.display().to_string(),
+        bytes: rknn.len(),
+        sha256: hex::encode(Sha256::digest(&rknn)),
+        conversion: conversion.report,
+        accuracy,
+    })
 }
 
 fn print(report: &ExportReport, ctx: &Context) -> Result<ExitStatus> {
@@ -125,6 +229,7 @@ pub(crate) fn report(
         params: c.params,
         input_shape: [options.batch, Some(space.input_channels), Some(n), Some(n)],
         weights,
+        rknn: None,
     }
 }
 

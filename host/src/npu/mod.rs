@@ -16,6 +16,7 @@
 //! (docs/npu.md).
 
 mod npy;
+pub mod quantized;
 mod toolkit;
 
 use std::ffi::OsString;
@@ -27,23 +28,31 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use shiftnas_models::onnx::{ExportOptions, SplitStyle};
 
 pub use npy::{read_f32 as read_npy, write_f32 as write_npy};
+pub use quantized::{Images, QuantAccuracy, simulated_accuracy};
 pub use toolkit::{CONVERT_PY, PYTHON_ENV, PlacedOp, Toolkit};
 
 /// ONNX export options for models meant for the NPU: batch fixed to 1 and the
 /// `Reshape → Split → Reshape` channel split, which the toolkit maps to the NPU (the default
 /// strided `Slice` split lands on the CPU).
-pub fn export_options() -> shiftnas_models::onnx::ExportOptions {
-    shiftnas_models::onnx::ExportOptions {
+pub fn export_options() -> ExportOptions {
+    npu_options(&ExportOptions::default())
+}
+
+/// `options` (their metadata: normalisation, class names) with the NPU's graph settings of
+/// [`export_options`].
+pub fn npu_options(options: &ExportOptions) -> ExportOptions {
+    ExportOptions {
         batch: Some(1),
-        split: shiftnas_models::onnx::SplitStyle::ReshapeSplit,
-        ..Default::default()
+        split: SplitStyle::ReshapeSplit,
+        ..options.clone()
     }
 }
 
 /// The NPU number format of a conversion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
     /// Float16 weights and activations: no calibration, near-fp32 outputs.
@@ -314,10 +323,11 @@ impl Converter {
         Ok(conv)
     }
 
-    /// Converts `onnx` under `config` and runs the toolkit's simulator on `inputs` (each one NCHW
-    /// batch of the model's input shape `shape`), in one toolkit process: the simulator only runs
-    /// a model built in its own process. Returns the first output of each input, flattened, and
-    /// the conversion report. Does not use the cache.
+    /// Converts `onnx` under `config` and runs the toolkit's simulator on `inputs`, in one toolkit
+    /// process: the simulator only runs a model built in its own process. Each input holds the
+    /// NCHW images of `shape`, whose batch N may exceed the model's batch of 1: the images run one
+    /// by one. Returns each input's first output, flattened (N rows), and the conversion report.
+    /// Does not use the cache.
     ///
     /// # Errors
     /// As [`Converter::convert`] (CPU ops are reported in the report, not as an error, so that

@@ -290,3 +290,121 @@ fn a_model_the_toolkit_cannot_read_is_a_named_error() {
     let entries = std::fs::read_dir(cache.path()).unwrap().count();
     assert_eq!(entries, 0);
 }
+
+/// The quantisation drop of trained subnets: a `tiny` supernet trained 300 steps on the embedded
+/// Fashion-MNIST, two archs (all k3; every choice in turn) exported with `shiftnas export --rknn` and scored on the whole proxy
+/// split (1,000 images) through the toolkit's simulator and through the fp32 subnet. The fp32
+/// side must equal `shiftnas eval` (the BN-folded inference path: another implementation) on the
+/// same images; int8 (100 calibration images) must stay within [`INT8_MAX_DROP_POINTS`] of it and
+/// give the same class on [`INT8_MIN_AGREEMENT`] of the images, fp16 within
+/// [`FP16_MAX_DROP_POINTS`] and [`FP16_MIN_AGREEMENT`]. Measured values are in docs/npu.md.
+#[test]
+fn trained_tiny_subnets_keep_their_accuracy_in_int8_and_fp16() {
+    if toolkit().is_none() {
+        return;
+    }
+    let dir = shiftnas_tests::TestDir::new();
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(shiftnas_tests::bin("shiftnas"))
+            .args(args)
+            .env("XDG_CACHE_HOME", dir.join("xdg"))
+            .env("SHIFTNAS_NO_PROGRESS", "1")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "shiftnas {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    };
+    run(&[
+        "--json",
+        "train",
+        "--space",
+        "tiny",
+        "--data",
+        "builtin:fashion-mnist",
+        "--steps",
+        "300",
+        "--batch",
+        "64",
+        "--out",
+        "run",
+    ]);
+    for arch in ["00000000000000000000", "01230123012301230123"] {
+        let eval = run(&[
+            "--json",
+            "eval",
+            "--supernet",
+            "run",
+            "--arch",
+            arch,
+            "--bn-images",
+            "1000",
+        ]);
+        let fp32 = eval["top1"].as_f64().unwrap();
+        for (dtype, max_drop, min_agreement) in [
+            ("int8", INT8_MAX_DROP_POINTS, INT8_MIN_AGREEMENT),
+            ("fp16", FP16_MAX_DROP_POINTS, FP16_MIN_AGREEMENT),
+        ] {
+            let out = format!("{arch}-{dtype}.onnx");
+            let report = run(&[
+                "--json",
+                "export",
+                "--supernet",
+                "run",
+                "--data",
+                "builtin:fashion-mnist",
+                "--arch",
+                arch,
+                "--bn-calibrate",
+                "1000",
+                "--out",
+                &out,
+                "--rknn",
+                dtype,
+                "--rknn-images",
+                "1000",
+            ]);
+            let rknn = &report["rknn"];
+            let acc = &rknn["accuracy"];
+            let sidecar: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(dir.join(format!("{arch}-{dtype}.rknn.json"))).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(sidecar, report, "the .rknn.json holds what --json printed");
+            let bytes = std::fs::read(dir.join(format!("{arch}-{dtype}.rknn"))).unwrap();
+            assert_eq!(rknn["bytes"].as_u64(), Some(bytes.len() as u64));
+            assert!(rknn["conversion"]["cpu_ops"].as_array().unwrap().is_empty());
+            assert_eq!(acc["images"].as_u64(), Some(1000), "{acc}");
+            let (f, q, agree) = (
+                acc["fp32_accuracy"].as_f64().unwrap(),
+                acc["npu_accuracy"].as_f64().unwrap(),
+                acc["agreement"].as_f64().unwrap(),
+            );
+            // Two forward implementations may split a near-tie differently: 2 images at most.
+            assert!(
+                (f - fp32).abs() <= 0.002,
+                "{arch} {dtype}: fp32 top-1 {f} but `shiftnas eval` gives {fp32}"
+            );
+            assert!(
+                100.0 * (f - q) <= max_drop && agree >= min_agreement,
+                "{arch} {dtype}: fp32 {f}, simulated {q} (drop {:.1} points, bound {max_drop}), \
+                 agreement {agree} (bound {min_agreement})",
+                100.0 * (f - q)
+            );
+        }
+    }
+}
+
+/// Largest int8 drop in top-1 points on the trained `tiny` subnets (measured: −0.6 to +0.5).
+const INT8_MAX_DROP_POINTS: f64 = 2.0;
+/// Smallest int8 top-1 agreement with fp32 (measured: 0.970–0.985).
+const INT8_MIN_AGREEMENT: f64 = 0.95;
+/// Largest fp16 drop in top-1 points (measured: −0.1 to 0).
+const FP16_MAX_DROP_POINTS: f64 = 0.5;
+/// Smallest fp16 top-1 agreement with fp32 (measured: 0.999–1.0).
+const FP16_MIN_AGREEMENT: f64 = 0.99;
