@@ -129,6 +129,18 @@ pub struct SearchArgs {
     /// (the new numbers replace the cached ones).
     #[arg(long, help_heading = "Boards")]
     pub remeasure: bool,
+    /// Also score each member of the final front through rknn-toolkit2's simulator of the RK3588
+    /// NPU in this format (`source scripts/rknn-env`): pareto.json/.csv/.svg then show its fp32
+    /// and NPU top-1 on the same proxy images, i.e. what quantisation costs each arch.
+    #[arg(long, value_name = "DTYPE", help_heading = "NPU")]
+    pub npu_accuracy: Option<crate::npu::Dtype>,
+    /// Proxy images --npu-accuracy scores (evenly spread over the proxy split; the simulator runs
+    /// one image at a time).
+    #[arg(long, value_name = "N", default_value_t = SearchArgs::default().npu_images, value_parser = at_least_one, requires = "npu_accuracy", help_heading = "NPU")]
+    pub npu_images: usize,
+    /// Int8 calibration images of --npu-accuracy int8 (evenly spread over the training split).
+    #[arg(long, value_name = "N", default_value_t = SearchArgs::default().npu_calibration, value_parser = at_least_one, requires = "npu_accuracy", help_heading = "NPU")]
+    pub npu_calibration: usize,
 }
 
 impl Default for SearchArgs {
@@ -165,6 +177,9 @@ impl Default for SearchArgs {
             prescreen_margin: None,
             force_predictor: false,
             remeasure: false,
+            npu_accuracy: None,
+            npu_images: 1000,
+            npu_calibration: 100,
         }
     }
 }

@@ -233,7 +233,7 @@ pub fn run(args: QuickstartArgs, ctx: &Context) -> Result<ExitStatus> {
         p.json(&serde_json::json!({
             "type": "quickstart", "run_dir": args.out, "seconds": secs, "picks": picks,
             "pareto_svg": search_dir.join("pareto.svg"),
-            "front": crate::report::pareto::front_members(&outcome.front),
+            "front": crate::report::pareto::front_members(&outcome.front, &outcome.npu_accuracy),
             "latency_told_apart": told_apart,
         }))?;
     } else {

@@ -12,7 +12,7 @@ use crate::data::split::default_proxy_size;
 use crate::interrupt::SearchInterrupted;
 use crate::latency::{LatencyOptions, LatencySource, LatencySpec};
 use crate::nas::arch_problem::Constraints;
-use crate::nas::driver::{SearchConfig, SearchOutcome, run_until};
+use crate::nas::driver::{NpuScoring, SearchConfig, SearchOutcome, run_until};
 use crate::nas::shifting::{ShiftConfig, ShiftMode};
 use crate::nas::warmup::WarmupConfig;
 use crate::run_dir::RunDir;
@@ -129,6 +129,11 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
         },
         prescreen_margin: args.prescreen_margin,
         force_predictor: args.force_predictor,
+        npu_accuracy: args.npu_accuracy.map(|dtype| NpuScoring {
+            dtype,
+            images: args.npu_images,
+            calibration: args.npu_calibration,
+        }),
         out: args.out.clone().unwrap_or_else(|| {
             PathBuf::from(format!("runs/search-{:?}-{}", args.algorithm, args.seed).to_lowercase())
         }),

@@ -112,6 +112,20 @@ pub struct SearchConfig {
     /// Use a prescreen predictor calibrated on another board fingerprint.
     #[serde(default)]
     pub force_predictor: bool,
+    /// `--npu-accuracy`: also score the final front on rknn-toolkit2's simulator of the NPU.
+    #[serde(default)]
+    pub npu_accuracy: Option<NpuScoring>,
+}
+
+/// Scoring the final front through the NPU simulator ([`crate::npu::simulated_accuracy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NpuScoring {
+    /// The NPU format.
+    pub dtype: crate::npu::Dtype,
+    /// Proxy images scored (evenly spread over the proxy split).
+    pub images: usize,
+    /// Int8 calibration images (evenly spread over the training split).
+    pub calibration: usize,
 }
 
 /// What a finished search produced.
@@ -132,6 +146,9 @@ pub struct SearchOutcome {
     pub seconds: PhaseSeconds,
     /// Transfer: what was copied, what was fresh, and the warm-up (`None` without transfer).
     pub transfer: Option<WarmupRecord>,
+    /// `--npu-accuracy`: each front member's fp32 and simulated NPU top-1, in the front's order
+    /// (empty without it).
+    pub npu_accuracy: Vec<crate::npu::QuantAccuracy>,
 }
 
 /// The supernet file of `path`: the file itself, or a train run dir's checkpoint.
@@ -232,6 +249,13 @@ pub fn run_until(
         hv_reference(&space, &config.constraints),
         start.hypervolume,
     );
+    let npu = match config.npu_accuracy {
+        Some(scoring) => Some((
+            scoring,
+            crate::npu::Converter::from_env().context("--npu-accuracy needs rknn-toolkit2")?,
+        )),
+        None => None,
+    };
     let search = SearchLoop {
         run,
         archive_path,
@@ -239,6 +263,7 @@ pub fn run_until(
         algorithm,
         rng: start.rng,
         seed: config.seed,
+        npu,
     };
     search.run(&MaxGenerations(config.gens), progress, stop_after)
 }
@@ -552,6 +577,8 @@ struct SearchLoop<'a> {
     rng: ChaCha8Rng,
     /// The search seed (dropout masks of each generation derive from it).
     seed: u64,
+    /// `--npu-accuracy`, with the toolkit (checked before the search starts).
+    npu: Option<(NpuScoring, crate::npu::Converter)>,
 }
 
 impl SearchLoop<'_> {
@@ -623,15 +650,24 @@ impl SearchLoop<'_> {
         });
         front.dedup_by(|a, b| a.arch == b.arch);
         keep_non_dominated(&mut front);
+        let npu_accuracy = match &self.npu {
+            Some((scoring, converter)) => {
+                super::npu_scoring::score_front(&self.problem, converter, *scoring, &front)?
+            }
+            None => Vec::new(),
+        };
         let records = archive::read(&self.archive_path)?;
         crate::report::pareto::write_search_reports(
             self.run.path(),
             &front,
+            &npu_accuracy,
             &hypervolume,
             &records,
             self.problem.latency.unit(),
         )?;
-        Ok(self.outcome(front, hypervolume, &records))
+        let mut outcome = self.outcome(front, hypervolume, &records);
+        outcome.npu_accuracy = npu_accuracy;
+        Ok(outcome)
     }
 
     /// The population's first front, each member scored again at the current weights, with its
@@ -684,6 +720,7 @@ impl SearchLoop<'_> {
             prescreened: prescreen::count(self.problem.prescreen.as_ref(), records),
             seconds: self.problem.seconds,
             transfer: warmup::read_record(self.run.path()).ok().flatten(),
+            npu_accuracy: Vec::new(),
         }
     }
 }
@@ -743,6 +780,7 @@ pub(crate) mod tests {
             prescreen: None,
             prescreen_margin: None,
             force_predictor: false,
+            npu_accuracy: None,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod arch_problem;
 pub mod checkpoint;
 pub mod driver;
 pub mod evaluator;
+pub mod npu_scoring;
 pub mod operators;
 pub mod prescreen;
 pub mod progress;

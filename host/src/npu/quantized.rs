@@ -146,7 +146,7 @@ pub fn simulated_accuracy(
             &onnx,
             config,
             &eval.batch_shape(),
-            &[eval.pixels.clone()],
+            std::slice::from_ref(&eval.pixels),
         )?;
         let logits = outputs
             .into_iter()
@@ -226,7 +226,7 @@ fn fp32_logits(subnet: &Subnet, images: &Images) -> Result<Vec<f32>> {
 
 /// The arg-max of each of the `n` rows of `logits`.
 fn top1(logits: &[f32], n: usize) -> Vec<usize> {
-    if n == 0 || logits.len() % n != 0 {
+    if n == 0 || !logits.len().is_multiple_of(n) {
         return Vec::new();
     }
     logits

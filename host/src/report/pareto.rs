@@ -11,12 +11,14 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::plot::{Labels, Point, scatter_svg};
+use super::plot::{Labels, Point, scatter_svg_alt};
 use crate::archive::ArchiveRecord;
+use crate::npu::QuantAccuracy;
 use crate::run_dir::write_atomic;
 
-/// A front member as `pareto.json` writes it: the archive record's fields, and
-/// `latency_distinct` where it is known ([`latency_distinct`]).
+/// A front member as `pareto.json` writes it: the archive record's fields, `latency_distinct`
+/// where it is known ([`latency_distinct`]), and its simulated NPU accuracy with
+/// `--npu-accuracy`.
 #[derive(Debug, Clone, Serialize)]
 pub struct FrontMember<'a> {
     /// The record.
@@ -25,16 +27,25 @@ pub struct FrontMember<'a> {
     /// Whether its latency interval is clear of its neighbours' (left out when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_distinct: Option<bool>,
+    /// fp32 and simulated NPU top-1 on the same proxy images (left out without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub npu_accuracy: Option<&'a QuantAccuracy>,
 }
 
-/// The members of `front` with their [`latency_distinct`] marks, in the front's order.
-pub fn front_members(front: &[ArchiveRecord]) -> Vec<FrontMember<'_>> {
+/// The members of `front` with their [`latency_distinct`] marks and, where `npu` is not empty,
+/// their NPU accuracy (`npu[i]` belongs to `front[i]`), in the front's order.
+pub fn front_members<'a>(
+    front: &'a [ArchiveRecord],
+    npu: &'a [QuantAccuracy],
+) -> Vec<FrontMember<'a>> {
     front
         .iter()
         .zip(latency_distinct(front))
-        .map(|(record, latency_distinct)| FrontMember {
+        .enumerate()
+        .map(|(i, (record, latency_distinct))| FrontMember {
             record,
             latency_distinct,
+            npu_accuracy: npu.get(i),
         })
         .collect()
 }
@@ -113,47 +124,60 @@ pub fn latency_summary(front: &[ArchiveRecord]) -> String {
 }
 
 /// Writes `pareto.json`, `pareto.csv`, `hypervolume.csv` and `pareto.svg` into `dir`: the final
-/// `front`, the `hypervolume` after each generation, and the plot of `archive` with the front
-/// highlighted, latency in `unit`.
+/// `front` (with `npu[i]`, the NPU accuracy of `front[i]`, when `npu` is not empty), the
+/// `hypervolume` after each generation, and the plot of `archive` with the front highlighted,
+/// latency in `unit`.
 ///
 /// # Errors
 /// I/O or drawing failures, naming the file.
 pub fn write_search_reports(
     dir: &Path,
     front: &[ArchiveRecord],
+    npu: &[QuantAccuracy],
     hypervolume: &[f64],
     archive: &[ArchiveRecord],
     unit: &str,
 ) -> Result<()> {
     write_atomic(
         &dir.join("pareto.json"),
-        &serde_json::to_vec_pretty(&front_members(front))?,
+        &serde_json::to_vec_pretty(&front_members(front, npu))?,
     )?;
-    write_atomic(&dir.join("pareto.csv"), pareto_csv(front).as_bytes())?;
+    write_atomic(&dir.join("pareto.csv"), pareto_csv(front, npu).as_bytes())?;
     write_atomic(
         &dir.join("hypervolume.csv"),
         hypervolume_csv(hypervolume).as_bytes(),
     )?;
-    let svg = pareto_svg(archive, front, unit)?;
+    let svg = pareto_svg(archive, front, npu, unit)?;
     write_atomic(&dir.join("pareto.svg"), svg.as_bytes())
 }
 
 /// `pareto.csv`: one row per front member; the interval's ends and `latency_distinct` are empty
-/// where unknown.
-pub fn pareto_csv(front: &[ArchiveRecord]) -> String {
+/// where unknown, and the NPU columns (`npu_dtype`, `fp32_accuracy`, `npu_accuracy`,
+/// `npu_drop_points`, `npu_images`) where `npu` has no entry for the member.
+pub fn pareto_csv(front: &[ArchiveRecord], npu: &[QuantAccuracy]) -> String {
     let mut csv = String::from(
         "arch,error,latency,latency_source,flops,params,supernet_step,latency_low,latency_high,\
-         latency_distinct\n",
+         latency_distinct,npu_dtype,fp32_accuracy,npu_accuracy,npu_drop_points,npu_images\n",
     );
-    for (r, distinct) in front.iter().zip(latency_distinct(front)) {
+    for (i, (r, distinct)) in front.iter().zip(latency_distinct(front)).enumerate() {
         let (low, high) = r
             .latency_interval
             .map_or((String::new(), String::new()), |i| {
                 (i.low.to_string(), i.high.to_string())
             });
         let distinct = distinct.map_or(String::new(), |d| d.to_string());
+        let quant = npu.get(i).map_or(",,,,".to_string(), |q| {
+            format!(
+                "{},{},{},{},{}",
+                q.dtype,
+                q.fp32_accuracy,
+                q.npu_accuracy,
+                q.drop_points(),
+                q.images
+            )
+        });
         csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{low},{high},{distinct}\n",
+            "{},{},{},{},{},{},{},{low},{high},{distinct},{quant}\n",
             r.arch, r.error, r.latency, r.latency_source, r.flops, r.params, r.supernet_step
         ));
     }
@@ -177,18 +201,26 @@ pub fn hypervolume_csv(hypervolume: &[f64]) -> String {
 pub fn pareto_svg(
     archive: &[ArchiveRecord],
     front: &[ArchiveRecord],
+    npu: &[QuantAccuracy],
     unit: &str,
 ) -> Result<String> {
     let mut pts: Vec<Point> = archive
         .iter()
         .map(|r| Point::new(r.latency, r.error * 100.0, false))
         .collect();
-    pts.extend(front.iter().map(|r| Point {
+    pts.extend(front.iter().enumerate().map(|(i, r)| Point {
         x_interval: r.latency_interval.map(|i| (i.low, i.high)),
+        y_alt: npu.get(i).map(|q| r.error * 100.0 + q.drop_points()),
         ..Point::new(r.latency, r.error * 100.0, true)
     }));
     let x = format!("latency ({unit})");
-    scatter_svg(
+    let alt = npu.first().map(|q| {
+        format!(
+            "with the {} drop (NPU simulator, {} proxy images)",
+            q.dtype, q.images
+        )
+    });
+    scatter_svg_alt(
         &pts,
         &Labels {
             title: "Search: error vs latency",
@@ -198,6 +230,7 @@ pub fn pareto_svg(
             rest: "evaluated",
         },
         false,
+        alt.as_deref(),
     )
 }
 
@@ -231,9 +264,9 @@ mod tests {
         };
         let arch = r.arch.to_string();
         assert_eq!(
-            pareto_csv(&[r]),
+            pareto_csv(&[r], &[]),
             format!(
-                "arch,error,latency,latency_source,flops,params,supernet_step,latency_low,latency_high,latency_distinct\n{arch},0.25,1.5,flops,1000,20,7,,,\n"
+                "arch,error,latency,latency_source,flops,params,supernet_step,latency_low,latency_high,latency_distinct,npu_dtype,fp32_accuracy,npu_accuracy,npu_drop_points,npu_images\n{arch},0.25,1.5,flops,1000,20,7,,,,,,,,\n"
             )
         );
         assert_eq!(
@@ -242,9 +275,50 @@ mod tests {
         );
         let r = member(2, 1.5, Some((1.25, 1.75)));
         assert_eq!(
-            pareto_csv(&[r]).lines().nth(1).unwrap(),
-            "222,0.25,1.5,board:rk1,1000,20,7,1.25,1.75,true"
+            pareto_csv(std::slice::from_ref(&r), &[])
+                .lines()
+                .nth(1)
+                .unwrap(),
+            "222,0.25,1.5,board:rk1,1000,20,7,1.25,1.75,true,,,,,"
         );
+        assert_eq!(
+            pareto_csv(&[r], &[quant()]).lines().nth(1).unwrap(),
+            "222,0.25,1.5,board:rk1,1000,20,7,1.25,1.75,true,int8,0.75,0.72,3.0000000000000027,500"
+        );
+    }
+
+    fn quant() -> QuantAccuracy {
+        QuantAccuracy {
+            dtype: crate::npu::Dtype::Int8,
+            images: 500,
+            calibration_images: 100,
+            fp32_accuracy: 0.75,
+            npu_accuracy: 0.72,
+            agreement: 0.9,
+            toolkit_version: "2.5.0".into(),
+        }
+    }
+
+    #[test]
+    fn npu_accuracy_sits_beside_each_front_member() {
+        let front = [member(0, 1.0, None), member(1, 2.0, None)];
+        let npu = [
+            quant(),
+            QuantAccuracy {
+                npu_accuracy: 0.75,
+                ..quant()
+            },
+        ];
+        let json = serde_json::to_value(front_members(&front, &npu)).unwrap();
+        assert_eq!(json[0]["npu_accuracy"]["npu_accuracy"], 0.72, "{json}");
+        assert_eq!(json[1]["npu_accuracy"]["fp32_accuracy"], 0.75, "{json}");
+        let svg = pareto_svg(&[], &front, &npu, "ms").unwrap();
+        assert!(svg.contains("with the int8 drop (NPU simulator, 500 proxy images)"));
+        // Two front markers, two hollow NPU markers, a legend circle for each of the three series.
+        assert_eq!(svg.matches("<circle").count(), 7, "{svg}");
+        assert_eq!(svg.matches("stroke=\"#1E50C8\"").count(), 3 + 2, "{svg}");
+        let plain = pareto_svg(&[], &front, &[], "ms").unwrap();
+        assert!(!plain.contains("NPU simulator"));
     }
 
     /// In latency order 1.0 [0.9, 1.1], 1.5 [1.45, 1.55], 1.58 [1.52, 1.6], 3.0 [2.9, 3.1]: the
@@ -301,12 +375,12 @@ mod tests {
         }];
         assert!(latency_summary(&flops).starts_with("no intervals: latency from flops"));
         assert_eq!(
-            serde_json::to_string_pretty(&front_members(&front)).unwrap(),
+            serde_json::to_string_pretty(&front_members(&front, &[])).unwrap(),
             serde_json::to_string_pretty(&front).unwrap(),
             "pareto.json without intervals is the records as before"
         );
         let with = [member(0, 1.0, Some((0.9, 1.1)))];
-        let json = serde_json::to_value(front_members(&with)).unwrap();
+        let json = serde_json::to_value(front_members(&with, &[])).unwrap();
         assert_eq!(json[0]["latency_distinct"], true, "{json}");
         assert_eq!(json[0]["latency_interval"]["high"], 1.1, "{json}");
     }
@@ -318,12 +392,12 @@ mod tests {
             member(1, 2.0, Some((1.8, 2.2))),
         ];
         let archive = [member(2, 1.5, None)];
-        let svg = pareto_svg(&archive, &front, "ms").unwrap();
+        let svg = pareto_svg(&archive, &front, &[], "ms").unwrap();
         assert!(
             svg.contains("latency interval"),
             "error bars and their legend"
         );
-        let plain = pareto_svg(&archive, &[member(0, 1.0, None)], "ms").unwrap();
+        let plain = pareto_svg(&archive, &[member(0, 1.0, None)], &[], "ms").unwrap();
         assert!(!plain.contains("latency interval"));
     }
 }

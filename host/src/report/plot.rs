@@ -19,6 +19,9 @@ pub struct Point {
     pub highlight: bool,
     /// The horizontal value's interval (low, high), drawn as an error bar.
     pub x_interval: Option<(f64, f64)>,
+    /// The same point's value under another measure (the error of its NPU model, say), drawn
+    /// as a hollow marker joined to it by a vertical line.
+    pub y_alt: Option<f64>,
 }
 
 impl Point {
@@ -29,6 +32,7 @@ impl Point {
             y,
             highlight,
             x_interval: None,
+            y_alt: None,
         }
     }
 }
@@ -97,6 +101,19 @@ fn padded_range(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
 /// # Errors
 /// When plotters fails to draw (it does not on valid numbers).
 pub fn scatter_svg(points: &[Point], labels: &Labels, identity_line: bool) -> Result<String> {
+    scatter_svg_alt(points, labels, identity_line, None)
+}
+
+/// [`scatter_svg`], with each point's [`Point::y_alt`] drawn and named `alt` in the legend.
+///
+/// # Errors
+/// When plotters fails to draw (it does not on valid numbers).
+pub fn scatter_svg_alt(
+    points: &[Point],
+    labels: &Labels,
+    identity_line: bool,
+    alt: Option<&str>,
+) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -106,7 +123,11 @@ pub fn scatter_svg(points: &[Point], labels: &Labels, identity_line: bool) -> Re
             [p.x, lo, hi]
         });
         let (mut x0, mut x1) = padded_range(xs);
-        let (mut y0, mut y1) = padded_range(points.iter().map(|p| p.y));
+        let (mut y0, mut y1) = padded_range(
+            points
+                .iter()
+                .flat_map(|p| std::iter::once(p.y).chain(p.y_alt)),
+        );
         if identity_line {
             (x0, x1) = (x0.min(y0), x1.max(y1));
             (y0, y1) = (x0, x1);
@@ -178,6 +199,27 @@ pub fn scatter_svg(points: &[Point], labels: &Labels, identity_line: bool) -> Re
                 .map_err(|e| anyhow!("plot: {e}"))?
                 .label("latency interval")
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], bar_style));
+        }
+        let alts: Vec<(f64, f64, f64)> = points
+            .iter()
+            .filter_map(|p| p.y_alt.map(|alt| (p.x, p.y, alt)))
+            .collect();
+        if let (Some(name), false) = (alt, alts.is_empty()) {
+            let blue = RGBColor(30, 80, 200);
+            chart
+                .draw_series(
+                    alts.iter()
+                        .map(|&(x, y, alt)| PathElement::new([(x, y), (x, alt)], blue.mix(0.6))),
+                )
+                .map_err(|e| anyhow!("plot: {e}"))?;
+            chart
+                .draw_series(
+                    alts.iter()
+                        .map(|&(x, _, alt)| Circle::new((x, alt), 5, blue.stroke_width(2))),
+                )
+                .map_err(|e| anyhow!("plot: {e}"))?
+                .label(name)
+                .legend(move |(x, y)| Circle::new((x + 8, y), 5, blue.stroke_width(2)));
         }
         chart
             .draw_series(

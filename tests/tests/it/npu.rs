@@ -398,6 +398,52 @@ fn trained_tiny_subnets_keep_their_accuracy_in_int8_and_fp16() {
             );
         }
     }
+    // The search scores its final front the same way (`--npu-accuracy`), into every report.
+    run(&[
+        "search",
+        "--supernet",
+        "run",
+        "--data",
+        "builtin:fashion-mnist",
+        "--space",
+        "tiny",
+        "--latency",
+        "flops",
+        "--pop",
+        "4",
+        "--gens",
+        "1",
+        "--shift",
+        "off",
+        "--npu-accuracy",
+        "int8",
+        "--npu-images",
+        "200",
+        "--out",
+        "search",
+        "--json",
+    ]);
+    let front: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("search/pareto.json")).unwrap()).unwrap();
+    let csv = std::fs::read_to_string(dir.join("search/pareto.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), front.as_array().unwrap().len(), "{csv}");
+    for (m, row) in front.as_array().unwrap().iter().zip(rows) {
+        let acc = &m["npu_accuracy"];
+        assert_eq!(
+            (acc["dtype"].as_str(), acc["images"].as_u64()),
+            (Some("int8"), Some(200))
+        );
+        let (f, q) = (
+            acc["fp32_accuracy"].as_f64().unwrap(),
+            acc["npu_accuracy"].as_f64().unwrap(),
+        );
+        assert!(100.0 * (f - q) <= INT8_MAX_DROP_POINTS, "{m}");
+        let cols: Vec<&str> = row.split(',').collect();
+        assert_eq!(cols[10..12], ["int8", f.to_string().as_str()], "{row}");
+    }
+    let svg = std::fs::read_to_string(dir.join("search/pareto.svg")).unwrap();
+    assert!(svg.contains("with the int8 drop (NPU simulator, 200 proxy images)"));
 }
 
 /// Largest int8 drop in top-1 points on the trained `tiny` subnets (measured: −0.6 to +0.5).
