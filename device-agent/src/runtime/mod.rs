@@ -108,8 +108,8 @@ pub fn load(choice: &BackendChoice) -> Result<Box<dyn Backend>> {
         )?));
     }
     anyhow::ensure!(
-        choice.npu_cores.is_none(),
-        "--npu-core-mask needs --runtime rknn"
+        choice.npu_cores.is_none() && choice.rknn_lib.is_none(),
+        "--npu-core-mask and --rknn-lib need --runtime rknn"
     );
     match ort::OrtBackend::load(choice.ort_lib.as_deref()) {
         Ok(b) => Ok(Box::new(b)),
