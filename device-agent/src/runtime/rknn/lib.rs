@@ -209,7 +209,9 @@ impl ModelOrigin {
 impl std::fmt::Display for ModelOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.toolkit, &self.platform) {
-            (None, None) => f.write_str("no rknn-toolkit2 version recorded in the file"),
+            (None, None) => {
+                f.write_str("not recognisable as an rknn-toolkit2 file (no toolkit version in it)")
+            }
             (t, p) => write!(
                 f,
                 "built by rknn-toolkit2 {} for {}",
@@ -235,6 +237,11 @@ mod tests {
         assert_eq!(o.platform.as_deref(), Some("rk3568"));
         assert_eq!(o.to_string(), "built by rknn-toolkit2 1.6.0 for rk3568");
         assert_eq!(ModelOrigin::of(b"not a model"), ModelOrigin::default());
+        assert!(
+            ModelOrigin::default()
+                .to_string()
+                .starts_with("not recognisable")
+        );
     }
 
     #[test]
