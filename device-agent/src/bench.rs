@@ -97,7 +97,7 @@ fn measure_pinned(
         spec.cores.clone()
     };
     let before = system::snapshot(&env.root, &used);
-    let samples_ms = time_runs(m.as_mut(), spec)?;
+    let (samples_ms, npu_samples_ms) = time_runs(m.as_mut(), spec)?;
     let after = system::snapshot(&env.root, &used);
     let summary = Summary::from_samples(&samples_ms)
         .ok_or_else(|| anyhow::anyhow!("no valid timing samples"))?;
@@ -124,16 +124,19 @@ fn measure_pinned(
         after,
         throttled,
         warnings,
+        npu_ms: Summary::from_samples(&npu_samples_ms),
     })
 }
 
 /// Warm-up, then timed runs until `runs` samples and `min_seconds` have both been reached, or
 /// [`MAX_RUNS`] samples have been taken (so a fast model cannot fill memory in a long budget).
-fn time_runs(m: &mut dyn Model, spec: &BenchSpec) -> Result<Vec<f64>> {
+/// Returns the wall times and the runs' [`Model::device_time_ms`] (those reported).
+fn time_runs(m: &mut dyn Model, spec: &BenchSpec) -> Result<(Vec<f64>, Vec<f64>)> {
     for _ in 0..spec.warmup {
         m.run()?;
     }
     let mut samples = Vec::with_capacity(spec.runs.min(MAX_RUNS));
+    let mut device = Vec::new();
     let start = Instant::now();
     while samples.len() < MAX_RUNS
         && (samples.len() < spec.runs || start.elapsed().as_secs_f64() < spec.min_seconds)
@@ -141,8 +144,9 @@ fn time_runs(m: &mut dyn Model, spec: &BenchSpec) -> Result<Vec<f64>> {
         let t = Instant::now();
         m.run()?;
         samples.push(t.elapsed().as_secs_f64() * 1e3);
+        device.extend(m.device_time_ms());
     }
-    Ok(samples)
+    Ok((samples, device))
 }
 
 /// Everything in the conditions that makes the number less trustworthy.
@@ -243,6 +247,7 @@ mod tests {
                 kind: "bigcore0-thermal".into(),
                 temp_c: temp,
             }],
+            devfreq: Vec::new(),
         }
     }
 

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bench::DEFAULT_THERMAL_LIMIT_C;
+use crate::runtime::RuntimeKind;
+use crate::runtime::rknn::NpuCores;
 
 /// Measures ONNX model latency on a board under a fixed protocol and reports JSON.
 ///
@@ -18,6 +20,18 @@ pub struct Cli {
     /// libonnxruntime.so to load (default: $ORT_DYLIB_PATH, next to this binary, Python's onnxruntime).
     #[arg(long, global = true, value_name = "PATH")]
     pub ort_lib: Option<PathBuf>,
+    /// Inference runtime: `ort` (ONNX Runtime on the CPU, .onnx models) or `rknn` (the RK3588
+    /// NPU through librknnrt.so, .rknn models from rknn-toolkit2).
+    #[arg(long, global = true, value_enum, default_value_t = RuntimeKind::Ort)]
+    pub runtime: RuntimeKind,
+    /// librknnrt.so to load with --runtime rknn (default: $LIBRKNNRT_PATH, /usr/lib/librknnrt.so).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub rknn_lib: Option<PathBuf>,
+    /// NPU cores to run on with --runtime rknn (rknn_set_core_mask): one core (0, 1, 2), cores
+    /// 0-1 or 0-2 together, `auto` (one core chosen per run) or `all`; default: the runtime's
+    /// (auto).
+    #[arg(long, global = true, value_enum, value_name = "CORES")]
+    pub npu_core_mask: Option<NpuCores>,
 }
 
 /// The agent's commands.
@@ -148,5 +162,30 @@ mod tests {
             Cli::try_parse_from(["shiftnas-agent", "run", "m.onnx", "--input", "x.npy"]).is_err()
         );
         assert!(Cli::try_parse_from(["shiftnas-agent", "serve"]).is_ok());
+    }
+
+    #[test]
+    fn runtime_flags_are_global() {
+        let cli = Cli::try_parse_from([
+            "shiftnas-agent",
+            "bench",
+            "m.rknn",
+            "--runtime",
+            "rknn",
+            "--rknn-lib",
+            "/usr/lib/librknnrt.so",
+            "--npu-core-mask",
+            "0-1",
+        ])
+        .unwrap();
+        assert_eq!(cli.runtime, RuntimeKind::Rknn);
+        assert_eq!(cli.npu_core_mask, Some(NpuCores::Cores01));
+        assert_eq!(cli.npu_core_mask.map(NpuCores::mask), Some(3));
+        let default = Cli::try_parse_from(["shiftnas-agent", "info"]).unwrap();
+        assert_eq!(
+            (default.runtime, default.npu_core_mask),
+            (RuntimeKind::Ort, None)
+        );
+        assert!(Cli::try_parse_from(["shiftnas-agent", "info", "--npu-core-mask", "3"]).is_err());
     }
 }

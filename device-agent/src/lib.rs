@@ -6,7 +6,8 @@
 //! and `run` (one inference on a `.npy` input, for output checks).
 //!
 //! The runtime is ONNX Runtime loaded at run time ([`runtime::ort`]); a pure-Rust tract fallback
-//! exists behind the `tract` feature. Every report names its backend.
+//! exists behind the `tract` feature, and `--runtime rknn` measures `.rknn` models on the RK3588
+//! NPU ([`runtime::rknn`]). Every report names its backend.
 
 pub mod affinity;
 pub mod bench;
@@ -71,7 +72,10 @@ fn read_model(path: &Path) -> Result<(Vec<u8>, String)> {
 /// Any failure, with context naming the file or flag at fault.
 pub fn run(cli: Cli) -> Result<()> {
     let choice = BackendChoice {
+        runtime: cli.runtime,
         ort_lib: cli.ort_lib,
+        rknn_lib: cli.rknn_lib,
+        npu_cores: cli.npu_core_mask,
     };
     let stdout = std::io::stdout();
     match cli.command {

@@ -44,6 +44,13 @@ pub fn bench_table(r: &BenchReport, model: &str) -> String {
         "{:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
         t.p50_ms, t.p90_ms, t.p99_ms, t.mean_ms, t.std_ms, t.min_ms, t.max_ms
     );
+    if let Some(n) = &r.npu_ms {
+        let _ = writeln!(
+            s,
+            "{:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}   NPU only (RKNN_QUERY_PERF_RUN)",
+            n.p50_ms, n.p90_ms, n.p99_ms, n.mean_ms, n.std_ms, n.min_ms, n.max_ms
+        );
+    }
     if r.throttled {
         let _ = writeln!(s, "THROTTLED: re-measure (see warnings)");
     }

@@ -334,6 +334,7 @@ mod tests {
         let mut server = Server::new(
             BackendChoice {
                 ort_lib: Some("/nonexistent/libonnxruntime.so".into()),
+                ..BackendChoice::default()
             },
             BenchEnv::default(),
         );

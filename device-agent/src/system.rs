@@ -1,5 +1,6 @@
 //! What the board is and how its clocks and temperatures stand: `/proc/cpuinfo`,
-//! `/sys/devices/system/cpu/cpu*/{cpu_capacity,cpufreq/*}` and `/sys/class/thermal/thermal_zone*`.
+//! `/sys/devices/system/cpu/cpu*/{cpu_capacity,cpufreq/*}`, `/sys/class/thermal/thermal_zone*`
+//! and the NPU and DDR devfreq devices in `/sys/class/devfreq/*`.
 //!
 //! Every reader takes a [`SysRoot`] so tests can point it at fixtures. Missing files give empty
 //! lists or `None`, never errors: x86 VMs and containers have no cpufreq or thermal zones.
@@ -7,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use shiftnas_protocol::{CoreInfo, CoreState, SystemSnapshot, ThermalZone};
+use shiftnas_protocol::{CoreInfo, CoreState, DevfreqState, SystemSnapshot, ThermalZone};
 
 /// Where the agent reads system files from (`/` on a real board).
 #[derive(Debug, Clone)]
@@ -228,11 +229,39 @@ pub fn thermal_zones(root: &SysRoot) -> Vec<ThermalZone> {
     zones
 }
 
-/// Clocks of `cpus` and every thermal zone, now.
+/// The devfreq devices whose name contains `npu` or `dmc` (the RK3588's `fdab0000.npu` and `dmc`),
+/// sorted by name.
+pub fn devfreq(root: &SysRoot) -> Vec<DevfreqState> {
+    let mut out: Vec<DevfreqState> = std::fs::read_dir(root.sys.join("class/devfreq"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let lower = name.to_ascii_lowercase();
+            if !(lower.contains("npu") || lower.contains("dmc")) {
+                return None;
+            }
+            let d = e.path();
+            Some(DevfreqState {
+                governor: read_trim(&d.join("governor")),
+                cur_hz: read_num(&d.join("cur_freq")),
+                min_hz: read_num(&d.join("min_freq")),
+                max_hz: read_num(&d.join("max_freq")),
+                name,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Clocks of `cpus`, every thermal zone and the NPU/DDR devfreq devices, now.
 pub fn snapshot(root: &SysRoot, cpus: &[usize]) -> SystemSnapshot {
     SystemSnapshot {
         cores: core_states(root, cpus),
         thermal: thermal_zones(root),
+        devfreq: devfreq(root),
     }
 }
 
@@ -351,6 +380,71 @@ mod tests {
         );
         assert_eq!(snap.thermal[1].kind, "bigcore0-thermal");
         assert_eq!(snap.thermal[1].temp_c, 81.5);
+        assert!(snap.devfreq.is_empty());
+    }
+
+    #[test]
+    fn fake_devfreq_gives_npu_and_dmc_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        // The RK3588's NPU and DDR devices, the GPU (not read) and an NPU with unreadable files.
+        for (name, files) in [
+            (
+                "fdab0000.npu",
+                &[
+                    ("governor", "userspace\n"),
+                    ("cur_freq", "1000000000\n"),
+                    ("min_freq", "300000000\n"),
+                    ("max_freq", "1000000000\n"),
+                ][..],
+            ),
+            (
+                "dmc",
+                &[("governor", "dmc_ondemand\n"), ("cur_freq", "2112000000\n")][..],
+            ),
+            ("fb000000.gpu", &[("governor", "simple_ondemand\n")][..]),
+            ("npu-empty", &[][..]),
+        ] {
+            let d = sys.join("class/devfreq").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            for (f, v) in files {
+                std::fs::write(d.join(f), v).unwrap();
+            }
+        }
+        let root = SysRoot {
+            cpuinfo: "/nonexistent/cpuinfo".into(),
+            sys,
+        };
+        let snap = snapshot(&root, &[]);
+        assert_eq!(
+            snap.devfreq,
+            vec![
+                DevfreqState {
+                    name: "dmc".into(),
+                    governor: Some("dmc_ondemand".into()),
+                    cur_hz: Some(2_112_000_000),
+                    min_hz: None,
+                    max_hz: None,
+                },
+                DevfreqState {
+                    name: "fdab0000.npu".into(),
+                    governor: Some("userspace".into()),
+                    cur_hz: Some(1_000_000_000),
+                    min_hz: Some(300_000_000),
+                    max_hz: Some(1_000_000_000),
+                },
+                DevfreqState {
+                    name: "npu-empty".into(),
+                    governor: None,
+                    cur_hz: None,
+                    min_hz: None,
+                    max_hz: None,
+                },
+            ]
+        );
+        // On the wire it is optional: a snapshot without it (an older agent) still parses.
+        let old: SystemSnapshot = serde_json::from_str(r#"{"cores":[],"thermal":[]}"#).unwrap();
+        assert!(old.devfreq.is_empty());
     }
 
     #[test]

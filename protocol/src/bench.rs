@@ -96,6 +96,8 @@ pub enum BackendName {
     Ort,
     /// tract, the pure-Rust fallback (agent feature `tract`); ~2.4× slower than ORT.
     Tract,
+    /// Rockchip's `librknnrt.so` on the RK3588 NPU (agent `--runtime rknn`, `.rknn` models).
+    Rknn,
     /// No runtime could be loaded (only in [`crate::BoardInfo`]).
     None,
 }
@@ -105,6 +107,7 @@ impl std::fmt::Display for BackendName {
         f.write_str(match self {
             BackendName::Ort => "ort",
             BackendName::Tract => "tract",
+            BackendName::Rknn => "rknn",
             BackendName::None => "none",
         })
     }
@@ -169,6 +172,10 @@ pub struct BenchReport {
     pub throttled: bool,
     /// Everything that makes the number less trustworthy, each with its fix.
     pub warnings: Vec<Warning>,
+    /// Statistics of the accelerator's own time per timed run (the NPU's `RKNN_QUERY_PERF_RUN`),
+    /// when the runtime reports one; absent for CPU runtimes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub npu_ms: Option<Summary>,
 }
 
 /// Why a measurement may be off; `Display` ends with what to do about it.
@@ -334,13 +341,23 @@ mod tests {
             after: SystemSnapshot::default(),
             throttled: false,
             warnings: vec![],
+            npu_ms: None,
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["p50_ms"], 2.0);
         assert_eq!(v["max_ms"], 4.0);
         assert!(v.get("summary").is_none(), "{v}");
+        // No NPU time: no key, so reports from agents without it parse the same.
+        assert!(v.get("npu_ms").is_none(), "{v}");
         let back: BenchReport = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
+        let npu = BenchReport {
+            npu_ms: Summary::from_samples(&[0.5]),
+            ..r.clone()
+        };
+        let v = serde_json::to_value(&npu).unwrap();
+        assert_eq!(v["npu_ms"]["p50_ms"], 0.5);
+        assert_eq!(serde_json::from_value::<BenchReport>(v).unwrap(), npu);
         let line = crate::encode_line(&crate::Response::Bench(r.clone())).unwrap();
         assert!(line.starts_with(r#"{"type":"bench","#), "{line}");
         assert_eq!(

@@ -55,7 +55,7 @@ pub use bench::{
     MAX_WARMUP, TensorF32, Warning,
 };
 pub use stats::{Summary, percentile};
-pub use system::{BoardInfo, CoreInfo, CoreState, SystemSnapshot, ThermalZone};
+pub use system::{BoardInfo, CoreInfo, CoreState, DevfreqState, SystemSnapshot, ThermalZone};
 
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +116,8 @@ pub enum Request {
 /// A message from the agent to the host (one JSON line, tagged by `"type"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
+// One value per protocol line, built once per measurement: boxing the report would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Response {
     /// Answer to [`Request::Hello`] when the versions match.
     Hello {

@@ -85,6 +85,22 @@ pub struct ThermalZone {
     pub temp_c: f64,
 }
 
+/// One devfreq device's clock state (`/sys/class/devfreq/<name>/`): the NPU and the DDR
+/// controller (`dmc`) on the RK3588, whose clocks move NPU latency as CPU clocks move CPU latency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DevfreqState {
+    /// The device's directory name, e.g. `fdab0000.npu`, `dmc`.
+    pub name: String,
+    /// `governor`, if readable (`userspace` or `performance` keep the clock fixed).
+    pub governor: Option<String>,
+    /// `cur_freq` in Hz.
+    pub cur_hz: Option<u64>,
+    /// `min_freq` in Hz.
+    pub min_hz: Option<u64>,
+    /// `max_freq` in Hz.
+    pub max_hz: Option<u64>,
+}
+
 /// Governors, frequencies and temperatures at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SystemSnapshot {
@@ -92,6 +108,10 @@ pub struct SystemSnapshot {
     pub cores: Vec<CoreState>,
     /// Every thermal zone.
     pub thermal: Vec<ThermalZone>,
+    /// NPU and DDR devfreq devices (names containing `npu` or `dmc`), by name; empty where there
+    /// are none (x86, VMs) and in reports of agents that did not read them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devfreq: Vec<DevfreqState>,
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //!
 //! ONNX Runtime (loaded at run time, see [`ort`]) is the runtime; tract (feature `tract`) stands in
 //! only when no `libonnxruntime.so` can be found, and every report names the backend it came from.
+//! `--runtime rknn` picks the RK3588 NPU's runtime instead ([`rknn`], `.rknn` models).
 
 pub mod ort;
+pub mod rknn;
 #[cfg(feature = "tract")]
 pub mod tract;
 
@@ -63,21 +65,52 @@ pub trait Model {
     /// # Errors
     /// The runtime's error, or a first output that is not float32.
     fn run_output(&mut self) -> Result<TensorF32>;
+    /// The accelerator's own time for the last run, in ms, when the runtime reports one (the
+    /// NPU's `RKNN_QUERY_PERF_RUN`); the caller's wall time includes the host-side work.
+    fn device_time_ms(&self) -> Option<f64> {
+        None
+    }
 }
 
-/// Where to look for `libonnxruntime.so`.
+/// Which runtime the agent uses (`--runtime`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// ONNX Runtime on the CPU (`.onnx` models); tract when built with it and no ORT is found.
+    #[default]
+    Ort,
+    /// Rockchip's `librknnrt.so` on the RK3588 NPU (`.rknn` models).
+    Rknn,
+}
+
+/// Which runtime to load and where to look for its library.
 #[derive(Debug, Clone, Default)]
 pub struct BackendChoice {
+    /// `--runtime`.
+    pub runtime: RuntimeKind,
     /// `--ort-lib`: the only place tried when given.
     pub ort_lib: Option<PathBuf>,
+    /// `--rknn-lib`: the only place tried when given.
+    pub rknn_lib: Option<PathBuf>,
+    /// `--npu-core-mask` (RKNN only; `None` leaves the runtime's default).
+    pub npu_cores: Option<rknn::NpuCores>,
 }
 
-/// Loads the runtime: ONNX Runtime if a library is found, else tract when built with the `tract`
+/// Loads the runtime: RKNN when asked for ([`rknn::RknnBackend::load`]); else ONNX Runtime if a library is found, else tract when built with the `tract`
 /// feature (with a note on stderr), else an error listing every path tried.
 ///
 /// # Errors
 /// No usable runtime.
 pub fn load(choice: &BackendChoice) -> Result<Box<dyn Backend>> {
+    if choice.runtime == RuntimeKind::Rknn {
+        return Ok(Box::new(rknn::RknnBackend::load(
+            choice.rknn_lib.as_deref(),
+            choice.npu_cores,
+        )?));
+    }
+    anyhow::ensure!(
+        choice.npu_cores.is_none() && choice.rknn_lib.is_none(),
+        "--npu-core-mask and --rknn-lib need --runtime rknn"
+    );
     match ort::OrtBackend::load(choice.ort_lib.as_deref()) {
         Ok(b) => Ok(Box::new(b)),
         #[cfg(feature = "tract")]

@@ -75,6 +75,7 @@ pub fn fake_report(sha256: &str, spec: &BenchSpec, p50_ms: f64, temp_c: f64) -> 
             kind: "soc-thermal".into(),
             temp_c,
         }],
+        devfreq: Vec::new(),
     };
     BenchReport {
         samples_ms: vec![p50_ms; 3],
@@ -103,6 +104,7 @@ pub fn fake_report(sha256: &str, spec: &BenchSpec, p50_ms: f64, temp_c: f64) -> 
         after: snap,
         throttled: false,
         warnings: Vec::new(),
+        npu_ms: None,
     }
 }
 

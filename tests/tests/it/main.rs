@@ -8,6 +8,7 @@ mod export_ort;
 mod glibc;
 mod npu;
 mod rank;
+mod rknn;
 mod search;
 mod torture;
 mod train;
