@@ -495,6 +495,54 @@ mod tests {
         assert!(fair.inherits_at(0).is_empty());
     }
 
+    /// After the warm-up, AttentiveNAS draws its candidates inside one FLOPs bin and GreedyNAS
+    /// draws `--greedy-paths` distinct ones; a pool of another capacity is refused.
+    #[test]
+    fn multi_path_candidates() {
+        let space = Space::mbv2_tiny();
+        let mp = MultiPath {
+            attentive_paths: 6,
+            ..MultiPath::default()
+        };
+        let bins = FlopsBins::new(&space, 10).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for (sampling, want) in [
+            (Sampling::AttentiveBest, Pick::Best),
+            (Sampling::AttentiveWorst, Pick::Worst),
+        ] {
+            let s = PathSampler::new(&space, sampling, 2, 10, &mp, 20).unwrap();
+            assert_eq!(s.paths(1, &mut rng).archs().len(), 1);
+            for step in 2..12 {
+                let StepPaths::Attentive(c, pick) = s.paths(step, &mut rng) else {
+                    panic!("no candidates at step {step}");
+                };
+                assert_eq!((c.len(), pick), (6, want));
+                let b: Vec<usize> = c.iter().map(|a| bins.bin_of(bins.flops(a))).collect();
+                // Outer bins fall back to the closest draw, which may sit in the neighbour bin.
+                assert!(
+                    b.iter().max().unwrap() - b.iter().min().unwrap() <= 1,
+                    "{b:?}"
+                );
+            }
+        }
+        let mut g = PathSampler::new(&space, Sampling::Greedy, 0, 10, &mp, 20).unwrap();
+        let StepPaths::Greedy(c) = g.paths(0, &mut rng) else {
+            panic!("greedy drew no candidates");
+        };
+        assert_eq!(c.len(), mp.greedy_paths);
+        let kept = g.greedy_select(&c, &[0.4, 0.1, 0.3, 0.2]);
+        assert_eq!(kept, [c[1].clone(), c[3].clone()]);
+        assert_eq!(g.greedy_pool().unwrap().len(), 2);
+        assert!(g.set_greedy_pool(GreedyPool::new(3)).is_err());
+        assert!(g.set_greedy_pool(GreedyPool::new(mp.greedy_pool)).is_ok());
+        let bad = MultiPath {
+            greedy_keep: 5,
+            ..MultiPath::default()
+        };
+        let e = PathSampler::new(&space, Sampling::Greedy, 0, 10, &bad, 20).unwrap_err();
+        assert!(e.to_string().contains("--greedy-keep 5"), "{e}");
+    }
+
     /// MobileNetV2: the warm-up trains k3e3 and ramps in k3e6 (the e6 group's base, standing for
     /// half the choices); both pass their weights to their group's larger kernels at its end.
     #[test]
