@@ -678,7 +678,7 @@ def stage_report(s: Study) -> None:
         summary[mode] = [dict(seed=sd, arch=p["arch"], supernet_error=p["error"],
                               flops=p["flops"], retrained_accuracy=a) for (sd, p), a in zip(picks, accs)]
         for (sd, p), a in zip(picks, accs):
-            per_seed.append([label.split(" ")[0], sd, f"`{p['arch']}`",
+            per_seed.append([mode, sd, f"`{p['arch']}`",
                              f"{100 * (1 - p['error']):.2f}",
                              "pending" if a is None else f"{a:.2f}", f"{p['flops'] / 1e6:.2f}"])
     parts.append(table(["method", "supernet proxy acc %", "retrained test acc %", "MFLOPs"], rows))
@@ -719,7 +719,8 @@ def stage_report(s: Study) -> None:
         parts += transfer_parts
 
     parts.append("### Setup and stage times\n\n" + table(
-        ["knob", "value"], [[f"`{n}`", f"`{v}`"] for n, v in k.items()]))
+        ["knob", "value"], [[f"`{n}`", f"`{s.max_flops if n == 'max_flops' else v}`"]
+                            for n, v in k.items()]))
     rows = [[st, f"{d.get('wall_s', 0):.0f}", f"{d.get('cpu_s', 0):.0f}", d.get("attempts", 0),
              "yes" if d.get("done") else "no", f"{d.get('load_end', 0):.1f}"]
             for st, d in sorted(t.items())]
@@ -814,6 +815,33 @@ _Draft to be written from the tables above._
 """
 
 
+def cells_table(preset: str) -> str:
+    """One markdown row per (space, method, shift mode) cell of `preset` with a summary.json: the
+    picks (supernet proxy accuracy, retrained test accuracy, MFLOPs) and how the supernet that
+    mode searches with ranks the cell's archs (*before* shifting for `off`, *after* for
+    `accumulate`)."""
+    root = ROOT / "experiments" / "runs" / preset
+    rows = []
+    for f in sorted([root / "summary.json", *root.glob("*/summary.json")]):
+        if not f.is_file():
+            continue
+        c = json.loads(f.read_text())
+        for mode in c["shifts"]:
+            picks = c["picks"].get(mode, [])
+            when = "after" if mode == "accumulate" else "before"
+            rk = [r for key, r in c["rank"].items() if key.startswith(when + "-")]
+            accs = [p["retrained_accuracy"] for p in picks if p["retrained_accuracy"] is not None]
+            rows.append([c["space"], c["sampling"], mode, len(picks),
+                         mean_sd([100 * (1 - p["supernet_error"]) for p in picks]),
+                         mean_sd(accs), mean_sd([p["flops"] / 1e6 for p in picks]),
+                         mean_sd([r["tau_b"] for r in rk], "{:.3f}"),
+                         mean_sd([r["global"] for r in rk], "{:.3f}"),
+                         "yes" if c["complete"] else "no"])
+    return table(["space", "training", "shift", "seeds", "pick's supernet proxy acc %",
+                  "pick's retrained test acc %", "pick's MFLOPs", "τ-b (all archs)",
+                  "global top-k", "complete"], rows)
+
+
 # ---------------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -837,7 +865,13 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true",
                     help="only (re)write the report from what has been collected; runs nothing, "
                     "safe while the study runs")
+    ap.add_argument("--cells-table", action="store_true",
+                    help="print a markdown table of every cell of --preset run so far (from the "
+                    "cells' summary.json) and exit")
     a = ap.parse_args()
+    if a.cells_table:
+        print(cells_table(a.preset))
+        return
     s = Study(a.preset, a.binary, a.report, a.space, a.sampling, a.shift, a.transfer)
     if a.report_only:
         stage_report(s)
