@@ -5,9 +5,9 @@
 //! the best `k` of `m` candidates scored on a held-out batch; AttentiveNAS, the best or worst of
 //! `k` candidates by a cheap accuracy predictor), runs forward/backward on one batch with
 //! label-smoothed cross-entropy (gradients of several paths summed, one update), and updates only
-//! the sampled weights with [`Sgd`](super::Sgd) under a [`LinearDecay`](super::LinearDecay) schedule. The
-//! step loop itself (batches, schedule, checkpoints, resume, reports) is [`super::engine`]'s,
-//! shared with standalone retraining.
+//! the sampled weights with [`Sgd`](super::Sgd) under a [`LinearDecay`](super::LinearDecay)
+//! schedule. The step loop itself (batches, schedule, checkpoints, resume, reports) is
+//! [`super::engine`]'s, shared with standalone retraining.
 //!
 //! Everything random comes from one `ChaCha8Rng` seeded by `--seed` (arch sampling and
 //! augmentation), the batcher's `(seed, epoch)` permutations, and a dropout seed derived from the
