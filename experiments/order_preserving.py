@@ -821,11 +821,13 @@ def cells_table(preset: str) -> str:
     mode searches with ranks the cell's archs (*before* shifting for `off`, *after* for
     `accumulate`)."""
     root = ROOT / "experiments" / "runs" / preset
+    methods = ["uniform", "flops-binned", "fair", "greedy", "attentive-best", "attentive-worst"]
+    cells = [json.loads(f.read_text()) for f in [root / "summary.json", *root.glob("*/summary.json")]
+             if f.is_file()]
+    cells.sort(key=lambda c: (c["space"], methods.index(c["sampling"])
+                              if c["sampling"] in methods else len(methods), c["sampling"]))
     rows = []
-    for f in sorted([root / "summary.json", *root.glob("*/summary.json")]):
-        if not f.is_file():
-            continue
-        c = json.loads(f.read_text())
+    for c in cells:
         for mode in c["shifts"]:
             picks = c["picks"].get(mode, [])
             when = "after" if mode == "accumulate" else "before"
