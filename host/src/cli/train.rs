@@ -47,13 +47,14 @@ pub struct TrainArgs {
     /// best-up / worst-up (docs/training.md says what each follows of its paper).
     #[arg(long, value_enum, default_value_t = TrainArgs::default().sampling, help_heading = "Path sampling")]
     pub sampling: Sampling,
-    /// Path warm-up (uniform and FLOPs-binned sampling): training starts on the k3 path (k3e3 in
+    /// Path warm-up (every sampling but fair): training starts on the k3 path (k3e3 in
     /// MobileNetV2) with Xception (k3e6) blocks mixed in at a growing rate; at this step the larger
     /// kernels inherit theirs and sampling turns to --sampling [default: --steps / 4, 0 with
     /// fair; 0 = plain SPOS].
     #[arg(long, help_heading = "Path sampling")]
     pub warmup_steps: Option<u64>,
-    /// FLOPs bins of `--sampling flops-binned` (equal widths over the space's FLOPs range).
+    /// FLOPs bins of `--sampling flops-binned` and of AttentiveNAS's candidates (equal widths over
+    /// the space's FLOPs range).
     #[arg(long, default_value_t = TrainArgs::default().flops_bins, value_parser = at_least_one, help_heading = "Path sampling")]
     pub flops_bins: usize,
     /// GreedyNAS: candidate paths per step, scored on a held-out batch of the proxy split (the
