@@ -22,7 +22,15 @@ killed half-way is continued with the command's own `--resume`):
               rewritten, so prose written around it survives a rerun)
 
 Usage: experiments/order_preserving.sh [--preset smoke|cpu-small|cpu-medium|gpu] [--until STAGE] [--rebuild]
-(the .sh builds and freezes the binary, then runs this file). Every budget knob is in PRESETS.
+       [--space SPACE] [--sampling METHOD] [--shift off accumulate] [--transfer | --no-transfer]
+(the .sh builds and freezes the binary, then runs this file).
+
+Cells: the study above is the default cell (space spos-cifar, `--sampling uniform`, both shift modes,
+the transfer arm on). `--space`, `--sampling` (any `shiftnas train --sampling`) and `--shift` pick
+another (space x training method x shift mode) cell; it runs in experiments/runs/<preset>/
+<space>-<sampling>/ with its own supernet, searches (one run dir per shift mode and seed), caches and
+report, so cells resume independently. Cells of one space and method share their supernet: the shift
+mode only changes the search. The transfer arm runs in the default cell only, unless `--transfer`. Every budget knob is in PRESETS.
 CIFAR-10 is read from $CIFAR10_DIR (default /work/shared/datasets/cifar10, binary version).
 Stop a background run with `kill -TERM <python pid>`: the running command checkpoints first.
 """
@@ -46,7 +54,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CIFAR_DIR = Path(os.environ.get("CIFAR10_DIR", "/work/shared/datasets/cifar10"))
-SPACE = "spos-cifar"
+DEFAULT_SPACE, DEFAULT_SAMPLING, SHIFT_MODES = "spos-cifar", "uniform", ["off", "accumulate"]
+# The presets' `max_flops` is spos-cifar's cap; other spaces use these (about the median FLOPs of
+# their uniform archs: mbv2-cifar runs from 72.8 M, all k3e3, to 171.8 M, all k7e6).
+SPACE_MAX_FLOPS = {"mbv2-cifar": 120e6}
 
 # ---------------------------------------------------------------------------------------------
 # Budget knobs: everything that sizes the study, in one place.
@@ -150,15 +161,27 @@ STAGES = ["data", "supernet", "source", "search", "retrain", "score", "rank", "r
 class Study:
     """One preset's run dir, binary and bookkeeping."""
 
-    def __init__(self, preset: str, binary: Path, report: Path):
+    def __init__(self, preset: str, binary: Path, report: Path | None, space: str = DEFAULT_SPACE,
+                 sampling: str = DEFAULT_SAMPLING, shifts: list[str] | None = None,
+                 transfer: bool | None = None):
         self.name = preset
         self.k = PRESETS[preset]
         self.bin = binary
-        self.dir = ROOT / "experiments" / "runs" / preset
+        self.space, self.sampling = space, sampling
+        self.shifts = [m for m in SHIFT_MODES if m in (shifts or SHIFT_MODES)]
+        default = (space, sampling) == (DEFAULT_SPACE, DEFAULT_SAMPLING)
+        self.transfer = default if transfer is None else transfer
+        self.max_flops = self.k["max_flops"] if space == DEFAULT_SPACE else SPACE_MAX_FLOPS[space]
+        # The preset dir holds the data and the default cell; other cells get a dir of their own.
+        self.root = ROOT / "experiments" / "runs" / preset
+        self.dir = self.root if default else self.root / f"{space}-{sampling}"
+        self.cell = f"{space} × {sampling} × {'/'.join(self.shifts)}"
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "state").mkdir(exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
-        self.report_path = report
+        self.report_path = report or (
+            ROOT / "docs/results/order-preserving.md" if default and preset != "smoke"
+            else self.dir / "order-preserving.md")
         self.child: subprocess.Popen | None = None
 
     # --- logging ---
@@ -260,7 +283,7 @@ def stage_data(s: Study) -> str:
     n = s.k["test_images"]
     if n >= 10000:
         return f"cifar10:{CIFAR_DIR}"
-    out = s.dir / f"data/cifar10-test{n}"
+    out = s.root / f"data/cifar10-test{n}"
     if s.done("data"):
         return f"cifar10:{out}"
     out.mkdir(parents=True, exist_ok=True)
@@ -288,7 +311,8 @@ def stage_train(s: Study, stage: str, run: Path, data_args: list[str], steps: in
     if s.done(stage):
         return
     k = s.k
-    new = ["--space", SPACE, *data_args, "--steps", str(steps), "--batch", str(batch),
+    new = ["--space", s.space, "--sampling", s.sampling, *data_args, "--steps", str(steps),
+           "--batch", str(batch),
            "--proxy-size", str(k["proxy_size"]), "--seed", str(SUPERNET_SEED),
            "--checkpoint-every", str(k["checkpoint_every"]), "--out", str(run)]
     if k["supernet_lr"] is not None:
@@ -301,10 +325,10 @@ def stage_train(s: Study, stage: str, run: Path, data_args: list[str], steps: in
 
 def search_args(s: Study, data: str, out: Path, seed: int) -> list[str]:
     k = s.k
-    return ["--data", data, "--space", SPACE, "--algorithm", k["algorithm"],
+    return ["--data", data, "--space", s.space, "--algorithm", k["algorithm"],
             "--pop", str(k["pop"]), "--gens", str(k["gens"]), "--seed", str(seed),
             "--bn-images", str(k["bn_images"]), "--proxy-size", str(k["proxy_size"]),
-            "--split-seed", str(SUPERNET_SEED), "--max-flops", f"{k['max_flops']:.0f}",
+            "--split-seed", str(SUPERNET_SEED), "--max-flops", f"{s.max_flops:.0f}",
             "--out", str(out)]
 
 
@@ -312,7 +336,7 @@ def stage_search(s: Study, data: str) -> None:
     k = s.k
     sup, src = s.dir / "supernet", s.dir / "source"
     for seed in k["seeds"]:
-        for mode in ["off", "accumulate"]:
+        for mode in s.shifts:
             stage = f"search-{mode}-s{seed}"
             if s.done(stage):
                 continue
@@ -323,7 +347,7 @@ def stage_search(s: Study, data: str) -> None:
                    *search_args(s, data, run, seed)]
             s.log(f"{stage}: searching")
             s.timed(stage, ["search", *fresh_or_resume(run, new)])
-    for seed in k["transfer_seeds"]:
+    for seed in k["transfer_seeds"] if s.transfer else []:
         stage = f"search-transfer-s{seed}"
         if s.done(stage):
             continue
@@ -363,15 +387,17 @@ def random_archs(s: Study) -> list[str]:
     if path.is_file():
         return path.read_text().split()
     rng, out = random.Random(RANDOM_ARCH_SEED), []
-    blocks = len(json.loads(subprocess.check_output(
-        [str(s.bin), "--json", "space", "flops", "--space", SPACE, "--arch", "0" * 20]))["blocks"])
+    spaces = json.loads(subprocess.check_output([str(s.bin), "--json", "space", "show"]))
+    sp = next(x for x in spaces if x["name"] == s.space)
+    blocks = sum(st["repeats"] for st in sp["stages"])
+    digits = "0123456789"[:len(sp["choices"])]
     while len(out) < s.k["random_archs"]:
-        a = "".join(rng.choice("0123") for _ in range(blocks))
+        a = "".join(rng.choice(digits) for _ in range(blocks))
         if a in out:
             continue
         f = json.loads(subprocess.check_output(
-            [str(s.bin), "--json", "space", "flops", "--space", SPACE, "--arch", a]))["total"]["flops"]
-        if f <= s.k["max_flops"]:
+            [str(s.bin), "--json", "space", "flops", "--space", s.space, "--arch", a]))["total"]["flops"]
+        if f <= s.max_flops:
             out.append(a)
     path.write_text("\n".join(out) + "\n")
     return out
@@ -383,7 +409,7 @@ def rank_sets(s: Study) -> dict[int, list[str]]:
     sets = {}
     for seed in s.k["seeds"]:
         archs = list(rand)
-        for mode in ["off", "accumulate"]:
+        for mode in s.shifts:
             run = s.dir / f"search-{mode}-s{seed}"
             for a in [pick(run)["arch"], *top_archs(run, s.k["top_archs"])]:
                 if a not in archs:
@@ -396,9 +422,9 @@ def retrain_queue(s: Study) -> list[str]:
     """Every distinct arch to retrain, the picks first (they matter to every table)."""
     k, q = s.k, []
     for seed in k["seeds"]:
-        for mode in ["off", "accumulate"]:
+        for mode in s.shifts:
             q.append(pick(s.dir / f"search-{mode}-s{seed}")["arch"])
-    for seed in k["transfer_seeds"]:
+    for seed in k["transfer_seeds"] if s.transfer else []:
         q.append(pick(s.dir / f"search-transfer-s{seed}")["arch"])
     for archs in rank_sets(s).values():
         q += archs
@@ -497,10 +523,16 @@ def stage_score(s: Study) -> None:
     everything = sorted({a for v in sets.values() for a in v})
     s.log(f"score: {len(everything)} archs under the trained supernet")
     score(s, s.dir / "supernet", s.dir / "scores-before.csv", everything)
-    for seed, archs in sets.items():
+    for seed, archs in sets.items() if "accumulate" in s.shifts else []:
         s.log(f"score: {len(archs)} archs under seed {seed}'s shifted supernet")
         score(s, shifted_supernet(s, seed), s.dir / f"scores-after-s{seed}.csv", archs)
     s.add_time("score", 0.0, 0.0, True)
+
+
+def whens(s: Study) -> list[str]:
+    """Which supernets score the ranked archs: the trained one, and the shifted one when the cell
+    searches with `--shift accumulate`."""
+    return ["before", "after"] if "accumulate" in s.shifts else ["before"]
 
 
 def stage_rank(s: Study) -> None:
@@ -512,12 +544,12 @@ def stage_rank(s: Study) -> None:
         with open(t, "w") as f:
             f.write("arch,accuracy\n" + "".join(f"{a},{truth[a]['accuracy']}\n" for a in archs))
         for when, cache in [("before", s.dir / "scores-before.csv"),
-                            ("after", s.dir / f"scores-after-s{seed}.csv")]:
+                            ("after", s.dir / f"scores-after-s{seed}.csv")][:len(whens(s))]:
             sc = read_csv(cache)
             p = rdir / f"scores-{when}-s{seed}.csv"
             with open(p, "w") as f:
                 f.write("arch,error\n" + "".join(f"{a},{sc[a]['error']}\n" for a in archs))
-            _, out = s.run("rank", ["rank", "--archs", str(p), "--truth", str(t), "--space", SPACE,
+            _, out = s.run("rank", ["rank", "--archs", str(p), "--truth", str(t), "--space", s.space,
                                     "--top-k", str(min(s.k["top_k"], len(archs)))], json_out=True)
             (rdir / f"rank-{when}-s{seed}.json").write_text(out)
     s.add_time("rank", 0.0, 0.0, True)
@@ -538,6 +570,19 @@ def mean_sd(xs: list[float], fmt: str = "{:.2f}") -> str:
 
 def fnum(x, fmt="{:.3f}"):
     return "n/a" if x is None else fmt.format(x)
+
+
+def cell_flags(s: Study) -> str:
+    """The command-line flags that select `s`'s cell (empty for the default cell)."""
+    if (s.space, s.sampling) == (DEFAULT_SPACE, DEFAULT_SAMPLING) and s.shifts == SHIFT_MODES:
+        return ""
+    return f" --space {s.space} --sampling {s.sampling} --shift {' '.join(s.shifts)}"
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
 
 
 def table(head: list[str], rows: list[list]) -> str:
@@ -568,14 +613,15 @@ def stage_report(s: Study) -> None:
         return pick(run) if (run / "pareto.json").is_file() else None
 
     complete = all(t.get(st, {}).get("done") for st in ["rank"])
-    parts = [f"Preset `{s.name}`, generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-             f"by `experiments/order_preserving.sh --preset {s.name}`"
+    parts = [f"Preset `{s.name}`, cell {s.cell}, generated "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+             f"by `experiments/order_preserving.sh --preset {s.name}{cell_flags(s)}`"
              + ("" if complete else " **from a run still in progress: `pending` marks what "
                 "was not measured yet**") +
              f". Mean ± sample SD [min, max] over search seeds {seeds}."]
 
     rk = {(w, sd): load_json(s.dir / "rank" / f"rank-{w}-s{sd}.json")
-          for w in ["before", "after"] for sd in seeds}
+          for w in whens(s) for sd in seeds}
     parts.append("### Order preservation before and after shifting\n\n"
                  "Same arch set per seed (the shared random archs + the top archs and picks of "
                  "both searches), scored by the trained supernet (*before*: what `--shift off` "
@@ -583,7 +629,7 @@ def stage_report(s: Study) -> None:
                  "against retrained test accuracy with `shiftnas rank` (global: share of the "
                  "supernet's top-k in the true top-k; local: Kendall τ-b within the true top-k).")
     rows = []
-    for w in ["before", "after"]:
+    for w in whens(s):
         got = [rk[w, sd] for sd in seeds if rk[w, sd]]
         if not got:
             rows.append([w] + ["pending"] * 7)
@@ -598,12 +644,14 @@ def stage_report(s: Study) -> None:
                         "Spearman ρ (all)"], rows))
     rows = []
     for sd in seeds:
-        b, a = rk["before", sd], rk["after", sd]
-        if not (b and a):
+        b, a = rk["before", sd], rk.get(("after", sd))
+        if not (b and (a or len(whens(s)) == 1)):
             rows.append([sd] + ["pending"] * 7)
             continue
-        rows.append([sd, b["n"], fnum(b["global"]), fnum(a["global"]), fnum(b["local_tau_b"]),
-                     fnum(a["local_tau_b"]), fnum(b["tau_b"]), fnum(a["tau_b"])])
+        a = a or {}
+        rows.append([sd, b["n"], fnum(b["global"]), fnum(a.get("global")),
+                     fnum(b["local_tau_b"]), fnum(a.get("local_tau_b")), fnum(b["tau_b"]),
+                     fnum(a.get("tau_b"))])
     parts.append("Per seed:\n\n" + table(["seed", "N", "global before", "global after",
                                           "local before", "local after", "τ-b before",
                                           "τ-b after"], rows))
@@ -612,11 +660,12 @@ def stage_report(s: Study) -> None:
                  "(re-scored under the final weights), retrained from scratch with the same recipe "
                  f"(supernet accuracy on the {k['proxy_size']}-image proxy split, retrained "
                  f"accuracy on {k['test_images']} class-balanced test images).")
-    rows, per_seed = [], []
-    for label, mode, sds in [("SPOS (`--shift off`)", "off", seeds),
-                             ("shifting (`--shift accumulate`)", "accumulate", seeds),
-                             ("transfer (Fashion-MNIST → CIFAR-10)", "transfer",
-                              k["transfer_seeds"])]:
+    rows, per_seed, summary = [], [], {}
+    arms = [("no shifting (`--shift off`)", "off", seeds),
+            ("shifting (`--shift accumulate`)", "accumulate", seeds),
+            ("transfer (Fashion-MNIST → CIFAR-10)", "transfer", k["transfer_seeds"])]
+    for label, mode, sds in [a for a in arms if a[1] in s.shifts or (a[1] == "transfer"
+                                                                      and s.transfer)]:
         picks = [(sd, pick_of(mode, sd)) for sd in sds]
         picks = [(sd, p) for sd, p in picks if p]
         if not picks:
@@ -626,8 +675,10 @@ def stage_report(s: Study) -> None:
         rows.append([label, mean_sd([100 * (1 - p["error"]) for _, p in picks]),
                      mean_sd(accs) if any(a is not None for a in accs) else "pending",
                      mean_sd([p["flops"] / 1e6 for _, p in picks])])
+        summary[mode] = [dict(seed=sd, arch=p["arch"], supernet_error=p["error"],
+                              flops=p["flops"], retrained_accuracy=a) for (sd, p), a in zip(picks, accs)]
         for (sd, p), a in zip(picks, accs):
-            per_seed.append([label.split(" ")[0], sd, f"`{p['arch']}`",
+            per_seed.append([mode, sd, f"`{p['arch']}`",
                              f"{100 * (1 - p['error']):.2f}",
                              "pending" if a is None else f"{a:.2f}", f"{p['flops'] / 1e6:.2f}"])
     parts.append(table(["method", "supernet proxy acc %", "retrained test acc %", "MFLOPs"], rows))
@@ -639,7 +690,8 @@ def stage_report(s: Study) -> None:
         parts.append(f"Reference: the random archs under the FLOPs cap ({sum(a is not None for a in ra)}"
                      f" of {len(ra)} retrained) reach {mean_sd(ra)} % test accuracy.")
 
-    parts.append("### Transfer vs training from scratch\n\nFrom scratch: train the CIFAR-10 "
+    transfer_parts = []
+    transfer_parts.append("### Transfer vs training from scratch\n\nFrom scratch: train the CIFAR-10 "
                  "supernet, then search with `--shift accumulate`. Transfer: search CIFAR-10 with "
                  "`--transfer-from` the Fashion-MNIST supernet (every weight copied, the classifier "
                  "too as both have 10 classes; each candidate's path fine-tuned by `--shift "
@@ -658,14 +710,17 @@ def stage_report(s: Study) -> None:
                 mean_sd(total, "{:.0f}") if total else "pending",
                 mean_sd(accs) if any(a is not None for a in accs) else "pending"]
 
-    parts.append(table(["arm", "supernet training s", "search s", "time spent on CIFAR-10 s",
+    transfer_parts.append(table(["arm", "supernet training s", "search s", "time spent on CIFAR-10 s",
                         "pick's retrained test acc %"],
                        [["from scratch (CIFAR-10 supernet)", *arm("accumulate", seeds, "supernet")],
                         ["transfer (Fashion-MNIST supernet, reusable)",
                          *arm("transfer", k["transfer_seeds"], "source")]]))
+    if s.transfer:
+        parts += transfer_parts
 
     parts.append("### Setup and stage times\n\n" + table(
-        ["knob", "value"], [[f"`{n}`", f"`{v}`"] for n, v in k.items()]))
+        ["knob", "value"], [[f"`{n}`", f"`{s.max_flops if n == 'max_flops' else v}`"]
+                            for n, v in k.items()]))
     rows = [[st, f"{d.get('wall_s', 0):.0f}", f"{d.get('cpu_s', 0):.0f}", d.get("attempts", 0),
              "yes" if d.get("done") else "no", f"{d.get('load_end', 0):.1f}"]
             for st, d in sorted(t.items())]
@@ -674,10 +729,19 @@ def stage_report(s: Study) -> None:
     rt = [float(r["wall_s"]) for r in truth.values()]
     parts.append(f"{len(truth)} distinct archs retrained ({k['retrain_steps']} steps of "
                  f"{k['retrain_batch']}, {mean_sd(rt, '{:.0f}')} s wall each); machine: "
-                 f"{os.cpu_count()} cores, space `{SPACE}`, supernet seed {SUPERNET_SEED}, "
-                 f"retrain seed {k['retrain_seed']}. Raw files: `experiments/runs/{s.name}/` "
+                 f"{os.cpu_count()} cores, space `{s.space}`, `--sampling {s.sampling}`, "
+                 f"supernet seed {SUPERNET_SEED}, "
+                 f"retrain seed {k['retrain_seed']}. Raw files: "
+                 f"`{s.dir.relative_to(ROOT)}/` "
                  "(`retrained.csv`, `scores-*.csv`, `rank/*.json`, `state/*.json`, `logs/`).")
     generated = "\n\n".join(parts) + "\n"
+    # The cell's numbers for tables across cells (small: commit it with the CSVs).
+    write_json(s.dir / "summary.json", dict(
+        preset=s.name, space=s.space, sampling=s.sampling, shifts=s.shifts, seeds=seeds,
+        complete=complete, picks=summary,
+        rank={f"{w}-s{sd}": rk[w, sd] for w in whens(s) for sd in seeds if rk[w, sd]},
+        stages={st: dict(wall_s=d.get("wall_s"), cpu_s=d.get("cpu_s"), done=d.get("done"))
+                for st, d in sorted(t.items())}))
 
     # One block per preset: a rerun rewrites its own preset's block and leaves the rest alone.
     begin = f"<!-- BEGIN GENERATED {s.name} (experiments/order_preserving.py) -->"
@@ -751,23 +815,66 @@ _Draft to be written from the tables above._
 """
 
 
+def cells_table(preset: str) -> str:
+    """One markdown row per (space, method, shift mode) cell of `preset` with a summary.json: the
+    picks (supernet proxy accuracy, retrained test accuracy, MFLOPs) and how the supernet that
+    mode searches with ranks the cell's archs (*before* shifting for `off`, *after* for
+    `accumulate`)."""
+    root = ROOT / "experiments" / "runs" / preset
+    methods = ["uniform", "flops-binned", "fair", "greedy", "attentive-best", "attentive-worst"]
+    cells = [json.loads(f.read_text()) for f in [root / "summary.json", *root.glob("*/summary.json")]
+             if f.is_file()]
+    cells.sort(key=lambda c: (c["space"], methods.index(c["sampling"])
+                              if c["sampling"] in methods else len(methods), c["sampling"]))
+    rows = []
+    for c in cells:
+        for mode in c["shifts"]:
+            picks = c["picks"].get(mode, [])
+            when = "after" if mode == "accumulate" else "before"
+            rk = [r for key, r in c["rank"].items() if key.startswith(when + "-")]
+            accs = [p["retrained_accuracy"] for p in picks if p["retrained_accuracy"] is not None]
+            rows.append([c["space"], c["sampling"], mode, len(picks),
+                         mean_sd([100 * (1 - p["supernet_error"]) for p in picks]),
+                         mean_sd(accs), mean_sd([p["flops"] / 1e6 for p in picks]),
+                         mean_sd([r["tau_b"] for r in rk], "{:.3f}"),
+                         mean_sd([r["global"] for r in rk], "{:.3f}"),
+                         "yes" if c["complete"] else "no"])
+    return table(["space", "training", "shift", "seeds", "pick's supernet proxy acc %",
+                  "pick's retrained test acc %", "pick's MFLOPs", "τ-b (all archs)",
+                  "global top-k", "complete"], rows)
+
+
 # ---------------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=list(PRESETS), default="cpu-small")
     ap.add_argument("--until", choices=STAGES, default="report", help="stop after this stage")
     ap.add_argument("--binary", type=Path, default=Path(os.environ.get("SHIFTNAS", "shiftnas")))
+    ap.add_argument("--space", default=DEFAULT_SPACE, choices=[DEFAULT_SPACE, *SPACE_MAX_FLOPS],
+                    help="search space of the cell [default: %(default)s]")
+    ap.add_argument("--sampling", default=DEFAULT_SAMPLING,
+                    help="supernet training method of the cell (`shiftnas train --sampling`: "
+                    "uniform = SPOS, fair = FairNAS, ...) [default: %(default)s]")
+    ap.add_argument("--shift", nargs="+", choices=SHIFT_MODES, default=SHIFT_MODES,
+                    help="search shift modes of the cell [default: both]")
+    ap.add_argument("--transfer", action=argparse.BooleanOptionalAction, default=None,
+                    help="run the Fashion-MNIST transfer arm [default: in the default cell only]")
     ap.add_argument("--report", type=Path, help="markdown report to (re)write "
-                    "[default: docs/results/order-preserving.md; smoke: its run dir]")
+                    "[default: docs/results/order-preserving.md; smoke and other cells: the "
+                    "cell's run dir]")
     ap.add_argument("--knobs-changed", action="store_true",
                     help="accept knobs that differ from the run dir's knobs.json")
     ap.add_argument("--report-only", action="store_true",
                     help="only (re)write the report from what has been collected; runs nothing, "
                     "safe while the study runs")
+    ap.add_argument("--cells-table", action="store_true",
+                    help="print a markdown table of every cell of --preset run so far (from the "
+                    "cells' summary.json) and exit")
     a = ap.parse_args()
-    report = a.report or (ROOT / "experiments/runs/smoke/order-preserving.md" if a.preset == "smoke"
-                          else ROOT / "docs/results/order-preserving.md")
-    s = Study(a.preset, a.binary, report)
+    if a.cells_table:
+        print(cells_table(a.preset))
+        return
+    s = Study(a.preset, a.binary, a.report, a.space, a.sampling, a.shift, a.transfer)
     if a.report_only:
         stage_report(s)
         return
@@ -796,14 +903,15 @@ def main() -> None:
                      f"({knobs}); results would mix: remove the stages they affect (run dirs and "
                      "state/*.json) and pass --knobs-changed, or use another preset")
     knobs.write_text(json.dumps(s.k, indent=1))
-    s.log(f"preset {a.preset}: {s.dir} (binary {s.bin}, load {os.getloadavg()[0]:.1f})")
+    s.log(f"preset {a.preset}, cell {s.cell}: {s.dir} (binary {s.bin}, "
+          f"load {os.getloadavg()[0]:.1f})")
     upto = STAGES.index(a.until)
     try:
         data = stage_data(s)
         if upto >= 1:
             stage_train(s, "supernet", s.dir / "supernet", ["--data", data],
                         s.k["supernet_steps"], s.k["supernet_batch"])
-        if upto >= 2:
+        if upto >= 2 and s.transfer:
             stage_train(s, "source", s.dir / "source",
                         ["--data", "builtin:fashion-mnist", "--convert-channels", "--resize"],
                         s.k["source_steps"], s.k["source_batch"])

@@ -6,6 +6,7 @@
 #
 #   experiments/order_preserving.sh [--preset smoke|cpu-small|cpu-medium|gpu] [--until STAGE] [--rebuild]
 #   nohup experiments/order_preserving.sh --preset cpu-small >> experiments/runs/cpu-small/log.txt 2>&1 &
+#   experiments/order_preserving.sh --preset smoke --space mbv2-cifar --sampling fair --shift accumulate
 #
 # SHIFTNAS=/path/to/shiftnas skips the build. The gpu preset builds with `--features cuda`
 # (scripts/cuda-env; docs/cuda.md) and runs with --compute cuda:0.

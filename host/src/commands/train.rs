@@ -69,6 +69,7 @@ pub(super) fn run_resumable(
                 sampling: args.sampling,
                 warmup_steps,
                 flops_bins: args.flops_bins,
+                multi_path: args.multi_path()?,
                 proxy_size: data.splits.proxy.len(),
                 conform,
                 augment: augment(t.augment, &d.data, space.input_size),

@@ -477,6 +477,7 @@ mod tests {
             sampling: crate::train::Sampling::Uniform,
             warmup_steps: 120,
             flops_bins: 10,
+            multi_path: Default::default(),
             proxy_size: 200,
             conform: ConformOptions::default(),
             augment: Augment::NONE,

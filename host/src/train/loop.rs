@@ -1,17 +1,20 @@
-//! The supernet training loop: single-path sampling, resumable run dirs.
+//! The supernet training loop: path sampling, resumable run dirs.
 //!
-//! Each step samples an arch (SPOS uniform single path, or FairNAS strict fairness: as many paths
-//! as choices, every choice of every block used exactly once, gradients summed, one update), runs
-//! forward/backward on one batch with label-smoothed cross-entropy, and updates only the sampled
-//! weights with [`Sgd`](super::Sgd) under a [`LinearDecay`](super::LinearDecay) schedule. The
-//! step loop itself (batches, schedule, checkpoints, resume, reports) is [`super::engine`]'s,
-//! shared with standalone retraining.
+//! Each step samples its paths ([`PathSampler`]: SPOS uniform single path; FairNAS strict
+//! fairness, as many paths as choices, every choice of every block used exactly once; GreedyNAS,
+//! the best `k` of `m` candidates scored on a held-out batch; AttentiveNAS, the best or worst of
+//! `k` candidates by a cheap accuracy predictor), runs forward/backward on one batch with
+//! label-smoothed cross-entropy (gradients of several paths summed, one update), and updates only
+//! the sampled weights with [`Sgd`](super::Sgd) under a [`LinearDecay`](super::LinearDecay)
+//! schedule. The step loop itself (batches, schedule, checkpoints, resume, reports) is
+//! [`super::engine`]'s, shared with standalone retraining.
 //!
 //! Everything random comes from one `ChaCha8Rng` seeded by `--seed` (arch sampling and
 //! augmentation), the batcher's `(seed, epoch)` permutations, and a dropout seed derived from the
 //! step. A checkpoint holds the weights and BN statistics (`supernet.safetensors`), momentum
-//! buffers (`optimizer.safetensors`) and `state.json` (step, RNG, batcher position), so a killed
-//! run resumed from its last checkpoint ends with the same weights as an uninterrupted one.
+//! buffers (`optimizer.safetensors`), `state.json` (step, RNG, batcher position) and, for
+//! GreedyNAS, the candidate pool (`greedy_pool.json`), so a killed run resumed from its last
+//! checkpoint ends with the same weights as an uninterrupted one.
 //! Checkpoints are written into `checkpoint.tmp/` and swapped in by renames; a run killed during
 //! the swap resumes from `checkpoint.old/`.
 
@@ -23,9 +26,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use shiftnas_models::{Arch, Space, Supernet};
 
+use super::attentive::{self, AttentiveScore};
 use super::engine::{LoopSettings, Trainable, dropout_seed, run_steps};
 use super::evaluate::smoothed_cross_entropy;
-use super::sampling::{PathSampler, Sampling};
+use super::greedy::GreedyPool;
+use super::sampling::{MultiPath, PathSampler, Sampling, StepPaths};
 use super::{Gradients, Sgd};
 use crate::data::Dataset;
 use crate::data::batch::assemble;
@@ -33,7 +38,7 @@ use crate::data::split::default_proxy_size;
 use crate::data::{
     Augment, BatcherPosition, ConformOptions, DataPair, DataSpec, Normalize, Splits,
 };
-use crate::run_dir::RunDir;
+use crate::run_dir::{RunDir, write_atomic};
 
 /// Every effective setting of a training run; written to `config.toml` and read by `--resume`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +82,9 @@ pub struct TrainConfig {
     pub augment: Augment,
     /// Per-channel normalisation (computed from the training split when the run starts).
     pub normalize: Normalize,
+    /// GreedyNAS and AttentiveNAS settings (ignored by the other sampling methods).
+    #[serde(default)]
+    pub multi_path: MultiPath,
 }
 
 fn default_flops_bins() -> usize {
@@ -210,6 +218,34 @@ pub fn logits_loss_and_grads(
     Ok((f64::from(loss.to_scalar::<f32>()?), grads))
 }
 
+/// Losses of `archs` on one batch under the current weights, to rank paths (GreedyNAS,
+/// AttentiveNAS): a training-mode forward, so BN normalises with the batch's statistics as in
+/// training, that leaves every running statistic as it was (momentum 0); every arch sees the
+/// dropout masks of `dropout_seed`; no backward.
+///
+/// # Errors
+/// Forward failures, naming the arch.
+pub fn path_losses(
+    supernet: &Supernet,
+    archs: &[Arch],
+    images: &Tensor,
+    labels: &Tensor,
+    label_smoothing: f64,
+    dropout_seed: u64,
+) -> Result<Vec<f64>> {
+    archs
+        .iter()
+        .map(|arch| {
+            supernet.set_dropout_seed(dropout_seed);
+            let logits = supernet
+                .forward_train_momentum(images, arch, 0.0)
+                .with_context(|| format!("scoring forward of arch {arch}"))?;
+            let loss = smoothed_cross_entropy(&logits.detach(), labels, label_smoothing)?;
+            Ok(f64::from(loss.to_scalar::<f32>()?))
+        })
+        .collect()
+}
+
 /// Mean loss and gradients of `arch` over the images `indices` of `data` (for shifting).
 ///
 /// Images are processed in chunks of `batch`; each chunk's gradient is weighted by its share of
@@ -301,19 +337,36 @@ pub fn train_until(
             Some(w) => Supernet::load_for(w, &space, device)?,
             None => (Supernet::new(&space, device, config.seed)?, 0),
         };
-        let sampler = PathSampler::new(
+        let mut sampler = PathSampler::new(
             net.space(),
             config.sampling,
             config.warmup_steps,
             config.flops_bins,
+            &config.multi_path,
+            config.steps,
         )?;
-        let archs = Vec::new();
+        if let (Some(w), Some(_)) = (weights, sampler.greedy_pool()) {
+            let file = w.with_file_name(POOL_FILE);
+            let bytes = std::fs::read(&file).with_context(|| {
+                format!(
+                    "reading {}: a --sampling greedy checkpoint holds its candidate pool there",
+                    file.display()
+                )
+            })?;
+            let pool: GreedyPool = serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", file.display()))?;
+            sampler
+                .set_greedy_pool(pool)
+                .with_context(|| format!("{}", file.display()))?;
+        }
         Ok((
             SupernetStep {
                 net,
                 config,
+                data,
                 sampler,
-                archs,
+                archs: Vec::new(),
+                attentive: None,
             },
             step,
         ))
@@ -322,28 +375,112 @@ pub fn train_until(
     Ok(trained.net)
 }
 
+/// The file of a checkpoint holding the GreedyNAS candidate pool, beside the weights.
+pub const POOL_FILE: &str = "greedy_pool.json";
+
 /// The supernet as the step loop trains it: the paths of the current step and the run's config.
 struct SupernetStep<'a> {
     net: Supernet,
     config: &'a TrainConfig,
+    data: &'a PreparedData,
     sampler: PathSampler,
     archs: Vec<Arch>,
+    /// AttentiveNAS candidates waiting for the step's batch to be scored on.
+    attentive: Option<(Vec<Arch>, attentive::Pick)>,
+}
+
+/// The dropout seed every candidate of step `step` is scored with (one per step, unlike the
+/// training forward's).
+pub(crate) fn scoring_dropout_seed(seed: u64, step: u64) -> u64 {
+    dropout_seed(seed, step) ^ 0x5C0E_5C0E_5C0E_5C0E
+}
+
+impl SupernetStep<'_> {
+    /// GreedyNAS: the candidates' losses on `batch` images drawn from the proxy split (no
+    /// augmentation; the split itself is not changed), then the kept ones.
+    fn greedy_keep(&mut self, step: u64, candidates: &[Arch], rng: &mut ChaCha8Rng) -> Result<()> {
+        let proxy = &self.data.splits.proxy;
+        if proxy.is_empty() {
+            bail!(
+                "--sampling greedy scores paths on held-out images, but the proxy split is empty; give --proxy-size 1 or more"
+            );
+        }
+        let n = self.config.batch.min(proxy.len());
+        let idx: Vec<usize> = rand::seq::index::sample(rng, proxy.len(), n)
+            .into_iter()
+            .map(|i| proxy[i])
+            .collect();
+        let device = self.net.device().clone();
+        let val = assemble(
+            &self.data.pair.train,
+            &idx,
+            Augment::NONE,
+            &self.config.normalize,
+            rng,
+            &device,
+        )?;
+        let losses = path_losses(
+            &self.net,
+            candidates,
+            &val.images,
+            &val.labels,
+            self.config.label_smoothing,
+            scoring_dropout_seed(self.config.seed, step),
+        )?;
+        self.archs = self.sampler.greedy_select(candidates, &losses);
+        Ok(())
+    }
+
+    /// AttentiveNAS: the candidate its predictor ranks best or worst on this step's batch.
+    fn attentive_pick(
+        &self,
+        step: u64,
+        candidates: &[Arch],
+        pick: attentive::Pick,
+        images: &Tensor,
+        labels: &Tensor,
+    ) -> Result<Arch> {
+        let scores = match self.sampler.multi_path().attentive_score {
+            AttentiveScore::Flops => attentive::flops_scores(self.net.space(), candidates),
+            AttentiveScore::Loss => attentive::loss_scores(&path_losses(
+                &self.net,
+                candidates,
+                images,
+                labels,
+                self.config.label_smoothing,
+                scoring_dropout_seed(self.config.seed, step),
+            )?),
+        };
+        Ok(candidates[attentive::pick(&scores, pick)].clone())
+    }
 }
 
 impl Trainable for SupernetStep<'_> {
     const WEIGHTS_FILE: &'static str = "supernet.safetensors";
 
     fn save(&self, path: &Path, step: u64) -> Result<()> {
-        Ok(self.net.save(path, step)?)
+        self.net.save(path, step)?;
+        if let Some(pool) = self.sampler.greedy_pool() {
+            write_atomic(
+                &path.with_file_name(POOL_FILE),
+                &serde_json::to_vec_pretty(pool)?,
+            )?;
+        }
+        Ok(())
     }
 
     fn prepare_step(&mut self, step: u64, rng: &mut ChaCha8Rng, sgd: &mut Sgd) -> Result<()> {
-        self.net
-            .set_dropout_seed(dropout_seed(self.config.seed, step));
         for base in self.sampler.inherits_at(step) {
             sgd.forget(&self.net.inherit_kernels(base)?);
         }
-        self.archs = self.sampler.paths(step, rng);
+        self.attentive = None;
+        match self.sampler.paths(step, rng) {
+            StepPaths::Train(archs) => self.archs = archs,
+            StepPaths::Greedy(candidates) => self.greedy_keep(step, &candidates, rng)?,
+            StepPaths::Attentive(candidates, pick) => self.attentive = Some((candidates, pick)),
+        }
+        self.net
+            .set_dropout_seed(dropout_seed(self.config.seed, step));
         Ok(())
     }
 
@@ -353,6 +490,11 @@ impl Trainable for SupernetStep<'_> {
         images: &Tensor,
         labels: &Tensor,
     ) -> Result<(Vec<f64>, Gradients)> {
+        if let Some((candidates, pick)) = self.attentive.take() {
+            self.archs = vec![self.attentive_pick(step, &candidates, pick, images, labels)?];
+            self.net
+                .set_dropout_seed(dropout_seed(self.config.seed, step));
+        }
         let mut grads = Gradients::default();
         let mut losses = Vec::with_capacity(self.archs.len());
         for arch in &self.archs {

@@ -1,5 +1,6 @@
 //! Which paths a training step runs: SPOS uniform sampling (after a path warm-up), SPOS's
-//! FLOPs-binned sampling, or FairNAS strict fairness.
+//! FLOPs-binned sampling, FairNAS strict fairness, GreedyNAS's multi-path sampling with a
+//! candidate pool ([`super::greedy`]), or AttentiveNAS's best-up / worst-up ([`super::attentive`]).
 
 use anyhow::{Result, bail};
 use rand::Rng;
@@ -8,6 +9,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use shiftnas_models::cost::block_cost;
 use shiftnas_models::{Arch, Choice, Space};
+
+use super::attentive::{AttentiveScore, Pick};
+use super::greedy::{self, GreedyPool};
 
 /// How paths are sampled each step (`--sampling`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -19,46 +23,218 @@ pub enum Sampling {
     FlopsBinned,
     /// FairNAS strict fairness: one path per choice, each choice of each block once per step.
     Fair,
+    /// GreedyNAS: `--greedy-paths` candidates (uniform, or from the pool of good paths with a
+    /// probability rising to 0.8), scored on a held-out batch; the `--greedy-keep` best train.
+    Greedy,
+    /// AttentiveNAS best-up: `--attentive-paths` candidates in one FLOPs bin; the one with the
+    /// highest predicted accuracy (`--attentive-score`) trains.
+    AttentiveBest,
+    /// AttentiveNAS worst-up: as best-up, but the lowest predicted accuracy trains.
+    AttentiveWorst,
 }
 
-/// The paths of every step of a run: its sampling, warm-up and FLOPs bins.
+impl Sampling {
+    /// Whether the path warm-up applies (all but fair sampling).
+    pub fn warms_up(self) -> bool {
+        self != Sampling::Fair
+    }
+}
+
+/// Settings of GreedyNAS and AttentiveNAS sampling; the other methods ignore them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MultiPath {
+    /// GreedyNAS: candidate paths per step (the paper's m = 10).
+    pub greedy_paths: usize,
+    /// GreedyNAS: candidates trained per step, the lowest validation loss (the paper's k = 5).
+    pub greedy_keep: usize,
+    /// GreedyNAS: paths in the candidate pool (the paper's 1000).
+    pub greedy_pool: usize,
+    /// AttentiveNAS: candidate paths per step.
+    pub attentive_paths: usize,
+    /// AttentiveNAS: the accuracy predictor.
+    pub attentive_score: AttentiveScore,
+}
+
+impl Default for MultiPath {
+    fn default() -> Self {
+        MultiPath {
+            greedy_paths: 4,
+            greedy_keep: 2,
+            greedy_pool: 64,
+            attentive_paths: 3,
+            attentive_score: AttentiveScore::Loss,
+        }
+    }
+}
+
+impl MultiPath {
+    /// Refuses sizes that cannot work, naming the flag.
+    ///
+    /// # Errors
+    /// A zero size, or more paths kept than drawn.
+    pub fn check(&self) -> Result<()> {
+        for (flag, v) in [
+            ("--greedy-paths", self.greedy_paths),
+            ("--greedy-keep", self.greedy_keep),
+            ("--greedy-pool", self.greedy_pool),
+            ("--attentive-paths", self.attentive_paths),
+        ] {
+            if v == 0 {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        if self.greedy_keep > self.greedy_paths {
+            bail!(
+                "--greedy-keep {} is more than --greedy-paths {}: a step cannot keep more paths than it draws",
+                self.greedy_keep,
+                self.greedy_paths
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What one step does with its paths.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepPaths {
+    /// Trains these (gradients summed, one update).
+    Train(Vec<Arch>),
+    /// GreedyNAS: score these on a held-out batch, then [`PathSampler::greedy_select`].
+    Greedy(Vec<Arch>),
+    /// AttentiveNAS: predict these paths' accuracies and train the one [`Pick`] names.
+    Attentive(Vec<Arch>, Pick),
+}
+
+impl StepPaths {
+    /// The archs trained or the candidates scored.
+    pub fn archs(&self) -> &[Arch] {
+        match self {
+            StepPaths::Train(a) | StepPaths::Greedy(a) | StepPaths::Attentive(a, _) => a,
+        }
+    }
+}
+
+/// The paths of every step of a run: its sampling, warm-up, FLOPs bins and GreedyNAS pool.
 #[derive(Debug, Clone)]
 pub struct PathSampler {
     space: Space,
     sampling: Sampling,
     warmup: u64,
+    steps: u64,
     bins: Option<FlopsBins>,
+    multi: MultiPath,
+    pool: Option<GreedyPool>,
 }
 
 impl PathSampler {
-    /// A sampler for `space`; `warmup` applies to uniform and FLOPs-binned sampling.
+    /// A sampler for `space` in a run of `steps` steps; `warmup` applies to all but fair
+    /// sampling, `multi` to GreedyNAS and AttentiveNAS.
     ///
     /// # Errors
-    /// A warm-up with fair sampling, or fewer than 1 FLOPs bin.
-    pub fn new(space: &Space, sampling: Sampling, warmup: u64, bins: usize) -> Result<PathSampler> {
-        if sampling == Sampling::Fair && warmup > 0 {
+    /// A warm-up with fair sampling, fewer than 1 FLOPs bin, bad `multi` sizes.
+    pub fn new(
+        space: &Space,
+        sampling: Sampling,
+        warmup: u64,
+        bins: usize,
+        multi: &MultiPath,
+        steps: u64,
+    ) -> Result<PathSampler> {
+        if !sampling.warms_up() && warmup > 0 {
             bail!("--warmup-steps {warmup} does not apply to --sampling fair; set it to 0");
         }
+        multi.check()?;
         let bins = match sampling {
-            Sampling::FlopsBinned => Some(FlopsBins::new(space, bins)?),
+            Sampling::FlopsBinned | Sampling::AttentiveBest | Sampling::AttentiveWorst => {
+                Some(FlopsBins::new(space, bins)?)
+            }
             _ => None,
         };
         Ok(PathSampler {
             space: space.clone(),
             sampling,
             warmup,
+            steps,
             bins,
+            multi: multi.clone(),
+            pool: (sampling == Sampling::Greedy).then(|| GreedyPool::new(multi.greedy_pool)),
         })
     }
 
-    /// The archs of step `step` (one, or one per choice for fair sampling).
-    pub fn paths(&self, step: u64, rng: &mut ChaCha8Rng) -> Vec<Arch> {
+    /// The paths of step `step`: one, one per choice for fair sampling, or the candidates of
+    /// GreedyNAS and AttentiveNAS (after the warm-up).
+    pub fn paths(&self, step: u64, rng: &mut ChaCha8Rng) -> StepPaths {
         let space = &self.space;
-        match (&self.bins, self.sampling) {
-            (_, Sampling::Fair) => fair_paths(space.num_blocks(), space.choices.len(), rng),
-            (Some(bins), _) if step >= self.warmup => vec![bins.sample(rng)],
-            _ => vec![warmup_arch(step, self.warmup, space, rng)],
+        let (blocks, choices) = (space.num_blocks(), space.choices.len());
+        if self.sampling == Sampling::Fair {
+            return StepPaths::Train(fair_paths(blocks, choices, rng));
         }
+        if step < self.warmup {
+            return StepPaths::Train(vec![warmup_arch(step, self.warmup, space, rng)]);
+        }
+        match (&self.bins, &self.pool, self.sampling) {
+            (Some(bins), _, Sampling::AttentiveBest | Sampling::AttentiveWorst) => {
+                let bin = rng.random_range(0..bins.bins);
+                let c = (0..self.multi.attentive_paths)
+                    .map(|_| bins.sample_in(bin, rng))
+                    .collect();
+                let pick = match self.sampling {
+                    Sampling::AttentiveBest => Pick::Best,
+                    _ => Pick::Worst,
+                };
+                StepPaths::Attentive(c, pick)
+            }
+            (_, Some(pool), Sampling::Greedy) => {
+                let q = greedy::exploit_prob(step, self.warmup, self.steps);
+                let m = self.multi.greedy_paths;
+                StepPaths::Greedy(greedy::candidates(pool, m, q, blocks, choices, rng))
+            }
+            (Some(bins), _, _) => StepPaths::Train(vec![bins.sample(rng)]),
+            _ => StepPaths::Train(vec![Arch::random(blocks, choices, rng)]),
+        }
+    }
+
+    /// GreedyNAS: the `--greedy-keep` candidates with the lowest `losses` (which the pool
+    /// records, see [`greedy::select`]).
+    ///
+    /// # Panics
+    /// When the sampling is not GreedyNAS.
+    pub fn greedy_select(&mut self, candidates: &[Arch], losses: &[f64]) -> Vec<Arch> {
+        let pool = self
+            .pool
+            .as_mut()
+            .expect("greedy_select needs --sampling greedy");
+        greedy::select(pool, candidates, losses, self.multi.greedy_keep)
+    }
+
+    /// The GreedyNAS candidate pool (`None` for other sampling).
+    pub fn greedy_pool(&self) -> Option<&GreedyPool> {
+        self.pool.as_ref()
+    }
+
+    /// Replaces the GreedyNAS pool with one read from a checkpoint.
+    ///
+    /// # Errors
+    /// Not GreedyNAS sampling, or a pool of another capacity than `--greedy-pool`.
+    pub fn set_greedy_pool(&mut self, pool: GreedyPool) -> Result<()> {
+        match &mut self.pool {
+            Some(p) if p.capacity == pool.capacity => {
+                *p = pool;
+                Ok(())
+            }
+            Some(p) => bail!(
+                "the checkpoint's GreedyNAS pool holds up to {} paths but --greedy-pool is {}",
+                pool.capacity,
+                p.capacity
+            ),
+            None => bail!("a GreedyNAS pool given to --sampling {:?}", self.sampling),
+        }
+    }
+
+    /// The multi-path settings.
+    pub fn multi_path(&self) -> &MultiPath {
+        &self.multi
     }
 
     /// The choices the rest of their kernel group inherits from before step `step`, when that
@@ -83,7 +259,8 @@ pub struct FlopsBins {
     per_block: Vec<Vec<u64>>,
     lo: u64,
     hi: u64,
-    bins: usize,
+    /// Number of bins.
+    pub bins: usize,
 }
 
 impl FlopsBins {
@@ -303,15 +480,67 @@ mod tests {
     #[test]
     fn sampler_refuses_warmup_with_fair_and_inherits_once() {
         let space = Space::tiny();
-        assert!(PathSampler::new(&space, Sampling::Fair, 5, 10).is_err());
-        let s = PathSampler::new(&space, Sampling::FlopsBinned, 5, 10).unwrap();
+        let mp = MultiPath::default();
+        assert!(PathSampler::new(&space, Sampling::Fair, 5, 10, &mp, 20).is_err());
+        let s = PathSampler::new(&space, Sampling::FlopsBinned, 5, 10, &mp, 20).unwrap();
         let hits: Vec<u64> = (0..10).filter(|&t| !s.inherits_at(t).is_empty()).collect();
         assert_eq!(hits, [5]);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        assert_eq!(s.paths(0, &mut rng), [Arch::uniform(20, 0)]);
-        let fair = PathSampler::new(&space, Sampling::Fair, 0, 10).unwrap();
-        assert_eq!(fair.paths(0, &mut rng).len(), 4);
+        assert_eq!(
+            s.paths(0, &mut rng),
+            StepPaths::Train(vec![Arch::uniform(20, 0)])
+        );
+        let fair = PathSampler::new(&space, Sampling::Fair, 0, 10, &mp, 20).unwrap();
+        assert_eq!(fair.paths(0, &mut rng).archs().len(), 4);
         assert!(fair.inherits_at(0).is_empty());
+    }
+
+    /// After the warm-up, AttentiveNAS draws its candidates inside one FLOPs bin and GreedyNAS
+    /// draws `--greedy-paths` distinct ones; a pool of another capacity is refused.
+    #[test]
+    fn multi_path_candidates() {
+        let space = Space::mbv2_tiny();
+        let mp = MultiPath {
+            attentive_paths: 6,
+            ..MultiPath::default()
+        };
+        let bins = FlopsBins::new(&space, 10).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for (sampling, want) in [
+            (Sampling::AttentiveBest, Pick::Best),
+            (Sampling::AttentiveWorst, Pick::Worst),
+        ] {
+            let s = PathSampler::new(&space, sampling, 2, 10, &mp, 20).unwrap();
+            assert_eq!(s.paths(1, &mut rng).archs().len(), 1);
+            for step in 2..12 {
+                let StepPaths::Attentive(c, pick) = s.paths(step, &mut rng) else {
+                    panic!("no candidates at step {step}");
+                };
+                assert_eq!((c.len(), pick), (6, want));
+                let b: Vec<usize> = c.iter().map(|a| bins.bin_of(bins.flops(a))).collect();
+                // Outer bins fall back to the closest draw, which may sit in the neighbour bin.
+                assert!(
+                    b.iter().max().unwrap() - b.iter().min().unwrap() <= 1,
+                    "{b:?}"
+                );
+            }
+        }
+        let mut g = PathSampler::new(&space, Sampling::Greedy, 0, 10, &mp, 20).unwrap();
+        let StepPaths::Greedy(c) = g.paths(0, &mut rng) else {
+            panic!("greedy drew no candidates");
+        };
+        assert_eq!(c.len(), mp.greedy_paths);
+        let kept = g.greedy_select(&c, &[0.4, 0.1, 0.3, 0.2]);
+        assert_eq!(kept, [c[1].clone(), c[3].clone()]);
+        assert_eq!(g.greedy_pool().unwrap().len(), 2);
+        assert!(g.set_greedy_pool(GreedyPool::new(3)).is_err());
+        assert!(g.set_greedy_pool(GreedyPool::new(mp.greedy_pool)).is_ok());
+        let bad = MultiPath {
+            greedy_keep: 5,
+            ..MultiPath::default()
+        };
+        let e = PathSampler::new(&space, Sampling::Greedy, 0, 10, &bad, 20).unwrap_err();
+        assert!(e.to_string().contains("--greedy-keep 5"), "{e}");
     }
 
     /// MobileNetV2: the warm-up trains k3e3 and ramps in k3e6 (the e6 group's base, standing for
@@ -345,7 +574,8 @@ mod tests {
         // p ramps from 0 to 1/2: a quarter of all draws on average.
         let share = e6 as f64 / n as f64;
         assert!((0.2..0.3).contains(&share), "{share}");
-        let s = PathSampler::new(&space, Sampling::Uniform, 10, 10).unwrap();
+        let s =
+            PathSampler::new(&space, Sampling::Uniform, 10, 10, &MultiPath::default(), 20).unwrap();
         assert_eq!(s.inherits_at(10), [k3e3, k3e6]);
     }
 }
