@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::npu::Dtype;
 use crate::paths::home_dir;
 
 /// The boards file read when no `--boards` flag is given (missing means only `local`).
@@ -106,7 +107,36 @@ pub struct BoardConfig {
     /// Minimum total time of the timed runs, seconds (default 1).
     #[serde(default = "default_min_seconds")]
     pub min_seconds: f64,
+    /// What the agent measures with: `ort` (ONNX Runtime on the CPU, the default) or `rknn` (the
+    /// RK3588 NPU through `librknnrt.so`; candidates are converted to `.rknn` on the host).
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// `rknn`: the NPU number format candidates are converted to (default `int8`).
+    #[serde(default)]
+    pub dtype: Option<Dtype>,
+    /// `rknn`: the NPU cores (`0`, `1`, `2`, `0-1`, `0-2`, `auto` or `all`; default: the
+    /// runtime's choice).
+    #[serde(default)]
+    pub npu_core_mask: Option<String>,
+    /// `rknn`: `librknnrt.so` on the board (default: the agent's `LIBRKNNRT_PATH`, then
+    /// `/usr/lib/librknnrt.so`).
+    #[serde(default)]
+    pub rknn_lib: Option<String>,
 }
+
+/// The agent's inference runtime on a board.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// ONNX Runtime on the CPU cores.
+    #[default]
+    Ort,
+    /// The RK3588 NPU through Rockchip's `librknnrt.so`.
+    Rknn,
+}
+
+/// The NPU core masks the agent's `--npu-core-mask` takes.
+pub const NPU_CORE_MASKS: [&str; 7] = ["0", "1", "2", "0-1", "0-2", "auto", "all"];
 
 fn default_warmup() -> usize {
     10
@@ -162,6 +192,10 @@ impl BoardConfig {
             warmup: default_warmup(),
             runs: default_runs(),
             min_seconds: default_min_seconds(),
+            runtime: Runtime::Ort,
+            dtype: None,
+            npu_core_mask: None,
+            rknn_lib: None,
         }
     }
 
@@ -242,7 +276,60 @@ impl BoardConfig {
         if !(self.timeout_s > 0.0 && self.timeout_s.is_finite()) {
             return Err(field_err("timeout_s", "must be > 0 seconds"));
         }
+        match self.runtime {
+            Runtime::Ort => {
+                for (field, set) in [
+                    ("dtype", self.dtype.is_some()),
+                    ("npu_core_mask", self.npu_core_mask.is_some()),
+                    ("rknn_lib", self.rknn_lib.is_some()),
+                ] {
+                    if set {
+                        return Err(field_err(
+                            field,
+                            "applies to the NPU only; add runtime = \"rknn\" or remove it",
+                        ));
+                    }
+                }
+            }
+            Runtime::Rknn => {
+                if self.ort_lib.is_some() {
+                    return Err(field_err(
+                        "ort_lib",
+                        "applies to runtime = \"ort\" only; remove it for an NPU board",
+                    ));
+                }
+                if let Some(m) = &self.npu_core_mask
+                    && !NPU_CORE_MASKS.contains(&m.as_str())
+                {
+                    return Err(field_err(
+                        "npu_core_mask",
+                        &format!("is {m:?}; write one of {}", NPU_CORE_MASKS.join(", ")),
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The NPU format of an `rknn` board (`None` for `ort`).
+    pub fn npu_dtype(&self) -> Option<Dtype> {
+        (self.runtime == Runtime::Rknn).then(|| self.dtype.unwrap_or(Dtype::Int8))
+    }
+
+    /// The agent's runtime flags for this board (none for `ort`; `ort_lib` is passed apart, as
+    /// its path differs on the board).
+    pub fn runtime_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.runtime == Runtime::Rknn {
+            args.extend(["--runtime".to_string(), "rknn".into()]);
+            if let Some(m) = &self.npu_core_mask {
+                args.extend(["--npu-core-mask".to_string(), m.clone()]);
+            }
+            if let Some(lib) = &self.rknn_lib {
+                args.extend(["--rknn-lib".to_string(), lib.clone()]);
+            }
+        }
+        args
     }
 }
 
@@ -459,6 +546,56 @@ kind = "local"
 
     fn err(text: &str) -> String {
         format!("{:#}", BoardsFile::parse(text, "boards.toml").unwrap_err())
+    }
+
+    #[test]
+    fn npu_boards_take_their_fields_and_others_refuse_them() {
+        let local = "[[board]]\nname = \"npu\"\nkind = \"local\"\n";
+        let f = BoardsFile::parse(
+            &format!("{local}runtime = \"rknn\"\nnpu_core_mask = \"0-2\"\nrknn_lib = \"/usr/lib/librknnrt.so\"\n"),
+            "boards.toml",
+        )
+        .unwrap();
+        let b = &f.boards[0];
+        assert_eq!(
+            (b.runtime, b.npu_dtype()),
+            (Runtime::Rknn, Some(Dtype::Int8))
+        );
+        assert_eq!(
+            b.runtime_args(),
+            [
+                "--runtime",
+                "rknn",
+                "--npu-core-mask",
+                "0-2",
+                "--rknn-lib",
+                "/usr/lib/librknnrt.so"
+            ]
+        );
+        let fp16 = BoardsFile::parse(
+            &format!("{local}runtime = \"rknn\"\ndtype = \"fp16\"\n"),
+            "boards.toml",
+        )
+        .unwrap();
+        assert_eq!(fp16.boards[0].npu_dtype(), Some(Dtype::Fp16));
+        let plain = BoardsFile::parse(local, "boards.toml").unwrap();
+        assert_eq!(plain.boards[0].npu_dtype(), None);
+        assert!(plain.boards[0].runtime_args().is_empty());
+        let e = err(&format!("{local}npu_core_mask = \"1\"\n"));
+        assert!(
+            e.contains("board \"npu\"")
+                && e.contains("`npu_core_mask`")
+                && e.contains("runtime = \"rknn\""),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{local}runtime = \"rknn\"\nnpu_core_mask = \"3\"\n"
+        ));
+        assert!(e.contains("\"3\"") && e.contains("0-2"), "{e}");
+        let e = err(&format!("{local}runtime = \"rknn\"\nort_lib = \"x.so\"\n"));
+        assert!(e.contains("`ort_lib`"), "{e}");
+        let e = err(&format!("{local}runtime = \"tpu\"\n"));
+        assert!(e.contains("runtime"), "{e}");
     }
 
     #[test]

@@ -235,8 +235,13 @@ pub fn agent_command(cfg: &BoardConfig) -> String {
         cmd += p;
         cmd += " ";
     }
+    let runtime: String = cfg
+        .runtime_args()
+        .iter()
+        .map(|a| format!(" {}", shell_quote(a)))
+        .collect();
     cmd += &format!(
-        "\"$PWD\"/{}{ort} serve --thermal-limit {}",
+        "\"$PWD\"/{}{ort}{runtime} serve --thermal-limit {}",
         shell_quote(AGENT_NAME),
         cfg.thermal_limit_c
     );
@@ -316,6 +321,15 @@ mod tests {
         assert_eq!(
             agent_command(&cfg),
             "cd 'shiftnas work' && exec nice -n 5 \"$PWD\"/shiftnas-agent serve --thermal-limit 75"
+        );
+        cfg.command_prefix = None;
+        cfg.runtime = crate::boards::config::Runtime::Rknn;
+        cfg.npu_core_mask = Some("0-2".into());
+        cfg.rknn_lib = Some("/opt/rk lib/librknnrt.so".into());
+        assert_eq!(
+            agent_command(&cfg),
+            "cd 'shiftnas work' && exec \"$PWD\"/shiftnas-agent --runtime rknn --npu-core-mask 0-2 \
+             --rknn-lib '/opt/rk lib/librknnrt.so' serve --thermal-limit 75"
         );
     }
 

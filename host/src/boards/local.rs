@@ -125,6 +125,7 @@ impl AgentLink for LocalLink {
         if let Some(lib) = &cfg.ort_lib {
             cmd.arg("--ort-lib").arg(expand_tilde(lib));
         }
+        cmd.args(cfg.runtime_args());
         cmd.args(["serve", "--thermal-limit", &cfg.thermal_limit_c.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
