@@ -39,6 +39,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 SHIFTNAS_CACHE="${SHIFTNAS_CACHE:-$PWD/.cache}"
+# PyTorch's OpenMP threads spin while waiting for work by default: on a machine shared with other
+# jobs they then fell 7–10× below their idle speed (shiftnas's rayon workers sleep and slowed
+# 1.4–2.2×). Passive waiting keeps the comparison about the kernels.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 venv="$SHIFTNAS_CACHE/bench-venv"
 torch_pin="torch==2.15.0"
 if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
