@@ -6,7 +6,7 @@ use shiftnas_kernels::infer::dense::DenseShape;
 use shiftnas_kernels::infer::depthwise::{DwShape, taps_major};
 use shiftnas_kernels::infer::pointwise::{Rows, transpose};
 use shiftnas_kernels::infer::{
-    copy_channels, dense_conv_nchw_in, depthwise_nhwc, pointwise_nhwc, pool_linear,
+    Activation, copy_channels, dense_conv_nchw_in, depthwise_nhwc, pointwise_nhwc, pool_linear,
 };
 
 fn rand_vec(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
@@ -36,7 +36,7 @@ fn conv_ref(
     k: usize,
     stride: usize,
     depthwise: bool,
-    relu: bool,
+    act: Activation,
 ) -> Vec<f32> {
     let cout = bias.len();
     let p = (k / 2) as isize;
@@ -68,7 +68,11 @@ fn conv_ref(
                             }
                         }
                     }
-                    let v = if relu { s.max(0.0) } else { s };
+                    let v = match act {
+                        Activation::None => s,
+                        Activation::Relu => s.max(0.0),
+                        Activation::Relu6 => s.clamp(0.0, 6.0),
+                    };
                     out[((n * oh + oy) * ow + ox) * cout + o] = v as f32;
                 }
             }
@@ -94,12 +98,12 @@ fn depthwise_matches_reference_for_every_kernel_stride_and_channel_tail() {
     for (c, size) in [(13, 7), (16, 2), (21, 5), (8, 1)] {
         for k in [3, 5, 7] {
             for stride in [1, 2] {
-                for relu in [false, true] {
+                for act in [Activation::None, Activation::Relu, Activation::Relu6] {
                     let b = 2;
                     let x = rand_vec(b * c * size * size, &mut rng);
                     let w = rand_vec(c * k * k, &mut rng);
                     let bias = rand_vec(c, &mut rng);
-                    let want = conv_ref(&x, (b, c, size, size), &w, &bias, k, stride, true, relu);
+                    let want = conv_ref(&x, (b, c, size, size), &w, &bias, k, stride, true, act);
                     let s = DwShape {
                         batch: b,
                         h: size,
@@ -110,11 +114,11 @@ fn depthwise_matches_reference_for_every_kernel_stride_and_channel_tail() {
                     };
                     let mut out = vec![f32::NAN; want.len()];
                     let xn = to_nhwc(&x, b, c, size, size);
-                    depthwise_nhwc(&xn, s, &taps_major(&w, c, k), &bias, relu, &mut out);
+                    depthwise_nhwc(&xn, s, &taps_major(&w, c, k), &bias, act, &mut out);
                     assert_close(
                         &out,
                         &want,
-                        &format!("dw c{c} {size}px k{k} s{stride} relu {relu}"),
+                        &format!("dw c{c} {size}px k{k} s{stride} {act:?}"),
                     );
                 }
             }
@@ -130,7 +134,16 @@ fn dense_stem_matches_reference() {
         let x = rand_vec(b * cin * size * size, &mut rng);
         let w = rand_vec(cout * cin * k * k, &mut rng);
         let bias = rand_vec(cout, &mut rng);
-        let want = conv_ref(&x, (b, cin, size, size), &w, &bias, k, stride, false, true);
+        let want = conv_ref(
+            &x,
+            (b, cin, size, size),
+            &w,
+            &bias,
+            k,
+            stride,
+            false,
+            Activation::Relu,
+        );
         let mut out = vec![f32::NAN; want.len()];
         let s = DenseShape {
             cin,
@@ -140,7 +153,16 @@ fn dense_stem_matches_reference() {
             stride,
         };
         let wt = transpose(&w, cout, cin * k * k);
-        dense_conv_nchw_in(&x, b, s, &wt, &bias, true, &mut out, &mut Vec::new());
+        dense_conv_nchw_in(
+            &x,
+            b,
+            s,
+            &wt,
+            &bias,
+            Activation::Relu,
+            &mut out,
+            &mut Vec::new(),
+        );
         assert_close(
             &out,
             &want,
@@ -164,7 +186,16 @@ fn pointwise_reads_strided_channels_and_writes_into_a_wider_buffer() {
     };
     let mut out = vec![-7f32; rows * width];
     let wt = transpose(&w, cout, c / 2);
-    pointwise_nhwc(view, rows, c / 2, &wt, &bias, true, &mut out[off..], width);
+    pointwise_nhwc(
+        view,
+        rows,
+        c / 2,
+        &wt,
+        &bias,
+        Activation::Relu,
+        &mut out[off..],
+        width,
+    );
     for r in 0..rows {
         for o in 0..width {
             let got = out[r * width + o];
@@ -222,6 +253,99 @@ fn pool_linear_matches_reference() {
             assert!(
                 (f64::from(out[n * classes + k]) - want).abs() < 1e-5,
                 "image {n} class {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn batch_norm_statistics_and_normalisation_match_f64_reference() {
+    use shiftnas_kernels::infer::{Moments, channel_sq_devs, channel_sums, normalize_act};
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    // 3 channels at column 2 of rows 7 wide: a branch's slice of a concat buffer.
+    let (rows, rs, off, c) = (29, 7, 2, 3);
+    let x: Vec<f32> = (0..rows * rs)
+        .map(|i| rng.random_range(-1.0f32..1.0) * 3.0 + (i % rs) as f32)
+        .collect();
+    let col = |ch: usize| {
+        (0..rows)
+            .map(|r| f64::from(x[r * rs + off + ch]))
+            .collect::<Vec<_>>()
+    };
+    let sums = channel_sums(&x[off..], rows, rs, c);
+    let mean: Vec<f32> = sums.iter().map(|s| (s / rows as f64) as f32).collect();
+    let sq = channel_sq_devs(&x[off..], rows, rs, &mean);
+    for ch in 0..c {
+        let m = col(ch).iter().sum::<f64>() / rows as f64;
+        assert!(
+            (sums[ch] / rows as f64 - m).abs() < 1e-12,
+            "mean of channel {ch}"
+        );
+        let v: f64 = col(ch).iter().map(|v| (v - m).powi(2)).sum();
+        assert!(
+            (sq[ch] - v).abs() < 1e-6 * v,
+            "squares of channel {ch}: {} vs {v}",
+            sq[ch]
+        );
+    }
+    // Moments of two row ranges merge into those of all rows.
+    let whole = Moments::of(&x[off..], rows, rs, c);
+    let split =
+        Moments::of(&x[off..], 11, rs, c).merge(Moments::of(&x[11 * rs + off..], rows - 11, rs, c));
+    assert_eq!(whole.n, split.n);
+    for ch in 0..c {
+        assert!(
+            (whole.mean[ch] - sums[ch] / rows as f64).abs() < 1e-12,
+            "whole mean {ch}"
+        );
+        assert!(
+            (whole.mean[ch] - split.mean[ch]).abs() < 1e-12,
+            "merged mean {ch}"
+        );
+        assert!(
+            (whole.m2[ch] - sq[ch]).abs() < 1e-6 * sq[ch],
+            "whole m2 {ch}"
+        );
+        assert!(
+            (whole.m2[ch] - split.m2[ch]).abs() < 1e-9 * sq[ch],
+            "merged m2 {ch}"
+        );
+    }
+    let invstd: Vec<f32> = sq
+        .iter()
+        .map(|s| (1.0 / (s / rows as f64 + 1e-5).sqrt()) as f32)
+        .collect();
+    let (gamma, beta) = ([1.0f32, 2.0, 0.5], [0.0f32, -1.0, 7.0]);
+    let mut y = x.clone();
+    normalize_act(
+        &mut y[off..],
+        rows,
+        rs,
+        &mean,
+        &invstd,
+        &gamma,
+        &beta,
+        Activation::Relu6,
+    );
+    for r in 0..rows {
+        for o in 0..rs {
+            let (got, v) = (y[r * rs + o], x[r * rs + o]);
+            if o < off || o >= off + c {
+                assert_eq!(
+                    got, v,
+                    "row {r} column {o} outside the channels was written"
+                );
+                continue;
+            }
+            let ch = o - off;
+            let want = ((f64::from(v) - f64::from(mean[ch]))
+                * f64::from(invstd[ch])
+                * f64::from(gamma[ch])
+                + f64::from(beta[ch]))
+            .clamp(0.0, 6.0);
+            assert!(
+                (f64::from(got) - want).abs() < 1e-5,
+                "row {r} channel {ch}: {got} vs {want}"
             );
         }
     }

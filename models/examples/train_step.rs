@@ -5,7 +5,9 @@
 //! On the CPU, eval is timed twice: the supernet's eval-mode forward (`eval_*`) and the BN-folded
 //! inference path scoring runs (`eval_fast_*`, [`Inference`]); then a whole candidate score, exact
 //! BN calibration over `--score-bn-images` plus the proxy forward over `--score-images`, through
-//! both (`score_s`, `score_fast_s`; `--score-images 0` skips it).
+//! both (`score_s`, `score_fast_s`: the supernet's calibration and forward, then the inference
+//! kernels' calibration and folded forward; `score_bn_s`, `score_fast_bn_s`: their calibration
+//! parts; `--score-images 0` skips it).
 //!
 //! A training step = forward in training mode (batch-statistics BN, dropout) + label-smoothed
 //! (0.1) cross entropy + backward + SGD with momentum 0.9 and weight decay 4e-5 (PyTorch semantics)
@@ -21,7 +23,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use shiftnas_models::inference::Inference;
+use shiftnas_models::inference::{Inference, calibrate_bn};
 use shiftnas_models::supernet::Supernet;
 use shiftnas_models::{Arch, BnCalibration, Space};
 
@@ -315,21 +317,29 @@ fn bench(args: &Args) -> BoxResult<()> {
         };
         let bn = batches(args.score_bn_images, 0xB0)?;
         let proxy = batches(args.score_images, 0xF0)?;
-        let calibrate = || -> BoxResult<()> {
-            if !bn.is_empty() {
-                net.calibrate_bn(&arch, bn.iter().cloned().map(Ok), BnCalibration::Exact)?;
+        // Old: the supernet's training forward; new: the inference kernels.
+        let calibrate = |kernels: bool| -> BoxResult<()> {
+            if bn.is_empty() {
+                return Ok(());
+            }
+            let batches = bn.iter().cloned().map(Ok);
+            if kernels {
+                calibrate_bn(&net, &arch, batches, BnCalibration::Exact)?;
+            } else {
+                net.calibrate_bn(&arch, batches, BnCalibration::Exact)?;
             }
             Ok(())
         };
         let t0 = Instant::now();
-        calibrate()?;
+        calibrate(false)?;
         let calib_s = t0.elapsed().as_secs_f64();
         for x in &proxy {
             drop(net.forward_t(x, &arch, false)?);
         }
         let old_s = t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
-        calibrate()?;
+        calibrate(true)?;
+        out["score_fast_bn_s"] = t0.elapsed().as_secs_f64().into();
         let inf = Inference::new(&net, &arch)?.with_images_per_job(args.images_per_job);
         for x in &proxy {
             drop(inf.forward_tensor(x)?);

@@ -1,14 +1,21 @@
 //! The eval-mode network of one arch for scoring: BN folded into the convs, run on plain f32
 //! buffers with the channels-last kernels of [`shiftnas_kernels::infer`] and no autograd graph.
+//! Both families run: ShuffleNetV2 units (channel split, projection, concat) and MobileNetV2
+//! inverted residuals (ReLU6, with and without the skip).
 //!
 //! Build one per candidate after its BN statistics are set ([`Inference::new`] folds them with the
 //! same math as the ONNX export, [`Subnet::from_tensors`]); [`Inference::forward`] then gives the
 //! logits [`Supernet::forward_t`] gives in eval mode, up to f32 rounding (a different summation
-//! order: relative L2 error ~1e-6 on the logits, tests/inference.rs).
+//! order: relative L2 error ~1e-6 on the logits, tests/inference.rs). [`calibrate_bn`] sets those
+//! statistics with the same kernels (the unfolded convs in training-mode BN).
 //!
 //! A forward splits the batch into jobs of a few images that each run through the whole network
 //! on one rayon thread: their activations stay in that core's L2 cache, and no op waits for the
 //! others between layers.
+
+mod calibrate;
+
+pub use calibrate::calibrate_bn;
 
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
@@ -16,13 +23,13 @@ use shiftnas_kernels::infer::dense::DenseShape;
 use shiftnas_kernels::infer::depthwise::{DwShape, taps_major};
 use shiftnas_kernels::infer::pointwise::{Rows, transpose};
 use shiftnas_kernels::infer::{
-    copy_channels, dense_conv_nchw_in, depthwise_nhwc, pointwise_nhwc, pool_linear,
+    Activation, copy_channels, dense_conv_nchw_in, depthwise_nhwc, pointwise_nhwc, pool_linear,
 };
 
 use crate::arch::Arch;
 use crate::cost::Act;
 use crate::error::{Error, Result};
-use crate::space::{BlockShape, Family, Space};
+use crate::space::{BlockShape, Space, Wiring};
 use crate::subnet::{FoldedConv, Subnet};
 use crate::supernet::Supernet;
 
@@ -40,9 +47,11 @@ enum Kind {
     Pointwise,
 }
 
-/// One folded conv: `relu?(conv(x) + bias)`.
+/// One folded conv: `act(conv(x) + bias)`.
 #[derive(Debug, Clone)]
 struct Layer {
+    /// Position in the network (stem, blocks' main then projection convs, last conv).
+    id: usize,
     kind: Kind,
     cin: usize,
     cout: usize,
@@ -50,7 +59,7 @@ struct Layer {
     stride: usize,
     in_size: usize,
     out_size: usize,
-    relu: bool,
+    act: Activation,
     /// Dense and pointwise: the folded OIHW weight transposed to `[cin·k·k, cout]`; depthwise:
     /// tap-major `[k·k, c]`.
     weight: Vec<f32>,
@@ -65,7 +74,7 @@ fn values(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 impl Layer {
-    fn of(c: &FoldedConv) -> Result<Layer> {
+    fn of(c: &FoldedConv, id: usize) -> Result<Layer> {
         let s = &c.spec;
         let kind = if s.groups == 1 && s.kernel == 1 && s.stride == 1 {
             Kind::Pointwise
@@ -85,6 +94,7 @@ impl Layer {
             _ => transpose(&weight, s.out_channels, weight.len() / s.out_channels),
         };
         Ok(Layer {
+            id,
             kind,
             cin: s.in_channels,
             cout: s.out_channels,
@@ -92,24 +102,30 @@ impl Layer {
             stride: s.stride,
             in_size: s.in_size,
             out_size: s.out_size,
-            relu: match s.act {
-                Act::None => false,
-                Act::Relu => true,
-                Act::Relu6 => {
-                    return Err(Error::BadInput(format!(
-                        "inference path: conv {} uses ReLU6, which it does not run yet",
-                        c.name
-                    )));
-                }
+            act: match s.act {
+                Act::None => Activation::None,
+                Act::Relu => Activation::Relu,
+                Act::Relu6 => Activation::Relu6,
             },
             weight,
             bias: values(&c.bias)?,
         })
     }
 
-    /// Runs on `n` channels-last images `x`, writing rows of `cout` values with row stride
-    /// `out_rs` (only a 1×1 conv may write into a wider buffer).
-    fn apply(&self, x: &[f32], n: usize, out: &mut [f32], out_rs: usize) {
+    /// Runs on `n` images `x` (NCHW for the stem, channels-last otherwise) with activation `act`,
+    /// writing rows of `cout` values with row stride `out_rs` (only a 1×1 conv may write into a
+    /// wider buffer); `col` is the stem's im2col scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &self,
+        x: &[f32],
+        n: usize,
+        bias: &[f32],
+        act: Activation,
+        out: &mut [f32],
+        out_rs: usize,
+        col: &mut Vec<f32>,
+    ) {
         match self.kind {
             Kind::Pointwise => {
                 let rows = n * self.in_size * self.in_size;
@@ -118,16 +134,7 @@ impl Layer {
                     rs: self.cin,
                     cs: 1,
                 };
-                pointwise_nhwc(
-                    x,
-                    rows,
-                    self.cin,
-                    &self.weight,
-                    &self.bias,
-                    self.relu,
-                    out,
-                    out_rs,
-                );
+                pointwise_nhwc(x, rows, self.cin, &self.weight, bias, act, out, out_rs);
             }
             Kind::Depthwise => {
                 debug_assert_eq!(out_rs, self.cout);
@@ -139,10 +146,25 @@ impl Layer {
                     k: self.k,
                     stride: self.stride,
                 };
-                depthwise_nhwc(x, s, &self.weight, &self.bias, self.relu, out);
+                depthwise_nhwc(x, s, &self.weight, bias, act, out);
             }
-            Kind::Dense => unreachable!("the stem runs through Inference::run"),
+            Kind::Dense => {
+                debug_assert_eq!(out_rs, self.cout);
+                let s = DenseShape {
+                    cin: self.cin,
+                    h: self.in_size,
+                    w: self.in_size,
+                    k: self.k,
+                    stride: self.stride,
+                };
+                dense_conv_nchw_in(x, n, s, &self.weight, bias, act, out, col);
+            }
         }
+    }
+
+    /// Values per image of the input.
+    fn in_len(&self) -> usize {
+        self.in_size * self.in_size * self.cin
     }
 
     fn out_len(&self, n: usize) -> usize {
@@ -150,10 +172,29 @@ impl Layer {
     }
 }
 
-/// One choice block: main branch and, at stride 2, the projection branch.
+/// How a walk through the network runs each conv: folded with its bias and activation (a
+/// forward), or unfolded with batch statistics (BN calibration, [`calibrate_bn`]).
+trait Exec {
+    /// Runs `l` on `n` images `x` into `out` (rows of `l.cout` values, row stride `out_rs`).
+    fn layer(&mut self, l: &Layer, x: &[f32], n: usize, out: &mut [f32], out_rs: usize);
+}
+
+/// The folded forward of one job: each conv with its bias and activation.
+struct Folded<'a> {
+    col: &'a mut Vec<f32>,
+}
+
+impl Exec for Folded<'_> {
+    fn layer(&mut self, l: &Layer, x: &[f32], n: usize, out: &mut [f32], out_rs: usize) {
+        l.conv(x, n, &l.bias, l.act, out, out_rs, self.col);
+    }
+}
+
+/// One choice block: main branch and, in ShuffleNetV2 blocks at stride 2, the projection branch.
 #[derive(Debug, Clone)]
 struct Block {
     shape: BlockShape,
+    wiring: Wiring,
     main: Vec<Layer>,
     proj: Vec<Layer>,
 }
@@ -179,7 +220,8 @@ struct Scratch {
 pub struct Inference {
     space: Space,
     arch: Arch,
-    stem: Layer,
+    /// The dense stem conv, then (MobileNetV2) the fixed first block's convs.
+    stem: Vec<Layer>,
     blocks: Vec<Block>,
     last: Layer,
     /// `[classes, last_channels]`.
@@ -201,32 +243,41 @@ impl Inference {
     /// The same network as a folded [`Subnet`].
     ///
     /// # Errors
-    /// A block whose branches do not end in a 1×1 conv, or a grouped conv that is neither dense
-    /// nor depthwise (no SPOS space has either).
+    /// A stem that does not start with a dense conv, a block whose branches do not end in a 1×1
+    /// conv, or a grouped conv that is neither dense nor depthwise (no space of either family
+    /// has one).
     pub fn from_subnet(subnet: &Subnet) -> Result<Inference> {
         let space = subnet.space();
-        let ([stem], Family::ShufflenetV2) = (subnet.stem().convs.as_slice(), space.family) else {
-            return Err(Error::BadInput(format!(
-                "inference path: space {} is not a ShuffleNetV2 space with a one-conv stem; \
-                 only those run folded (the supernet's forward scores the others)",
-                space.name
-            )));
+        let mut id = 0;
+        let mut layer = |c: &FoldedConv| {
+            id += 1;
+            Layer::of(c, id - 1)
         };
-        let stem = Layer::of(stem)?;
-        let last = Layer::of(subnet.last())?;
-        if stem.kind != Kind::Dense || last.kind != Kind::Pointwise {
+        let stem: Vec<Layer> = subnet
+            .stem()
+            .convs
+            .iter()
+            .map(&mut layer)
+            .collect::<Result<_>>()?;
+        let stem_ok = stem.first().is_some_and(|l| l.kind == Kind::Dense)
+            && stem[1..].iter().all(|l| l.kind != Kind::Dense);
+        if !stem_ok {
             return Err(Error::BadInput(format!(
-                "inference path: space {} needs a dense stem conv and a 1×1 last conv",
-                subnet.space().name
+                "inference path: space {} needs a stem that starts with its only dense conv",
+                space.name
             )));
         }
         let mut blocks = Vec::new();
         for b in subnet.blocks() {
-            let main: Vec<Layer> = b.main.iter().map(Layer::of).collect::<Result<_>>()?;
-            let proj: Vec<Layer> = b.proj.iter().map(Layer::of).collect::<Result<_>>()?;
+            let main: Vec<Layer> = b.main.iter().map(&mut layer).collect::<Result<_>>()?;
+            let proj: Vec<Layer> = b.proj.iter().map(&mut layer).collect::<Result<_>>()?;
             let ends_pw = |v: &[Layer]| v.last().is_some_and(|l| l.kind == Kind::Pointwise);
             let inner_ok = main.iter().chain(&proj).all(|l| l.kind != Kind::Dense);
-            if !ends_pw(&main) || (b.shape.stride != 1 && !ends_pw(&proj)) || !inner_ok {
+            let proj_ok = match b.wiring {
+                Wiring::Shuffle => b.shape.stride == 1 || ends_pw(&proj),
+                Wiring::InvertedResidual { .. } => proj.is_empty(),
+            };
+            if !ends_pw(&main) || !proj_ok || !inner_ok {
                 return Err(Error::BadInput(format!(
                     "inference path: {} must be depthwise and 1×1 convs with each branch ending in a 1×1 conv",
                     b.describe()
@@ -234,12 +285,20 @@ impl Inference {
             }
             blocks.push(Block {
                 shape: b.shape,
+                wiring: b.wiring,
                 main,
                 proj,
             });
         }
+        let last = layer(subnet.last())?;
+        if last.kind != Kind::Pointwise {
+            return Err(Error::BadInput(format!(
+                "inference path: space {} needs a 1×1 last conv",
+                space.name
+            )));
+        }
         Ok(Inference {
-            space: subnet.space().clone(),
+            space: space.clone(),
             arch: subnet.arch().clone(),
             stem,
             blocks,
@@ -260,15 +319,12 @@ impl Inference {
         &self.arch
     }
 
-    /// Logits `[batch, classes]`, row-major, of `batch` NCHW images `[batch, input_channels,
-    /// input_size, input_size]` given as one slice.
-    ///
-    /// # Errors
-    /// [`Error::BadInput`] when `images` does not hold `batch` images of the space's shape.
-    pub fn forward(&self, images: &[f32], batch: usize) -> Result<Vec<f32>> {
+    /// Values per NCHW image, or an error naming the expected shape when `len` is not `batch`
+    /// images.
+    fn check_images(&self, len: usize, batch: usize) -> Result<usize> {
         let s = &self.space;
         let per_image = s.input_channels * s.input_size * s.input_size;
-        if images.len() != batch * per_image {
+        if len != batch * per_image {
             return Err(Error::BadInput(format!(
                 "inference of arch {} (space {}) expects {batch} images of [{}, {}, {}] ({} values), got {} values",
                 self.arch,
@@ -277,17 +333,36 @@ impl Inference {
                 s.input_size,
                 s.input_size,
                 batch * per_image,
-                images.len()
+                len
             )));
         }
-        let classes = s.classes;
+        Ok(per_image)
+    }
+
+    /// Logits `[batch, classes]`, row-major, of `batch` NCHW images `[batch, input_channels,
+    /// input_size, input_size]` given as one slice.
+    ///
+    /// # Errors
+    /// [`Error::BadInput`] when `images` does not hold `batch` images of the space's shape.
+    pub fn forward(&self, images: &[f32], batch: usize) -> Result<Vec<f32>> {
+        let per_image = self.check_images(images.len(), batch)?;
+        let classes = self.space.classes;
         let mut logits = vec![0f32; batch * classes];
         let job = self.images_per_job;
         images
             .par_chunks(job * per_image)
             .zip(logits.par_chunks_mut(job * classes))
             .for_each(|(x, out)| {
-                SCRATCH.with(|s| self.run(x, x.len() / per_image, out, &mut s.borrow_mut()));
+                SCRATCH.with(|s| {
+                    let s = &mut *s.borrow_mut();
+                    let n = x.len() / per_image;
+                    let mut col = std::mem::take(&mut s.col);
+                    self.features(&mut Folded { col: &mut col }, x, n, s);
+                    s.col = col;
+                    let l = &self.last;
+                    let px = l.out_size * l.out_size;
+                    pool_linear(&s.cur, n, px, l.cout, &self.classifier, out);
+                });
             });
         Ok(logits)
     }
@@ -298,27 +373,8 @@ impl Inference {
     /// # Errors
     /// A wrong input shape, naming the expected one.
     pub fn forward_tensor(&self, x: &Tensor) -> Result<Tensor> {
-        let b = match x.dims() {
-            &[b, _, _, _] => b,
-            d => {
-                return Err(Error::BadInput(format!(
-                    "inference of arch {} expects images [batch, {}, {s}, {s}], got {d:?}",
-                    self.arch,
-                    self.space.input_channels,
-                    s = self.space.input_size
-                )));
-            }
-        };
-        let x = x
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .contiguous()?;
-        let (storage, layout) = x.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            unreachable!("moved to the CPU above")
-        };
-        let (start, end) = layout.contiguous_offsets().expect("made contiguous above");
-        let logits = self.forward(&cpu.as_slice::<f32>()?[start..end], b)?;
+        let b = self.batch_of(x)?;
+        let logits = with_cpu_values(x, |v| self.forward(v, b))?;
         Ok(Tensor::from_vec(
             logits,
             (b, self.space.classes),
@@ -326,51 +382,116 @@ impl Inference {
         )?)
     }
 
-    /// The whole network on `n` images of one job.
-    fn run(&self, x: &[f32], n: usize, logits: &mut [f32], s: &mut Scratch) {
-        let st = &self.stem;
-        s.cur.resize(st.out_len(n), 0.0);
-        let shape = DenseShape {
-            cin: st.cin,
-            h: st.in_size,
-            w: st.in_size,
-            k: st.k,
-            stride: st.stride,
-        };
-        dense_conv_nchw_in(
-            x, n, shape, &st.weight, &st.bias, st.relu, &mut s.cur, &mut s.col,
-        );
+    /// The batch size of an image tensor, or an error naming the expected shape.
+    fn batch_of(&self, x: &Tensor) -> Result<usize> {
+        match x.dims() {
+            &[b, _, _, _] => Ok(b),
+            d => Err(Error::BadInput(format!(
+                "inference of arch {} expects images [batch, {}, {s}, {s}], got {d:?}",
+                self.arch,
+                self.space.input_channels,
+                s = self.space.input_size
+            ))),
+        }
+    }
+
+    /// The stem, the blocks and the last conv on `n` images `x`, through `e`; the last conv's
+    /// output ends in `s.cur`.
+    fn features(&self, e: &mut impl Exec, x: &[f32], n: usize, s: &mut Scratch) {
+        let (first, rest) = self
+            .stem
+            .split_first()
+            .expect("from_subnet checked the stem");
+        s.cur.resize(first.out_len(n), 0.0);
+        e.layer(first, x, n, &mut s.cur, first.cout);
+        for l in rest {
+            s.next.resize(l.out_len(n), 0.0);
+            e.layer(l, &s.cur, n, &mut s.next, l.cout);
+            std::mem::swap(&mut s.cur, &mut s.next);
+        }
         for b in &self.blocks {
             let sh = &b.shape;
             let (cin, cout) = (sh.in_channels, sh.out_channels);
             let rows_out = n * sh.out_size * sh.out_size;
             s.next.resize(rows_out * cout, 0.0);
-            if sh.stride == 1 {
-                // SPOS channel shuffle: even channels pass through, odd ones feed the main branch.
-                let rows = n * sh.in_size * sh.in_size;
-                let half = cin / 2;
-                s.odd.resize(rows * half, 0.0);
-                copy_channels(&s.cur, cin, 1, 2, &mut s.odd, half, 0, rows, half);
-                chain(&b.main, &s.odd, n, &mut s.next, cout, half, &mut s.chain);
-                copy_channels(&s.cur, cin, 0, 2, &mut s.next, cout, 0, rows, half);
-            } else {
-                let side = b.proj.last().map_or(0, |l| l.cout);
-                chain(&b.proj, &s.cur, n, &mut s.next, cout, 0, &mut s.chain);
-                chain(&b.main, &s.cur, n, &mut s.next, cout, side, &mut s.chain);
+            match (b.wiring, sh.stride) {
+                (Wiring::InvertedResidual { residual }, _) => {
+                    chain(e, &b.main, &s.cur, n, &mut s.next, cout, 0, &mut s.chain);
+                    if residual {
+                        for (o, &v) in s.next.iter_mut().zip(&s.cur) {
+                            *o += v;
+                        }
+                    }
+                }
+                (Wiring::Shuffle, 1) => {
+                    // SPOS channel shuffle: even channels pass through, odd ones feed the main
+                    // branch.
+                    let rows = n * sh.in_size * sh.in_size;
+                    let half = cin / 2;
+                    s.odd.resize(rows * half, 0.0);
+                    copy_channels(&s.cur, cin, 1, 2, &mut s.odd, half, 0, rows, half);
+                    chain(e, &b.main, &s.odd, n, &mut s.next, cout, half, &mut s.chain);
+                    copy_channels(&s.cur, cin, 0, 2, &mut s.next, cout, 0, rows, half);
+                }
+                (Wiring::Shuffle, _) => {
+                    let side = b.proj.last().map_or(0, |l| l.cout);
+                    chain(e, &b.proj, &s.cur, n, &mut s.next, cout, 0, &mut s.chain);
+                    chain(e, &b.main, &s.cur, n, &mut s.next, cout, side, &mut s.chain);
+                }
             }
             std::mem::swap(&mut s.cur, &mut s.next);
         }
         let l = &self.last;
         s.next.resize(l.out_len(n), 0.0);
-        l.apply(&s.cur, n, &mut s.next, l.cout);
-        let px = l.out_size * l.out_size;
-        pool_linear(&s.next, n, px, l.cout, &self.classifier, logits);
+        e.layer(l, &s.cur, n, &mut s.next, l.cout);
+        std::mem::swap(&mut s.cur, &mut s.next);
+    }
+
+    /// Every layer, in [`Layer::id`] order.
+    fn layers(&self) -> impl Iterator<Item = &Layer> {
+        self.stem
+            .iter()
+            .chain(
+                self.blocks
+                    .iter()
+                    .flat_map(|b| b.main.iter().chain(&b.proj)),
+            )
+            .chain(std::iter::once(&self.last))
+    }
+
+    /// [`Inference::layers`], mutable.
+    fn layers_mut(&mut self) -> impl Iterator<Item = &mut Layer> {
+        self.stem
+            .iter_mut()
+            .chain(
+                self.blocks
+                    .iter_mut()
+                    .flat_map(|b| b.main.iter_mut().chain(&mut b.proj)),
+            )
+            .chain(std::iter::once(&mut self.last))
     }
 }
 
-/// Runs `layers` on `x`; the last one (a 1×1 conv) writes its rows into `out` at column `off`
-/// with row stride `out_rs`. Intermediate results go to the two `bufs`.
+/// `f` on the values of `x` as contiguous f32 on the CPU.
+fn with_cpu_values<T>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
+    let x = x
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        unreachable!("moved to the CPU above")
+    };
+    let (start, end) = layout.contiguous_offsets().expect("made contiguous above");
+    f(&cpu.as_slice::<f32>()?[start..end])
+}
+
+/// Runs `layers` on `x` through `e`; the last one (a 1×1 conv, or any conv when `off` is 0 and
+/// `out_rs` its width) writes its rows into `out` at column `off` with row stride `out_rs`.
+/// Intermediate results go to the two `bufs`.
+#[allow(clippy::too_many_arguments)]
 fn chain(
+    e: &mut impl Exec,
     layers: &[Layer],
     x: &[f32],
     n: usize,
@@ -390,10 +511,10 @@ fn chain(
             }
         };
         if i == last {
-            l.apply(src, n, &mut out[off..], out_rs);
+            e.layer(l, src, n, &mut out[off..], out_rs);
         } else {
             dst.resize(l.out_len(n), 0.0);
-            l.apply(src, n, dst, l.cout);
+            e.layer(l, src, n, dst, l.cout);
         }
     }
 }

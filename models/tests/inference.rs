@@ -1,5 +1,6 @@
-//! The folded inference path against the supernet's eval-mode forward, on every block choice at
-//! every stride (one arch per choice runs it in every block, stride 1 and 2).
+//! The folded inference path against the supernet's eval-mode forward, and its BN calibration
+//! against the supernet's, on every block choice at every stride (one arch per choice runs it in
+//! every block, stride 1 and 2) of both families.
 //!
 //! Tolerance: both compute in f32; they differ in the order of sums (gemm blocking, channels-last
 //! vs NCHW) and in the fold (`W·γ/√(σ²+ε)` rounded once instead of BN after the conv). The
@@ -12,7 +13,7 @@
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shiftnas_models::inference::Inference;
+use shiftnas_models::inference::{Inference, calibrate_bn};
 use shiftnas_models::subnet::Subnet;
 use shiftnas_models::{Arch, BnCalibration, Space, Supernet};
 
@@ -110,6 +111,92 @@ fn matches_supernet_eval_on_every_choice_spos_cifar() {
 #[test]
 fn matches_supernet_eval_on_every_choice_tiny() {
     check_space(&Space::by_name("tiny").unwrap(), &[]);
+}
+
+#[test]
+fn matches_supernet_eval_on_every_choice_mbv2_tiny() {
+    // Mixed kernels and expansions, residual and stride-2 blocks side by side.
+    check_space(
+        &Space::by_name("mbv2-tiny").unwrap(),
+        &["0123450123450123450"],
+    );
+}
+
+/// Every BN running statistic of `arch`'s path, by name.
+fn statistics(net: &Supernet, arch: &Arch) -> Vec<(String, Vec<f32>)> {
+    net.arch_tensors(arch)
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n.contains(".running_"))
+        .map(|(n, t)| (n, t.to_vec1().unwrap()))
+        .collect()
+}
+
+/// The kernels' BN calibration leaves the statistics the supernet's training forward leaves, in
+/// both modes, on every choice. Errors are relative: to the variance, and for a mean to its
+/// magnitude plus its channel's standard deviation (the means of convs on centred inputs are ~0,
+/// and their rounding scales with the spread). Both sides round the same sums in another order,
+/// and the affine-free net amplifies that rounding with depth (see [`Subnet::random`]): measured
+/// ≤ 3e-6 through block 9, then growing to 3.4e-4 at block 19 of the all-Xception arch (60 ReLUs,
+/// as the logits' 2.6e-4 above). Bounds: 1e-5 for the stem and blocks 0–9, 1e-3 after them, while
+/// a wiring error (a wrong channel, branch or statistic) is O(1).
+fn check_calibration(space: &Space, extra: &[&str]) {
+    let net = Supernet::new(space, &Device::Cpu, 3).unwrap();
+    let n = space.num_blocks();
+    let mut archs: Vec<String> = (0..space.choices.len())
+        .map(|c| c.to_string().repeat(n))
+        .collect();
+    archs.extend(extra.iter().map(|s| s.to_string()));
+    let batches = || (0..3).map(|i| Ok(images(space, 6, 200 + i)));
+    for a in &archs {
+        let arch: Arch = space.parse_arch(a).unwrap();
+        for mode in [
+            BnCalibration::Exact,
+            BnCalibration::ResetEma { momentum: 0.1 },
+        ] {
+            net.calibrate_bn(&arch, batches(), mode).unwrap();
+            let want = statistics(&net, &arch);
+            calibrate_bn(&net, &arch, batches(), mode).unwrap();
+            let got = statistics(&net, &arch);
+            let want: std::collections::BTreeMap<_, _> = want.into_iter().collect();
+            for (name, g) in &got {
+                let w = &want[name];
+                // A mean's scale is its channel's standard deviation.
+                let var = &want[&name.replace(".running_mean", ".running_var")];
+                for (i, (g, w)) in g.iter().zip(w).enumerate() {
+                    let scale = if name.ends_with(".running_mean") {
+                        w.abs() + var[i].sqrt()
+                    } else {
+                        w.abs()
+                    };
+                    let deep = name
+                        .strip_prefix("blocks.")
+                        .and_then(|r| r.split('.').next()?.parse::<usize>().ok())
+                        .is_none_or(|i| i >= 10)
+                        && !name.starts_with("stem.");
+                    let tol = if deep { TOL as f32 } else { 1e-5 };
+                    assert!(
+                        (g - w).abs() <= tol * scale,
+                        "{} arch {a} {mode:?}: {name}[{i}] = {g}, the supernet's {w}",
+                        space.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn calibration_matches_the_supernet_on_every_choice_tiny() {
+    check_calibration(&Space::by_name("tiny").unwrap(), &[]);
+}
+
+#[test]
+fn calibration_matches_the_supernet_on_every_choice_mbv2_tiny() {
+    check_calibration(
+        &Space::by_name("mbv2-tiny").unwrap(),
+        &["0123450123450123450"],
+    );
 }
 
 #[test]

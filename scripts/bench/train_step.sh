@@ -11,7 +11,10 @@
 #
 # Each round runs shiftnas, PyTorch NCHW and PyTorch channels-last one after the other; the ratio
 # reported is the median over rounds of the per-round ratio (a shared VM's speed drifts by ±20 %
-# within minutes, so single rounds disagree).
+# within minutes, so single rounds disagree). Each round then scores a candidate on the
+# quickstart's settings (space tiny, 512 BN calibration images, the 1,000-image proxy split, eval
+# batch 250) in shiftnas and PyTorch channels-last: candidates per minute = 60 s / that score's time
+# (scoring only: the search's shifting and latency measurement come on top).
 #
 # PyTorch goes into a throwaway venv $SHIFTNAS_CACHE/bench-venv (never a shiftnas dependency). On
 # Linux x86-64 PyPI only has CUDA builds of torch, which cannot even be imported without their CUDA
@@ -36,6 +39,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 SHIFTNAS_CACHE="${SHIFTNAS_CACHE:-$PWD/.cache}"
+# PyTorch's OpenMP threads spin while waiting for work by default: on a machine shared with other
+# jobs they then fell 7–10× below their idle speed (shiftnas's rayon workers sleep and slowed
+# 1.4–2.2×). Passive waiting keeps the comparison about the kernels.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 venv="$SHIFTNAS_CACHE/bench-venv"
 torch_pin="torch==2.15.0"
 if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
@@ -49,19 +56,24 @@ bin="${CARGO_TARGET_DIR:-target}/$dir/examples/train_step"
 args=(--space "$space" --batch "$batch" --eval-batch "$eval_batch" --threads "$threads" --steps "$steps"
       --score-bn-images "$score_bn" --score-images "$score_images")
 echo "load average before: $(cut -d" " -f1-3 /proc/loadavg) on $(nproc) cores" >&2
-lines=()
+quick=(--space tiny --threads "$threads" --no-train --no-eval --eval-batch 250 --score-bn-images 512
+       --score-images 1000)
+lines=() qs=()
 for _ in $(seq "$rounds"); do
   ours=$("$bin" "${args[@]}" --json)
   theirs=$("$venv/bin/python" scripts/bench/supernet_torch.py "${args[@]}" --device cpu)
   theirs_cl=$("$venv/bin/python" scripts/bench/supernet_torch.py "${args[@]}" --device cpu --channels-last)
-  echo "$ours"; echo "$theirs"; echo "$theirs_cl"
-  lines+=("$ours" "$theirs" "$theirs_cl")
+  qs_ours=$("$bin" "${quick[@]}" --json)
+  qs_cl=$("$venv/bin/python" scripts/bench/supernet_torch.py "${quick[@]}" --device cpu --channels-last)
+  echo "$ours"; echo "$theirs"; echo "$theirs_cl"; echo "$qs_ours"; echo "$qs_cl"
+  lines+=("$ours" "$theirs" "$theirs_cl") qs+=("$qs_ours" "$qs_cl")
 done
 echo "load average after: $(cut -d" " -f1-3 /proc/loadavg)" >&2
-"$venv/bin/python" - "$profile" "${lines[@]}" <<'PY'
-import json, statistics, sys
+QS="$(printf '%s\n' "${qs[@]}")" "$venv/bin/python" - "$profile" "${lines[@]}" <<'PY'
+import json, os, statistics, sys
 profile = sys.argv[1]
 rows = [json.loads(a) for a in sys.argv[2:]]
+qs = [json.loads(a) for a in os.environ["QS"].splitlines() if a]
 rounds = [rows[i:i + 3] for i in range(0, len(rows), 3)]
 s = rounds[0][0]
 print(f"\n{s['space']} arch {s['arch']}, batch {s['batch']}, threads {s['threads']} "
@@ -92,4 +104,13 @@ for i, (o, p, pc) in enumerate(rounds, 1):
 print(f"median eval throughput, new path / PyTorch channels-last: {statistics.median(ev_cl):.2f}x "
       f"(target >= 1.0x); candidate score ({s['score_bn_images']} BN + {s['score_images']} proxy images), "
       f"PyTorch channels-last time / ours: {statistics.median(sc_cl):.2f}x")
+print(f"\nquickstart scoring (space tiny, {qs[0]['score_bn_images']} BN + {qs[0]['score_images']} proxy "
+      f"images, batch 250):\n{'round':8}{'score s ours':>14}{'NHWC':>8}{'candidates/min ours':>21}{'NHWC':>8}")
+cpm, cpm_cl = [], []
+for i in range(0, len(qs), 2):
+    o, pc = qs[i], qs[i + 1]
+    cpm.append(60 / o['score_fast_s']); cpm_cl.append(60 / pc['score_s'])
+    print(f"{i // 2 + 1:<8}{o['score_fast_s']:>14.3f}{pc['score_s']:>8.3f}{cpm[-1]:>21.0f}{cpm_cl[-1]:>8.0f}")
+print(f"median candidates per minute: {statistics.median(cpm):.0f} (PyTorch channels-last "
+      f"{statistics.median(cpm_cl):.0f})")
 PY

@@ -6,10 +6,11 @@
 //! momentum 0.1 (SPOS); `none` keeps what training left. Calibration images are the first
 //! `bn_images` of a seeded permutation of the training split, the same for every arch.
 //!
-//! On the CPU the forward after calibration runs the BN-folded network of
-//! [`shiftnas_models::inference`] (channels-last f32 kernels, no autograd graph): the same logits
-//! as the supernet's eval-mode forward up to f32 rounding (relative L2 ≤ 1e-3, see the tests),
-//! at several times its speed. Other devices run the supernet's forward.
+//! On the CPU both run on the channels-last f32 kernels of [`shiftnas_models::inference`] (no
+//! autograd graph): calibration with the unfolded convs in training-mode BN (the same statistics
+//! as the supernet's training forward up to f32 rounding), the forward through the BN-folded
+//! network (the same logits as the supernet's eval-mode forward up to f32 rounding, relative L2
+//! ≤ 1e-3, see the tests), each several times faster. Other devices run the supernet's ops.
 
 use anyhow::{Context, Result, bail};
 use candle_core::{D, Device, Tensor};
@@ -19,7 +20,6 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use shiftnas_models::inference::Inference;
-use shiftnas_models::space::Family;
 use shiftnas_models::{Arch, BnCalibration, Supernet};
 
 use crate::data::batch::assemble;
@@ -87,6 +87,20 @@ pub fn calibrate_bn(
     normalize: &Normalize,
     batch: usize,
 ) -> Result<()> {
+    let kernels = supernet.device().is_cpu();
+    calibrate_bn_on(supernet, arch, bn, normalize, batch, kernels)
+}
+
+/// [`calibrate_bn`] on the inference kernels when `kernels` (CPU only), else with the
+/// supernet's own training forward.
+fn calibrate_bn_on(
+    supernet: &Supernet,
+    arch: &Arch,
+    bn: BnSource<'_>,
+    normalize: &Normalize,
+    batch: usize,
+    kernels: bool,
+) -> Result<()> {
     if bn.mode == BnMode::None {
         return Ok(());
     }
@@ -103,9 +117,13 @@ pub fn calibrate_bn(
             .map(|b| b.images)
             .map_err(|e| shiftnas_models::Error::BadInput(format!("{e:#}")))
     });
-    supernet
-        .calibrate_bn(arch, batches, bn.mode.calibration())
-        .with_context(|| format!("calibrating BN of arch {arch}"))
+    let mode = bn.mode.calibration();
+    if kernels {
+        shiftnas_models::inference::calibrate_bn(supernet, arch, batches, mode)
+    } else {
+        supernet.calibrate_bn(arch, batches, mode)
+    }
+    .with_context(|| format!("calibrating BN of arch {arch}"))
 }
 
 /// Calibrates BN (per `bn`), then scores `arch` on images `indices` of `data`.
@@ -125,8 +143,7 @@ pub fn evaluate(
         bail!("nothing to evaluate: the split of {} is empty", data.name);
     }
     calibrate_bn(supernet, arch, bn, normalize, batch)?;
-    // The folded network covers the ShuffleNetV2 spaces; others use the supernet's forward.
-    let folded = supernet.device().is_cpu() && supernet.space().family == Family::ShufflenetV2;
+    let folded = supernet.device().is_cpu();
     score_calibrated(supernet, arch, data, indices, normalize, batch, folded)
 }
 
@@ -224,19 +241,26 @@ pub fn smoothed_cross_entropy(logits: &Tensor, labels: &Tensor, eps: f64) -> Res
 mod tests {
     use super::*;
 
-    /// The folded path scores like the supernet's eval forward on real images (the embedded
-    /// Fashion-MNIST subset), for an arch of each choice (every choice at every stride) of an
-    /// untrained supernet with calibrated BN. Tolerances: logits relative L2 ≤ 1e-3 (f32 rounding
+    /// The kernel path (BN calibration and folded forward) scores like the supernet's own
+    /// calibration and eval forward on real images (the embedded Fashion-MNIST subset), for an
+    /// arch of each choice (every choice at every stride) of an untrained supernet of each
+    /// family. Tolerances: logits relative L2 ≤ 1e-3 (f32 rounding
     /// through the affine-free net, models/tests/inference.rs), mean loss within 1e-4 relative, and
     /// top-1 agreeing on every image whose two best logits are more than 1e-4 apart.
     #[test]
     fn folded_scores_match_the_supernet_forward() {
+        use crate::train::space_for;
+        for name in ["tiny", "mbv2-tiny"] {
+            folded_scores_match_on(&space_for(name, 10).unwrap());
+        }
+    }
+
+    fn folded_scores_match_on(space: &shiftnas_models::Space) {
         use crate::data::{ConformOptions, DataSpec};
-        use crate::train::{prepare_data, space_for};
-        let space = space_for("tiny", 10).unwrap();
+        use crate::train::prepare_data;
         let data = prepare_data(
             &DataSpec::BuiltinFashionMnist,
-            &space,
+            space,
             ConformOptions::default(),
             Some(300),
             3,
@@ -246,7 +270,7 @@ mod tests {
             mean: vec![0.2867],
             std: vec![0.354],
         };
-        let net = Supernet::new(&space, &Device::Cpu, 5).unwrap();
+        let net = Supernet::new(space, &Device::Cpu, 5).unwrap();
         let train = &data.pair.train;
         let proxy = &data.splits.proxy;
         for c in 0..space.choices.len() {
@@ -260,8 +284,9 @@ mod tests {
                 images: 256,
                 seed: 0,
             };
-            calibrate_bn(&net, &arch, bn, &normalize, 128).unwrap();
+            calibrate_bn_on(&net, &arch, bn, &normalize, 128, false).unwrap();
             let old = score_calibrated(&net, &arch, train, proxy, &normalize, 128, false).unwrap();
+            calibrate_bn_on(&net, &arch, bn, &normalize, 128, true).unwrap();
             let new = score_calibrated(&net, &arch, train, proxy, &normalize, 128, true).unwrap();
             assert!(
                 (new.loss - old.loss).abs() <= 1e-4 * old.loss.abs(),

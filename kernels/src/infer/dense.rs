@@ -3,7 +3,7 @@
 
 use gemm::{Parallelism, gemm};
 
-use super::bias_act;
+use super::{Activation, bias_act};
 
 /// Shape of a dense conv.
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +31,7 @@ impl DenseShape {
     }
 }
 
-/// `out[n][oy][ox][o] = relu?(bias[o] + Σ_{c,ky,kx} x[n][c][iy][ix] · weight[o][c][ky][kx])` for
+/// `out[n][oy][ox][o] = act(bias[o] + Σ_{c,ky,kx} x[n][c][iy][ix] · weight[o][c][ky][kx])` for
 /// `batch` NCHW images `x`, zero padding k/2; `weight` is the OIHW weight transposed to
 /// `[cin·k·k, cout]` ([`super::pointwise::transpose`]), `out` channels-last.
 /// `scratch` is reused for the im2col matrix.
@@ -45,7 +45,7 @@ pub fn dense_conv_nchw_in(
     s: DenseShape,
     weight: &[f32],
     bias: &[f32],
-    relu: bool,
+    act: Activation,
     out: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
@@ -115,6 +115,6 @@ pub fn dense_conv_nchw_in(
                 Parallelism::None,
             );
         }
-        bias_act(o, oh * ow, cout, bias, relu);
+        bias_act(o, oh * ow, cout, bias, act);
     }
 }

@@ -5,6 +5,7 @@
 //! walks one plane at a time, whose 2×2 to 16×16 planes are too small to vectorise well: it ran
 //! 1.5–6.7× slower than PyTorch per shape.)
 
+use super::Activation;
 use crate::cpu::simd_fn;
 
 /// Shape of a depthwise conv over a batch of channels-last images.
@@ -52,7 +53,7 @@ pub fn taps_major(weight: &[f32], c: usize, k: usize) -> Vec<f32> {
     t
 }
 
-/// `out[n][oy][ox][ch] = relu?(bias[ch] + Σ_{ky,kx} x[n][iy][ix][ch] · taps[ky·k + kx][ch])`
+/// `out[n][oy][ox][ch] = act(bias[ch] + Σ_{ky,kx} x[n][iy][ix][ch] · taps[ky·k + kx][ch])`
 /// with `iy = oy·stride + ky − k/2` (zero outside), likewise `ix`. `taps` comes from
 /// [`taps_major`].
 ///
@@ -63,7 +64,7 @@ pub fn depthwise_nhwc(
     s: DwShape,
     taps: &[f32],
     bias: &[f32],
-    relu: bool,
+    act: Activation,
     out: &mut [f32],
 ) {
     let (oh, ow) = s.out_hw();
@@ -79,11 +80,11 @@ pub fn depthwise_nhwc(
         s.batch * oh * ow * s.c,
         "depthwise_nhwc: output size"
     );
-    dw(x, s, taps, bias, relu, out);
+    dw(x, s, taps, bias, act, out);
 }
 
 simd_fn! {
-    fn dw(x: &[f32], s: DwShape, taps: &[f32], bias: &[f32], relu: bool, out: &mut [f32]) {
+    fn dw(x: &[f32], s: DwShape, taps: &[f32], bias: &[f32], act: Activation, out: &mut [f32]) {
         let (oh, ow) = s.out_hw();
         let (c, k, p) = (s.c, s.k, (s.k / 2) as isize);
         let blocks = c / 8;
@@ -111,10 +112,8 @@ simd_fn! {
                                 }
                             }
                         }
-                        if relu {
-                            for v in &mut acc {
-                                *v = v.max(0.0);
-                            }
+                        for v in &mut acc {
+                            *v = act.apply(*v);
                         }
                         o[b * 8..b * 8 + 8].copy_from_slice(&acc);
                     }
@@ -127,7 +126,7 @@ simd_fn! {
                                 acc += img[(iy * s.w + ix) * c + ch] * taps[(ky * k + kx) * c + ch];
                             }
                         }
-                        o[ch] = if relu { acc.max(0.0) } else { acc };
+                        o[ch] = act.apply(acc);
                     }
                 }
             }

@@ -11,31 +11,64 @@
 //! Every kernel checks its buffer sizes and panics with the shapes on a mismatch (a wiring bug,
 //! not a user error).
 
+pub mod batchnorm;
 pub mod channels;
 pub mod dense;
 pub mod depthwise;
 pub mod head;
 pub mod pointwise;
 
+pub use batchnorm::{Moments, channel_sq_devs, channel_sums, normalize_act};
 pub use channels::copy_channels;
 pub use dense::dense_conv_nchw_in;
 pub use depthwise::depthwise_nhwc;
 pub use head::pool_linear;
 pub use pointwise::pointwise_nhwc;
 
-/// `relu?(x + bias)` on every row of `rows` rows of `bias.len()` values, row stride `rs`.
+/// The activation a kernel applies after its bias (the folded BN's shift).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Identity.
+    None,
+    /// `max(v, 0)`.
+    Relu,
+    /// `min(max(v, 0), 6)` (MobileNetV2).
+    Relu6,
+}
+
+impl Activation {
+    /// The activation of one value.
+    #[inline(always)]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::None => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+}
+
+/// `act(x + bias)` on every row of `rows` rows of `bias.len()` values, row stride `rs`.
 #[inline(always)]
-pub(crate) fn bias_act(out: &mut [f32], rows: usize, rs: usize, bias: &[f32], relu: bool) {
+pub(crate) fn bias_act(out: &mut [f32], rows: usize, rs: usize, bias: &[f32], act: Activation) {
     let n = bias.len();
     for r in 0..rows {
         let row = &mut out[r * rs..r * rs + n];
-        if relu {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                *v = (*v + b).max(0.0);
+        match act {
+            Activation::None => {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
             }
-        } else {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                *v += b;
+            Activation::Relu => {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v = (*v + b).max(0.0);
+                }
+            }
+            Activation::Relu6 => {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v = (*v + b).clamp(0.0, 6.0);
+                }
             }
         }
     }

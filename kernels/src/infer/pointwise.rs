@@ -2,7 +2,7 @@
 
 use gemm::{Parallelism, gemm};
 
-use super::bias_act;
+use super::{Activation, bias_act};
 
 /// Rows of an input matrix: element (r, c) at `data[r * rs + c * cs]`.
 #[derive(Debug, Clone, Copy)]
@@ -15,7 +15,7 @@ pub struct Rows<'a> {
     pub cs: usize,
 }
 
-/// `out[r * out_rs + o] = relu?(bias[o] + Σ_c x(r, c) · weight[c * cout + o])` for `rows` rows.
+/// `out[r * out_rs + o] = act(bias[o] + Σ_c x(r, c) · weight[c * cout + o])` for `rows` rows.
 ///
 /// `weight` is `[cin, cout]`, the transpose of the conv's OIHW weight (see [`transpose`]: read
 /// in place, the gemm re-packed it on every call); `out_rs ≥ cout` lets the output land in a
@@ -30,7 +30,7 @@ pub fn pointwise_nhwc(
     cin: usize,
     weight: &[f32],
     bias: &[f32],
-    relu: bool,
+    act: Activation,
     out: &mut [f32],
     out_rs: usize,
 ) {
@@ -82,7 +82,7 @@ pub fn pointwise_nhwc(
             Parallelism::None,
         );
     }
-    bias_act(out, rows, out_rs, bias, relu);
+    bias_act(out, rows, out_rs, bias, act);
 }
 
 /// `[rows, cols]` row-major → `[cols, rows]` row-major (an OIHW 1×1 or dense weight `[cout, k]`
