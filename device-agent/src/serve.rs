@@ -154,6 +154,11 @@ impl Server {
                     backend, model, &sha, &spec, &self.env,
                 )?))
             }
+            Request::BenchSet { .. } => {
+                bail!(
+                    "this agent build does not measure sets yet (bench-set arrives in the next commit)"
+                )
+            }
             Request::Run { sha256, input } => {
                 let sha = sha256.trim().to_ascii_lowercase();
                 self.model(&sha)?;
@@ -382,10 +387,11 @@ mod tests {
 
     #[test]
     fn every_bad_line_gets_an_error_and_the_loop_goes_on() {
-        let hello = br#"{"type":"hello","protocol_version":1}"#;
+        let hello = format!(r#"{{"type":"hello","protocol_version":{PROTOCOL_VERSION}}}"#);
+        let hello = hello.as_bytes();
         let mut input = Vec::new();
         for line in [
-            &hello[..],
+            hello,
             b"\xff\xfe not utf-8",
             &[b'x'; 300],
             b"",
@@ -449,33 +455,40 @@ mod tests {
             r#"{"type":"info"}"#,
             r#"{"type":"hello","protocol_version":999}"#,
             r#"{"type":"hello","protocol_version":1}"#,
+            &format!(r#"{{"type":"hello","protocol_version":{PROTOCOL_VERSION}}}"#),
             "not json",
             r#"{"type":"bench","sha256":"00","spec":{}}"#,
             r#"{"type":"load","name":"m","sha256":"00","model_b64":"AAAA"}"#,
             r#"{"type":"quit"}"#,
             r#"{"type":"info"}"#,
         ]);
-        assert_eq!(r.len(), 7, "stops after quit: {r:?}");
+        assert_eq!(r.len(), 8, "stops after quit: {r:?}");
         let msg = |i: usize| match &r[i] {
             Response::Error { message } => message.clone(),
             other => panic!("response {i} is not an error: {other:?}"),
         };
         assert!(msg(0).contains("first request must be hello"));
         assert!(
-            msg(1).contains("v999") && msg(1).contains("v1") && msg(1).contains("redeploy"),
+            msg(1).contains("v999") && msg(1).contains("v2") && msg(1).contains("redeploy"),
             "{}",
             msg(1)
         );
+        // A v1 host (before bench-set) is refused, with both versions named.
+        assert!(
+            msg(2).contains("host speaks v1, agent speaks v2") && msg(2).contains("redeploy"),
+            "{}",
+            msg(2)
+        );
         assert!(matches!(
-            r[2],
+            r[3],
             Response::Hello {
                 protocol_version: PROTOCOL_VERSION,
                 ..
             }
         ));
-        assert!(msg(3).contains("malformed request"));
-        assert!(msg(4).contains("no model with sha256 00"));
-        assert!(msg(5).contains("sha256 mismatch"), "{}", msg(5));
-        assert_eq!(r[6], Response::Bye);
+        assert!(msg(4).contains("malformed request"));
+        assert!(msg(5).contains("no model with sha256 00"));
+        assert!(msg(6).contains("sha256 mismatch"), "{}", msg(6));
+        assert_eq!(r[7], Response::Bye);
     }
 }
