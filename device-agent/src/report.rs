@@ -92,10 +92,13 @@ pub fn set_table(r: &BenchSetReport, reference: &str, names: &[String]) -> Strin
         spec.confidence * 100.0,
         spec.precision * 100.0
     );
-    let (lo, hi) = bounds_text(r.reference.interval_ms);
+    let spread = match r.reference.interval_ms {
+        Some(b) => format!("{:.3}–{:.3} ms over rounds", b.low, b.high),
+        None => "too few rounds for an interval".into(),
+    };
     let _ = writeln!(
         s,
-        "reference  {reference} (sha256 {}): {:.3} ms, over rounds {lo}–{hi} ms",
+        "reference  {reference} (sha256 {}): {:.3} ms, {spread}",
         &r.reference.sha256[..r.reference.sha256.len().min(16)],
         r.reference.median_ms
     );
@@ -155,4 +158,81 @@ pub fn info_table(i: &BoardInfo) -> String {
     );
     let _ = writeln!(s, "key       {}", i.fingerprint());
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use shiftnas_protocol::{
+        Backend, BackendName, BenchSetSpec, SetEstimate, SetReference, SetStopReason,
+        SystemSnapshot,
+    };
+
+    use super::*;
+
+    #[test]
+    fn set_table_names_each_model_and_marks_missing_intervals() {
+        let est = |sha: &str, ms: f64, iv: Option<Bounds>| SetEstimate {
+            sha256: sha.into(),
+            estimate_ms: ms,
+            ratio: ms / 2.0,
+            ratio_interval: iv.map(|b| Bounds {
+                low: b.low / 2.0,
+                high: b.high / 2.0,
+            }),
+            interval_ms: iv,
+            relative_half_width: iv.map(|b| (b.high - b.low) / (2.0 * ms)),
+        };
+        let r = BenchSetReport {
+            models: vec![
+                est(
+                    "aa",
+                    3.0,
+                    Some(Bounds {
+                        low: 2.97,
+                        high: 3.03,
+                    }),
+                ),
+                est("bb", 1.0, None),
+            ],
+            reference: SetReference {
+                sha256: "0123456789abcdef0123".into(),
+                median_ms: 2.0,
+                interval_ms: None,
+            },
+            rounds_done: 4,
+            stop: SetStopReason::Budget,
+            elapsed_seconds: 2.5,
+            spec: BenchSetSpec {
+                budget_seconds: Some(2.0),
+                ..BenchSetSpec::default()
+            },
+            rounds: Vec::new(),
+            backend: Backend {
+                name: BackendName::Ort,
+                version: "1.23.2".into(),
+            },
+            before: SystemSnapshot::default(),
+            after: SystemSnapshot::default(),
+            throttled: false,
+            warnings: Vec::new(),
+        };
+        let t = set_table(&r, "r.onnx", &["a.onnx".into(), "b.onnx".into()]);
+        assert!(t.contains("stopped: budget"), "{t}");
+        assert!(
+            t.contains("r.onnx (sha256 0123456789abcdef): 2.000 ms, too few rounds"),
+            "{t}"
+        );
+        let line = |name: &str| t.lines().find(|l| l.starts_with(name)).unwrap().to_string();
+        let words = |name: &str| -> Vec<String> {
+            line(name).split_whitespace().map(String::from).collect()
+        };
+        assert_eq!(
+            words("a.onnx"),
+            ["a.onnx", "3.000", "2.970", "3.030", "1.00", "1.5000"]
+        );
+        assert_eq!(
+            words("b.onnx"),
+            ["b.onnx", "1.000", "–", "–", "–", "0.5000"]
+        );
+    }
 }
