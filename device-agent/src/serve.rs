@@ -20,6 +20,7 @@ use shiftnas_protocol::{
 };
 
 use crate::bench::{self, BenchEnv};
+use crate::interleaved;
 use crate::runtime::{self, Backend, BackendChoice, SessionOptions};
 
 /// The models of a session by SHA-256, at most [`MAX_LOADED_MODELS`], oldest load evicted first.
@@ -32,6 +33,16 @@ struct Models {
 impl Models {
     fn get(&self, sha256: &str) -> Option<&[u8]> {
         self.bytes.get(sha256).map(Vec::as_slice)
+    }
+
+    /// A loaded model as [`interleaved::measure_set`] takes it (checked loaded before).
+    fn set_model<'a>(&'a self, sha256: &'a str) -> interleaved::SetModel<'a> {
+        interleaved::SetModel {
+            sha256,
+            bytes: self
+                .get(sha256)
+                .expect("the caller checked that it is loaded"),
+        }
     }
 
     fn insert(&mut self, sha256: String, model: Vec<u8>) {
@@ -152,6 +163,29 @@ impl Server {
                 );
                 Ok(Response::Bench(bench::measure(
                     backend, model, &sha, &spec, &self.env,
+                )?))
+            }
+            Request::BenchSet {
+                sha256s,
+                reference,
+                spec,
+            } => {
+                let norm = |s: &str| s.trim().to_ascii_lowercase();
+                let shas: Vec<String> = sha256s.iter().map(|s| norm(s)).collect();
+                let reference = norm(&reference);
+                interleaved::check_request(&shas, &reference, &spec)?;
+                for sha in std::iter::once(&reference).chain(&shas) {
+                    self.model(sha)?;
+                }
+                self.backend()?;
+                let backend = self.backend.as_deref().expect("loaded above");
+                let set: Vec<_> = shas.iter().map(|s| self.models.set_model(s)).collect();
+                Ok(Response::BenchSet(interleaved::measure_set(
+                    backend,
+                    self.models.set_model(&reference),
+                    &set,
+                    &spec,
+                    &self.env,
                 )?))
             }
             Request::Run { sha256, input } => {
@@ -383,10 +417,11 @@ mod tests {
 
     #[test]
     fn every_bad_line_gets_an_error_and_the_loop_goes_on() {
-        let hello = br#"{"type":"hello","protocol_version":1}"#;
+        let hello = format!(r#"{{"type":"hello","protocol_version":{PROTOCOL_VERSION}}}"#);
+        let hello = hello.as_bytes();
         let mut input = Vec::new();
         for line in [
-            &hello[..],
+            hello,
             b"\xff\xfe not utf-8",
             &[b'x'; 300],
             b"",
@@ -416,6 +451,47 @@ mod tests {
         assert!(message(&r[6]).contains("min_seconds must be between 0 and 600"));
         assert!(message(&r[7]).contains("malformed request"));
         assert_eq!(r[8], Response::Bye);
+    }
+
+    #[test]
+    fn bench_set_is_checked_before_models_are_looked_up() {
+        let hello = format!(r#"{{"type":"hello","protocol_version":{PROTOCOL_VERSION}}}"#);
+        let r = run_lines(&[
+            &hello,
+            r#"{"type":"bench-set","sha256s":["aa"],"reference":"bb","spec":{"runs_per_slice":0}}"#,
+            r#"{"type":"bench-set","sha256s":["aa"],"reference":"bb","spec":{"min_rounds":3}}"#,
+            r#"{"type":"bench-set","sha256s":["aa","AA "],"reference":"bb","spec":{}}"#,
+            r#"{"type":"bench-set","sha256s":["aa"],"reference":"aa","spec":{}}"#,
+            r#"{"type":"bench-set","sha256s":[],"reference":"bb","spec":{}}"#,
+            r#"{"type":"bench-set","sha256s":["aa"],"reference":"bb","spec":{}}"#,
+        ]);
+        let msg = |i: usize| message(&r[i]).to_string();
+        assert!(
+            msg(1).contains("runs_per_slice must be between 1 and"),
+            "{}",
+            msg(1)
+        );
+        assert!(msg(2).contains("min_rounds"), "{}", msg(2));
+        assert!(
+            msg(3).contains("model aa is in the set twice"),
+            "{}",
+            msg(3)
+        );
+        assert!(
+            msg(4).contains("model aa is the set's reference too"),
+            "{}",
+            msg(4)
+        );
+        assert!(
+            msg(5).contains("a set must have between 1 and"),
+            "{}",
+            msg(5)
+        );
+        assert!(
+            msg(6).contains("no model with sha256 bb is loaded"),
+            "the reference is looked up first: {}",
+            msg(6)
+        );
     }
 
     #[test]
@@ -450,33 +526,40 @@ mod tests {
             r#"{"type":"info"}"#,
             r#"{"type":"hello","protocol_version":999}"#,
             r#"{"type":"hello","protocol_version":1}"#,
+            &format!(r#"{{"type":"hello","protocol_version":{PROTOCOL_VERSION}}}"#),
             "not json",
             r#"{"type":"bench","sha256":"00","spec":{}}"#,
             r#"{"type":"load","name":"m","sha256":"00","model_b64":"AAAA"}"#,
             r#"{"type":"quit"}"#,
             r#"{"type":"info"}"#,
         ]);
-        assert_eq!(r.len(), 7, "stops after quit: {r:?}");
+        assert_eq!(r.len(), 8, "stops after quit: {r:?}");
         let msg = |i: usize| match &r[i] {
             Response::Error { message } => message.clone(),
             other => panic!("response {i} is not an error: {other:?}"),
         };
         assert!(msg(0).contains("first request must be hello"));
         assert!(
-            msg(1).contains("v999") && msg(1).contains("v1") && msg(1).contains("redeploy"),
+            msg(1).contains("v999") && msg(1).contains("v2") && msg(1).contains("redeploy"),
             "{}",
             msg(1)
         );
+        // A v1 host (before bench-set) is refused, with both versions named.
+        assert!(
+            msg(2).contains("host speaks v1, agent speaks v2") && msg(2).contains("redeploy"),
+            "{}",
+            msg(2)
+        );
         assert!(matches!(
-            r[2],
+            r[3],
             Response::Hello {
                 protocol_version: PROTOCOL_VERSION,
                 ..
             }
         ));
-        assert!(msg(3).contains("malformed request"));
-        assert!(msg(4).contains("no model with sha256 00"));
-        assert!(msg(5).contains("sha256 mismatch"), "{}", msg(5));
-        assert_eq!(r[6], Response::Bye);
+        assert!(msg(4).contains("malformed request"));
+        assert!(msg(5).contains("no model with sha256 00"));
+        assert!(msg(6).contains("sha256 mismatch"), "{}", msg(6));
+        assert_eq!(r[7], Response::Bye);
     }
 }

@@ -220,6 +220,18 @@ pub enum Warning {
         /// Cores pinned.
         cores: usize,
     },
+    /// A set measurement stopped (time budget or round limit) before every model's interval
+    /// reached the precision asked for.
+    Imprecise {
+        /// Rounds done.
+        rounds: usize,
+        /// SHA-256 of the model with the widest interval (`None` before any interval exists).
+        widest_sha256: Option<String>,
+        /// Its relative half-width (0.03 = ±3 %).
+        relative_half_width: Option<f64>,
+        /// The precision asked for.
+        precision: f64,
+    },
 }
 
 impl std::fmt::Display for Warning {
@@ -264,6 +276,31 @@ impl std::fmt::Display for Warning {
                 "{threads} intra-op threads on {cores} pinned cores: threads share cores; use \
                  --threads {cores} or pin more cores"
             ),
+            Warning::Imprecise {
+                rounds,
+                widest_sha256,
+                relative_half_width,
+                precision,
+            } => {
+                let asked = precision * 100.0;
+                match (widest_sha256, relative_half_width) {
+                    (Some(sha), Some(w)) => write!(
+                        f,
+                        "after {rounds} rounds model {} is known to ±{:.2} % only (asked ±{asked:.2} %)",
+                        &sha[..sha.len().min(16)],
+                        w * 100.0
+                    )?,
+                    _ => write!(
+                        f,
+                        "only {rounds} rounds: too few for any interval (asked ±{asked:.2} %)"
+                    )?,
+                }
+                write!(
+                    f,
+                    "; raise the time budget (--budget-seconds) or the round limit, or quiet the \
+                     board"
+                )
+            }
         }
     }
 }

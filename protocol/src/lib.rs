@@ -13,23 +13,30 @@
 //! | `info` | – | `info` (a [`BoardInfo`], flattened) |
 //! | `load` | `name`, `sha256` (hex), `model_b64` (the `.onnx` bytes, standard base64) | `loaded` {`sha256`, `input_name`, `input_shape`, `backend`} |
 //! | `bench` | `sha256` (a loaded model), `spec` (a [`BenchSpec`]) | `bench` (a [`BenchReport`], flattened) |
+//! | `bench-set` | `sha256s` (loaded models), `reference` (a loaded model's sha256, not in `sha256s`), `spec` (a [`BenchSetSpec`]) | `bench-set` (a [`BenchSetReport`], flattened) |
 //! | `run` | `sha256`, `input` (a [`TensorF32`]) | `output` (a [`TensorF32`], flattened) |
 //! | `quit` | – | `bye`, then the agent exits 0 |
 //!
 //! Any request may instead be answered by `{"type": "error", "message": "…"}`; the agent keeps
 //! serving after an error. That includes lines that are not requests: invalid UTF-8, malformed
 //! JSON, lines longer than [`MAX_LINE_BYTES`], a model over [`MAX_MODEL_BYTES`], and a `spec`
-//! outside the bounds of [`BenchSpec::check`]. Empty lines are ignored. `hello` must be the first exchange: the agent answers every other request
+//! outside the bounds of [`BenchSpec::check`] or [`BenchSetSpec::check`]. Empty lines are ignored. `hello` must be the first exchange: the agent answers every other request
 //! with an error until the versions have been checked. A version mismatch is an error on both
 //! sides, naming both versions ([`VersionMismatch`]).
 //!
+//! `bench` measures one model alone (warm-up, then ≥ `runs` runs and ≥ `min_seconds`);
+//! `bench-set` measures a set interleaved with a reference model, in rounds, and reports each
+//! model's drift-corrected estimate with its confidence interval (see [`BenchSetReport`]).
+//!
 //! ```text
-//! > {"type":"hello","protocol_version":1}
-//! < {"type":"hello","protocol_version":1,"agent_version":"0.1.0"}
+//! > {"type":"hello","protocol_version":2}
+//! < {"type":"hello","protocol_version":2,"agent_version":"0.1.0"}
 //! > {"type":"load","name":"a.onnx","sha256":"9f…","model_b64":"CAgSB…"}
 //! < {"type":"loaded","sha256":"9f…","input_name":"input","input_shape":[1,3,32,32],"backend":{"name":"ort","version":"1.23.2"}}
 //! > {"type":"bench","sha256":"9f…","spec":{"threads":1,"cores":[4,5,6,7],"warmup":10,"runs":50,"min_seconds":1.0,"spin":true,"seed":0}}
 //! < {"type":"bench","samples_ms":[…],"p50_ms":3.1,…}
+//! > {"type":"bench-set","sha256s":["9f…","3c…"],"reference":"e0…","spec":{"cores":[4,5,6,7],"precision":0.01}}
+//! < {"type":"bench-set","models":[{"sha256":"9f…","estimate_ms":3.12,"ratio":0.94,…},…],"reference":{…},"rounds_done":14,"stop":"precise",…}
 //! > {"type":"quit"}
 //! < {"type":"bye"}
 //! ```
@@ -46,6 +53,7 @@
 #![deny(missing_docs)]
 
 mod bench;
+mod bench_set;
 pub mod npy;
 mod stats;
 mod system;
@@ -54,13 +62,18 @@ pub use bench::{
     Backend, BackendName, BenchReport, BenchSpec, MAX_MIN_SECONDS, MAX_RUNS, MAX_THREADS,
     MAX_WARMUP, TensorF32, Warning,
 };
+pub use bench_set::{
+    BUDGET_SECONDS_PER_MODEL, BenchSetReport, BenchSetSpec, Bounds, MAX_BUDGET_SECONDS,
+    MAX_RUNS_PER_SLICE, MAX_SET_MODELS, SetEstimate, SetReference, SetRound, SetStopReason,
+};
 pub use stats::{Summary, percentile};
 pub use system::{BoardInfo, CoreInfo, CoreState, DevfreqState, SystemSnapshot, ThermalZone};
 
 use serde::{Deserialize, Serialize};
 
 /// Version of this wire format; bump it on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added `bench-set`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Models one agent session keeps loaded. Both sides evict the oldest load beyond it (the agent
 /// frees its bytes; the host sends that model again when it next needs it), so a long search
@@ -102,6 +115,16 @@ pub enum Request {
         /// How to measure.
         spec: BenchSpec,
     },
+    /// Measure loaded models interleaved with a loaded reference model, in rounds, until every
+    /// estimate is precise enough or the budget or round limit is reached.
+    BenchSet {
+        /// Hashes of the set's models (each sent by an earlier `load`, no duplicates).
+        sha256s: Vec<String>,
+        /// Hash of the reference model (loaded, not one of `sha256s`).
+        reference: String,
+        /// How to measure.
+        spec: BenchSetSpec,
+    },
     /// Run a loaded model once on the given input (for output checks, not timing).
     Run {
         /// Hash of a model sent by an earlier `load`.
@@ -141,6 +164,8 @@ pub enum Response {
     },
     /// Answer to [`Request::Bench`].
     Bench(BenchReport),
+    /// Answer to [`Request::BenchSet`].
+    BenchSet(BenchSetReport),
     /// Answer to [`Request::Run`]: the model's first output.
     Output(TensorF32),
     /// Any request failed; the agent keeps serving.
@@ -165,8 +190,10 @@ impl std::fmt::Display for VersionMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "protocol version mismatch: host speaks v{}, agent speaks v{}; \
-             redeploy the shiftnas-agent built from the same shiftnas release as the host",
+            "protocol version mismatch: host speaks v{}, agent speaks v{}; redeploy the \
+             shiftnas-agent built from the same shiftnas release as the host (`shiftnas board \
+             check BOARD` uploads it to an SSH board whose agent differs; a local board runs the \
+             agent next to `shiftnas` or `--agent`)",
             self.host, self.agent
         )
     }

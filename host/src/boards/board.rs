@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use shiftnas_protocol::{
-    BenchReport, BenchSpec, BoardInfo, MAX_LOADED_MODELS, PROTOCOL_VERSION, Request, Response,
-    check_version, decode_line, encode_line,
+    BenchReport, BenchSetReport, BenchSetSpec, BenchSpec, BoardInfo, MAX_LOADED_MODELS,
+    PROTOCOL_VERSION, Request, Response, check_version, decode_line, encode_line,
 };
 
 use super::config::{BoardConfig, parse_cores};
@@ -61,6 +61,18 @@ pub trait Board: Send {
     /// [`AgentError`] when the agent refuses; anything else means the board failed (including
     /// the per-measurement timeout).
     fn bench(&mut self, sha256: &str, spec: &BenchSpec) -> Result<BenchReport>;
+
+    /// Measures loaded models (`sha256s`) interleaved with a loaded `reference` model, in rounds
+    /// (the agent's `bench-set`): drift-corrected estimates with their intervals.
+    ///
+    /// # Errors
+    /// As [`Board::bench`].
+    fn bench_set(
+        &mut self,
+        sha256s: &[String],
+        reference: &str,
+        spec: &BenchSetSpec,
+    ) -> Result<BenchSetReport>;
 }
 
 /// The measurement spec a board's configuration asks for (threads, cores, warm-up and runs from boards.toml).
@@ -124,14 +136,26 @@ impl AgentSession {
             timeout,
             loaded: VecDeque::new(),
         };
-        match s.call(&Request::Hello {
+        let hello = s.call(&Request::Hello {
             protocol_version: PROTOCOL_VERSION,
-        })? {
-            Response::Hello {
+        });
+        match hello {
+            Ok(Response::Hello {
                 protocol_version, ..
-            } => check_version(PROTOCOL_VERSION, protocol_version)
+            }) => check_version(PROTOCOL_VERSION, protocol_version)
                 .map_err(|e| anyhow!("board {board:?}: {e}"))?,
-            other => bail!("board {board:?}: expected hello from the agent, got {other:?}"),
+            // An agent of another version refuses our hello: not a request the board can serve
+            // later, so no `AgentError` (the pool must not keep the board).
+            Err(e) if e.downcast_ref::<AgentError>().is_some() => bail!(
+                "board {board:?}: the agent refused the hello of protocol v{PROTOCOL_VERSION} \
+                 ({}); redeploy the shiftnas-agent built from the same shiftnas release as the \
+                 host (`shiftnas board check {board}` uploads it to an SSH board whose agent \
+                 differs; a local board runs the agent next to `shiftnas` or `--agent`)",
+                e.downcast_ref::<AgentError>()
+                    .map_or("", |a| a.message.as_str())
+            ),
+            Err(e) => return Err(e),
+            Ok(other) => bail!("board {board:?}: expected hello from the agent, got {other:?}"),
         }
         Ok(s)
     }
@@ -141,6 +165,12 @@ impl AgentSession {
     /// # Errors
     /// Transport errors (the board failed) or [`AgentError`].
     pub fn call(&mut self, req: &Request) -> Result<Response> {
+        let timeout = self.timeout;
+        self.call_within(req, timeout)
+    }
+
+    /// [`AgentSession::call`] waiting at most `timeout` for the answer.
+    fn call_within(&mut self, req: &Request, timeout: Duration) -> Result<Response> {
         let line = encode_line(req)?;
         let board = self.board.clone();
         let with_tail = |e: anyhow::Error, t: &dyn LineTransport| {
@@ -157,7 +187,7 @@ impl AgentSession {
         if let Err(e) = self.transport.send(&line) {
             return Err(with_tail(e, self.transport.as_ref()));
         }
-        let answer = match self.transport.recv(self.timeout) {
+        let answer = match self.transport.recv(timeout) {
             Ok(a) => a,
             Err(e) => return Err(with_tail(e, self.transport.as_ref())),
         };
@@ -221,12 +251,48 @@ impl AgentSession {
         }
     }
 
+    /// `bench-set`. It waits for the answer up to the session's per-measurement timeout for each
+    /// model and the reference (their warm-up and the last round's overrun) plus the set's time
+    /// budget.
+    ///
+    /// # Errors
+    /// As [`AgentSession::call`].
+    pub fn bench_set(
+        &mut self,
+        sha256s: &[String],
+        reference: &str,
+        spec: &BenchSetSpec,
+    ) -> Result<BenchSetReport> {
+        let timeout = set_timeout(self.timeout, sha256s.len(), spec);
+        let req = Request::BenchSet {
+            sha256s: sha256s.to_vec(),
+            reference: reference.to_string(),
+            spec: spec.clone(),
+        };
+        match self.call_within(&req, timeout)? {
+            Response::BenchSet(r) => Ok(r),
+            other => bail!("board {:?}: expected bench-set, got {other:?}", self.board),
+        }
+    }
+
     /// Says goodbye (best effort; the agent exits).
     pub fn quit(&mut self) {
         if self.transport.send(r#"{"type":"quit"}"#).is_ok() {
             let _ = self.transport.recv(Duration::from_secs(2));
         }
     }
+}
+
+/// How long to wait for a `bench-set` of `models` models: `per_model` (the timeout of one
+/// single-model bench) for each model and the reference, plus the set's budget.
+pub fn set_timeout(per_model: Duration, models: usize, spec: &BenchSetSpec) -> Duration {
+    let budget = spec.budget_for(models);
+    let budget = if budget.is_finite() && budget > 0.0 {
+        Duration::from_secs_f64(budget.min(shiftnas_protocol::MAX_BUDGET_SECONDS))
+    } else {
+        Duration::ZERO
+    };
+    per_model.saturating_mul(models.saturating_add(1).min(u32::MAX as usize) as u32) + budget
 }
 
 /// Writes `line` and a newline to an agent's input and flushes (the transports' `send`).
@@ -330,6 +396,15 @@ impl<L: AgentLink> Board for AgentBoard<L> {
     fn bench(&mut self, sha256: &str, spec: &BenchSpec) -> Result<BenchReport> {
         self.with_session(|s| s.bench(sha256, spec))
     }
+
+    fn bench_set(
+        &mut self,
+        sha256s: &[String],
+        reference: &str,
+        spec: &BenchSetSpec,
+    ) -> Result<BenchSetReport> {
+        self.with_session(|s| s.bench_set(sha256s, reference, spec))
+    }
 }
 
 impl<L> Drop for AgentBoard<L> {
@@ -381,6 +456,8 @@ pub fn too_hot(report: &BenchReport, limit_c: f64) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     #[test]
@@ -397,6 +474,99 @@ mod tests {
         ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
+    }
+
+    use crate::boards::scripted::ScriptedTransport;
+
+    fn session(replies: &[&str]) -> (Result<AgentSession>, Arc<Mutex<Vec<String>>>) {
+        let t = ScriptedTransport::new(replies);
+        let sent = Arc::clone(&t.sent);
+        let s = AgentSession::start(Box::new(t), "rk1", Duration::from_secs(1));
+        (s, sent)
+    }
+
+    #[test]
+    fn host_refuses_a_v1_agent_naming_both_versions_and_the_redeploy() {
+        // A v1 agent that answers hello with its own version…
+        let (s, sent) =
+            session(&[r#"{"type":"hello","protocol_version":1,"agent_version":"0.1.0"}"#]);
+        let e = format!("{:#}", s.err().expect("a v1 agent must be refused"));
+        assert!(
+            e.contains("host speaks v2, agent speaks v1")
+                && e.contains("redeploy")
+                && e.contains("shiftnas board check BOARD"),
+            "{e}"
+        );
+        assert_eq!(
+            sent.lock().unwrap().as_slice(),
+            [r#"{"type":"hello","protocol_version":2}"#]
+        );
+        // …and one that refuses our hello, as the v1 agent does (its message, verbatim).
+        let (s, _) = session(&[
+            r#"{"type":"error","message":"protocol version mismatch: host speaks v2, agent speaks v1; redeploy the shiftnas-agent built from the same shiftnas release as the host"}"#,
+        ]);
+        let e = s.err().expect("a refused hello must fail the session");
+        assert!(
+            e.downcast_ref::<AgentError>().is_none(),
+            "a version mismatch is the board's fault, not the request's: {e:#}"
+        );
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("refused the hello of protocol v2")
+                && e.contains("agent speaks v1")
+                && e.contains("shiftnas board check rk1"),
+            "{e}"
+        );
+        let (s, _) = session(&[r#"{"type":"hello","protocol_version":2,"agent_version":"0.1.0"}"#]);
+        assert!(s.is_ok());
+    }
+
+    #[test]
+    fn bench_set_sends_the_set_and_reads_its_report() {
+        let spec = BenchSetSpec {
+            cores: vec![4],
+            ..BenchSetSpec::default()
+        };
+        let sets = vec!["aa".to_string(), "bb".to_string()];
+        let report =
+            crate::boards::scripted::fake_set_report(&sets, "cc", &spec, &[2.0, 3.0], 40.0);
+        let reply = encode_line(&Response::BenchSet(report.clone())).unwrap();
+        let (s, sent) = session(&[
+            r#"{"type":"hello","protocol_version":2,"agent_version":"0.1.0"}"#,
+            &reply,
+            r#"{"type":"error","message":"no model with sha256 dd is loaded"}"#,
+        ]);
+        let mut s = s.unwrap();
+        assert_eq!(s.bench_set(&sets, "cc", &spec).unwrap(), report);
+        let req: Request = decode_line(&sent.lock().unwrap()[1]).unwrap();
+        assert_eq!(
+            req,
+            Request::BenchSet {
+                sha256s: sets.clone(),
+                reference: "cc".into(),
+                spec: spec.clone()
+            }
+        );
+        let e = s.bench_set(&["dd".into()], "cc", &spec).unwrap_err();
+        assert!(e.downcast_ref::<AgentError>().is_some(), "{e:#}");
+    }
+
+    #[test]
+    fn a_set_waits_for_each_model_and_the_budget() {
+        let spec = BenchSetSpec::default();
+        // 3 models + the reference at 10 s each, plus the default budget of 4 s.
+        assert_eq!(
+            set_timeout(Duration::from_secs(10), 3, &spec),
+            Duration::from_secs(44)
+        );
+        let spec = BenchSetSpec {
+            budget_seconds: Some(0.5),
+            ..spec
+        };
+        assert_eq!(
+            set_timeout(Duration::from_secs(1), 1, &spec),
+            Duration::from_millis(2500)
+        );
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! `ScriptedBoard`: a board that answers from a script (latencies, failures, hot reports), so the
 //! pool's retry, quarantine and thermal logic is tested without SSH or ONNX Runtime — the role
-//! hyperfine's mock executor plays for its benchmarks.
+//! hyperfine's mock executor plays for its benchmarks — and `ScriptedTransport`, an agent that
+//! answers [`AgentSession`](super::board::AgentSession) lines from a script.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use shiftnas_protocol::{
-    Backend, BackendName, BenchReport, BenchSpec, BoardInfo, Summary, SystemSnapshot, ThermalZone,
+    Backend, BackendName, BenchReport, BenchSetReport, BenchSetSpec, BenchSpec, BoardInfo, Bounds,
+    SetEstimate, SetReference, SetRound, SetStopReason, Summary, SystemSnapshot, ThermalZone,
 };
 
-use super::board::{AgentError, Board};
+use super::board::{AgentError, Board, LineTransport};
 use super::config::BoardConfig;
 
-/// What the next `bench` does.
+/// What the next `bench` does (a `bench_set` takes one step per model of its set).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Report this P50 (ms).
@@ -108,6 +111,94 @@ pub fn fake_report(sha256: &str, spec: &BenchSpec, p50_ms: f64, temp_c: f64) -> 
     }
 }
 
+/// The reference's median in a scripted set report, ms: a model's ratio is its P50 over this.
+pub const SCRIPTED_REFERENCE_MS: f64 = 1.0;
+
+/// A set report whose models have the given estimates (ms, in the set's order), each with a
+/// ±0.5 % interval, from `spec.min_rounds` rounds of constant slices; the hottest zone at
+/// `temp_c`.
+pub fn fake_set_report(
+    sha256s: &[String],
+    reference: &str,
+    spec: &BenchSetSpec,
+    estimates_ms: &[f64],
+    temp_c: f64,
+) -> BenchSetReport {
+    let snap = fake_report("", &BenchSpec::default(), 1.0, temp_c).before;
+    let bounds = |x: f64| Bounds {
+        low: x * 0.995,
+        high: x * 1.005,
+    };
+    let rounds = spec.min_rounds;
+    BenchSetReport {
+        models: sha256s
+            .iter()
+            .zip(estimates_ms)
+            .map(|(sha, &ms)| SetEstimate {
+                sha256: sha.clone(),
+                estimate_ms: ms,
+                ratio: ms / SCRIPTED_REFERENCE_MS,
+                ratio_interval: Some(bounds(ms / SCRIPTED_REFERENCE_MS)),
+                interval_ms: Some(bounds(ms)),
+                relative_half_width: Some(0.005),
+            })
+            .collect(),
+        reference: SetReference {
+            sha256: reference.into(),
+            median_ms: SCRIPTED_REFERENCE_MS,
+            interval_ms: Some(bounds(SCRIPTED_REFERENCE_MS)),
+        },
+        rounds_done: rounds,
+        stop: SetStopReason::Precise,
+        elapsed_seconds: 0.0,
+        spec: BenchSetSpec {
+            budget_seconds: Some(spec.budget_for(sha256s.len())),
+            ..spec.clone()
+        },
+        rounds: (0..rounds)
+            .map(|_| SetRound {
+                order: (0..=sha256s.len()).collect(),
+                reference_ms: vec![SCRIPTED_REFERENCE_MS; spec.runs_per_slice],
+                models_ms: estimates_ms
+                    .iter()
+                    .map(|&ms| vec![ms; spec.runs_per_slice])
+                    .collect(),
+            })
+            .collect(),
+        backend: Backend {
+            name: BackendName::Ort,
+            version: "scripted".into(),
+        },
+        before: snap.clone(),
+        after: snap,
+        throttled: false,
+        warnings: Vec::new(),
+    }
+}
+
+impl ScriptedBoard {
+    /// The next step of the script.
+    fn step(&mut self) -> Step {
+        self.script
+            .pop_front()
+            .unwrap_or_else(|| self.default.clone())
+    }
+
+    /// The error of a failing or refusing step.
+    fn failure(&mut self, step: &Step) -> anyhow::Error {
+        if *step == Step::Fail {
+            self.connected = false;
+            anyhow!("board {:?}: connection lost (scripted)", self.cfg.name)
+        } else {
+            AgentError {
+                board: self.cfg.name.clone(),
+                message: "model refused (scripted)".into(),
+            }
+            .into()
+        }
+    }
+}
+
 impl Board for ScriptedBoard {
     fn name(&self) -> &str {
         &self.cfg.name
@@ -158,11 +249,7 @@ impl Board for ScriptedBoard {
             self.reconnect()?;
         }
         std::thread::sleep(self.delay);
-        let step = self
-            .script
-            .pop_front()
-            .unwrap_or_else(|| self.default.clone());
-        match step {
+        match self.step() {
             Step::Ok(p50) => {
                 if let Ok(mut l) = self.log.lock() {
                     l.push((self.cfg.name.clone(), sha256.into()));
@@ -170,18 +257,78 @@ impl Board for ScriptedBoard {
                 Ok(fake_report(sha256, spec, p50, 40.0))
             }
             Step::Hot(p50, t) => Ok(fake_report(sha256, spec, p50, t)),
-            Step::Fail => {
-                self.connected = false;
-                Err(anyhow!(
-                    "board {:?}: connection lost (scripted)",
-                    self.cfg.name
-                ))
-            }
-            Step::Refuse => Err(AgentError {
-                board: self.cfg.name.clone(),
-                message: "model refused (scripted)".into(),
-            }
-            .into()),
+            step => Err(self.failure(&step)),
         }
+    }
+
+    /// One step per model of the set: all `Ok` or `Hot` give [`fake_set_report`] (at the hottest
+    /// step's temperature, 40 °C when none is hot); the first `Fail` or `Refuse` fails the set.
+    fn bench_set(
+        &mut self,
+        sha256s: &[String],
+        reference: &str,
+        spec: &BenchSetSpec,
+    ) -> Result<BenchSetReport> {
+        if !self.connected {
+            self.reconnect()?;
+        }
+        std::thread::sleep(self.delay);
+        let (mut estimates, mut temp_c) = (Vec::new(), 40.0_f64);
+        for _ in sha256s {
+            match self.step() {
+                Step::Ok(ms) => estimates.push(ms),
+                Step::Hot(ms, t) => {
+                    estimates.push(ms);
+                    temp_c = temp_c.max(t);
+                }
+                step => return Err(self.failure(&step)),
+            }
+        }
+        if let Ok(mut l) = self.log.lock() {
+            l.extend(sha256s.iter().map(|s| (self.cfg.name.clone(), s.clone())));
+        }
+        Ok(fake_set_report(
+            sha256s, reference, spec, &estimates, temp_c,
+        ))
+    }
+}
+
+/// An agent on the other end of a line transport that answers from a script: each `recv` returns
+/// the next scripted line, or fails like a dead connection when the script is spent. Every
+/// line sent is kept in `sent`.
+#[derive(Default)]
+pub struct ScriptedTransport {
+    /// The agent's answers, in order.
+    pub replies: VecDeque<String>,
+    /// The host's lines, shared for assertions.
+    pub sent: Arc<Mutex<Vec<String>>>,
+}
+
+impl ScriptedTransport {
+    /// A transport answering `replies` in order.
+    pub fn new(replies: &[&str]) -> ScriptedTransport {
+        ScriptedTransport {
+            replies: replies.iter().map(|r| r.to_string()).collect(),
+            sent: Arc::default(),
+        }
+    }
+}
+
+impl LineTransport for ScriptedTransport {
+    fn send(&mut self, line: &str) -> Result<()> {
+        if let Ok(mut s) = self.sent.lock() {
+            s.push(line.to_string());
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Result<String> {
+        self.replies.pop_front().ok_or_else(|| {
+            anyhow!("the scripted agent has no more answers (waited {timeout:?}; script spent)")
+        })
+    }
+
+    fn stderr_tail(&self) -> String {
+        String::new()
     }
 }

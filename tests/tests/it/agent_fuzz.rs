@@ -28,7 +28,7 @@ const MEMORY_LIMIT_BYTES: u64 = MAX_LINE_BYTES as u64 + (96 << 20);
 fn adversarial() -> Vec<Vec<u8>> {
     let mut v: Vec<Vec<u8>> = [
         r#"{"type":"info"}"#, // before hello
-        r#"{"type":"hello","protocol_version":1}"#,
+        r#"{"type":"hello","protocol_version":2}"#,
         r#"{"type":"bench","sha256":"00","spec":{"runs":18446744073709551615}}"#,
         r#"{"type":"bench","sha256":"00","spec":{"runs":1000001}}"#,
         r#"{"type":"bench","sha256":"00","spec":{"threads":100000}}"#,
@@ -40,6 +40,10 @@ fn adversarial() -> Vec<Vec<u8>> {
         r#"{"type":"bench","sha256":"00","spec":{"runs":"50"}}"#,
         r#"{"type":"bench","sha256":"00","spec":{"cores":[18446744073709551615]}}"#,
         r#"{"type":"bench","sha256":"00","spec":null}"#,
+        r#"{"type":"bench-set","sha256s":[],"reference":"00","spec":{}}"#,
+        r#"{"type":"bench-set","sha256s":["00"],"reference":"00","spec":{"runs_per_slice":1e999}}"#,
+        r#"{"type":"bench-set","sha256s":["00"],"reference":"01","spec":{"max_rounds":18446744073709551615}}"#,
+        r#"{"type":"bench-set","sha256s":["00"],"reference":"01","spec":{"budget_seconds":-1}}"#,
         r#"{"type":"run","sha256":"00","input":{"shape":[4294967296,4294967296],"data":[]}}"#,
         r#"{"type":"load","name":"m","sha256":"00","model_b64":"!!!!"}"#,
         r#"{"type":"load","name":"m","sha256":"00","model_b64":"AAAA"}"#,
@@ -71,8 +75,9 @@ fn adversarial() -> Vec<Vec<u8>> {
 
 /// A random line: raw bytes, a mutated request, or a request cut short.
 fn random_line(rng: &mut StdRng) -> Vec<u8> {
-    const VALID: [&str; 5] = [
-        r#"{"type":"hello","protocol_version":1}"#,
+    const VALID: [&str; 6] = [
+        r#"{"type":"hello","protocol_version":2}"#,
+        r#"{"type":"bench-set","sha256s":["ab"],"reference":"cd","spec":{"runs_per_slice":1,"max_rounds":1}}"#,
         r#"{"type":"info"}"#,
         r#"{"type":"bench","sha256":"ab","spec":{"threads":2,"runs":5,"min_seconds":0}}"#,
         r#"{"type":"run","sha256":"ab","input":{"shape":[1,2],"data":[0.5,1.5]}}"#,

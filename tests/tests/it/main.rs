@@ -6,6 +6,7 @@ mod boards;
 mod calibrate;
 mod export_ort;
 mod glibc;
+mod interleaved;
 mod npu;
 mod rank;
 mod rknn;
