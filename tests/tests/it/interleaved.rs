@@ -158,14 +158,16 @@ fn interleaving_cancels_a_busy_core_that_moves_sequential_numbers() {
         warmup: 5,
         runs_per_slice: 3,
         precision: 0.03,
+        confidence: 0.99,
         min_rounds: 20,
         budget_seconds: Some(12.0),
         ..BenchSetSpec::default()
     };
 
     // Interleaved: quiet, then with the core taken for 3 s from 0.5 s into the measurement (the
-    // warm-up takes about 0.3 s). This machine is shared, so the rounds are never quiet: ±3 % is
-    // what the intervals promise here.
+    // warm-up takes about 0.3 s). The machine running the tests is shared, so no round is truly
+    // quiet and other load hits models unevenly (by a few % between sessions): the test asks
+    // for ±3 % at 99 %.
     let loaded = started.elapsed().as_secs_f64();
     let quiet = board.bench_set(&set, reference, &spec).unwrap();
     let busy = {
