@@ -26,7 +26,7 @@ use shiftnas_models::{Arch, Space};
 
 use super::board::open_pool;
 use super::cache::{Cache, default_path};
-use super::cached::measure_cached;
+use super::cached::{Protocol, measure_cached};
 use super::predictor::features;
 use crate::boards::config::parse_cores;
 use crate::boards::{BoardsFile, Job, Pool};
@@ -266,7 +266,13 @@ impl Measurer<'_> {
             }
             self.secs.export += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let l = measure_cached(self.pool, self.cache, &jobs, self.remeasure)?;
+            let l = measure_cached(
+                self.pool,
+                self.cache,
+                &jobs,
+                self.remeasure,
+                Protocol::Single,
+            )?;
             self.secs.measure += t.elapsed().as_secs_f64();
             out.extend(l.into_iter().map(|l| l.p50_ms));
             bar.inc(chunk.len() as u64);

@@ -20,7 +20,6 @@ pub mod calibrate;
 pub mod flops;
 pub mod open;
 pub mod predictor;
-pub mod retest;
 
 pub use self::board::BoardSource;
 pub use self::open::{LatencyOptions, open};
