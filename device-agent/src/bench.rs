@@ -64,15 +64,36 @@ pub fn measure(
     env: &BenchEnv,
 ) -> Result<BenchReport> {
     spec.check().map_err(anyhow::Error::msg)?;
+    pinned(&spec.cores, || {
+        measure_pinned(backend, model, sha256, spec, env)
+    })
+}
+
+/// Runs `f` with the calling thread pinned to `cores` (nothing pinned when empty), then restores
+/// the previous mask. Sessions created inside `f` put their threads on `cores`.
+///
+/// # Errors
+/// Pinning refused, or `f`'s error.
+pub fn pinned<T>(cores: &[usize], f: impl FnOnce() -> Result<T>) -> Result<T> {
     let previous = affinity::current()?;
-    if !spec.cores.is_empty() {
-        affinity::pin(&spec.cores)?;
+    if !cores.is_empty() {
+        affinity::pin(cores)?;
     }
-    let result = measure_pinned(backend, model, sha256, spec, env);
-    if !spec.cores.is_empty() {
+    let result = f();
+    if !cores.is_empty() {
         affinity::pin(&previous)?;
     }
     result
+}
+
+/// Whether the warnings say the clocks were slowed (a hot zone or a dropped frequency).
+pub fn throttled(warnings: &[Warning]) -> bool {
+    warnings.iter().any(|w| {
+        matches!(
+            w,
+            Warning::Throttled { .. } | Warning::FrequencyDropped { .. }
+        )
+    })
 }
 
 fn measure_pinned(
@@ -91,23 +112,14 @@ fn measure_pinned(
     )?;
     let n: usize = m.input_shape().iter().product();
     m.set_input(random_input(n, spec.seed))?;
-    let used: Vec<usize> = if spec.cores.is_empty() {
-        system::cores(&env.root).0.iter().map(|c| c.cpu).collect()
-    } else {
-        spec.cores.clone()
-    };
+    let used = used_cores(&spec.cores, &env.root);
     let before = system::snapshot(&env.root, &used);
     let samples_ms = time_runs(m.as_mut(), spec)?;
     let after = system::snapshot(&env.root, &used);
     let summary = Summary::from_samples(&samples_ms)
         .ok_or_else(|| anyhow::anyhow!("no valid timing samples"))?;
     let warnings = warnings(spec, &before, &after, env.thermal_limit_c);
-    let throttled = warnings.iter().any(|w| {
-        matches!(
-            w,
-            Warning::Throttled { .. } | Warning::FrequencyDropped { .. }
-        )
-    });
+    let throttled = throttled(&warnings);
     Ok(BenchReport {
         samples_ms,
         summary,
@@ -125,6 +137,15 @@ fn measure_pinned(
         throttled,
         warnings,
     })
+}
+
+/// The cores whose clocks a measurement watches: `cores`, or every core when not pinned.
+pub fn used_cores(cores: &[usize], root: &SysRoot) -> Vec<usize> {
+    if cores.is_empty() {
+        system::cores(root).0.iter().map(|c| c.cpu).collect()
+    } else {
+        cores.to_vec()
+    }
 }
 
 /// Warm-up, then timed runs until `runs` samples and `min_seconds` have both been reached, or

@@ -1,7 +1,8 @@
 //! `shiftnas-agent`: measures ONNX model latency on a board and reports JSON.
 //!
 //! The binary (`main.rs`) only parses arguments and picks the exit code; everything else lives
-//! here so tests call it directly. Commands: `bench` (one measurement, [`bench::measure`]),
+//! here so tests call it directly. Commands: `bench` (one measurement, [`bench::measure`], or
+//! an interleaved set against a reference, [`interleaved::measure_set`]),
 //! `info` ([`board_info`]), `serve` (the JSON-lines protocol of `shiftnas_protocol`, [`serve`])
 //! and `run` (one inference on a `.npy` input, for output checks).
 //!
@@ -11,6 +12,7 @@
 pub mod affinity;
 pub mod bench;
 pub mod cli;
+pub mod interleaved;
 pub mod report;
 pub mod runtime;
 pub mod serve;
@@ -19,15 +21,16 @@ pub mod system;
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use shiftnas_protocol::npy;
 use shiftnas_protocol::{
-    Backend, BackendName, BenchSpec, BoardInfo, PROTOCOL_VERSION, encode_line,
+    Backend, BackendName, BenchSetSpec, BenchSpec, BoardInfo, PROTOCOL_VERSION, Warning,
+    encode_line,
 };
 
 use crate::bench::BenchEnv;
-use crate::cli::{Cli, Command, Switch};
+use crate::cli::{BenchArgs, Cli, Command, Switch};
 use crate::runtime::{BackendChoice, SessionOptions};
 use crate::system::SysRoot;
 
@@ -65,6 +68,99 @@ fn read_model(path: &Path) -> Result<(Vec<u8>, String)> {
     Ok((bytes, sha))
 }
 
+fn cores_flag(a: &BenchArgs) -> Result<Vec<usize>> {
+    match &a.cores {
+        Some(s) => affinity::parse_cpu_list(s).context("--cores"),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn print_warnings(warnings: &[Warning]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// The spec of `bench` with a set: the flags given, the defaults of [`BenchSetSpec`] otherwise.
+///
+/// # Errors
+/// A malformed `--cores`.
+pub fn set_spec(a: &BenchArgs) -> Result<BenchSetSpec> {
+    let d = BenchSetSpec::default();
+    Ok(BenchSetSpec {
+        threads: a.threads,
+        cores: cores_flag(a)?,
+        warmup: a.warmup,
+        runs_per_slice: a.slice_runs.unwrap_or(d.runs_per_slice),
+        precision: a.precision.unwrap_or(d.precision),
+        confidence: a.confidence.unwrap_or(d.confidence),
+        min_rounds: a.min_rounds.unwrap_or(d.min_rounds),
+        max_rounds: a.max_rounds.unwrap_or(d.max_rounds),
+        budget_seconds: a.budget_seconds,
+        spin: a.spin == Switch::On,
+        seed: a.seed,
+    })
+}
+
+/// `bench` with two or more models or a reference: the interleaved protocol.
+fn bench_set(choice: &BackendChoice, a: &BenchArgs) -> Result<()> {
+    let flags = a.single_flags();
+    anyhow::ensure!(
+        flags.is_empty(),
+        "{}: only for one model measured alone; a set uses --slice-runs and --budget-seconds",
+        flags.join(", ")
+    );
+    let (reference, set) = match &a.reference {
+        Some(r) => (r, &a.models[..]),
+        None => (&a.models[0], &a.models[1..]),
+    };
+    let spec = set_spec(a)?;
+    // Before reading the models or loading a runtime: a bad flag is the first thing to fix.
+    spec.check(set.len())
+        .map_err(anyhow::Error::msg)
+        .and_then(|()| interleaved::stop_rule(&spec, set.len()).map(|_| ()))
+        .context(
+            "bench flags (--threads, --warmup, --slice-runs, --precision, --confidence, \
+             --min-rounds, --max-rounds, --budget-seconds)",
+        )?;
+    let mut files: Vec<(&Path, Vec<u8>, String)> = Vec::new();
+    for path in std::iter::once(reference).chain(set) {
+        let (bytes, sha) = read_model(path)?;
+        if let Some((same, ..)) = files.iter().find(|(_, _, s)| *s == sha) {
+            bail!(
+                "{} and {} are the same model (sha256 {sha}); give each model once, and a \
+                 reference that is not in the set",
+                same.display(),
+                path.display()
+            );
+        }
+        files.push((path, bytes, sha));
+    }
+    let backend = runtime::load(choice)?;
+    let env = BenchEnv {
+        root: SysRoot::default(),
+        thermal_limit_c: a.thermal_limit,
+    };
+    let models: Vec<interleaved::SetModel> = files
+        .iter()
+        .map(|(_, bytes, sha)| interleaved::SetModel { sha256: sha, bytes })
+        .collect();
+    let report = interleaved::measure_set(backend.as_ref(), models[0], &models[1..], &spec, &env)
+        .context("measuring the set")?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", encode_line(&report)?)?;
+    } else {
+        let names: Vec<String> = files
+            .iter()
+            .map(|(p, ..)| p.display().to_string())
+            .collect();
+        out.write_all(report::set_table(&report, &names[0], &names[1..]).as_bytes())?;
+        print_warnings(&report.warnings);
+    }
+    Ok(())
+}
+
 /// Runs one parsed command line, writing results to stdout.
 ///
 /// # Errors
@@ -75,42 +171,45 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let stdout = std::io::stdout();
     match cli.command {
+        Command::Bench(a) if a.is_set() => bench_set(&choice, &a)?,
         Command::Bench(a) => {
-            let cores = match &a.cores {
-                Some(s) => affinity::parse_cpu_list(s).context("--cores")?,
-                None => Vec::new(),
-            };
+            let flags = a.set_flags();
+            anyhow::ensure!(
+                flags.is_empty(),
+                "{}: only for a set; give two or more models, or --reference",
+                flags.join(", ")
+            );
+            let defaults = BenchSpec::default();
             let spec = BenchSpec {
                 threads: a.threads,
-                cores,
+                cores: cores_flag(&a)?,
                 warmup: a.warmup,
-                runs: a.runs,
-                min_seconds: a.min_seconds,
+                runs: a.runs.unwrap_or(defaults.runs),
+                min_seconds: a.min_seconds.unwrap_or(defaults.min_seconds),
                 spin: a.spin == Switch::On,
                 seed: a.seed,
             };
+            let model = &a.models[0];
             // Before reading the model or loading a runtime: a bad flag is the first thing to fix.
             spec.check()
                 .map_err(anyhow::Error::msg)
                 .context("bench flags (--threads, --runs, --warmup, --min-seconds)")?;
-            let (bytes, sha) = read_model(&a.model)?;
+            let (bytes, sha) = read_model(model)?;
             let backend = runtime::load(&choice)?;
             let env = BenchEnv {
                 root: SysRoot::default(),
                 thermal_limit_c: a.thermal_limit,
             };
             let report = bench::measure(backend.as_ref(), &bytes, &sha, &spec, &env)
-                .with_context(|| format!("measuring {}", a.model.display()))?;
+                .with_context(|| format!("measuring {}", model.display()))?;
             let mut out = stdout.lock();
             if a.json {
                 writeln!(out, "{}", encode_line(&report)?)?;
             } else {
                 out.write_all(
-                    report::bench_table(&report, &a.model.display().to_string()).as_bytes(),
+                    report::bench_table(&report, &model.display().to_string()).as_bytes(),
                 )?;
-                for w in &report.warnings {
-                    eprintln!("warning: {w}");
-                }
+                print_warnings(&report.warnings);
             }
         }
         Command::Info(a) => {

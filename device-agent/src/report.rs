@@ -1,8 +1,8 @@
-//! Human-readable tables for `bench` and `info` (without `--json`).
+//! Human-readable tables for `bench` (one model or a set) and `info` (without `--json`).
 
 use std::fmt::Write as _;
 
-use shiftnas_protocol::{BenchReport, BoardInfo};
+use shiftnas_protocol::{BenchReport, BenchSetReport, BoardInfo, Bounds};
 
 use crate::affinity::format_cpu_list;
 
@@ -10,11 +10,7 @@ use crate::affinity::format_cpu_list;
 pub fn bench_table(r: &BenchReport, model: &str) -> String {
     let mut s = String::new();
     let t = &r.summary;
-    let cores = if r.cores.is_empty() {
-        "not pinned".to_string()
-    } else {
-        format_cpu_list(&r.cores)
-    };
+    let cores = cores_text(&r.cores);
     let _ = writeln!(
         s,
         "model    {model} (sha256 {})",
@@ -44,6 +40,82 @@ pub fn bench_table(r: &BenchReport, model: &str) -> String {
         "{:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
         t.p50_ms, t.p90_ms, t.p99_ms, t.mean_ms, t.std_ms, t.min_ms, t.max_ms
     );
+    if r.throttled {
+        let _ = writeln!(s, "THROTTLED: re-measure (see warnings)");
+    }
+    s
+}
+
+fn cores_text(cores: &[usize]) -> String {
+    if cores.is_empty() {
+        "not pinned".to_string()
+    } else {
+        format_cpu_list(cores)
+    }
+}
+
+/// `low–high` of an interval, or `–` without one.
+fn bounds_text(b: Option<Bounds>) -> (String, String) {
+    match b {
+        Some(b) => (format!("{:.3}", b.low), format!("{:.3}", b.high)),
+        None => ("–".into(), "–".into()),
+    }
+}
+
+/// A set report: the conditions, the reference, then one line per model (`names` in the set's
+/// order) with its estimate, interval, ± and ratio to the reference.
+pub fn set_table(r: &BenchSetReport, reference: &str, names: &[String]) -> String {
+    let mut s = String::new();
+    let spec = &r.spec;
+    let _ = writeln!(
+        s,
+        "backend    {}   threads {}   cores {}   spin {}",
+        r.backend,
+        spec.threads,
+        cores_text(&spec.cores),
+        if spec.spin { "on" } else { "off" }
+    );
+    let _ = writeln!(
+        s,
+        "rounds     {} ({} runs per model each, after {} warm-up), {:.1} s of a {:.1} s budget; \
+         stopped: {}",
+        r.rounds_done,
+        spec.runs_per_slice,
+        spec.warmup,
+        r.elapsed_seconds,
+        spec.budget_seconds.unwrap_or(f64::NAN),
+        r.stop
+    );
+    let _ = writeln!(
+        s,
+        "intervals  {:.0} % of the median of per-round ratios to the reference (asked ±{:.2} %)",
+        spec.confidence * 100.0,
+        spec.precision * 100.0
+    );
+    let (lo, hi) = bounds_text(r.reference.interval_ms);
+    let _ = writeln!(
+        s,
+        "reference  {reference} (sha256 {}): {:.3} ms, over rounds {lo}–{hi} ms",
+        &r.reference.sha256[..r.reference.sha256.len().min(16)],
+        r.reference.median_ms
+    );
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(0).max(5);
+    let _ = writeln!(
+        s,
+        "{:<width$} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "model", "ms", "low_ms", "high_ms", "±%", "ratio"
+    );
+    for (name, m) in names.iter().zip(&r.models) {
+        let (lo, hi) = bounds_text(m.interval_ms);
+        let pm = m
+            .relative_half_width
+            .map_or("–".to_string(), |w| format!("{:.2}", w * 100.0));
+        let _ = writeln!(
+            s,
+            "{name:<width$} {:>10.3} {lo:>10} {hi:>10} {pm:>8} {:>8.4}",
+            m.estimate_ms, m.ratio
+        );
+    }
     if r.throttled {
         let _ = writeln!(s, "THROTTLED: re-measure (see warnings)");
     }

@@ -20,6 +20,7 @@ use shiftnas_protocol::{
 };
 
 use crate::bench::{self, BenchEnv};
+use crate::interleaved;
 use crate::runtime::{self, Backend, BackendChoice, SessionOptions};
 
 /// The models of a session by SHA-256, at most [`MAX_LOADED_MODELS`], oldest load evicted first.
@@ -32,6 +33,16 @@ struct Models {
 impl Models {
     fn get(&self, sha256: &str) -> Option<&[u8]> {
         self.bytes.get(sha256).map(Vec::as_slice)
+    }
+
+    /// A loaded model as [`interleaved::measure_set`] takes it (checked loaded before).
+    fn set_model<'a>(&'a self, sha256: &'a str) -> interleaved::SetModel<'a> {
+        interleaved::SetModel {
+            sha256,
+            bytes: self
+                .get(sha256)
+                .expect("the caller checked that it is loaded"),
+        }
     }
 
     fn insert(&mut self, sha256: String, model: Vec<u8>) {
@@ -154,10 +165,28 @@ impl Server {
                     backend, model, &sha, &spec, &self.env,
                 )?))
             }
-            Request::BenchSet { .. } => {
-                bail!(
-                    "this agent build does not measure sets yet (bench-set arrives in the next commit)"
-                )
+            Request::BenchSet {
+                sha256s,
+                reference,
+                spec,
+            } => {
+                let norm = |s: &str| s.trim().to_ascii_lowercase();
+                let shas: Vec<String> = sha256s.iter().map(|s| norm(s)).collect();
+                let reference = norm(&reference);
+                interleaved::check_request(&shas, &reference, &spec)?;
+                for sha in std::iter::once(&reference).chain(&shas) {
+                    self.model(sha)?;
+                }
+                self.backend()?;
+                let backend = self.backend.as_deref().expect("loaded above");
+                let set: Vec<_> = shas.iter().map(|s| self.models.set_model(s)).collect();
+                Ok(Response::BenchSet(interleaved::measure_set(
+                    backend,
+                    self.models.set_model(&reference),
+                    &set,
+                    &spec,
+                    &self.env,
+                )?))
             }
             Request::Run { sha256, input } => {
                 let sha = sha256.trim().to_ascii_lowercase();
@@ -421,6 +450,47 @@ mod tests {
         assert!(message(&r[6]).contains("min_seconds must be between 0 and 600"));
         assert!(message(&r[7]).contains("malformed request"));
         assert_eq!(r[8], Response::Bye);
+    }
+
+    #[test]
+    fn bench_set_is_checked_before_models_are_looked_up() {
+        let hello = format!(r#"{{"type":"hello","protocol_version":{PROTOCOL_VERSION}}}"#);
+        let r = run_lines(&[
+            &hello,
+            r#"{"type":"bench-set","sha256s":["aa"],"reference":"bb","spec":{"runs_per_slice":0}}"#,
+            r#"{"type":"bench-set","sha256s":["aa"],"reference":"bb","spec":{"min_rounds":3}}"#,
+            r#"{"type":"bench-set","sha256s":["aa","AA "],"reference":"bb","spec":{}}"#,
+            r#"{"type":"bench-set","sha256s":["aa"],"reference":"aa","spec":{}}"#,
+            r#"{"type":"bench-set","sha256s":[],"reference":"bb","spec":{}}"#,
+            r#"{"type":"bench-set","sha256s":["aa"],"reference":"bb","spec":{}}"#,
+        ]);
+        let msg = |i: usize| message(&r[i]).to_string();
+        assert!(
+            msg(1).contains("runs_per_slice must be between 1 and"),
+            "{}",
+            msg(1)
+        );
+        assert!(msg(2).contains("min_rounds"), "{}", msg(2));
+        assert!(
+            msg(3).contains("model aa is in the set twice"),
+            "{}",
+            msg(3)
+        );
+        assert!(
+            msg(4).contains("model aa is the set's reference too"),
+            "{}",
+            msg(4)
+        );
+        assert!(
+            msg(5).contains("a set must have between 1 and"),
+            "{}",
+            msg(5)
+        );
+        assert!(
+            msg(6).contains("no model with sha256 bb is loaded"),
+            "the reference is looked up first: {}",
+            msg(6)
+        );
     }
 
     #[test]
