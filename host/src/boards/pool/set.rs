@@ -159,10 +159,13 @@ fn split(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
+/// The median; NaN for no values (every part failed: no estimate uses it then).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
