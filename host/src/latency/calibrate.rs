@@ -16,6 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use shiftnas_calibration::fit::{Calibration, LinearFit, LutFit};
+use shiftnas_calibration::linalg::ridge;
 use shiftnas_calibration::predictor::{BlockTable, Kind};
 use shiftnas_calibration::stats::Report;
 use shiftnas_calibration::{
@@ -111,6 +112,11 @@ pub struct Summary {
     pub constant_baseline: Report,
     /// The block table, when measured.
     pub block_table: Option<BlockTableSummary>,
+    /// A FLOPs-only predictor on the same holdout: latency = a·FLOPs + b, least squares on the
+    /// training subnets (its τ-b is that of FLOPs itself).
+    pub flops_only: Report,
+    /// A params-only predictor likewise: latency = a·params + b.
+    pub params_only: Report,
     /// Kendall τ-b of FLOPs against the measured latency.
     pub flops_tau_b: Option<f64>,
     /// Kendall τ-b of the parameter count against the measured latency.
@@ -234,6 +240,8 @@ pub fn calibrate(args: &CalibrateOptions, printer: &Printer) -> Result<Summary> 
                 sums.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             ),
         }),
+        flops_only: proxy_baseline(&samples, &c, |f| f.total_flops as f64)?,
+        params_only: proxy_baseline(&samples, &c, |f| f.params as f64)?,
         flops_tau_b: c.report.proxies.flops,
         params_tau_b: c.report.proxies.params,
         seconds: secs,
@@ -253,6 +261,29 @@ fn constant_baseline(samples: &[(ArchFeatures, f64)], c: &Calibration) -> Result
     };
     let meas: Vec<f64> = c.holdout.iter().map(|&i| samples[i].1).collect();
     Ok(Report::compute(&vec![median; meas.len()], &meas)?)
+}
+
+/// Scores of a one-proxy predictor (latency = a·proxy + b, fitted by least squares on the
+/// training subnets) on the held-out subnets.
+fn proxy_baseline(
+    samples: &[(ArchFeatures, f64)],
+    c: &Calibration,
+    proxy: impl Fn(&ArchFeatures) -> f64,
+) -> Result<Report> {
+    let rows: Vec<Vec<f64>> = c
+        .train
+        .iter()
+        .map(|&i| vec![proxy(&samples[i].0)])
+        .collect();
+    let y: Vec<f64> = c.train.iter().map(|&i| samples[i].1).collect();
+    let (b, a) = ridge(&rows, &y, 0.0).context("fitting a one-proxy predictor")?;
+    let predicted: Vec<f64> = c
+        .holdout
+        .iter()
+        .map(|&i| a[0] * proxy(&samples[i].0) + b)
+        .collect();
+    let meas: Vec<f64> = c.holdout.iter().map(|&i| samples[i].1).collect();
+    Ok(Report::compute(&predicted, &meas)?)
 }
 
 /// Models per interleaved set (one bench-set per board; the progress bar moves per set).
