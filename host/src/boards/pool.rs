@@ -69,17 +69,56 @@ impl Job {
     }
 }
 
-/// A successful measurement.
+/// A successful measurement: of one model ([`BenchReport`], [`Pool::measure`]) or of one part
+/// of a set ([`BenchSetReport`], inside [`Pool::measure_set`]).
 #[derive(Debug, Clone)]
-pub struct Measured {
+pub struct Measured<R = BenchReport> {
     /// The board that measured it.
     pub board: String,
     /// That board's fingerprint.
     pub fingerprint: String,
     /// The agent's report.
-    pub report: BenchReport,
+    pub report: R,
     /// Attempts it took (1 = first try).
     pub attempts: usize,
+}
+
+/// What the pool hands a free board: one model, or one part of a set with the reference.
+trait Unit: Sync {
+    /// What the board returns.
+    type Report: Send;
+    /// The name in events and errors.
+    fn name(&self) -> String;
+    /// Loads and measures it on `board`, re-measuring after hot reports.
+    fn run(
+        &self,
+        board: &mut dyn Board,
+        opts: &PoolOptions,
+        events: &Mutex<Vec<PoolEvent>>,
+    ) -> Result<Self::Report>;
+}
+
+impl Unit for Job {
+    type Report = BenchReport;
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn run(
+        &self,
+        board: &mut dyn Board,
+        opts: &PoolOptions,
+        events: &Mutex<Vec<PoolEvent>>,
+    ) -> Result<BenchReport> {
+        board.load(&self.name, &self.model, &self.sha256)?;
+        let spec = spec_for(board.config());
+        measure_cool(board, opts, events, &self.name, |b| {
+            let r = b.bench(&self.sha256, &spec)?;
+            let hot = too_hot(&r, b.config().thermal_limit_c);
+            Ok((r, hot))
+        })
+    }
 }
 
 /// What happened in the pool, in order (shown as warnings by the commands).
@@ -152,11 +191,11 @@ pub struct Pool {
     events: Arc<Mutex<Vec<PoolEvent>>>,
 }
 
-struct State {
+struct State<R> {
     queue: VecDeque<usize>,
     attempts: Vec<usize>,
     failed_on: Vec<Vec<usize>>,
-    results: Vec<Option<Result<Measured>>>,
+    results: Vec<Option<Result<Measured<R>>>>,
     in_flight: usize,
     /// Boards that are up (not quarantined).
     live: Vec<bool>,
@@ -271,7 +310,17 @@ impl Pool {
     /// Results are in job order; a job fails only when `max_attempts` were spent or no board is
     /// left.
     pub fn measure(&mut self, jobs: &[Job]) -> Vec<Result<Measured>> {
-        let n = jobs.len();
+        self.run_units(jobs)
+    }
+
+    /// The boards that are up now (not quarantined).
+    pub(crate) fn live_boards(&self) -> usize {
+        self.up.iter().filter(|&&u| u).count()
+    }
+
+    /// Hands `units` to free boards until each is measured or has failed for good.
+    fn run_units<U: Unit>(&mut self, units: &[U]) -> Vec<Result<Measured<U::Report>>> {
+        let n = units.len();
         let state = Mutex::new(State {
             queue: (0..n).collect(),
             attempts: vec![0; n],
@@ -296,7 +345,7 @@ impl Pool {
                 let w = Worker {
                     me: bi,
                     pool_fp,
-                    jobs,
+                    units,
                     state,
                     cv,
                     opts,
@@ -313,7 +362,7 @@ impl Pool {
                 r.unwrap_or_else(|| {
                     Err(anyhow!(
                         "{}: no board left to measure it (every board failed or was quarantined)",
-                        jobs[i].name
+                        units[i].name()
                     ))
                 })
             })
@@ -328,18 +377,18 @@ fn push_event(events: &Mutex<Vec<PoolEvent>>, e: PoolEvent) {
 }
 
 /// What a board's thread shares with the others.
-struct Worker<'a> {
+struct Worker<'a, U: Unit> {
     me: usize,
     pool_fp: &'a str,
-    jobs: &'a [Job],
-    state: &'a Mutex<State>,
+    units: &'a [U],
+    state: &'a Mutex<State<U::Report>>,
     cv: &'a Condvar,
     opts: &'a PoolOptions,
     events: &'a Mutex<Vec<PoolEvent>>,
 }
 
-impl Worker<'_> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+impl<U: Unit> Worker<'_, U> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<U::Report>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -364,7 +413,7 @@ impl Worker<'_> {
     /// One board's loop: take a job, measure it, report; quarantine and reconnect on failures.
     fn run(self, board: &mut dyn Board, up: &mut bool, info: &mut Option<BoardInfo>) {
         let me = self.me;
-        let (jobs, opts, events, cv) = (self.jobs, self.opts, self.events, self.cv);
+        let (jobs, opts, events, cv) = (self.units, self.opts, self.events, self.cv);
         let name = board.name().to_string();
         let mut consecutive = 0usize;
         let mut reconnects = 0usize;
@@ -431,7 +480,7 @@ impl Worker<'_> {
                         .unwrap_or_else(|p| p.into_inner().0);
                 }
             };
-            let outcome = measure_one(board, &jobs[job], opts, events);
+            let outcome = jobs[job].run(board, opts, events);
             let mut st = self.lock();
             st.in_flight -= 1;
             match outcome {
@@ -457,14 +506,14 @@ impl Worker<'_> {
                         events,
                         PoolEvent::Failed {
                             board: name.clone(),
-                            model: jobs[job].name.clone(),
+                            model: jobs[job].name(),
                             reason: reason.clone(),
                         },
                     );
                     if st.attempts[job] >= opts.max_attempts {
                         let n = st.attempts[job];
                         st.results[job] = Some(Err(
-                            e.context(format!("{}: failed {n} times", jobs[job].name))
+                            e.context(format!("{}: failed {n} times", jobs[job].name()))
                         ));
                     } else {
                         st.queue.push_front(job);
@@ -498,22 +547,20 @@ impl Worker<'_> {
     }
 }
 
-/// Loads and measures one model, re-measuring after hot reports.
-fn measure_one(
+/// Runs `bench` (one measurement and, when it must be discarded for heat, why) until a cool
+/// report comes back, cooling the board down between tries.
+fn measure_cool<R>(
     board: &mut dyn Board,
-    job: &Job,
     opts: &PoolOptions,
     events: &Mutex<Vec<PoolEvent>>,
-) -> Result<BenchReport> {
-    let spec = spec_for(board.config());
-    let limit = board.config().thermal_limit_c;
+    what: &str,
+    mut bench: impl FnMut(&mut dyn Board) -> Result<(R, Option<String>)>,
+) -> Result<R> {
     let cool = Duration::from_secs_f64(board.config().cool_down_s);
-    board.load(&job.name, &job.model, &job.sha256)?;
     for _ in 0..=opts.thermal_retries {
-        let report = board.bench(&job.sha256, &spec)?;
-        match too_hot(&report, limit) {
-            None => return Ok(report),
-            Some(reason) => {
+        match bench(board)? {
+            (report, None) => return Ok(report),
+            (_, Some(reason)) => {
                 push_event(
                     events,
                     PoolEvent::Hot {
@@ -526,13 +573,15 @@ fn measure_one(
         }
     }
     bail!(
-        "board {:?} stayed too hot over {} measurements of {}; improve its cooling or raise \
+        "board {:?} stayed too hot over {} measurements of {what}; improve its cooling or raise \
          thermal_limit_c",
         board.name(),
         opts.thermal_retries + 1,
-        job.name
     )
 }
+
+mod set;
+pub use set::{SetMeasured, SetPart, set_spec_for};
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
-use indicatif::ProgressBar;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -13,11 +12,13 @@ use super::{Context, ExitStatus};
 use crate::boards::config::{BoardKind, BoardsFile, LOCAL_BOARD};
 use crate::boards::{Job, Pool, PoolOptions, open_board};
 use crate::cli::board::{BoardArgs, BoardCommand, CheckArgs, MeasureArgs, NoiseArgs};
-use crate::latency::Estimate;
-use crate::latency::board::{open_pool, random_exporter};
+use shiftnas_calibration::interleaved::{Interval, Retest, retest};
+use shiftnas_protocol::BenchSetSpec;
+
+use crate::boards::pool::set_spec_for;
+use crate::latency::board::{input_shape, open_pool, random_exporter, reference_job};
 use crate::latency::cache::{Cache, default_path};
-use crate::latency::cached::measure_cached;
-use crate::latency::retest::{FIT_KENDALL_TAU_B, FIT_WITHIN_2PCT, TestRetest, test_retest};
+use crate::latency::cached::{Protocol, measure_cached};
 
 /// Runs `shiftnas board`.
 pub fn run(args: BoardArgs, ctx: &Context) -> Result<ExitStatus> {
@@ -128,11 +129,13 @@ struct MeasureRow {
     model_sha256: String,
     board: Option<String>,
     board_fingerprint: String,
+    /// The latency, ms: the set's drift-corrected estimate, or the P50 with `--single`.
     p50_ms: f64,
-    /// Host wall time of this model's measurement (load + bench + transfer), ms.
+    /// Its confidence interval, ms (`None` with `--single` or too few rounds).
+    interval: Option<crate::latency::Interval>,
+    /// Host wall time of this model's measurement (load + bench + transfer), ms; for a set, the
+    /// set's wall time divided by its models.
     wall_ms: f64,
-    /// The agent's own timed runs (warm-up excluded), ms.
-    timed_ms: f64,
     report: serde_json::Value,
 }
 
@@ -165,43 +168,53 @@ fn measure(
         let bytes = std::fs::read(m).with_context(|| format!("reading model {}", m.display()))?;
         jobs.push(Job::new(m.display().to_string(), bytes));
     }
-    if let Some(space) = &args.space {
-        let space = shiftnas_models::Space::by_name(space)?;
-        let shape = format!("1x{}x{s}x{s}", space.input_channels, s = space.input_size);
-        let export = crate::latency::board::random_exporter(args.seed);
-        for a in &args.arch {
-            let arch = space
-                .parse_arch(a)
-                .with_context(|| format!("--arch {a} for space {}", space.name))?;
-            let bytes = export(&space, &arch).with_context(|| format!("exporting arch {a}"))?;
-            let mut job = Job::new(arch.to_string(), bytes);
-            job.input_shape = Some(shape.clone());
-            jobs.push(job);
-        }
+    let space = Space::by_name(&args.space)?;
+    let export = random_exporter(args.seed);
+    for a in &args.arch {
+        let arch = space
+            .parse_arch(a)
+            .with_context(|| format!("--arch {a} for space {}", space.name))?;
+        let bytes = export(&space, &arch).with_context(|| format!("exporting arch {a}"))?;
+        let mut job = Job::new(arch.to_string(), bytes);
+        job.input_shape = Some(input_shape(&space));
+        jobs.push(job);
     }
-    // One model at a time, so each row's wall time is that model's own (the pool still retries
-    // and re-measures); the session stays open across models.
     let mut rows = Vec::new();
-    for job in &jobs {
+    if args.single {
+        // One model at a time, so each row's wall time is that model's own (the pool still
+        // retries and re-measures); the session stays open across models.
+        for job in &jobs {
+            let t0 = Instant::now();
+            let l = measure_cached(
+                &mut pool,
+                &mut cache,
+                std::slice::from_ref(job),
+                true,
+                Protocol::Single,
+            )?;
+            let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
+            rows.extend(measure_rows(l, wall_ms)?);
+        }
+    } else {
+        let reference = reference_job(&space, &export)?;
+        let spec = BenchSetSpec {
+            budget_seconds: args.budget_seconds,
+            ..set_spec_for(pool.config())
+        };
         let t0 = Instant::now();
-        let l = measure_cached(&mut pool, &mut cache, std::slice::from_ref(job), true)?;
-        let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let l = l.into_iter().next().context("one latency per model")?;
-        let report: serde_json::Value = serde_json::from_str(&l.report_json)?;
-        let timed_ms = report["samples_ms"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_f64()).sum())
-            .unwrap_or(0.0);
-        rows.push(MeasureRow {
-            model: l.name,
-            model_sha256: l.model_sha256,
-            board: l.board,
-            board_fingerprint: l.board_fingerprint,
-            p50_ms: l.p50_ms,
-            wall_ms,
-            timed_ms,
-            report,
-        });
+        let protocol = Protocol::Set {
+            reference: &reference,
+            spec: &spec,
+        };
+        let l = measure_cached(&mut pool, &mut cache, &jobs, true, protocol)?;
+        let wall_ms = t0.elapsed().as_secs_f64() * 1e3 / jobs.len().max(1) as f64;
+        rows = measure_rows(l, wall_ms)?;
+        if !ctx.printer.json {
+            ctx.printer.note(format!(
+                "measured as one interleaved set against the reference {} of {}",
+                reference.name, space.name
+            ));
+        }
     }
     for e in pool.events() {
         ctx.printer.warn(e.to_string());
@@ -218,18 +231,61 @@ fn measure(
                     r.model.clone(),
                     r.board.clone().unwrap_or_default(),
                     format!("{:.3}", r.p50_ms),
-                    format!("{:.3}", r.report["p90_ms"].as_f64().unwrap_or(f64::NAN)),
-                    r.report["samples_ms"]
-                        .as_array()
-                        .map_or(0, Vec::len)
-                        .to_string(),
+                    r.interval
+                        .map_or(String::new(), |i| format!("{:.3} – {:.3}", i.low, i.high)),
                 ]
             })
             .collect();
         ctx.printer
-            .table(&["model", "board", "p50_ms", "p90_ms", "runs"], &table)?;
+            .table(&["model", "board", "ms", "95 % interval"], &table)?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// The rows of measured latencies, each with `wall_ms`.
+fn measure_rows(
+    latencies: Vec<crate::latency::cached::Latency>,
+    wall_ms: f64,
+) -> Result<Vec<MeasureRow>> {
+    latencies
+        .into_iter()
+        .map(|l| {
+            Ok(MeasureRow {
+                report: serde_json::from_str(&l.report_json)?,
+                model: l.name,
+                model_sha256: l.model_sha256,
+                board: l.board,
+                board_fingerprint: l.board_fingerprint,
+                p50_ms: l.p50_ms,
+                interval: l.interval,
+                wall_ms,
+            })
+        })
+        .collect()
+}
+
+/// Kendall τ-b between the two passes a board must reach to be fit for a search.
+pub const FIT_KENDALL_TAU_B: f64 = 0.8;
+/// Share of models whose two estimates agree within ±2 % that a board must reach.
+pub const FIT_WITHIN_2PCT: f64 = 0.95;
+
+/// Whether the board repeats itself well enough to rank a search's candidates: τ-b of at least
+/// [`FIT_KENDALL_TAU_B`] and at least [`FIT_WITHIN_2PCT`] of the models within ±2 %.
+fn fit_for_search(r: &Retest) -> bool {
+    r.kendall_tau_b.is_some_and(|t| t >= FIT_KENDALL_TAU_B) && r.within_2pct >= FIT_WITHIN_2PCT
+}
+
+/// One pass of `board noise`: every subnet's ratio to the reference with its interval.
+#[derive(Debug, Serialize)]
+struct Pass {
+    /// Per subnet, in order: the ratio to the reference and its interval (`low`, `high`).
+    ratios: Vec<Interval>,
+    /// The twin of the reference (the same model in another file): its ratio, ideally 1.
+    twin: Interval,
+    /// The reference's median over the pass's sets, ms (the pass's scale).
+    reference_ms: f64,
+    /// Wall time of the pass, seconds.
+    seconds: f64,
 }
 
 /// What `board noise` reports.
@@ -239,52 +295,124 @@ struct NoiseReport {
     kind: &'static str,
     board_fingerprint: String,
     space: String,
-    /// How each pass measured: `single-model` (each model alone, no interval).
+    /// How each pass measured: `interleaved-set` (ratios to the reference, with intervals).
     protocol: &'static str,
+    reference: String,
     gap_s: f64,
     archs: Vec<String>,
-    first: Vec<Estimate>,
-    second: Vec<Estimate>,
-    retest: TestRetest,
+    first: Pass,
+    second: Pass,
+    /// Test–retest of the ratios (scale-free: the same figures as of the estimates in ms on
+    /// one common scale).
+    retest: Retest,
+    /// The noise floor: the reference's twin against the reference, |ratio − 1| per pass.
+    noise_floor: [f64; 2],
+    /// Wall time per subnet and pass, seconds (sets, warm-up and transfers included).
+    seconds_per_model: f64,
     fit_for_search: bool,
 }
 
-/// How many models go to the pool at once: enough to keep a few boards busy, few enough for the
-/// progress bar to move.
-const NOISE_CHUNK: usize = 8;
-
-/// One measuring pass over `jobs`, in order. Today each model is measured alone through the pool
-/// (the single-model protocol, no interval); the interleaved set measurement replaces this call.
+/// Measures `jobs` and `twin` as one interleaved set against `reference`: each subnet's ratio
+/// interval, in order, then the twin's.
 fn measure_pass(
-    pool: &mut crate::boards::Pool,
+    pool: &mut Pool,
     jobs: &[Job],
-    bar: &ProgressBar,
-) -> Result<Vec<Estimate>> {
-    let mut out = Vec::with_capacity(jobs.len());
-    for chunk in jobs.chunks(NOISE_CHUNK) {
-        for (job, r) in chunk.iter().zip(pool.measure(chunk)) {
-            let m = r.with_context(|| format!("measuring subnet {}", job.name))?;
-            out.push(Estimate::point(m.report.summary.p50_ms));
-        }
-        bar.inc(chunk.len() as u64);
+    twin: &Job,
+    reference: &Job,
+    spec: &BenchSetSpec,
+) -> Result<Pass> {
+    let t0 = Instant::now();
+    let mut set = jobs.to_vec();
+    set.push(twin.clone());
+    let mut ratios = Vec::with_capacity(set.len());
+    let mut scale = f64::NAN;
+    for (job, r) in set.iter().zip(pool.measure_set(&set, reference, spec)) {
+        let m = r.with_context(|| format!("measuring subnet {}", job.name))?;
+        let e = &m.estimate;
+        let b = e.ratio_interval.with_context(|| {
+            format!(
+                "subnet {}: {} rounds are too few for an interval; raise --budget-seconds",
+                job.name, m.report.rounds_done
+            )
+        })?;
+        scale = m.scale_ms;
+        ratios.push(Interval {
+            estimate: e.ratio,
+            low: b.low,
+            high: b.high,
+        });
     }
-    Ok(out)
+    let twin = ratios.pop().context("the twin was in the set")?;
+    Ok(Pass {
+        ratios,
+        twin,
+        reference_ms: scale,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// `N` random subnets of `space` drawn with `seed`, exported as batch-1 jobs with random weights.
 fn noise_jobs(space: &Space, n: usize, seed: u64) -> Result<Vec<Job>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let export = random_exporter(seed);
-    let shape = format!("1x{}x{s}x{s}", space.input_channels, s = space.input_size);
     (0..n)
         .map(|_| {
             let arch = Arch::random(space.num_blocks(), space.choices.len(), &mut rng);
             let bytes = export(space, &arch).with_context(|| format!("exporting arch {arch}"))?;
             let mut job = Job::new(arch.to_string(), bytes);
-            job.input_shape = Some(shape.clone());
+            job.input_shape = Some(input_shape(space));
             Ok(job)
         })
         .collect()
+}
+
+/// The reference of `space` (weights of `seed`) and its twin: the same ONNX model with one
+/// unknown protobuf field (number 1000, varint 1) appended to its `ModelProto` — the same graph
+/// and weights, which every ONNX parser reads as before, in another file with another SHA-256,
+/// so the agent times it as a model of the set. Its ratio to the reference is 1 but for noise.
+fn reference_and_twin(space: &Space, seed: u64) -> Result<(Job, Job)> {
+    let reference = reference_job(space, &random_exporter(seed))?;
+    let mut bytes = reference.model.as_ref().clone();
+    // Tag (1000 << 3 | 0) = 8000 as a varint, then the varint 1.
+    bytes.extend_from_slice(&[0xC0, 0x3E, 0x01]);
+    let mut twin = Job::new(format!("twin of the {}", reference.name), bytes);
+    twin.input_shape = reference.input_shape.clone();
+    Ok((reference, twin))
+}
+
+/// Both passes, `gap` apart, and their figures.
+fn noise_passes(
+    pool: &mut Pool,
+    space: &Space,
+    jobs: &[Job],
+    seed: u64,
+    spec: &BenchSetSpec,
+    gap: Duration,
+    p: &crate::output::Printer,
+) -> Result<NoiseReport> {
+    let (reference, twin) = reference_and_twin(space, seed)?;
+    let first = measure_pass(pool, jobs, &twin, &reference, spec)?;
+    wait_between_passes(gap, p);
+    let second = measure_pass(pool, jobs, &twin, &reference, spec)?;
+    let retest = retest(&first.ratios, &second.ratios)?;
+    Ok(NoiseReport {
+        kind: "board_noise",
+        board_fingerprint: pool.fingerprint().to_string(),
+        space: space.name.clone(),
+        protocol: "interleaved-set",
+        reference: reference.name.clone(),
+        gap_s: gap.as_secs_f64(),
+        archs: jobs.iter().map(|j| j.name.clone()).collect(),
+        noise_floor: [
+            (first.twin.estimate - 1.0).abs(),
+            (second.twin.estimate - 1.0).abs(),
+        ],
+        seconds_per_model: (first.seconds + second.seconds) / (2 * (jobs.len() + 1)) as f64,
+        first,
+        second,
+        fit_for_search: fit_for_search(&retest),
+        retest,
+    })
 }
 
 fn noise(
@@ -307,38 +435,34 @@ fn noise(
     let mut pool = open_pool(file, &names, agent, args.mix_boards)?;
     let jobs = noise_jobs(&space, args.subnets, args.seed)?;
     let p = &ctx.printer;
-    let n = jobs.len() as u64;
-    let bar = p.bar(n, "first pass  {bar:30} {pos}/{len} ETA {eta}");
-    let first = measure_pass(&mut pool, &jobs, &bar)?;
-    bar.finish_and_clear();
-    wait_between_passes(args.gap, p);
-    let bar = p.bar(n, "second pass {bar:30} {pos}/{len} ETA {eta}");
-    let second = measure_pass(&mut pool, &jobs, &bar)?;
-    bar.finish_and_clear();
+    let spec = BenchSetSpec {
+        budget_seconds: args.budget_seconds,
+        seed: args.seed,
+        ..set_spec_for(pool.config())
+    };
+    spec.check(jobs.len().min(shiftnas_protocol::MAX_SET_MODELS))
+        .map_err(|e| anyhow::anyhow!("board noise: {e}; change --budget-seconds"))?;
+    if !p.json {
+        p.note(format!(
+            "measuring {} subnets of {} twice as interleaved sets, {} min apart",
+            jobs.len(),
+            space.name,
+            args.gap_minutes
+        ));
+    }
+    let gap = Duration::from_secs_f64(args.gap_minutes * 60.0);
+    let report = noise_passes(&mut pool, &space, &jobs, args.seed, &spec, gap, p)?;
     for e in pool.events() {
         p.warn(e.to_string());
     }
-    let retest = test_retest(&first, &second)?;
-    let report = NoiseReport {
-        kind: "board_noise",
-        board_fingerprint: pool.fingerprint().to_string(),
-        space: space.name.clone(),
-        protocol: "single-model",
-        gap_s: args.gap.as_secs_f64(),
-        archs: jobs.iter().map(|j| j.name.clone()).collect(),
-        first,
-        second,
-        fit_for_search: retest.fit_for_search(),
-        retest,
-    };
     if p.json {
         p.json(&report)?;
     } else {
         p.note(format!(
-            "fingerprint: {}; {} subnets of {} measured twice, {} s apart",
-            report.board_fingerprint, report.retest.n, report.space, report.gap_s
+            "fingerprint: {}; {} subnets of {} measured twice, {} s apart, against {}",
+            report.board_fingerprint, report.retest.n, report.space, report.gap_s, report.reference
         ));
-        p.table(&["figure", "value"], &noise_table(&report.retest))?;
+        p.table(&["figure", "value"], &noise_table(&report))?;
         println!("{}", verdict(&report.retest));
     }
     Ok(ExitStatus::Success)
@@ -363,7 +487,8 @@ fn wait_between_passes(gap: Duration, p: &crate::output::Printer) {
 }
 
 /// The figures of `board noise` as table rows.
-fn noise_table(r: &TestRetest) -> Vec<Vec<String>> {
+fn noise_table(n: &NoiseReport) -> Vec<Vec<String>> {
+    let r = &n.retest;
     let corr =
         |v: Option<f64>| v.map_or("undefined (a constant pass)".into(), |v| format!("{v:.3}"));
     let pct = |v: f64| format!("{:.1} %", v * 100.0);
@@ -374,20 +499,31 @@ fn noise_table(r: &TestRetest) -> Vec<Vec<String>> {
         vec!["within ±2 %".into(), pct(r.within_2pct)],
         vec!["within ±5 %".into(), pct(r.within_5pct)],
         vec![
-            "inside the other pass's interval".into(),
-            r.inside_other_interval
-                .map_or("no intervals (single-model protocol)".into(), pct),
+            "second pass inside the first's interval".into(),
+            pct(r.second_in_first),
+        ],
+        vec![
+            "first pass inside the second's interval".into(),
+            pct(r.first_in_second),
+        ],
+        vec![
+            "noise floor (reference's twin, |ratio − 1|)".into(),
+            format!("{} / {}", pct(n.noise_floor[0]), pct(n.noise_floor[1])),
+        ],
+        vec![
+            "seconds per subnet and pass".into(),
+            format!("{:.2}", n.seconds_per_model),
         ],
     ]
 }
 
 /// Whether the board is fit for a search, and against which figures.
-fn verdict(r: &TestRetest) -> String {
+fn verdict(r: &Retest) -> String {
     let bar = format!(
         "τ-b ≥ {FIT_KENDALL_TAU_B} and ≥ {:.0} % within ±2 %",
         FIT_WITHIN_2PCT * 100.0
     );
-    if r.fit_for_search() {
+    if fit_for_search(r) {
         format!("fit for a search: yes ({bar})")
     } else {
         format!(
@@ -399,42 +535,33 @@ fn verdict(r: &TestRetest) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::{Arc, Mutex};
 
-    fn retest(tau: Option<f64>, within_2pct: f64) -> TestRetest {
-        TestRetest {
+    use super::*;
+    use crate::boards::scripted::{ScriptedBoard, Step};
+
+    fn retest_of(tau: Option<f64>, within_2pct: f64) -> Retest {
+        Retest {
             n: 10,
             kendall_tau_b: tau,
             spearman_rho: tau,
             within_1pct: 0.5,
             within_2pct,
             within_5pct: 1.0,
-            inside_other_interval: None,
+            second_in_first: 0.9,
+            first_in_second: 0.8,
         }
     }
 
     #[test]
-    fn the_table_and_verdict_say_what_was_measured() {
-        let r = retest(Some(0.85), 0.96);
-        let rows = noise_table(&r);
-        assert_eq!(rows[0], vec!["Kendall τ-b".to_string(), "0.850".into()]);
-        assert_eq!(rows[3], vec!["within ±2 %".to_string(), "96.0 %".into()]);
-        assert_eq!(rows[5][1], "no intervals (single-model protocol)");
-        assert!(
-            verdict(&r).starts_with("fit for a search: yes"),
-            "{}",
-            verdict(&r)
-        );
-        let v = verdict(&retest(Some(0.85), 0.9));
+    fn the_verdict_says_what_was_measured() {
+        assert!(verdict(&retest_of(Some(0.85), 0.96)).starts_with("fit for a search: yes"));
+        let v = verdict(&retest_of(Some(0.85), 0.9));
         assert!(
             v.starts_with("fit for a search: NO") && v.contains("95 %"),
             "{v}"
         );
-        assert!(verdict(&retest(None, 1.0)).contains("NO"));
-        assert_eq!(
-            noise_table(&retest(None, 1.0))[1][1],
-            "undefined (a constant pass)"
-        );
+        assert!(verdict(&retest_of(None, 1.0)).contains("NO"));
     }
 
     #[test]
@@ -451,5 +578,45 @@ mod tests {
             assert_eq!(j.input_shape, Some(format!("1x{c}x{hw}x{hw}")));
         }
         assert_ne!(names(&a), names(&noise_jobs(&space, 3, 8).unwrap()));
+        let (r, t) = reference_and_twin(&space, 7).unwrap();
+        assert_ne!(r.sha256, t.sha256, "the twin is another model file");
+    }
+
+    /// A scripted board that times the subnets at known ratios to the reference (the second
+    /// pass 3 % slower, the twin at 1.0): every figure is known exactly.
+    #[test]
+    fn noise_on_a_scripted_board_gives_the_known_figures() {
+        let space = Space::by_name("tiny").unwrap();
+        let jobs = noise_jobs(&space, 6, 1).unwrap();
+        let ratios = [1.5, 0.7, 2.0, 1.1, 0.9, 3.0];
+        let mut script: Vec<Step> = ratios.iter().map(|&r| Step::Ok(r)).collect();
+        script.push(Step::Ok(1.0));
+        script.extend(ratios.iter().map(|&r| Step::Ok(r * 1.03)));
+        script.push(Step::Ok(1.0));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let board = ScriptedBoard::new("s", "A76", script, Step::Fail).with_log(Arc::clone(&log));
+        let mut pool = Pool::new(vec![Box::new(board)], PoolOptions::default()).unwrap();
+        let p = crate::output::Printer::new(true, true, true);
+        let spec = BenchSetSpec::default();
+        let r = noise_passes(&mut pool, &space, &jobs, 1, &spec, Duration::ZERO, &p).unwrap();
+        let t = &r.retest;
+        assert_eq!(
+            (t.n, t.kendall_tau_b, t.spearman_rho),
+            (6, Some(1.0), Some(1.0))
+        );
+        assert_eq!(
+            (t.within_1pct, t.within_2pct, t.within_5pct),
+            (0.0, 0.0, 1.0)
+        );
+        // The scripted intervals are ±0.5 %: 3 % apart, neither pass holds the other's estimate.
+        assert_eq!((t.second_in_first, t.first_in_second), (0.0, 0.0));
+        assert_eq!(r.noise_floor, [0.0, 0.0]);
+        assert_eq!(r.first.ratios[2].estimate, 2.0);
+        assert!(!r.fit_for_search);
+        assert_eq!(
+            log.lock().unwrap().len(),
+            14,
+            "6 subnets and the twin, twice"
+        );
     }
 }

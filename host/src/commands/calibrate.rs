@@ -57,6 +57,7 @@ fn print_summary(s: &Summary, ctx: &Context) -> Result<()> {
     let lin = metrics(&s.linear.holdout);
     let lut = s.lut.as_ref().map(|l| metrics(&l.holdout));
     let base = metrics(&s.constant_baseline);
+    let (flops, params) = (metrics(&s.flops_only), metrics(&s.params_only));
     let mark = |k: Kind, name: &str| {
         if k == s.chosen {
             format!("{name} (kept)")
@@ -70,7 +71,14 @@ fn print_summary(s: &Summary, ctx: &Context) -> Result<()> {
         .enumerate()
         .map(|(i, n)| {
             let l = lut.as_ref().map_or("-".to_string(), |v| v[i].clone());
-            vec![n.to_string(), l, lin[i].clone(), base[i].clone()]
+            vec![
+                n.to_string(),
+                l,
+                lin[i].clone(),
+                base[i].clone(),
+                flops[i].clone(),
+                params[i].clone(),
+            ]
         })
         .collect::<Vec<_>>();
     if let Some(l) = &s.lut {
@@ -85,10 +93,19 @@ fn print_summary(s: &Summary, ctx: &Context) -> Result<()> {
                 s.linear.lambda
             ),
             "median of train".into(),
+            "a*FLOPs + b".into(),
+            "a*params + b".into(),
         ]);
     }
     ctx.printer.table(
-        &["held-out", h_lut.as_str(), h_lin.as_str(), "constant"],
+        &[
+            "held-out",
+            h_lut.as_str(),
+            h_lin.as_str(),
+            "constant",
+            "FLOPs only",
+            "params only",
+        ],
         &rows,
     )?;
     let mut info = vec![

@@ -10,8 +10,10 @@ use anyhow::{Context as _, Result};
 use shiftnas_models::onnx::{ExportOptions, PartBank};
 use shiftnas_models::{Arch, Space};
 
+use shiftnas_protocol::BenchSetSpec;
+
 use super::cache::Cache;
-use super::cached::measure_cached;
+use super::cached::{Protocol, measure_cached};
 use super::{Estimate, LatencySource};
 use crate::boards::config::BoardsFile;
 use crate::boards::{Job, Pool, PoolOptions, open_board};
@@ -19,22 +21,58 @@ use crate::boards::{Job, Pool, PoolOptions, open_board};
 /// Turns an arch into `.onnx` bytes (the subnet export; random weights are fine for latency).
 pub type Exporter = Box<dyn Fn(&Space, &Arch) -> Result<Vec<u8>> + Send>;
 
-/// Latencies measured on boards, through the cache.
+/// The reference model of a space's interleaved measurements: every block takes the middle
+/// choice (index ⌊(choices − 1)/2⌋, the 5×5 ShuffleNet block of `spos-cifar`), a mid-size subnet
+/// whose time sits inside the range of the candidates it is compared with.
+pub fn reference_arch(space: &Space) -> Arch {
+    let middle = space.choices.len().saturating_sub(1) / 2;
+    Arch::uniform(
+        space.num_blocks(),
+        u8::try_from(middle).expect("a space has fewer than 256 choices"),
+    )
+}
+
+/// The reference job of `space`: [`reference_arch`] exported by `export` (the same random-weight
+/// exporter as the candidates), with its input shape.
+///
+/// # Errors
+/// When the export fails.
+pub fn reference_job(space: &Space, export: &Exporter) -> Result<Job> {
+    let arch = reference_arch(space);
+    let bytes = export(space, &arch)
+        .with_context(|| format!("exporting the reference subnet {arch} of {}", space.name))?;
+    let mut job = Job::new(format!("reference {arch}"), bytes);
+    job.input_shape = Some(input_shape(space));
+    Ok(job)
+}
+
+/// The batch-1 input shape of a space as the cache keys it: `1x3x32x32`.
+pub fn input_shape(space: &Space) -> String {
+    format!("1x{}x{s}x{s}", space.input_channels, s = space.input_size)
+}
+
+/// Latencies measured on boards, through the cache, each batch as one interleaved set.
 pub struct BoardSource {
     pool: Pool,
     cache: Cache,
     export: Exporter,
     remeasure: bool,
+    spec: BenchSetSpec,
+    /// The reference of the space measured last.
+    reference: Option<(Space, Job)>,
 }
 
 impl BoardSource {
     /// A source over `pool`, storing in `cache`; `remeasure` ignores cached numbers.
     pub fn new(pool: Pool, cache: Cache, export: Exporter, remeasure: bool) -> BoardSource {
+        let spec = crate::boards::pool::set_spec_for(pool.config());
         BoardSource {
             pool,
             cache,
             export,
             remeasure,
+            spec,
+            reference: None,
         }
     }
 
@@ -50,7 +88,12 @@ impl LatencySource for BoardSource {
     }
 
     fn estimates(&mut self, space: &Space, archs: &[Arch]) -> Result<Vec<Estimate>> {
-        let shape = format!("1x{}x{s}x{s}", space.input_channels, s = space.input_size);
+        let shape = input_shape(space);
+        if self.reference.as_ref().is_none_or(|(s, _)| s != space) {
+            let job = reference_job(space, &self.export)?;
+            self.reference = Some((space.clone(), job));
+        }
+        let reference = &self.reference.as_ref().expect("set just above").1;
         let mut jobs = Vec::with_capacity(archs.len());
         for a in archs {
             let bytes = (self.export)(space, a).with_context(|| format!("exporting arch {a}"))?;
@@ -58,7 +101,17 @@ impl LatencySource for BoardSource {
             j.input_shape = Some(shape.clone());
             jobs.push(j);
         }
-        let l = measure_cached(&mut self.pool, &mut self.cache, &jobs, self.remeasure)?;
+        let protocol = Protocol::Set {
+            reference,
+            spec: &self.spec,
+        };
+        let l = measure_cached(
+            &mut self.pool,
+            &mut self.cache,
+            &jobs,
+            self.remeasure,
+            protocol,
+        )?;
         Ok(l.into_iter()
             .map(|l| Estimate {
                 value: l.p50_ms,
@@ -198,10 +251,10 @@ mod tests {
         }
     }
 
-    /// Today's single-model protocol gives no interval; an interval stored in the cache (by an
-    /// interleaved measurement) comes back with its number.
+    /// A cached interval comes back with its number; a fresh arch is measured as a set against
+    /// the space's reference, and its interval and the reference's SHA-256 go to the cache.
     #[test]
-    fn estimates_carry_the_cached_interval_and_none_when_measured_alone() {
+    fn estimates_carry_their_interval_from_the_cache_and_from_a_set() {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("latency.sqlite");
         let space = Space {
@@ -226,21 +279,46 @@ mod tests {
                 ..crate::latency::cache::NewEntry::single(key, 2.0, "{}")
             }])
             .unwrap();
-        let got = src.estimates(&space, &[stored, fresh]).unwrap();
+        let got = src.estimates(&space, &[stored, fresh.clone()]).unwrap();
+        // The scripted board reports ±0.5 % around 2.5 ms against a 1 ms reference.
+        let fresh_interval = crate::latency::Interval {
+            low: 2.5 * 0.995,
+            high: 2.5 * 1.005,
+        };
         assert_eq!(
-            got,
-            vec![
-                Estimate {
-                    value: 2.0,
-                    interval: Some(interval)
-                },
-                Estimate::point(2.5)
-            ]
+            got[0],
+            Estimate {
+                value: 2.0,
+                interval: Some(interval)
+            }
+        );
+        assert_eq!(got[1].value, 2.5);
+        let i = got[1].interval.expect("a set gives an interval");
+        assert!(
+            (i.low - fresh_interval.low).abs() < 1e-12
+                && (i.high - fresh_interval.high).abs() < 1e-12
         );
         assert_eq!(
             log.lock().unwrap().len(),
             1,
             "only the fresh arch was measured"
+        );
+        let fresh_job = Job::new("x", fresh.to_string().into_bytes());
+        let stored = Cache::open(&db)
+            .unwrap()
+            .get(&super::super::cached::key_for(
+                src.pool(),
+                &fresh_job,
+                "1x3x8x8",
+            ))
+            .unwrap()
+            .expect("the fresh arch is cached");
+        assert_eq!(stored.interval, got[1].interval);
+        let reference = Job::new("r", reference_arch(&space).to_string().into_bytes());
+        assert_eq!(stored.reference_sha256, Some(reference.sha256));
+        assert_eq!(
+            reference_arch(&space).to_string(),
+            Arch::uniform(20, 1).to_string()
         );
     }
 }

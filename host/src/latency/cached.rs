@@ -1,13 +1,105 @@
 //! Measuring through the latency cache: look every job up, measure only the misses on the pool,
 //! store what was measured. A key is never measured twice unless `remeasure` is set.
+//!
+//! The misses of one call are measured as one interleaved set against a reference model
+//! ([`Protocol::Set`], [`Pool::measure_set`]), or each alone ([`Protocol::Single`]).
 
 use anyhow::{Result, anyhow};
 use serde::Serialize;
+use shiftnas_protocol::BenchSetSpec;
 
 use super::Interval;
 use super::cache::{Cache, CacheKey, NewEntry};
 use crate::boards::board::spec_for;
+use crate::boards::pool::SetMeasured;
 use crate::boards::{Job, Pool};
+
+/// How the cache misses are measured.
+#[derive(Debug, Clone, Copy)]
+pub enum Protocol<'a> {
+    /// Each model alone (`bench`): a P50, no interval.
+    Single,
+    /// All misses as one interleaved set against `reference` (`bench-set`): a drift-corrected
+    /// estimate with its interval.
+    Set {
+        /// The reference model timed in every round.
+        reference: &'a Job,
+        /// Rounds, precision, confidence, budget and seed (threads, cores and warm-up come from
+        /// each board's configuration).
+        spec: &'a BenchSetSpec,
+    },
+}
+
+/// What one measured miss adds to the cache and the answer.
+struct Fresh {
+    p50_ms: f64,
+    interval: Option<Interval>,
+    reference_sha256: Option<String>,
+    board: String,
+    shape: Option<String>,
+    json: String,
+}
+
+/// The per-model record of a set measurement kept in the cache's `report_json`: the model's
+/// estimate, the reference and how the set went, without the other models' raw rounds.
+fn set_json(m: &SetMeasured) -> Result<String> {
+    let r = &m.report;
+    Ok(serde_json::to_string(&serde_json::json!({
+        "protocol": "set",
+        "estimate_ms": m.estimate_ms,
+        "interval_ms": m.interval_ms,
+        "scale_ms": m.scale_ms,
+        "model": m.estimate,
+        "reference": r.reference,
+        "set_models": r.models.len(),
+        "rounds_done": r.rounds_done,
+        "stop": r.stop,
+        "elapsed_seconds": r.elapsed_seconds,
+        "spec": r.spec,
+        "backend": r.backend,
+        "throttled": r.throttled,
+        "warnings": r.warnings,
+    }))?)
+}
+
+/// Measures `batch` by `protocol`, one result per job in order.
+fn measure_batch(pool: &mut Pool, batch: &[Job], protocol: Protocol<'_>) -> Vec<Result<Fresh>> {
+    match protocol {
+        Protocol::Single => pool
+            .measure(batch)
+            .into_iter()
+            .map(|r| {
+                let m = r?;
+                Ok(Fresh {
+                    p50_ms: m.report.summary.p50_ms,
+                    interval: None,
+                    reference_sha256: None,
+                    shape: Some(shape_string(&m.report.input_shape)),
+                    json: serde_json::to_string(&m.report)?,
+                    board: m.board,
+                })
+            })
+            .collect(),
+        Protocol::Set { reference, spec } => pool
+            .measure_set(batch, reference, spec)
+            .into_iter()
+            .map(|r| {
+                let m = r?;
+                Ok(Fresh {
+                    p50_ms: m.estimate_ms,
+                    interval: m.interval_ms.map(|b| Interval {
+                        low: b.low,
+                        high: b.high,
+                    }),
+                    reference_sha256: Some(m.reference_sha256.clone()),
+                    shape: None,
+                    json: set_json(&m)?,
+                    board: m.board,
+                })
+            })
+            .collect(),
+    }
+}
 
 /// One job's latency and where it came from.
 #[derive(Debug, Clone, Serialize)]
@@ -16,10 +108,10 @@ pub struct Latency {
     pub name: String,
     /// Model SHA-256.
     pub model_sha256: String,
-    /// Median latency, ms.
-    pub p50_ms: f64,
-    /// Its confidence interval, ms: from the cache when stored with one; `None` from the
+    /// The latency, ms: the drift-corrected estimate of a set measurement, or the P50 of the
     /// single-model protocol.
+    pub p50_ms: f64,
+    /// Its confidence interval, ms; `None` from the single-model protocol.
     pub interval: Option<Interval>,
     /// The board that measured it now, or `None` when it came from the cache.
     pub board: Option<String>,
@@ -49,8 +141,10 @@ pub fn key_for(pool: &Pool, job: &Job, input_shape: &str) -> CacheKey {
     }
 }
 
-/// Latencies of `jobs`, in order: from the cache where possible, else measured on `pool` and
-/// stored (one transaction per batch).
+/// Latencies of `jobs`, in order: from the cache where possible, else measured on `pool` by
+/// `protocol` and stored (one transaction per batch). A set measurement stores only the jobs
+/// whose input shape is known beforehand (an arch's; a bare `.onnx` file's is not), since the
+/// shape is part of the key.
 ///
 /// # Errors
 /// A job that no board could measure (naming it), or cache errors.
@@ -59,6 +153,7 @@ pub fn measure_cached(
     cache: &mut Cache,
     jobs: &[Job],
     remeasure: bool,
+    protocol: Protocol<'_>,
 ) -> Result<Vec<Latency>> {
     let mut out: Vec<Option<Latency>> = vec![None; jobs.len()];
     let mut todo = Vec::new();
@@ -84,27 +179,27 @@ pub fn measure_cached(
         }
     }
     let batch: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
-    let results = pool.measure(&batch);
+    let results = measure_batch(pool, &batch, protocol);
     let mut rows = Vec::new();
     let mut first_err = None;
     for (&i, r) in todo.iter().zip(results) {
         match r {
-            Ok(m) => {
-                let json = serde_json::to_string(&m.report)?;
-                let shape = shape_string(&m.report.input_shape);
-                rows.push(NewEntry::single(
-                    key_for(pool, &jobs[i], &shape),
-                    m.report.summary.p50_ms,
-                    json.clone(),
-                ));
+            Ok(f) => {
+                if let Some(shape) = f.shape.as_ref().or(jobs[i].input_shape.as_ref()) {
+                    rows.push(NewEntry {
+                        interval: f.interval,
+                        reference_sha256: f.reference_sha256.clone(),
+                        ..NewEntry::single(key_for(pool, &jobs[i], shape), f.p50_ms, f.json.clone())
+                    });
+                }
                 out[i] = Some(Latency {
                     name: jobs[i].name.clone(),
                     model_sha256: jobs[i].sha256.clone(),
-                    p50_ms: m.report.summary.p50_ms,
-                    interval: None,
-                    board: Some(m.board),
+                    p50_ms: f.p50_ms,
+                    interval: f.interval,
+                    board: Some(f.board),
                     board_fingerprint: pool.fingerprint().to_string(),
-                    report_json: json,
+                    report_json: f.json,
                 });
             }
             Err(e) => {

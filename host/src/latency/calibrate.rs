@@ -16,6 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use shiftnas_calibration::fit::{Calibration, LinearFit, LutFit};
+use shiftnas_calibration::linalg::ridge;
 use shiftnas_calibration::predictor::{BlockTable, Kind};
 use shiftnas_calibration::stats::Report;
 use shiftnas_calibration::{
@@ -24,18 +25,17 @@ use shiftnas_calibration::{
 use shiftnas_models::onnx::{ExportOptions, Part, PartBank};
 use shiftnas_models::{Arch, Space};
 
-use super::board::open_pool;
+use shiftnas_protocol::BenchSetSpec;
+
+use super::board::{open_pool, reference_arch};
 use super::cache::{Cache, default_path};
-use super::cached::measure_cached;
+use super::cached::{Protocol, measure_cached};
 use super::predictor::features;
 use crate::boards::config::parse_cores;
 use crate::boards::{BoardsFile, Job, Pool};
 use crate::output::Printer;
 use crate::report::plot::{Labels, Point, scatter_svg};
 use crate::run_dir::write_atomic;
-
-/// Models sent to the pool at once (the progress bar moves per chunk).
-const CHUNK: usize = 8;
 
 /// What to calibrate, and where to read and write.
 #[derive(Debug, Clone)]
@@ -112,6 +112,11 @@ pub struct Summary {
     pub constant_baseline: Report,
     /// The block table, when measured.
     pub block_table: Option<BlockTableSummary>,
+    /// A FLOPs-only predictor on the same holdout: latency = a·FLOPs + b, least squares on the
+    /// training subnets (its τ-b is that of FLOPs itself).
+    pub flops_only: Report,
+    /// A params-only predictor likewise: latency = a·params + b.
+    pub params_only: Report,
     /// Kendall τ-b of FLOPs against the measured latency.
     pub flops_tau_b: Option<f64>,
     /// Kendall τ-b of the parameter count against the measured latency.
@@ -150,23 +155,44 @@ pub fn calibrate(args: &CalibrateOptions, printer: &Printer) -> Result<Summary> 
         .with_context(|| format!("drawing random weights for space {}", space.name))?;
     secs.weights = t.elapsed().as_secs_f64();
 
+    let t = Instant::now();
+    let reference = arch_jobs(&bank, &[reference_arch(&space)])?.remove(0);
+    let parts = if args.no_block_table {
+        Vec::new()
+    } else {
+        block_table_jobs(&bank)?
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    let archs: Vec<Arch> = (0..args.subnets)
+        .map(|_| Arch::random(space.num_blocks(), space.choices.len(), &mut rng))
+        .collect();
+    let subnets = arch_jobs(&bank, &archs)?;
+    secs.export = t.elapsed().as_secs_f64();
+    // Block-table parts and whole subnets go into the same interleaved sets.
+    let order = interleave(parts.len(), subnets.len());
+    let mixed: Vec<Job> = order
+        .iter()
+        .map(|&(sub, i)| if sub { &subnets[i] } else { &parts[i] }.clone())
+        .collect();
+    let spec = crate::boards::pool::set_spec_for(pool.config());
     let mut m = Measurer {
         pool: &mut pool,
         cache: &mut cache,
         remeasure: args.remeasure,
         secs: &mut secs,
+        reference,
+        spec,
     };
+    let measured = m.measure(&mixed, "measuring blocks and subnets", printer)?;
+    let (mut part_ms, mut ms) = (vec![0.0; parts.len()], vec![0.0; subnets.len()]);
+    for (&(sub, i), v) in order.iter().zip(measured) {
+        if sub { ms[i] = v } else { part_ms[i] = v }
+    }
     let table = if args.no_block_table {
         None
     } else {
-        Some(measure_block_table(&mut m, &bank, printer)?)
+        Some(block_table(&space, &part_ms)?)
     };
-
-    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
-    let archs: Vec<Arch> = (0..args.subnets)
-        .map(|_| Arch::random(space.num_blocks(), space.choices.len(), &mut rng))
-        .collect();
-    let ms = measure_archs(&mut m, &bank, &archs, printer)?;
     let samples: Vec<(ArchFeatures, f64)> = archs
         .iter()
         .zip(&ms)
@@ -214,6 +240,8 @@ pub fn calibrate(args: &CalibrateOptions, printer: &Printer) -> Result<Summary> 
                 sums.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             ),
         }),
+        flops_only: proxy_baseline(&samples, &c, |f| f.total_flops as f64)?,
+        params_only: proxy_baseline(&samples, &c, |f| f.params as f64)?,
         flops_tau_b: c.report.proxies.flops,
         params_tau_b: c.report.proxies.params,
         seconds: secs,
@@ -235,41 +263,58 @@ fn constant_baseline(samples: &[(ArchFeatures, f64)], c: &Calibration) -> Result
     Ok(Report::compute(&vec![median; meas.len()], &meas)?)
 }
 
-/// Measures jobs through the cache and adds up where the time goes.
+/// Scores of a one-proxy predictor (latency = a·proxy + b, fitted by least squares on the
+/// training subnets) on the held-out subnets.
+fn proxy_baseline(
+    samples: &[(ArchFeatures, f64)],
+    c: &Calibration,
+    proxy: impl Fn(&ArchFeatures) -> f64,
+) -> Result<Report> {
+    let rows: Vec<Vec<f64>> = c
+        .train
+        .iter()
+        .map(|&i| vec![proxy(&samples[i].0)])
+        .collect();
+    let y: Vec<f64> = c.train.iter().map(|&i| samples[i].1).collect();
+    let (b, a) = ridge(&rows, &y, 0.0).context("fitting a one-proxy predictor")?;
+    let predicted: Vec<f64> = c
+        .holdout
+        .iter()
+        .map(|&i| a[0] * proxy(&samples[i].0) + b)
+        .collect();
+    let meas: Vec<f64> = c.holdout.iter().map(|&i| samples[i].1).collect();
+    Ok(Report::compute(&predicted, &meas)?)
+}
+
+/// Models per interleaved set (one bench-set per board; the progress bar moves per set).
+const SET: usize = 48;
+
+/// Measures jobs through the cache, as interleaved sets against the space's reference, and adds
+/// up where the time goes.
 struct Measurer<'a> {
     pool: &'a mut Pool,
     cache: &'a mut Cache,
     remeasure: bool,
     secs: &'a mut Seconds,
+    reference: Job,
+    spec: BenchSetSpec,
 }
 
 impl Measurer<'_> {
-    /// p50 latencies (ms) of the models `make` exports for `items`, chunk by chunk under a
-    /// progress bar. `make` returns the job's name, its bytes and its input shape.
-    fn measure<T>(
-        &mut self,
-        items: &[T],
-        what: &str,
-        printer: &Printer,
-        make: impl Fn(&T) -> Result<(String, Vec<u8>, [usize; 4])>,
-    ) -> Result<Vec<f64>> {
-        let bar = printer.bar(items.len() as u64, what);
-        let mut out = Vec::with_capacity(items.len());
-        for chunk in items.chunks(CHUNK) {
+    /// Estimates (ms) of `jobs`, in order, set by set under a progress bar.
+    fn measure(&mut self, jobs: &[Job], what: &str, printer: &Printer) -> Result<Vec<f64>> {
+        let bar = printer.bar(jobs.len() as u64, what);
+        let mut out = Vec::with_capacity(jobs.len());
+        for set in jobs.chunks(SET) {
             let t = Instant::now();
-            let mut jobs = Vec::with_capacity(chunk.len());
-            for item in chunk {
-                let (name, bytes, shape) = make(item)?;
-                let mut j = Job::new(name, bytes);
-                j.input_shape = Some(shape.map(|d| d.to_string()).join("x"));
-                jobs.push(j);
-            }
-            self.secs.export += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let l = measure_cached(self.pool, self.cache, &jobs, self.remeasure)?;
+            let protocol = Protocol::Set {
+                reference: &self.reference,
+                spec: &self.spec,
+            };
+            let l = measure_cached(self.pool, self.cache, set, self.remeasure, protocol)?;
             self.secs.measure += t.elapsed().as_secs_f64();
             out.extend(l.into_iter().map(|l| l.p50_ms));
-            bar.inc(chunk.len() as u64);
+            bar.inc(set.len() as u64);
         }
         bar.finish_and_clear();
         Ok(out)
@@ -284,33 +329,48 @@ fn export_options() -> ExportOptions {
     }
 }
 
-/// Measures every (block, choice) in isolation, plus the stem and the head, into a table.
-fn measure_block_table(m: &mut Measurer, bank: &PartBank, printer: &Printer) -> Result<BlockTable> {
+fn job(name: String, bytes: Vec<u8>, shape: [usize; 4]) -> Job {
+    let mut j = Job::new(name, bytes);
+    j.input_shape = Some(shape.map(|d| d.to_string()).join("x"));
+    j
+}
+
+/// The block table's models: the stem, the head, then every (block, choice) in isolation.
+fn block_table_jobs(bank: &PartBank) -> Result<Vec<Job>> {
     let space = bank.space();
-    let n_choices = space.choices.len();
     let mut parts: Vec<(Part, u8)> = vec![(Part::Stem, 0), (Part::Head, 0)];
     for i in 0..space.num_blocks() {
-        parts.extend((0..n_choices as u8).map(|d| (Part::Block(i), d)));
+        parts.extend((0..space.choices.len() as u8).map(|d| (Part::Block(i), d)));
     }
     let opts = export_options();
-    let ms = m.measure(&parts, "measuring blocks", printer, |&(part, d)| {
-        let ((c, s), _) = part.io(space)?;
-        let (name, bytes) = match part {
-            Part::Block(i) => (
-                format!("{} {part} choice {d}", space.name),
-                bank.export_block(i, d, &opts),
-            ),
-            _ => (
-                format!("{} {part}", space.name),
-                bank.export_part(part, &opts),
-            ),
-        };
-        let bytes = bytes.with_context(|| format!("exporting {name}"))?;
-        Ok((name, bytes, [1, c, s, s]))
-    })?;
+    parts
+        .into_iter()
+        .map(|(part, d)| {
+            let ((c, s), _) = part.io(space)?;
+            let (name, bytes) = match part {
+                Part::Block(i) => (
+                    format!("{} {part} choice {d}", space.name),
+                    bank.export_block(i, d, &opts),
+                ),
+                _ => (
+                    format!("{} {part}", space.name),
+                    bank.export_part(part, &opts),
+                ),
+            };
+            let bytes = bytes.with_context(|| format!("exporting {name}"))?;
+            Ok(job(name, bytes, [1, c, s, s]))
+        })
+        .collect()
+}
+
+/// The block table from the estimates of [`block_table_jobs`], in that order.
+fn block_table(space: &Space, ms: &[f64]) -> Result<BlockTable> {
     let table = BlockTable {
         stem_head_ms: ms[0] + ms[1],
-        blocks: ms[2..].chunks(n_choices).map(<[f64]>::to_vec).collect(),
+        blocks: ms[2..]
+            .chunks(space.choices.len())
+            .map(<[f64]>::to_vec)
+            .collect(),
     };
     table
         .validate()
@@ -318,22 +378,32 @@ fn measure_block_table(m: &mut Measurer, bank: &PartBank, printer: &Printer) -> 
     Ok(table)
 }
 
-/// Exports (spliced from the bank) and measures `archs`.
-fn measure_archs(
-    m: &mut Measurer,
-    bank: &PartBank,
-    archs: &[Arch],
-    printer: &Printer,
-) -> Result<Vec<f64>> {
+/// Exports `archs`, spliced from the bank.
+fn arch_jobs(bank: &PartBank, archs: &[Arch]) -> Result<Vec<Job>> {
     let space = bank.space();
     let shape = [1, space.input_channels, space.input_size, space.input_size];
     let opts = export_options();
-    m.measure(archs, "measuring subnets", printer, |a| {
-        let bytes = bank
-            .export_arch(a, &opts)
-            .with_context(|| format!("exporting arch {a}"))?;
-        Ok((a.to_string(), bytes, shape))
-    })
+    archs
+        .iter()
+        .map(|a| {
+            let bytes = bank
+                .export_arch(a, &opts)
+                .with_context(|| format!("exporting arch {a}"))?;
+            Ok(job(a.to_string(), bytes, shape))
+        })
+        .collect()
+}
+
+/// The order that spreads `a` models evenly among `b` models (each list keeps its own order):
+/// `(false, i)` is the i-th of the first list, `(true, j)` the j-th of the second. Measured in
+/// this order, every set holds both kinds, so parts and whole subnets see the same machine.
+fn interleave(a: usize, b: usize) -> Vec<(bool, usize)> {
+    let mut order: Vec<(f64, (bool, usize))> = (0..a)
+        .map(|i| ((i as f64 + 0.5) / a as f64, (false, i)))
+        .chain((0..b).map(|j| ((j as f64 + 0.5) / b as f64, (true, j))))
+        .collect();
+    order.sort_by(|x, y| x.0.total_cmp(&y.0));
+    order.into_iter().map(|(_, k)| k).collect()
 }
 
 /// Who measured: the pool's fingerprint, runtime, threads and cores.

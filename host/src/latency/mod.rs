@@ -9,9 +9,9 @@
 //! [`board`] is the board-backed source and [`calibrate`] measures a board to fit a predictor.
 //! This module builds on [`crate::boards`]; `boards` knows nothing of latency.
 //!
-//! A number may come with a confidence [`Interval`] ([`Estimate`]): measuring protocols that
-//! give one (interleaved rounds against a reference model) fill it; the proxies and today's
-//! single-model board protocol leave it `None`.
+//! A number may come with a confidence [`Interval`] ([`Estimate`]): boards measure a batch as
+//! one interleaved set against a reference model and fill it; the proxies, predictors and the
+//! single-model protocol (`board measure --single`) leave it `None`.
 
 pub mod board;
 pub mod cache;
@@ -20,7 +20,6 @@ pub mod calibrate;
 pub mod flops;
 pub mod open;
 pub mod predictor;
-pub mod retest;
 
 pub use self::board::BoardSource;
 pub use self::open::{LatencyOptions, open};

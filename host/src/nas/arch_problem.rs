@@ -22,7 +22,7 @@ use super::prescreen::Prescreen;
 use super::shifting::{ShiftMode, Shifter};
 use crate::archive::ArchiveRecord;
 use crate::data::Batcher;
-use crate::latency::LatencySource;
+use crate::latency::{Estimate, LatencySource};
 use crate::search::problem::{Evaluation, Problem};
 use crate::train::BnMode;
 
@@ -136,26 +136,27 @@ impl ArchProblem<'_> {
             && self.evaluator.bn == BnMode::Exact
     }
 
-    /// Latencies and their sources for `archs` scored `errors` (error %, step): from the
-    /// latency source, except candidates the prescreen finds clearly outside the front, which
-    /// keep their predicted latency and the predictor's label.
+    /// Latencies (with their intervals, where the source measured them with one) and their
+    /// sources for `archs` scored `errors` (error %, step): from the latency source, whose board
+    /// pool measures the batch as one interleaved set, except candidates the prescreen finds
+    /// clearly outside the front, which keep their predicted latency and the predictor's label.
     fn latencies(
         &mut self,
         archs: &[Arch],
         errors: &[(f64, u64)],
-    ) -> Result<(Vec<f64>, Vec<String>)> {
+    ) -> Result<(Vec<Estimate>, Vec<String>)> {
         let measured = self.latency.describe();
         let Some(p) = &self.prescreen else {
-            let l = self.latency.latencies(&self.space, archs)?;
+            let l = self.latency.estimates(&self.space, archs)?;
             return Ok((l, vec![measured; archs.len()]));
         };
-        let mut lat = vec![0.0; archs.len()];
+        let mut lat = vec![Estimate::point(0.0); archs.len()];
         let mut src = vec![measured; archs.len()];
         let mut send = Vec::new();
         for (i, (arch, &(error, _))) in archs.iter().zip(errors).enumerate() {
             let predicted = p.predict(&self.space, arch)?;
             if p.is_clearly_out(error / 100.0, predicted, self.constraints.latency_budget) {
-                lat[i] = predicted;
+                lat[i] = Estimate::point(predicted);
                 src[i] = p.label().to_string();
             } else {
                 send.push(i);
@@ -163,7 +164,7 @@ impl ArchProblem<'_> {
         }
         let to_measure: Vec<Arch> = send.iter().map(|&i| archs[i].clone()).collect();
         if !to_measure.is_empty() {
-            let got = self.latency.latencies(&self.space, &to_measure)?;
+            let got = self.latency.estimates(&self.space, &to_measure)?;
             for (&i, l) in send.iter().zip(got) {
                 lat[i] = l;
             }
@@ -262,9 +263,12 @@ impl Problem for ArchProblem<'_> {
         let (latencies, sources) = self.latencies(archs, &errors)?;
         self.seconds.latency += start.elapsed().as_secs_f64();
         let mut evals = Vec::with_capacity(archs.len());
-        for ((arch, &(error, step)), (&lat, source)) in
-            archs.iter().zip(&errors).zip(latencies.iter().zip(sources))
+        for ((arch, &(error, step)), (est, source)) in archs
+            .iter()
+            .zip(&errors)
+            .zip(latencies.into_iter().zip(sources))
         {
+            let lat = est.value;
             let cost = arch_cost(&self.space, arch);
             let mut objectives = vec![error];
             if self.n_obj > 1 {
@@ -278,7 +282,7 @@ impl Problem for ArchProblem<'_> {
                 error: error / 100.0,
                 latency: lat,
                 latency_source: source,
-                latency_interval: None,
+                latency_interval: est.interval,
                 flops: cost.flops,
                 params: cost.params,
                 supernet_step: step,

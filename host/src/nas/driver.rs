@@ -688,15 +688,15 @@ impl SearchLoop<'_> {
             let lat = timed(&mut problem.seconds.latency, || {
                 problem
                     .latency
-                    .latencies(&problem.space, std::slice::from_ref(&ind.genome))
+                    .estimates(&problem.space, std::slice::from_ref(&ind.genome))
             })?[0];
             front.push(ArchiveRecord {
                 generation,
                 arch: ind.genome.clone(),
                 error: error / 100.0,
-                latency: lat,
+                latency: lat.value,
                 latency_source: source.clone(),
-                latency_interval: None,
+                latency_interval: lat.interval,
                 flops: c.flops,
                 params: c.params,
                 supernet_step: step,

@@ -210,6 +210,15 @@ fn prescreen_saves_board_measurements_and_keeps_the_front() {
             .filter(|r| r.latency_source.starts_with("predictor:"))
             .count();
         assert_eq!(labelled, b.prescreened);
+        // Candidates measured on the board (as one interleaved set per generation) carry their
+        // interval into the archive; the screened ones, predicted, carry none.
+        for r in &recs {
+            let board = r.latency_source.starts_with("board:");
+            assert_eq!(r.latency_interval.is_some(), board, "{name}: {}", r.arch);
+            if let Some(i) = r.latency_interval {
+                assert!(i.low < r.latency && r.latency < i.high, "{name}: {i:?}");
+            }
+        }
         // Every screened candidate really was outside: predictions within the margin here.
         for r in recs
             .iter()

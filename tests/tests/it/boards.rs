@@ -10,7 +10,7 @@ use shiftnas::boards::glibc::{GlibcVersion, elf_max_glibc};
 use shiftnas::boards::ssh::SshConn;
 use shiftnas::boards::{Board, Job, Pool, PoolEvent, PoolOptions, SshBoard};
 use shiftnas::latency::cache::Cache;
-use shiftnas::latency::cached::measure_cached;
+use shiftnas::latency::cached::{Protocol, measure_cached};
 use shiftnas_tests::{Sshd, TestDir, bin, kill_exe_under, ort_lib, tiny_model};
 
 /// Fast measurements: the pool's behaviour is under test, not the latency.
@@ -172,9 +172,9 @@ fn two_ssh_boards_share_20_models_each_measured_once_then_cached() {
                 .join("x"),
         );
     }
-    let first = measure_cached(&mut pool, &mut cache, &js, false).unwrap();
+    let first = measure_cached(&mut pool, &mut cache, &js, false, Protocol::Single).unwrap();
     assert!(first.iter().all(|l| l.board.is_some()));
-    let second = measure_cached(&mut pool, &mut cache, &js, false).unwrap();
+    let second = measure_cached(&mut pool, &mut cache, &js, false, Protocol::Single).unwrap();
     assert!(
         second.iter().all(|l| l.board.is_none()),
         "second run came from the cache"
@@ -182,7 +182,7 @@ fn two_ssh_boards_share_20_models_each_measured_once_then_cached() {
     for (x, y) in first.iter().zip(&second) {
         assert_eq!(x.p50_ms, y.p50_ms);
     }
-    let again = measure_cached(&mut pool, &mut cache, &js[..1], true).unwrap();
+    let again = measure_cached(&mut pool, &mut cache, &js[..1], true, Protocol::Single).unwrap();
     assert!(again[0].board.is_some(), "--remeasure measures again");
     assert_eq!(cache.stats().unwrap().entries, 4);
 }
@@ -548,57 +548,117 @@ fn board_measure_refuses_a_read_only_cache_before_measuring() {
 }
 
 /// `board noise` on the built-in `local` board with a few `tiny` subnets and no gap: both passes
-/// measure every subnet, the figures are shares and correlations, and without intervals the
-/// interval figure is null.
+/// measure every subnet as interleaved sets with intervals, the figures are shares and
+/// correlations; then `board measure` measures two of the subnets as one set.
 #[test]
-fn board_noise_on_the_local_board_reports_test_retest_figures() {
+fn board_noise_and_measure_on_the_local_board_use_interleaved_sets() {
     let t = TestDir::new();
     let boards = t.write(
         "boards.toml",
         "[[board]]\nname = \"local\"\nkind = \"local\"\nthreads = 1\nwarmup = 1\nruns = 3\nmin_seconds = 0.0\n",
     );
-    let run = |extra: &[&str]| {
+    let run = |args: &[&str]| {
         Command::new(bin("shiftnas"))
             .args(["--json", "--no-progress", "board", "--boards"])
             .arg(&boards)
             .arg("--agent")
             .arg(bin("shiftnas-agent"))
-            .args([
-                "noise", "local", "--space", "tiny", "--gap", "0s", "--seed", "3",
-            ])
-            .args(extra)
+            .env("ORT_DYLIB_PATH", ort_lib())
+            .args(args)
             .output()
             .unwrap()
     };
-    let out = run(&["-n", "4"]);
+    let noise = |n: &str| {
+        run(&[
+            "noise",
+            "local",
+            "--space",
+            "tiny",
+            "--gap-minutes",
+            "0",
+            "--seed",
+            "3",
+            "--budget-seconds",
+            "2",
+            "-n",
+            n,
+        ])
+    };
+    let out = noise("4");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["type"], "board_noise", "{r}");
-    assert_eq!(r["protocol"], "single-model");
-    assert_eq!(r["archs"].as_array().unwrap().len(), 4, "{r}");
+    assert_eq!(r["protocol"], "interleaved-set");
+    let archs: Vec<&str> = r["archs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(archs.len(), 4, "{r}");
     for pass in ["first", "second"] {
-        let e = r[pass].as_array().unwrap();
+        let e = r[pass]["ratios"].as_array().unwrap();
         assert_eq!(e.len(), 4, "{r}");
         for e in e {
-            assert!(e["value"].as_f64().unwrap() > 0.0, "{r}");
-            assert!(e["interval"].is_null(), "{r}");
+            let (lo, x, hi) = (
+                e["low"].as_f64(),
+                e["estimate"].as_f64(),
+                e["high"].as_f64(),
+            );
+            assert!(lo <= x && x <= hi && lo > Some(0.0), "{r}");
         }
+        assert!(r[pass]["reference_ms"].as_f64().unwrap() > 0.0, "{r}");
     }
     let rt = &r["retest"];
     assert_eq!(rt["n"], 4);
-    for k in ["within_1pct", "within_2pct", "within_5pct"] {
+    for k in [
+        "within_1pct",
+        "within_2pct",
+        "within_5pct",
+        "second_in_first",
+        "first_in_second",
+    ] {
         let v = rt[k].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&v), "{k}: {r}");
     }
     assert!(rt["within_1pct"].as_f64() <= rt["within_2pct"].as_f64());
-    assert!(rt["inside_other_interval"].is_null(), "{r}");
     assert!(r["fit_for_search"].is_boolean());
+    assert!(r["noise_floor"][0].as_f64().unwrap() >= 0.0, "{r}");
     // Too few subnets for a ranking: refused, naming the flag.
-    let out = run(&["-n", "1"]);
+    let out = noise("1");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("--subnets 1"),
         "{err}"
     );
+    // Two subnets through `board measure`: one set, each with an interval, in the order given.
+    let cache = t.join("latency.sqlite");
+    let out = run(&[
+        "measure",
+        "local",
+        "--space",
+        "tiny",
+        "--budget-seconds",
+        "1",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--arch",
+        archs[0],
+        "--arch",
+        archs[1],
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, arch) in rows.iter().zip(&archs) {
+        assert_eq!(row["model"], *arch);
+        assert_eq!(row["report"]["set_models"], 2, "{row}");
+        assert!(
+            row["interval"]["low"].as_f64() <= row["p50_ms"].as_f64(),
+            "{row}"
+        );
+    }
 }

@@ -3,6 +3,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use shiftnas_protocol::{BenchSetSpec, MAX_SET_MODELS};
+
 use super::*;
 use crate::boards::scripted::{ScriptedBoard, Step};
 
@@ -191,4 +193,86 @@ fn unreachable_boards_start_quarantined_and_all_down_is_an_error() {
         .unwrap()
         .to_string();
     assert!(e.contains("no board reachable"), "{e}");
+}
+
+/// A set over two boards: each board measures one contiguous part with the reference, and the
+/// estimates come back in the set's order, rescaled to the median of the parts' reference
+/// medians (both 1 ms here, so the ratios themselves).
+#[test]
+fn a_set_is_split_over_the_boards_with_the_reference_on_each_and_rejoined_in_order() {
+    let log = Log::default();
+    // Board a times every model at 1× the reference, board b at 10×; each set takes 200 ms, so
+    // neither board can take both parts before the other has started.
+    let slow = |name: &str, ms: f64| -> Box<dyn Board> {
+        let mut b =
+            ScriptedBoard::new(name, "A76", vec![], Step::Ok(ms)).with_log(Arc::clone(&log));
+        b.delay = Duration::from_millis(200);
+        Box::new(b)
+    };
+    let (a, b) = (slow("a", 1.0), slow("b", 10.0));
+    let mut pool = Pool::new(vec![a, b], fast()).unwrap();
+    let js = jobs(5);
+    let reference = Job::new("ref", vec![99; 10]);
+    let res = pool.measure_set(&js, &reference, &BenchSetSpec::default());
+    let res: Vec<SetMeasured> = res.into_iter().map(Result::unwrap).collect();
+    assert_eq!(res.len(), 5);
+    for (m, j) in res.iter().zip(&js) {
+        assert_eq!(m.estimate.sha256, j.sha256, "rejoined in job order");
+        assert_eq!(m.report.reference.sha256, reference.sha256);
+        assert_eq!(m.reference_sha256, reference.sha256);
+        assert_eq!(m.scale_ms, 1.0);
+    }
+    // Parts are contiguous (3 + 2) and each went whole to one board.
+    assert_eq!(res[0].board, res[1].board);
+    assert_eq!(res[1].board, res[2].board);
+    assert_eq!(res[3].board, res[4].board);
+    assert_ne!(res[0].board, res[3].board, "both boards took a part");
+    assert_eq!(res[0].report.models.len(), 3);
+    assert_eq!(res[3].report.models.len(), 2);
+    for m in &res {
+        let want = if m.board == "a" { 1.0 } else { 10.0 };
+        assert_eq!(m.estimate_ms, want, "the ratio of the part's own board");
+        let i = m.interval_ms.unwrap();
+        assert!((i.low - want * 0.995).abs() < 1e-12 && (i.high - want * 1.005).abs() < 1e-12);
+    }
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 5, "each model measured once: {log:?}");
+}
+
+/// More models than one bench-set may hold are split into several parts even on one board.
+#[test]
+fn a_set_larger_than_the_agent_holds_is_split_on_one_board() {
+    let log = Log::default();
+    let mut pool = Pool::new(vec![board("a", vec![], Step::Ok(2.0), &log)], fast()).unwrap();
+    let js = jobs(MAX_SET_MODELS + 1);
+    let reference = Job::new("ref", vec![255; 3]);
+    let res = pool.measure_set(&js, &reference, &BenchSetSpec::default());
+    assert!(res.iter().all(Result::is_ok));
+    let sizes: Vec<usize> = [0, MAX_SET_MODELS]
+        .iter()
+        .map(|&i| res[i].as_ref().unwrap().report.models.len())
+        .collect();
+    assert_eq!(sizes, [32, 32]);
+    assert_eq!(res[5].as_ref().unwrap().estimate_ms, 2.0);
+}
+
+/// A part whose board fails is measured again on the other board.
+#[test]
+fn a_failed_part_is_measured_again_elsewhere() {
+    let log = Log::default();
+    let mut pool = Pool::new(
+        vec![
+            board("a", vec![], Step::Ok(1.0), &log),
+            board("b", vec![], Step::Fail, &log),
+        ],
+        fast(),
+    )
+    .unwrap();
+    let js = jobs(4);
+    let res = pool.measure_set(&js, &Job::new("ref", vec![7]), &BenchSetSpec::default());
+    assert!(
+        res.iter().all(|r| r.as_ref().is_ok_and(|m| m.board == "a")),
+        "{res:?}"
+    );
+    assert_eq!(log.lock().unwrap().len(), 4);
 }
