@@ -51,6 +51,33 @@ pub fn npu_options(options: &ExportOptions) -> ExportOptions {
     }
 }
 
+/// Converts candidates for a board with `runtime = "rknn"`: each ONNX export (made with
+/// [`npu_options`]) becomes `.rknn` bytes in `dtype`, int8 calibrated on `calibration`. Conversions
+/// come from the cache when their ONNX bytes were converted before, so the same arch gives the
+/// same `.rknn` bytes (and latency-cache key) every time.
+#[derive(Debug, Clone)]
+pub struct BoardConversion {
+    /// The toolkit and its cache.
+    pub converter: Converter,
+    /// The board's NPU format.
+    pub dtype: Dtype,
+    /// Int8 calibration images (unused for fp16).
+    pub calibration: Images,
+}
+
+impl BoardConversion {
+    /// The `.rknn` bytes of `onnx` (named `name` in errors).
+    ///
+    /// # Errors
+    /// A conversion that fails or puts ops on the CPU ([`NpuError`], naming the ops), or I/O.
+    pub fn convert(&self, name: &str, onnx: &[u8]) -> Result<Vec<u8>> {
+        let conversion = quantized::with_config(self.dtype, Some(&self.calibration), |config| {
+            self.converter.convert(name, onnx, config)
+        })?;
+        fs::read(&conversion.rknn).with_context(|| format!("reading {}", conversion.rknn.display()))
+    }
+}
+
 /// The NPU number format of a conversion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

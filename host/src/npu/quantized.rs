@@ -60,6 +60,19 @@ impl Images {
         })
     }
 
+    /// `n` images of `shape` (C, H, W) uniform in [−2, 2), seeded: int8 calibration inputs where
+    /// no data set is at hand (latency does not depend on the quantisation scales they set).
+    pub fn random(shape: [usize; 3], n: usize, seed: u64) -> Images {
+        use rand::Rng as _;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let len = n * shape.iter().product::<usize>();
+        Images {
+            shape,
+            pixels: (0..len).map(|_| rng.random_range(-2.0f32..2.0)).collect(),
+            labels: vec![0; n],
+        }
+    }
+
     /// How many images.
     pub fn len(&self) -> usize {
         self.labels.len()
