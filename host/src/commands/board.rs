@@ -10,13 +10,15 @@ use shiftnas_models::{Arch, Space};
 
 use super::{Context, ExitStatus};
 use crate::boards::config::{BoardKind, BoardsFile, LOCAL_BOARD};
-use crate::boards::{Job, Pool, PoolOptions, open_board};
+use crate::boards::{Job, Pool, open_board};
 use crate::cli::board::{BoardArgs, BoardCommand, CheckArgs, MeasureArgs, NoiseArgs};
 use shiftnas_calibration::interleaved::{Interval, Retest, retest};
 use shiftnas_protocol::BenchSetSpec;
 
 use crate::boards::pool::set_spec_for;
-use crate::latency::board::{input_shape, open_pool, random_exporter, reference_job};
+use crate::latency::board::{
+    board_exporter, ensure_onnx_board, input_shape, open_pool, random_exporter, reference_job,
+};
 use crate::latency::cache::{Cache, default_path};
 use crate::latency::cached::{Protocol, measure_cached};
 
@@ -150,26 +152,17 @@ fn measure(
         .split(',')
         .map(|s| s.trim().to_string())
         .collect();
-    let cfgs = file.select(&names, agent.map(Into::into))?;
     // Before any board is touched: a measurement the cache cannot keep is lost.
     let mut cache = Cache::open(&args.cache.unwrap_or_else(default_path))?;
     cache.check_writable()?;
-    let boards = cfgs
-        .iter()
-        .map(|c| open_board(c, agent))
-        .collect::<Result<Vec<_>>>()?;
-    let opts = PoolOptions {
-        mix_boards: args.mix_boards,
-        ..PoolOptions::default()
-    };
-    let mut pool = Pool::new(boards, opts)?;
+    let mut pool = open_pool(file, &names, agent, args.mix_boards)?;
     let mut jobs = Vec::new();
     for m in &args.models {
         let bytes = std::fs::read(m).with_context(|| format!("reading model {}", m.display()))?;
         jobs.push(Job::new(m.display().to_string(), bytes));
     }
     let space = Space::by_name(&args.space)?;
-    let export = random_exporter(args.seed);
+    let export = board_exporter(pool.config(), args.seed)?;
     for a in &args.arch {
         let arch = space
             .parse_arch(a)
@@ -433,6 +426,7 @@ fn noise(
         .map(|s| s.trim().to_string())
         .collect();
     let mut pool = open_pool(file, &names, agent, args.mix_boards)?;
+    ensure_onnx_board(pool.config(), "board noise")?;
     let jobs = noise_jobs(&space, args.subnets, args.seed)?;
     let p = &ctx.printer;
     let spec = BenchSetSpec {
@@ -595,7 +589,8 @@ mod tests {
         script.push(Step::Ok(1.0));
         let log = Arc::new(Mutex::new(Vec::new()));
         let board = ScriptedBoard::new("s", "A76", script, Step::Fail).with_log(Arc::clone(&log));
-        let mut pool = Pool::new(vec![Box::new(board)], PoolOptions::default()).unwrap();
+        let mut pool =
+            Pool::new(vec![Box::new(board)], crate::boards::PoolOptions::default()).unwrap();
         let p = crate::output::Printer::new(true, true, true);
         let spec = BenchSetSpec::default();
         let r = noise_passes(&mut pool, &space, &jobs, 1, &spec, Duration::ZERO, &p).unwrap();

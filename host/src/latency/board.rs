@@ -15,8 +15,9 @@ use shiftnas_protocol::BenchSetSpec;
 use super::cache::Cache;
 use super::cached::{Protocol, measure_cached};
 use super::{Estimate, LatencySource};
-use crate::boards::config::BoardsFile;
+use crate::boards::config::{BoardConfig, BoardsFile};
 use crate::boards::{Job, Pool, PoolOptions, open_board};
+use crate::npu::{BoardConversion, Converter, Images};
 
 /// Turns an arch into `.onnx` bytes (the subnet export; random weights are fine for latency).
 pub type Exporter = Box<dyn Fn(&Space, &Arch) -> Result<Vec<u8>> + Send>;
@@ -127,6 +128,17 @@ impl LatencySource for BoardSource {
 /// a `Subnet::random` BN-statistics probe (~1 s per `spos-cifar` subnet on 2 cores), and the same
 /// (space, arch, seed) gives the same model — and latency-cache entry — in all three commands.
 pub fn random_exporter(seed: u64) -> Exporter {
+    random_exporter_with(
+        seed,
+        ExportOptions {
+            batch: Some(1),
+            ..ExportOptions::default()
+        },
+    )
+}
+
+/// [`random_exporter`] with other export options.
+fn random_exporter_with(seed: u64, options: ExportOptions) -> Exporter {
     let bank: Mutex<Option<PartBank>> = Mutex::new(None);
     Box::new(move |space, arch| {
         let mut bank = bank.lock().unwrap_or_else(|e| e.into_inner());
@@ -134,12 +146,60 @@ pub fn random_exporter(seed: u64) -> Exporter {
             *bank = Some(PartBank::random(space, seed)?);
         }
         let bank = bank.as_ref().expect("the bank was just built");
-        let batch_one = ExportOptions {
-            batch: Some(1),
-            ..ExportOptions::default()
-        };
-        Ok(bank.export_arch(arch, &batch_one)?)
+        Ok(bank.export_arch(arch, &options)?)
     })
+}
+
+/// Int8 calibration inputs of an NPU board's conversions: seeded random inputs, since latency
+/// does not depend on the quantisation scales they set.
+const NPU_CALIBRATION_INPUTS: usize = 16;
+
+/// The exporter for the boards of a pool whose first board is `cfg`: [`random_exporter`] for
+/// ONNX Runtime boards; for `runtime = "rknn"` the same subnets exported for the NPU
+/// ([`crate::npu::export_options`]) and converted to `.rknn` in the board's `dtype` (int8
+/// calibrated on [`NPU_CALIBRATION_INPUTS`] seeded random inputs). A conversion that fails or
+/// puts an op on the CPU fails that candidate, naming the arch and the op.
+///
+/// # Errors
+/// An `rknn` board without rknn-toolkit2 (`source scripts/rknn-env`).
+pub fn board_exporter(cfg: &BoardConfig, seed: u64) -> Result<Exporter> {
+    let Some(dtype) = cfg.npu_dtype() else {
+        return Ok(random_exporter(seed));
+    };
+    let converter = Converter::from_env().with_context(|| {
+        format!(
+            "board {:?} has runtime = \"rknn\": its candidates are converted to .rknn with \
+             rknn-toolkit2",
+            cfg.name
+        )
+    })?;
+    let onnx = random_exporter_with(seed, crate::npu::export_options());
+    Ok(Box::new(move |space, arch| {
+        let bytes = onnx(space, arch)?;
+        let [c, s] = [space.input_channels, space.input_size];
+        let conversion = BoardConversion {
+            converter: converter.clone(),
+            dtype,
+            calibration: Images::random([c, s, s], NPU_CALIBRATION_INPUTS, seed),
+        };
+        conversion.convert(&format!("arch {arch} of {}", space.name), &bytes)
+    }))
+}
+
+/// Refuses `cfg` when it is an NPU board: `what` is not built for `.rknn` models yet.
+///
+/// # Errors
+/// For `runtime = "rknn"`, naming the board and what to use instead.
+pub fn ensure_onnx_board(cfg: &BoardConfig, what: &str) -> Result<()> {
+    anyhow::ensure!(
+        cfg.npu_dtype().is_none(),
+        "board {:?} has runtime = \"rknn\": {what} does not measure NPU boards yet; measure its \
+         candidates with `shiftnas board measure {} --arch ...` or search with --latency board:{}",
+        cfg.name,
+        cfg.name,
+        cfg.name
+    );
+    Ok(())
 }
 
 /// Opens a pool over the named boards of `file` (`local` is built in). `agent` is the
@@ -154,6 +214,18 @@ pub fn open_pool(
     mix_boards: bool,
 ) -> Result<Pool> {
     let cfgs = file.select(names, agent.map(Into::into))?;
+    if let Some(other) = cfgs.iter().find(|c| c.npu_dtype() != cfgs[0].npu_dtype()) {
+        anyhow::bail!(
+            "boards {:?} and {:?} measure different things (runtime {:?} vs {:?}, NPU dtype {:?} \
+             vs {:?}): a pool's boards must share runtime and dtype; pass them in separate runs",
+            cfgs[0].name,
+            other.name,
+            cfgs[0].runtime,
+            other.runtime,
+            cfgs[0].npu_dtype(),
+            other.npu_dtype()
+        );
+    }
     let boards = cfgs
         .iter()
         .map(|c| open_board(c, agent))

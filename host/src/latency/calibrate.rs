@@ -148,6 +148,7 @@ pub fn calibrate(args: &CalibrateOptions, printer: &Printer) -> Result<Summary> 
         args.agent.as_deref(),
         false,
     )?;
+    super::board::ensure_onnx_board(pool.config(), "calibrate")?;
     let mut secs = Seconds::default();
 
     let t = Instant::now();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use shiftnas_models::Space;
 
-use super::board::{BoardSource, open_pool, random_exporter};
+use super::board::{BoardSource, board_exporter, open_pool};
 use super::cache::{Cache, default_path};
 use super::predictor::PredictorSource;
 use super::{LatencySource, LatencySpec};
@@ -63,12 +63,8 @@ pub fn open(
             let mut cache = Cache::open(&opts.cache.clone().unwrap_or_else(default_path))?;
             cache.check_writable()?;
             let pool = open_pool(&file, names, opts.agent.as_deref(), opts.mix_boards)?;
-            Box::new(BoardSource::new(
-                pool,
-                cache,
-                random_exporter(opts.export_seed),
-                opts.remeasure,
-            ))
+            let export = board_exporter(pool.config(), opts.export_seed)?;
+            Box::new(BoardSource::new(pool, cache, export, opts.remeasure))
         }
     })
 }

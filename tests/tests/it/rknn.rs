@@ -324,3 +324,86 @@ fn aarch64_agent_under_qemu_with_the_aarch64_standin() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("/usr/lib/librknnrt.so (not found)"), "{err}");
 }
+
+/// A board with `runtime = "rknn"` end to end, on the stand-in: `shiftnas board measure` exports
+/// each arch for the NPU, converts it with the real rknn-toolkit2 (int8, the board's default) and
+/// measures the `.rknn` files as one interleaved set through `shiftnas-agent --runtime rknn`. The
+/// stand-in's `rknn_run` takes [`RUN_US`] for every model, so every estimate is that time (plus
+/// the call's overhead) with a ratio of about 1 to the reference. A pool mixing NPU and CPU boards
+/// is refused, and so is `board noise` on an NPU board.
+#[test]
+fn an_npu_board_measures_converted_candidates_as_a_set() {
+    let Some(lib) = x86_standin() else { return };
+    if let Err(e) = shiftnas::npu::Toolkit::from_env() {
+        shiftnas_tests::missing(
+            &format!("no rknn-toolkit2: {e:#}"),
+            "run `source scripts/rknn-env`",
+        );
+        return;
+    }
+    let dir = shiftnas_tests::TestDir::new();
+    let boards = dir.write(
+        "boards.toml",
+        format!(
+            "[[board]]\nname = \"npu\"\nkind = \"local\"\nruntime = \"rknn\"\nnpu_core_mask = \"0-2\"\n\
+             rknn_lib = \"{}\"\n\n[[board]]\nname = \"cpu\"\nkind = \"local\"\n",
+            lib.display()
+        ),
+    );
+    let shiftnas = |args: &[&str]| {
+        Command::new(shiftnas_tests::bin("shiftnas"))
+            .arg("--json")
+            .args(args)
+            .arg("--boards")
+            .arg(&boards)
+            .env("XDG_CACHE_HOME", dir.join("xdg"))
+            .env("RKNN_STANDIN_RUN_US", RUN_US.to_string())
+            .env("RKNN_STANDIN_LOG", dir.join("standin.log"))
+            .output()
+            .unwrap()
+    };
+    let archs = ["00000000000000000000", "01230123012301230123"];
+    let mut args = vec!["board", "measure", "npu", "--space", "tiny", "--cache"];
+    let cache = dir.join("latency.sqlite").display().to_string();
+    args.push(&cache);
+    for a in &archs {
+        args.extend(["--arch", a]);
+    }
+    let out = shiftnas(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), archs.len(), "{rows:?}");
+    let npu_ms = RUN_US as f64 / 1000.0;
+    for (row, arch) in rows.iter().zip(archs) {
+        assert_eq!(row["model"], arch);
+        assert_eq!(row["report"]["backend"]["name"], "rknn", "{row}");
+        let ms = row["p50_ms"].as_f64().unwrap();
+        assert!(
+            (npu_ms..npu_ms * 1.5).contains(&ms),
+            "{arch}: {ms} ms for a {npu_ms} ms run"
+        );
+    }
+    // The agent loaded .rknn files with the board's core mask (0-2 = 7), not ONNX.
+    let log = log_lines(&dir.join("standin.log"));
+    assert!(log.iter().any(|l| l == "set_core_mask 7"), "{log:?}");
+
+    let out = shiftnas(&[
+        "board", "measure", "npu,cpu", "--space", "tiny", "--arch", archs[0],
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("must share runtime and dtype"),
+        "{err}"
+    );
+    let out = shiftnas(&["board", "noise", "npu", "--space", "tiny", "--subnets", "4"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("board noise does not measure NPU boards yet"),
+        "{err}"
+    );
+}
