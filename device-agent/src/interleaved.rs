@@ -17,7 +17,7 @@ use shiftnas_calibration::interleaved::{
 };
 use shiftnas_protocol::{
     BenchSetReport, BenchSetSpec, BenchSpec, Bounds, SetEstimate, SetReference, SetRound,
-    SetStopReason, SystemSnapshot, Warning,
+    SetStopReason, Summary, SystemSnapshot, Warning,
 };
 
 use crate::bench::{self, BenchEnv, random_input};
@@ -111,6 +111,9 @@ pub struct Rounds {
     pub verdict: Verdict,
     /// Time the rounds took (warm-up excluded).
     pub elapsed: Duration,
+    /// Each slot's device-side time of every timed run ([`Model::device_time_ms`]; empty when the
+    /// runtime reports none).
+    pub device_ms: Vec<Vec<f64>>,
 }
 
 /// Warms up every slot (`slots[0]` the reference, then the set's models), then times rounds
@@ -136,6 +139,7 @@ pub fn run_rounds(
     }
     let start = clock.now();
     let (mut rounds, mut orders) = (Vec::new(), Vec::new());
+    let mut device_ms = vec![Vec::new(); slots.len()];
     loop {
         let order = round_order(slots.len(), spec.seed, rounds.len());
         let mut slices = vec![Vec::with_capacity(spec.runs_per_slice); slots.len()];
@@ -146,6 +150,7 @@ pub fn run_rounds(
                     .run()
                     .with_context(|| format!("round {}, {}", rounds.len(), name(slot)))?;
                 slices[slot].push((clock.now() - t).as_secs_f64() * 1e3);
+                device_ms[slot].extend(slots[slot].device_time_ms());
             }
         }
         let mut slices = slices.into_iter();
@@ -167,6 +172,7 @@ pub fn run_rounds(
                 estimates,
                 verdict,
                 elapsed,
+                device_ms,
             });
         }
     }
@@ -250,24 +256,28 @@ fn report(
     warnings: Vec<Warning>,
 ) -> BenchSetReport {
     let est = &done.estimates;
+    let npu = |slot: usize| Summary::from_samples(&done.device_ms[slot]);
     BenchSetReport {
         models: est
             .models
             .iter()
             .zip(shas)
-            .map(|(m, sha)| SetEstimate {
+            .enumerate()
+            .map(|(i, (m, sha))| SetEstimate {
                 sha256: sha.clone(),
                 estimate_ms: m.ms,
                 ratio: m.ratio,
                 ratio_interval: m.ratio_interval.map(|c| bounds(c.low, c.high)),
                 interval_ms: m.interval_ms.map(|c| bounds(c.low, c.high)),
                 relative_half_width: m.relative_half_width,
+                npu_ms: npu(i + 1),
             })
             .collect(),
         reference: SetReference {
             sha256: reference.to_string(),
             median_ms: est.reference_ms,
             interval_ms: est.reference_interval.map(|c| bounds(c.low, c.high)),
+            npu_ms: npu(0),
         },
         rounds_done: done.rounds.len(),
         stop: match done.verdict.stop {

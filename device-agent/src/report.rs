@@ -188,6 +188,7 @@ mod tests {
             }),
             interval_ms: iv,
             relative_half_width: iv.map(|b| (b.high - b.low) / (2.0 * ms)),
+            npu_ms: None,
         };
         let r = BenchSetReport {
             models: vec![
@@ -205,6 +206,7 @@ mod tests {
                 sha256: "0123456789abcdef0123".into(),
                 median_ms: 2.0,
                 interval_ms: None,
+                npu_ms: None,
             },
             rounds_done: 4,
             stop: SetStopReason::Budget,

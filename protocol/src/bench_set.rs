@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bench::{Backend, MAX_RUNS, MAX_THREADS, MAX_WARMUP, Warning};
+use crate::stats::Summary;
 use crate::system::SystemSnapshot;
 
 /// Most models in one set, the reference excluded: the set and its reference must all be loaded
@@ -209,6 +210,10 @@ pub struct SetEstimate {
     pub interval_ms: Option<Bounds>,
     /// (high − low) / (2 · estimate) of either interval: the "±" as a fraction.
     pub relative_half_width: Option<f64>,
+    /// The NPU's own time per run over all its timed runs (`--runtime rknn`; left out when the
+    /// runtime reports none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub npu_ms: Option<Summary>,
 }
 
 /// The reference model of a set measurement.
@@ -221,6 +226,9 @@ pub struct SetReference {
     /// The interval of that median over rounds (machine drift widens it; it does not enter the
     /// models' intervals); `None` with too few rounds.
     pub interval_ms: Option<Bounds>,
+    /// The NPU's own time per run, as [`SetEstimate::npu_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub npu_ms: Option<Summary>,
 }
 
 /// The raw timed runs of one round.
@@ -390,11 +398,13 @@ mod tests {
                     high: 3.0,
                 }),
                 relative_half_width: Some(0.2),
+                npu_ms: None,
             }],
             reference: SetReference {
                 sha256: "cc".into(),
                 median_ms: 2.0,
                 interval_ms: None,
+                npu_ms: None,
             },
             rounds_done: 1,
             stop: SetStopReason::MaxRounds,

@@ -141,12 +141,14 @@ pub fn fake_set_report(
                 ratio_interval: Some(bounds(ms / SCRIPTED_REFERENCE_MS)),
                 interval_ms: Some(bounds(ms)),
                 relative_half_width: Some(0.005),
+                npu_ms: None,
             })
             .collect(),
         reference: SetReference {
             sha256: reference.into(),
             median_ms: SCRIPTED_REFERENCE_MS,
             interval_ms: Some(bounds(SCRIPTED_REFERENCE_MS)),
+            npu_ms: None,
         },
         rounds_done: rounds,
         stop: SetStopReason::Precise,

@@ -329,7 +329,7 @@ fn aarch64_agent_under_qemu_with_the_aarch64_standin() {
 /// each arch for the NPU, converts it with the real rknn-toolkit2 (int8, the board's default) and
 /// measures the `.rknn` files as one interleaved set through `shiftnas-agent --runtime rknn`. The
 /// stand-in's `rknn_run` takes [`RUN_US`] for every model, so every estimate is that time (plus
-/// the call's overhead) with a ratio of about 1 to the reference. A pool mixing NPU and CPU boards
+/// the call's overhead) with a ratio of about 1 to the reference, and its NPU time is exactly it. A pool mixing NPU and CPU boards
 /// is refused, and so is `board noise` on an NPU board.
 #[test]
 fn an_npu_board_measures_converted_candidates_as_a_set() {
@@ -382,6 +382,8 @@ fn an_npu_board_measures_converted_candidates_as_a_set() {
     for (row, arch) in rows.iter().zip(archs) {
         assert_eq!(row["model"], arch);
         assert_eq!(row["report"]["backend"]["name"], "rknn", "{row}");
+        // The NPU's own time (PERF_RUN) of every timed run travels with the set's estimate.
+        assert_eq!(row["report"]["model"]["npu_ms"]["p50_ms"], npu_ms, "{row}");
         let ms = row["p50_ms"].as_f64().unwrap();
         assert!(
             (npu_ms..npu_ms * 1.5).contains(&ms),
