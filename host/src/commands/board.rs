@@ -162,7 +162,7 @@ fn measure(
         jobs.push(Job::new(m.display().to_string(), bytes));
     }
     let space = Space::by_name(&args.space)?;
-    let export = board_exporter(pool.config(), args.seed)?;
+    let export = board_exporter(pool.config(), args.seed, None)?;
     for a in &args.arch {
         let arch = space
             .parse_arch(a)

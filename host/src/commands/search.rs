@@ -8,24 +8,42 @@ use serde_json::json;
 
 use super::{Context, ExitStatus};
 use crate::cli::search::SearchArgs;
+use crate::data::Normalize;
 use crate::data::split::default_proxy_size;
 use crate::interrupt::SearchInterrupted;
-use crate::latency::{LatencyOptions, LatencySource, LatencySpec};
+use crate::latency::{LatencyOptions, LatencySource, LatencySpec, NpuCalibration};
 use crate::nas::arch_problem::Constraints;
 use crate::nas::driver::{NpuScoring, SearchConfig, SearchOutcome, run_until};
 use crate::nas::shifting::{ShiftConfig, ShiftMode};
 use crate::nas::warmup::WarmupConfig;
+use crate::npu::Images;
 use crate::run_dir::RunDir;
-use crate::train::SgdConfig;
+use crate::train::{SgdConfig, space_and_data};
 
 /// The options `config`'s latency source is opened with (boards from `./boards.toml`, the
 /// default cache, `--remeasure`).
 pub fn latency_options(config: &SearchConfig) -> LatencyOptions {
+    let (space, data, conform) = (config.space.clone(), config.data.clone(), config.conform);
+    let (proxy_size, split_seed) = (config.proxy_size, config.split_seed);
     LatencyOptions {
         remeasure: config.remeasure,
+        // An NPU board's int8 conversions calibrate on the search's own training images.
+        npu_calibration: Some(NpuCalibration(std::sync::Arc::new(move || {
+            let (_, d) = space_and_data(&space, &data, conform, Some(proxy_size), split_seed)?;
+            let normalize = Normalize::from_dataset(&d.pair.train, &d.splits.train);
+            Images::spread(
+                &d.pair.train,
+                &d.splits.train,
+                NPU_CALIBRATION_IMAGES,
+                &normalize,
+            )
+        }))),
         ..LatencyOptions::default()
     }
 }
+
+/// Training images an NPU board's int8 conversions are calibrated on in a search.
+const NPU_CALIBRATION_IMAGES: usize = 16;
 
 /// The latency source of `config` (boards from `./boards.toml`, or the built-in `local` board).
 ///

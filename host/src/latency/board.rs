@@ -156,13 +156,19 @@ const NPU_CALIBRATION_INPUTS: usize = 16;
 
 /// The exporter for the boards of a pool whose first board is `cfg`: [`random_exporter`] for
 /// ONNX Runtime boards; for `runtime = "rknn"` the same subnets exported for the NPU
-/// ([`crate::npu::export_options`]) and converted to `.rknn` in the board's `dtype` (int8
-/// calibrated on [`NPU_CALIBRATION_INPUTS`] seeded random inputs). A conversion that fails or
-/// puts an op on the CPU fails that candidate, naming the arch and the op.
+/// ([`crate::npu::export_options`]) and converted to `.rknn` in the board's `dtype`, int8
+/// calibrated on the images `calibration` loads (a search's own data) or, without it, on
+/// [`NPU_CALIBRATION_INPUTS`] seeded random inputs. A conversion that fails or puts an op on the
+/// CPU fails that candidate, naming the arch and the op.
 ///
 /// # Errors
-/// An `rknn` board without rknn-toolkit2 (`source scripts/rknn-env`).
-pub fn board_exporter(cfg: &BoardConfig, seed: u64) -> Result<Exporter> {
+/// An `rknn` board without rknn-toolkit2 (`source scripts/rknn-env`), or calibration images
+/// that cannot be loaded.
+pub fn board_exporter(
+    cfg: &BoardConfig,
+    seed: u64,
+    calibration: Option<&super::open::NpuCalibration>,
+) -> Result<Exporter> {
     let Some(dtype) = cfg.npu_dtype() else {
         return Ok(random_exporter(seed));
     };
@@ -173,14 +179,22 @@ pub fn board_exporter(cfg: &BoardConfig, seed: u64) -> Result<Exporter> {
             cfg.name
         )
     })?;
+    let images = match calibration {
+        Some(load) => Some((load.0)().context("loading int8 calibration images for the NPU")?),
+        None => None,
+    };
     let onnx = random_exporter_with(seed, crate::npu::export_options());
     Ok(Box::new(move |space, arch| {
         let bytes = onnx(space, arch)?;
         let [c, s] = [space.input_channels, space.input_size];
+        let calibration = match &images {
+            Some(i) if i.shape == [c, s, s] => i.clone(),
+            _ => Images::random([c, s, s], NPU_CALIBRATION_INPUTS, seed),
+        };
         let conversion = BoardConversion {
             converter: converter.clone(),
             dtype,
-            calibration: Images::random([c, s, s], NPU_CALIBRATION_INPUTS, seed),
+            calibration,
         };
         conversion.convert(&format!("arch {arch} of {}", space.name), &bytes)
     }))

@@ -22,7 +22,7 @@ pub mod open;
 pub mod predictor;
 
 pub use self::board::BoardSource;
-pub use self::open::{LatencyOptions, open};
+pub use self::open::{LatencyOptions, NpuCalibration, open};
 
 use std::fmt;
 use std::path::PathBuf;

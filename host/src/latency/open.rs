@@ -29,6 +29,19 @@ pub struct LatencyOptions {
     pub mix_boards: bool,
     /// Seed of the random weights of exported subnets.
     pub export_seed: u64,
+    /// Int8 calibration inputs for boards with `runtime = "rknn"`: the search's own images,
+    /// loaded only when such a board is used (`None`: seeded random inputs).
+    pub npu_calibration: Option<NpuCalibration>,
+}
+
+/// Loads int8 calibration images when an NPU board needs them.
+#[derive(Clone)]
+pub struct NpuCalibration(pub std::sync::Arc<dyn Fn() -> Result<crate::npu::Images> + Send + Sync>);
+
+impl std::fmt::Debug for NpuCalibration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NpuCalibration(..)")
+    }
 }
 
 impl Default for LatencyOptions {
@@ -41,6 +54,7 @@ impl Default for LatencyOptions {
             force_predictor: false,
             mix_boards: false,
             export_seed: 0,
+            npu_calibration: None,
         }
     }
 }
@@ -63,7 +77,11 @@ pub fn open(
             let mut cache = Cache::open(&opts.cache.clone().unwrap_or_else(default_path))?;
             cache.check_writable()?;
             let pool = open_pool(&file, names, opts.agent.as_deref(), opts.mix_boards)?;
-            let export = board_exporter(pool.config(), opts.export_seed)?;
+            let export = board_exporter(
+                pool.config(),
+                opts.export_seed,
+                opts.npu_calibration.as_ref(),
+            )?;
             Box::new(BoardSource::new(pool, cache, export, opts.remeasure))
         }
     })

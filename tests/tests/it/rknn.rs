@@ -342,7 +342,7 @@ fn an_npu_board_measures_converted_candidates_as_a_set() {
         return;
     }
     let dir = shiftnas_tests::TestDir::new();
-    let boards = dir.write(
+    dir.write(
         "boards.toml",
         format!(
             "[[board]]\nname = \"npu\"\nkind = \"local\"\nruntime = \"rknn\"\nnpu_core_mask = \"0-2\"\n\
@@ -354,8 +354,7 @@ fn an_npu_board_measures_converted_candidates_as_a_set() {
         Command::new(shiftnas_tests::bin("shiftnas"))
             .arg("--json")
             .args(args)
-            .arg("--boards")
-            .arg(&boards)
+            .current_dir(dir.path()) // boards.toml is read from there
             .env("XDG_CACHE_HOME", dir.join("xdg"))
             .env("RKNN_STANDIN_RUN_US", RUN_US.to_string())
             .env("RKNN_STANDIN_LOG", dir.join("standin.log"))
@@ -393,6 +392,62 @@ fn an_npu_board_measures_converted_candidates_as_a_set() {
     // The agent loaded .rknn files with the board's core mask (0-2 = 7), not ONNX.
     let log = log_lines(&dir.join("standin.log"));
     assert!(log.iter().any(|l| l == "set_core_mask 7"), "{log:?}");
+
+    // A search on the NPU board: its candidates are converted (int8 calibrated on the search's
+    // own images) and measured like any board's, each latency with its interval.
+    let run = dir.join("supernet").display().to_string();
+    let out = shiftnas(&[
+        "train",
+        "--space",
+        "tiny",
+        "--data",
+        "builtin:fashion-mnist",
+        "--steps",
+        "12",
+        "--batch",
+        "16",
+        "--out",
+        &run,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let search = dir.join("search").display().to_string();
+    let out = shiftnas(&[
+        "search",
+        "--supernet",
+        &run,
+        "--data",
+        "builtin:fashion-mnist",
+        "--space",
+        "tiny",
+        "--latency",
+        "board:npu",
+        "--pop",
+        "4",
+        "--gens",
+        "1",
+        "--shift",
+        "off",
+        "--bn-images",
+        "64",
+        "--out",
+        &search,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archive = std::fs::read_to_string(dir.join("search/archive.jsonl")).unwrap();
+    for line in archive.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ms = r["latency"].as_f64().unwrap();
+        assert!((npu_ms..npu_ms * 1.5).contains(&ms), "{r}");
+        assert!(r["latency_interval"]["low"].as_f64().unwrap() <= ms, "{r}");
+    }
 
     let out = shiftnas(&[
         "board", "measure", "npu,cpu", "--space", "tiny", "--arch", archs[0],
