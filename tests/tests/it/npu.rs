@@ -232,6 +232,53 @@ fn every_spos_cifar_choice_converts_to_the_npu_and_matches_ort() {
     }
 }
 
+/// Every MobileNetV2 choice (k3/k5/k7 × e3/e6, uniform archs of `mbv2-cifar`: each choice at
+/// stride 1 and 2, with and without the residual) converts in fp16 and int8 with every op on the
+/// NPU, and the fp16 simulator matches ONNX Runtime as tightly as for the ShuffleNetV2 blocks.
+#[test]
+fn every_mbv2_cifar_choice_converts_to_the_npu() {
+    let cache = tempfile::tempdir().unwrap();
+    let Some(conv) = converter(&cache) else {
+        return;
+    };
+    let calib = calibration(cache.path());
+    let inputs = random_inputs(4, 0x2f);
+    let space = Space::by_name("mbv2-cifar").unwrap();
+    for choice in 0..space.choices.len() as u8 {
+        let arch = Arch::uniform(space.num_blocks(), choice);
+        let sub = Subnet::random(&space, &arch, u64::from(choice)).unwrap();
+        let model = onnx::export(&sub, &shiftnas::npu::export_options()).unwrap();
+        let name = format!("mbv2-cifar {arch}");
+        for dtype in [Dtype::Fp16, Dtype::Int8] {
+            let config = ConvertConfig {
+                calibration: calib.clone(),
+                ..ConvertConfig::rk3588(dtype)
+            };
+            let c = conv
+                .convert(&name, &model, &config)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            assert!(
+                c.report.cpu_ops.is_empty() && c.report.npu_ops > 20,
+                "{name} {dtype}: {:?}",
+                c.report
+            );
+        }
+        let config = ConvertConfig::rk3588(Dtype::Fp16);
+        let (outs, _) = conv
+            .simulate(&name, &model, &config, &SHAPE, &inputs)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        for (k, (got, x)) in outs.iter().zip(&inputs).enumerate() {
+            let want = ort_logits(&model, x);
+            let cos = cosine(got, &want);
+            assert!(
+                cos >= FP16_MIN_COSINE,
+                "{name} fp16 input {k}: cosine {cos}"
+            );
+            assert_eq!(argmax(got), argmax(&want), "{name} fp16 input {k}: top-1");
+        }
+    }
+}
+
 #[test]
 fn strided_slice_exports_put_the_split_on_the_cpu_and_are_refused_by_name() {
     let cache = tempfile::tempdir().unwrap();
