@@ -190,6 +190,21 @@ pub fn run_until(
 ) -> Result<SearchOutcome> {
     let (space, data) = load_data(config)?;
     let normalize = Normalize::from_dataset(&data.pair.train, &data.splits.train);
+    if !resume && config.transfer_from.is_none() {
+        // Before the run dir exists: a wrong --space must not leave one behind to block a rerun.
+        let file = supernet_file(&config.supernet);
+        let info = Supernet::checkpoint_info(&file)
+            .with_context(|| format!("--supernet {}", file.display()))?;
+        if info.space.name != space.name {
+            anyhow::bail!(
+                "--supernet {}: the checkpoint holds space {:?}, not --space {}; pass --space {}",
+                file.display(),
+                info.space.name,
+                config.space,
+                info.space.name
+            );
+        }
+    }
     let run = open_run_dir(config, resume)?;
     let archive_path = run.join("archive.jsonl");
     let target = warmup::Target {
@@ -800,6 +815,28 @@ pub(crate) mod tests {
         let err = run(&c, false, &Printer::silent(), Box::new(FlopsSource)).unwrap_err();
         assert!(format!("{err:#}").contains("--resume"), "{err:#}");
         assert!(!c.out.join("archive.jsonl").exists());
+    }
+
+    /// A checkpoint of another space is refused before the run dir exists, naming both spaces,
+    /// so the corrected command can reuse `--out`.
+    #[test]
+    fn a_checkpoint_of_another_space_leaves_no_run_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpt = tmp.path().join("supernet.safetensors");
+        Supernet::new(&space_for("mbv2-tiny", 10).unwrap(), &Device::Cpu, 1)
+            .unwrap()
+            .save(&ckpt, 7)
+            .unwrap();
+        let c = config(&tmp.path().join("run"), &ckpt);
+        let err = format!(
+            "{:#}",
+            run(&c, false, &Printer::silent(), Box::new(FlopsSource)).unwrap_err()
+        );
+        assert!(
+            err.contains("\"mbv2-tiny\"") && err.contains("--space mbv2-tiny"),
+            "{err}"
+        );
+        assert!(!c.out.exists());
     }
 
     /// A transfer search reports a fresh head and its warm-up; one killed during the warm-up
