@@ -42,6 +42,10 @@ pub struct ScriptedBoard {
     pub delay: std::time::Duration,
     /// Every (board, model sha256) measured successfully, shared across boards for assertions.
     pub log: Arc<Mutex<Vec<(String, String)>>>,
+    /// The board's slowdown in each `bench_set`, in turn (the last one repeats; none: 1): the
+    /// reference and every model of that set take this many times their scripted time, as on a
+    /// board whose speed drifts between sets.
+    pub slowdowns: VecDeque<f64>,
 }
 
 impl ScriptedBoard {
@@ -59,6 +63,7 @@ impl ScriptedBoard {
             reconnect_failures: 0,
             delay: std::time::Duration::from_millis(2),
             log: Arc::new(Mutex::new(Vec::new())),
+            slowdowns: VecDeque::new(),
         }
     }
 
@@ -115,8 +120,8 @@ pub fn fake_report(sha256: &str, spec: &BenchSpec, p50_ms: f64, temp_c: f64) -> 
 pub const SCRIPTED_REFERENCE_MS: f64 = 1.0;
 
 /// A set report whose models have the given estimates (ms, in the set's order), each with a
-/// ±0.5 % interval, from `spec.min_rounds` rounds of constant slices; the hottest zone at
-/// `temp_c`.
+/// ±0.5 % interval, from `spec.min_rounds` rounds of constant slices; the reference at
+/// [`SCRIPTED_REFERENCE_MS`], the hottest zone at `temp_c`.
 pub fn fake_set_report(
     sha256s: &[String],
     reference: &str,
@@ -124,6 +129,21 @@ pub fn fake_set_report(
     estimates_ms: &[f64],
     temp_c: f64,
 ) -> BenchSetReport {
+    drifted_set_report(sha256s, reference, spec, estimates_ms, temp_c, 1.0)
+}
+
+/// [`fake_set_report`] on a board `slowdown` times slower: the reference and every estimate take
+/// that many times longer, the ratios stay.
+fn drifted_set_report(
+    sha256s: &[String],
+    reference: &str,
+    spec: &BenchSetSpec,
+    estimates_ms: &[f64],
+    temp_c: f64,
+    slowdown: f64,
+) -> BenchSetReport {
+    let reference_ms = SCRIPTED_REFERENCE_MS * slowdown;
+    let estimates_ms: Vec<f64> = estimates_ms.iter().map(|ms| ms * slowdown).collect();
     let snap = fake_report("", &BenchSpec::default(), 1.0, temp_c).before;
     let bounds = |x: f64| Bounds {
         low: x * 0.995,
@@ -133,12 +153,12 @@ pub fn fake_set_report(
     BenchSetReport {
         models: sha256s
             .iter()
-            .zip(estimates_ms)
+            .zip(&estimates_ms)
             .map(|(sha, &ms)| SetEstimate {
                 sha256: sha.clone(),
                 estimate_ms: ms,
-                ratio: ms / SCRIPTED_REFERENCE_MS,
-                ratio_interval: Some(bounds(ms / SCRIPTED_REFERENCE_MS)),
+                ratio: ms / reference_ms,
+                ratio_interval: Some(bounds(ms / reference_ms)),
                 interval_ms: Some(bounds(ms)),
                 relative_half_width: Some(0.005),
                 npu_ms: None,
@@ -146,8 +166,8 @@ pub fn fake_set_report(
             .collect(),
         reference: SetReference {
             sha256: reference.into(),
-            median_ms: SCRIPTED_REFERENCE_MS,
-            interval_ms: Some(bounds(SCRIPTED_REFERENCE_MS)),
+            median_ms: reference_ms,
+            interval_ms: Some(bounds(reference_ms)),
             npu_ms: None,
         },
         rounds_done: rounds,
@@ -160,7 +180,7 @@ pub fn fake_set_report(
         rounds: (0..rounds)
             .map(|_| SetRound {
                 order: (0..=sha256s.len()).collect(),
-                reference_ms: vec![SCRIPTED_REFERENCE_MS; spec.runs_per_slice],
+                reference_ms: vec![reference_ms; spec.runs_per_slice],
                 models_ms: estimates_ms
                     .iter()
                     .map(|&ms| vec![ms; spec.runs_per_slice])
@@ -289,8 +309,18 @@ impl Board for ScriptedBoard {
         if let Ok(mut l) = self.log.lock() {
             l.extend(sha256s.iter().map(|s| (self.cfg.name.clone(), s.clone())));
         }
-        Ok(fake_set_report(
-            sha256s, reference, spec, &estimates, temp_c,
+        let slowdown = if self.slowdowns.len() > 1 {
+            self.slowdowns.pop_front()
+        } else {
+            self.slowdowns.front().copied()
+        };
+        Ok(drifted_set_report(
+            sha256s,
+            reference,
+            spec,
+            &estimates,
+            temp_c,
+            slowdown.unwrap_or(1.0),
         ))
     }
 }

@@ -319,7 +319,10 @@ fn measure_pass(
     set.push(twin.clone());
     let mut ratios = Vec::with_capacity(set.len());
     let mut scale = f64::NAN;
-    for (job, r) in set.iter().zip(pool.measure_set(&set, reference, spec)) {
+    for (job, r) in set
+        .iter()
+        .zip(pool.measure_set(&set, reference, spec, None))
+    {
         let m = r.with_context(|| format!("measuring subnet {}", job.name))?;
         let e = &m.estimate;
         let b = e.ratio_interval.with_context(|| {

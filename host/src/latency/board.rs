@@ -337,6 +337,47 @@ mod tests {
         }
     }
 
+    /// Sets measured apart share the board's scale: after the board slows down by 30 %, a second
+    /// search (with `--remeasure`) finds the same estimates as the first, whereas a new cache
+    /// puts the slowed board's set on its own, slower scale.
+    #[test]
+    fn sets_measured_apart_share_the_first_sets_scale() {
+        let tmp = tempfile::tempdir().unwrap();
+        let space = Space {
+            input_size: 8,
+            input_channels: 3,
+            ..Space::tiny()
+        };
+        let archs: Vec<Arch> = [0u8, 2, 3].iter().map(|&c| Arch::uniform(20, c)).collect();
+        let board = |slowdown: f64| {
+            let mut b = ScriptedBoard::new("rk1", "A76", vec![], Step::Ok(2.0));
+            b.slowdowns = vec![slowdown].into();
+            Box::new(b)
+        };
+        let (db, fresh_db) = (tmp.path().join("a.sqlite"), tmp.path().join("b.sqlite"));
+        let values = |db: &Path, slowdown: f64| -> Vec<f64> {
+            let mut src = one_board_source(board(slowdown), db, true);
+            let got = src.latencies(&space, &archs).unwrap();
+            let cache = Cache::open(db).unwrap();
+            let k = super::super::cached::key_for(
+                src.pool(),
+                &Job::new("x", archs[0].to_string().into_bytes()),
+                "1x3x8x8",
+            );
+            let report: serde_json::Value =
+                serde_json::from_str(&cache.get(&k).unwrap().unwrap().report_json).unwrap();
+            assert_eq!(report["reference"]["median_ms"], 1.0 * slowdown);
+            got
+        };
+        assert_eq!(values(&db, 1.0), vec![2.0; 3]);
+        assert_eq!(values(&db, 1.3), vec![2.0; 3], "on the first set's scale");
+        let slowed = values(&fresh_db, 1.3);
+        assert!(
+            slowed.iter().all(|&v| (v - 2.6).abs() < 1e-12),
+            "{slowed:?}"
+        );
+    }
+
     /// A cached interval comes back with its number; a fresh arch is measured as a set against
     /// the space's reference, and its interval and the reference's SHA-256 go to the cache.
     #[test]

@@ -129,10 +129,20 @@ CREATE TABLE IF NOT EXISTS latency (
     PRIMARY KEY (model_sha256, board_fingerprint, threads, cores, input_shape)
 );
 CREATE INDEX IF NOT EXISTS latency_board ON latency (board_fingerprint, measured_at);
+CREATE TABLE IF NOT EXISTS set_scale (
+    reference_sha256  TEXT NOT NULL,
+    board_fingerprint TEXT NOT NULL,
+    threads           INTEGER NOT NULL,
+    cores             TEXT NOT NULL,
+    input_shape       TEXT NOT NULL,
+    scale_ms          REAL NOT NULL,
+    measured_at       INTEGER NOT NULL,
+    PRIMARY KEY (reference_sha256, board_fingerprint, threads, cores, input_shape)
+);
 ";
 
 /// `PRAGMA user_version` of the current schema.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Columns added after the original schema, with their types: an older file gains them.
 const ADDED_COLUMNS: [(&str, &str); 3] = [
@@ -141,27 +151,28 @@ const ADDED_COLUMNS: [(&str, &str); 3] = [
     ("reference_sha256", "TEXT"),
 ];
 
-/// The columns of the `latency` table (empty when there is none).
-fn columns(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut st = conn.prepare("SELECT name FROM pragma_table_info('latency')")?;
-    st.query_map([], |r| r.get(0))?.collect()
+/// The columns of `table` (empty when there is none).
+fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut st = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+    st.query_map([table], |r| r.get(0))?.collect()
 }
 
 /// Creates the table in a new file, or adds the columns an older file lacks. Reads only when the
 /// schema is current, so a read-only cache of the current schema still opens.
 fn ensure_schema(conn: &mut Connection) -> rusqlite::Result<()> {
-    let have = columns(conn)?;
+    let have = columns(conn, "latency")?;
     let current = !have.is_empty()
         && ADDED_COLUMNS
             .iter()
-            .all(|(c, _)| have.iter().any(|h| h == c));
+            .all(|(c, _)| have.iter().any(|h| h == c))
+        && !columns(conn, "set_scale")?.is_empty();
     if current {
         return Ok(());
     }
     // IMMEDIATE: two processes opening an old file at once migrate it one after the other.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA)?;
-    let have = columns(&tx)?;
+    let have = columns(&tx, "latency")?;
     for (name, ty) in ADDED_COLUMNS {
         if !have.iter().any(|h| h == name) {
             tx.execute_batch(&format!("ALTER TABLE latency ADD COLUMN {name} {ty}"))?;
@@ -306,6 +317,53 @@ impl Cache {
             .with_context(|| format!("reading the latency cache {}", self.path.display()))
     }
 
+    /// The scale (ms) of the interleaved sets measured on `key`'s board against the reference
+    /// `key.model_sha256`, if one was stored ([`crate::latency::cached`]).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn scale(&self, key: &CacheKey) -> Result<Option<f64>> {
+        self.conn
+            .query_row(
+                "SELECT scale_ms FROM set_scale WHERE reference_sha256 = ?1 AND \
+                 board_fingerprint = ?2 AND threads = ?3 AND cores = ?4 AND input_shape = ?5",
+                params![
+                    key.model_sha256,
+                    key.board_fingerprint,
+                    key.threads,
+                    key.cores,
+                    key.input_shape
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+            .with_context(|| format!("reading the latency cache {}", self.path.display()))
+    }
+
+    /// Stores (or replaces) the scale of the sets measured on `key`'s board against the
+    /// reference `key.model_sha256`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn put_scale(&mut self, key: &CacheKey, scale_ms: f64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO set_scale (reference_sha256, board_fingerprint, threads, \
+                 cores, input_shape, scale_ms, measured_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    key.model_sha256,
+                    key.board_fingerprint,
+                    key.threads,
+                    key.cores,
+                    key.input_shape,
+                    scale_ms,
+                    now_s()
+                ],
+            )
+            .with_context(|| format!("writing the latency cache {}", self.path.display()))?;
+        Ok(())
+    }
+
     /// Stores (or replaces) one measurement without an interval in its own transaction.
     ///
     /// # Errors
@@ -414,6 +472,7 @@ impl Cache {
     }
 
     /// Deletes rows older than `older_than` and/or of one board fingerprint; returns how many.
+    /// A set scale goes with the last row measured on it, so the next set there sets a new one.
     ///
     /// With neither filter, deletes everything.
     ///
@@ -421,11 +480,19 @@ impl Cache {
     /// SQLite errors.
     pub fn prune(&mut self, older_than: Option<Duration>, board: Option<&str>) -> Result<u64> {
         let cutoff = older_than.map(|d| now_s() - d.as_secs() as i64);
-        let n = self.conn.execute(
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
             "DELETE FROM latency WHERE (?1 IS NULL OR measured_at < ?1) \
              AND (?2 IS NULL OR board_fingerprint = ?2)",
             params![cutoff, board],
         )?;
+        tx.execute(
+            "DELETE FROM set_scale WHERE NOT EXISTS (SELECT 1 FROM latency l WHERE \
+             l.board_fingerprint = set_scale.board_fingerprint AND l.threads = set_scale.threads \
+             AND l.cores = set_scale.cores AND l.input_shape = set_scale.input_shape)",
+            [],
+        )?;
+        tx.commit()?;
         Ok(n as u64)
     }
 }
@@ -524,6 +591,36 @@ mod tests {
         assert_eq!(c.get(&key("a", "fp2")).unwrap().unwrap().p50_ms, 3.0);
     }
 
+    /// A set scale is kept per board and reference, and goes with the last entry of its board.
+    #[test]
+    fn a_set_scale_lives_as_long_as_an_entry_on_its_board() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cache::open(&dir.path().join("l.sqlite")).unwrap();
+        c.put_scale(&key("ref", "fp1"), 0.5).unwrap();
+        c.put_scale(&key("ref", "fp2"), 0.7).unwrap();
+        c.put(&key("a", "fp1"), 1.0, "{}").unwrap();
+        c.put(&key("b", "fp1"), 1.0, "{}").unwrap();
+        c.put(&key("a", "fp2"), 1.4, "{}").unwrap();
+        assert_eq!(c.scale(&key("ref", "fp1")).unwrap(), Some(0.5));
+        assert_eq!(
+            c.scale(&key("other", "fp1")).unwrap(),
+            None,
+            "per reference"
+        );
+        let mut k = key("ref", "fp1");
+        k.threads = 1;
+        assert_eq!(c.scale(&k).unwrap(), None, "per thread count");
+        assert_eq!(c.stats().unwrap().entries, 3, "a scale is not an entry");
+        c.put_scale(&key("ref", "fp1"), 0.6).unwrap();
+        assert_eq!(c.scale(&key("ref", "fp1")).unwrap(), Some(0.6), "replaced");
+        // Pruning fp2's only entry takes its scale; fp1 keeps both.
+        assert_eq!(c.prune(None, Some("fp2")).unwrap(), 1);
+        assert_eq!(c.scale(&key("ref", "fp2")).unwrap(), None);
+        assert_eq!(c.scale(&key("ref", "fp1")).unwrap(), Some(0.6));
+        assert_eq!(c.prune(None, None).unwrap(), 2);
+        assert_eq!(c.scale(&key("ref", "fp1")).unwrap(), None);
+    }
+
     #[test]
     fn two_connections_share_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -566,7 +663,7 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 1, "the probe table is gone");
+        assert_eq!(tables, 2, "latency and set_scale; the probe table is gone");
         drop(c);
         // What SQLite does with a file it may not write (chmod 444, a read-only mount): it opens
         // read-only.
@@ -691,8 +788,12 @@ mod tests {
         drop(c);
         // Opening again migrates nothing and sees both rows.
         let c = Cache::open(&p).unwrap();
-        let names = columns(&c.conn).unwrap();
+        let names = columns(&c.conn, "latency").unwrap();
         assert_eq!(names.len(), 11, "{names:?}");
+        assert!(
+            c.scale(&key("ref", "fp")).unwrap().is_none(),
+            "gained set_scale"
+        );
         assert_eq!(
             c.get(&key("b", "fp")).unwrap().unwrap().interval,
             Some(interval)
@@ -716,7 +817,7 @@ mod tests {
         let mut conn =
             Connection::open_with_flags(&p, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
         assert!(ensure_schema(&mut conn).is_err());
-        assert_eq!(columns(&conn).unwrap().len(), 8);
+        assert_eq!(columns(&conn, "latency").unwrap().len(), 8);
     }
 
     #[test]

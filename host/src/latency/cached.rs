@@ -3,6 +3,14 @@
 //!
 //! The misses of one call are measured as one interleaved set against a reference model
 //! ([`Protocol::Set`], [`Pool::measure_set`]), or each alone ([`Protocol::Single`]).
+//!
+//! A set measures ratios to the reference; milliseconds are a ratio times a scale. Every set on
+//! one board (fingerprint, threads, cores, input shape) against one reference uses the same
+//! scale, kept in the cache ([`Cache::scale`]): the median of the reference's timings in the
+//! first set measured there. Sets measured minutes or days apart — a search's generations, a
+//! calibration's batches — are then as comparable as the models of one set, whatever the
+//! board's speed did in between. `--remeasure` measures the models again on that scale; the
+//! scale goes when `shiftnas cache prune` removes the last entry measured on it.
 
 use anyhow::{Result, anyhow};
 use serde::Serialize;
@@ -38,6 +46,8 @@ struct Fresh {
     board: String,
     shape: Option<String>,
     json: String,
+    /// The set's scale, ms (a set measurement only).
+    scale_ms: Option<f64>,
 }
 
 /// The per-model record of a set measurement kept in the cache's `report_json`: the model's
@@ -62,8 +72,14 @@ fn set_json(m: &SetMeasured) -> Result<String> {
     }))?)
 }
 
-/// Measures `batch` by `protocol`, one result per job in order.
-fn measure_batch(pool: &mut Pool, batch: &[Job], protocol: Protocol<'_>) -> Vec<Result<Fresh>> {
+/// Measures `batch` by `protocol`, one result per job in order; a set's estimates are on
+/// `scale_ms` when given.
+fn measure_batch(
+    pool: &mut Pool,
+    batch: &[Job],
+    protocol: Protocol<'_>,
+    scale_ms: Option<f64>,
+) -> Vec<Result<Fresh>> {
     match protocol {
         Protocol::Single => pool
             .measure(batch)
@@ -77,11 +93,12 @@ fn measure_batch(pool: &mut Pool, batch: &[Job], protocol: Protocol<'_>) -> Vec<
                     shape: Some(shape_string(&m.report.input_shape)),
                     json: serde_json::to_string(&m.report)?,
                     board: m.board,
+                    scale_ms: None,
                 })
             })
             .collect(),
         Protocol::Set { reference, spec } => pool
-            .measure_set(batch, reference, spec)
+            .measure_set(batch, reference, spec, scale_ms)
             .into_iter()
             .map(|r| {
                 let m = r?;
@@ -95,6 +112,7 @@ fn measure_batch(pool: &mut Pool, batch: &[Job], protocol: Protocol<'_>) -> Vec<
                     shape: None,
                     json: set_json(&m)?,
                     board: m.board,
+                    scale_ms: Some(m.scale_ms),
                 })
             })
             .collect(),
@@ -144,7 +162,8 @@ pub fn key_for(pool: &Pool, job: &Job, input_shape: &str) -> CacheKey {
 /// Latencies of `jobs`, in order: from the cache where possible, else measured on `pool` by
 /// `protocol` and stored (one transaction per batch). A set measurement stores only the jobs
 /// whose input shape is known beforehand (an arch's; a bare `.onnx` file's is not), since the
-/// shape is part of the key.
+/// shape is part of the key; its estimates are on the board's scale for that reference, which
+/// the first set stores (see the module documentation).
 ///
 /// # Errors
 /// A job that no board could measure (naming it), or cache errors.
@@ -179,12 +198,25 @@ pub fn measure_cached(
         }
     }
     let batch: Vec<Job> = todo.iter().map(|&i| jobs[i].clone()).collect();
-    let results = measure_batch(pool, &batch, protocol);
+    let scale_key = match protocol {
+        Protocol::Set { reference, .. } if !batch.is_empty() => reference
+            .input_shape
+            .as_ref()
+            .map(|shape| key_for(pool, reference, shape)),
+        _ => None,
+    };
+    let scale_ms = match &scale_key {
+        Some(key) => cache.scale(key)?,
+        None => None,
+    };
+    let results = measure_batch(pool, &batch, protocol, scale_ms);
     let mut rows = Vec::new();
     let mut first_err = None;
+    let mut results_scale = None;
     for (&i, r) in todo.iter().zip(results) {
         match r {
             Ok(f) => {
+                results_scale = results_scale.or(f.scale_ms);
                 if let Some(shape) = f.shape.as_ref().or(jobs[i].input_shape.as_ref()) {
                     rows.push(NewEntry {
                         interval: f.interval,
@@ -206,6 +238,14 @@ pub fn measure_cached(
                 first_err.get_or_insert(e);
             }
         }
+    }
+    // The first set on this board sets the scale of every later one (stored before the rows
+    // measured on it, so no row is ever on a scale the cache lacks).
+    if let (Some(key), None, Some(scale)) = (&scale_key, scale_ms, results_scale)
+        && scale.is_finite()
+        && scale > 0.0
+    {
+        cache.put_scale(key, scale)?;
     }
     cache.put_many(&rows)?;
     if let Some(e) = first_err {

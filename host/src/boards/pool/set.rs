@@ -5,8 +5,10 @@
 //!
 //! Within a part each model's number is a *ratio* to the reference timed in the same rounds, so
 //! drift cancels. Parts measured on different boards (or at different times) see the reference
-//! at slightly different speeds; multiplying every ratio by the same scale — the median of the
-//! parts' reference medians — keeps the order of the whole set that of the ratios.
+//! at slightly different speeds; multiplying every ratio by the same scale keeps the order of
+//! the whole set that of the ratios. The scale is the caller's (the reference's estimate from an
+//! earlier set, so that sets measured at different times share it: [`crate::latency::cached`])
+//! or else the median of the parts' reference medians.
 
 use std::sync::{Arc, Mutex};
 
@@ -133,7 +135,8 @@ pub struct SetMeasured {
     pub interval_ms: Option<Bounds>,
     /// Its estimate as the part's board reported it (the part's own reference scale).
     pub estimate: SetEstimate,
-    /// The common scale of the whole set, ms: the median of the parts' reference medians.
+    /// The common scale of the whole set, ms: the caller's, or the median of the parts'
+    /// reference medians.
     pub scale_ms: f64,
     /// The reference's SHA-256.
     pub reference_sha256: String,
@@ -175,9 +178,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 impl Pool {
     /// Measures `jobs` as one interleaved set against `reference`: one part per live board (at
     /// most [`MAX_SET_MODELS`] models each), every part timing the reference too, the estimates
-    /// rejoined in job order on one common scale (see the module documentation). `spec` gives
-    /// the rounds, precision, confidence, budget and seed; each board's threads, cores and
-    /// warm-up come from its configuration ([`set_spec_for`]).
+    /// rejoined in job order on one common scale: `scale_ms` when given, else the median of the
+    /// parts' reference medians (see the module documentation). `spec` gives the rounds,
+    /// precision, confidence, budget and seed; each board's threads, cores and warm-up come from
+    /// its configuration ([`set_spec_for`]).
     ///
     /// A part whose board fails is measured again on another board, as [`Pool::measure`] does
     /// for one model; when a part fails for good, each of its models gets the error.
@@ -186,6 +190,7 @@ impl Pool {
         jobs: &[Job],
         reference: &Job,
         spec: &BenchSetSpec,
+        scale_ms: Option<f64>,
     ) -> Vec<Result<SetMeasured>> {
         if jobs.is_empty() {
             return Vec::new();
@@ -204,13 +209,15 @@ impl Pool {
             })
             .collect();
         let results = self.run_units(&units);
-        let scale_ms = median(
-            results
-                .iter()
-                .flatten()
-                .map(|m| m.report.reference.median_ms)
-                .collect(),
-        );
+        let scale_ms = scale_ms.unwrap_or_else(|| {
+            median(
+                results
+                    .iter()
+                    .flatten()
+                    .map(|m| m.report.reference.median_ms)
+                    .collect(),
+            )
+        });
         let mut out = Vec::with_capacity(jobs.len());
         for (range, result) in ranges.iter().zip(results) {
             match result {

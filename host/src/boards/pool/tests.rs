@@ -213,7 +213,7 @@ fn a_set_is_split_over_the_boards_with_the_reference_on_each_and_rejoined_in_ord
     let mut pool = Pool::new(vec![a, b], fast()).unwrap();
     let js = jobs(5);
     let reference = Job::new("ref", vec![99; 10]);
-    let res = pool.measure_set(&js, &reference, &BenchSetSpec::default());
+    let res = pool.measure_set(&js, &reference, &BenchSetSpec::default(), None);
     let res: Vec<SetMeasured> = res.into_iter().map(Result::unwrap).collect();
     assert_eq!(res.len(), 5);
     for (m, j) in res.iter().zip(&js) {
@@ -246,7 +246,7 @@ fn a_set_larger_than_the_agent_holds_is_split_on_one_board() {
     let mut pool = Pool::new(vec![board("a", vec![], Step::Ok(2.0), &log)], fast()).unwrap();
     let js = jobs(MAX_SET_MODELS + 1);
     let reference = Job::new("ref", vec![255; 3]);
-    let res = pool.measure_set(&js, &reference, &BenchSetSpec::default());
+    let res = pool.measure_set(&js, &reference, &BenchSetSpec::default(), None);
     assert!(res.iter().all(Result::is_ok));
     let sizes: Vec<usize> = [0, MAX_SET_MODELS]
         .iter()
@@ -269,7 +269,12 @@ fn a_failed_part_is_measured_again_elsewhere() {
     )
     .unwrap();
     let js = jobs(4);
-    let res = pool.measure_set(&js, &Job::new("ref", vec![7]), &BenchSetSpec::default());
+    let res = pool.measure_set(
+        &js,
+        &Job::new("ref", vec![7]),
+        &BenchSetSpec::default(),
+        None,
+    );
     assert!(
         res.iter().all(|r| r.as_ref().is_ok_and(|m| m.board == "a")),
         "{res:?}"
