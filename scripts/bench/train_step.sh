@@ -39,10 +39,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 SHIFTNAS_CACHE="${SHIFTNAS_CACHE:-$PWD/.cache}"
-# PyTorch's OpenMP threads spin while waiting for work by default: on a machine shared with other
-# jobs they then fell 7–10× below their idle speed (shiftnas's rayon workers sleep and slowed
-# 1.4–2.2×). Passive waiting keeps the comparison about the kernels.
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# PyTorch's OpenMP threads spin while waiting for work by default (OMP_WAIT_POLICY unset): the
+# fastest setting on an idle machine, so the script leaves it as the caller's. On a machine shared
+# with other jobs the spinning threads fell 7-10x below their idle speed; OMP_WAIT_POLICY=PASSIVE
+# keeps such a comparison about the kernels (shiftnas's rayon workers sleep either way).
 venv="$SHIFTNAS_CACHE/bench-venv"
 torch_pin="torch==2.15.0"
 if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
@@ -55,7 +55,7 @@ dir=$profile; [ "$profile" = dev ] && dir=debug
 bin="${CARGO_TARGET_DIR:-target}/$dir/examples/train_step"
 args=(--space "$space" --batch "$batch" --eval-batch "$eval_batch" --threads "$threads" --steps "$steps"
       --score-bn-images "$score_bn" --score-images "$score_images")
-echo "load average before: $(cut -d" " -f1-3 /proc/loadavg) on $(nproc) cores" >&2
+echo "load average before: $(cut -d" " -f1-3 /proc/loadavg) on $(nproc) cores; OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset}" >&2
 quick=(--space tiny --threads "$threads" --no-train --no-eval --eval-batch 250 --score-bn-images 512
        --score-images 1000)
 lines=() qs=()
