@@ -2,12 +2,16 @@
 # Transfer benchmark (docs/benchmarks.md "Transfer between data sets"): both directions between
 # Fashion-MNIST and CIFAR-10 (converted to grayscale 28x28 for the `tiny` space). For each target:
 # a from-scratch supernet trained STEPS steps on it, searched; and the other data set's supernet
-# (also STEPS steps) transferred with `search --transfer-from`, warmed up and searched. Prints
-# the best front member's proxy accuracy of both, their ratio (target >= 0.95), and the transfer's
-# training images (warm-up + shifting) against the from-scratch training's STEPS x BATCH images
-# (target <= 1/5).
+# (also STEPS steps) transferred with `search --transfer-from`, warmed up and searched; and, as a
+# control, a new supernet trained on the target with only the transfer's warm-up images, searched
+# with its shifting. Prints the best front member's proxy accuracy of each, the transfer's ratio
+# to from-scratch (target >= 0.95), and the transfer's training images (warm-up + shifting)
+# against the from-scratch training's STEPS x BATCH images (target <= 1/5).
 #
-#   scripts/bench/transfer.sh [--out DIR] [--fmnist DIR] [--cifar DIR] [--steps 600] [--pop 8] [--gens 3] [--bin PATH]
+#   scripts/bench/transfer.sh [--out DIR] [--fmnist DIR] [--cifar DIR] [--steps 600] [--pop 8] [--gens 3] [--warmup-lr 0.03] [--bin PATH]
+#
+# The transfer's warm-up takes what the 1/5 budget leaves after shifting: STEPS x BATCH / 5 images
+# minus POP x GENS x 2 x 32 shifting images, in steps of 64 images, 5/16 of them head-only.
 #
 # Resumable: every step writes into DIR (default runs/bench-transfer) and is skipped when its
 # result is there; a killed training or search resumes with --resume. --fmnist defaults to the
@@ -15,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=runs/bench-transfer fmnist= cifar=/work/shared/datasets/cifar10 steps=600 pop=8 gens=3 bin=
-warm_probe=30 warm_ft=66 warm_lr=0.03 warm_batch=64 shift_steps=2 shift_batch=32 shift_lr=1e-2
+warm_lr=0.03 warm_batch=64 shift_steps=2 shift_batch=32 shift_lr=1e-2
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift 2 ;;
@@ -24,6 +28,7 @@ while [ $# -gt 0 ]; do
     --steps) steps=$2; shift 2 ;;
     --pop) pop=$2; shift 2 ;;
     --gens) gens=$2; shift 2 ;;
+    --warmup-lr) warm_lr=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     *) echo "transfer.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -36,17 +41,21 @@ fm_data="builtin:fashion-mnist"
 [ -n "$fmnist" ] && fm_data="idx:$fmnist"
 c10_data="cifar10:$cifar --convert-channels --resize"
 batch=64
+# The warm-up's steps: the 1/5 budget less the shifting images, 5/16 of it head-only.
+warm_total=$(( (steps * batch / 5 - pop * gens * shift_steps * shift_batch) / warm_batch ))
+[ "$warm_total" -ge 2 ] || { echo "transfer.sh: --steps $steps leaves no warm-up in the 1/5 budget" >&2; exit 2; }
+warm_probe=$(( warm_total * 5 / 16 )) warm_ft=$(( warm_total - warm_total * 5 / 16 ))
 mkdir -p "$out"
 
-# train NAME DATA...: a supernet trained $steps steps (resumes a killed one).
+# train NAME STEPS DATA...: a supernet trained STEPS steps (resumes a killed one).
 train() {
-  local name=$1; shift
+  local name=$1 n=$2; shift 2
   local dir=$out/$name
-  [ -f "$dir/checkpoint/supernet.safetensors" ] && grep -q "\"step\":$steps," "$dir/log.jsonl" 2>/dev/null && return 0
+  [ -f "$dir/checkpoint/supernet.safetensors" ] && grep -q "\"step\":$n," "$dir/log.jsonl" 2>/dev/null && return 0
   if [ -f "$dir/config.toml" ]; then
     "$bin" train --resume "$dir" --no-progress -q
   else
-    "$bin" train --space tiny --steps "$steps" --batch $batch --seed 0 --out "$dir" --no-progress -q "$@"
+    "$bin" train --space tiny --steps "$n" --batch $batch --seed 0 --out "$dir" --no-progress -q "$@"
   fi
 }
 
@@ -65,9 +74,9 @@ search() {
 }
 
 # shellcheck disable=SC2086
-train src-fmnist --data $fm_data
+train src-fmnist "$steps" --data $fm_data
 # shellcheck disable=SC2086
-train src-cifar10 --data $c10_data
+train src-cifar10 "$steps" --data $c10_data
 warm=(--warmup-probe-steps $warm_probe --warmup-steps $warm_ft --warmup-lr $warm_lr --warmup-batch $warm_batch
   --shift-steps $shift_steps --shift-batch $shift_batch --transfer-shift-lr $shift_lr)
 # shellcheck disable=SC2086
@@ -78,6 +87,17 @@ search fmnist-to-cifar10 --transfer-from "$out/src-fmnist" --data $c10_data "${w
 search scratch-fmnist --supernet "$out/src-fmnist" --data $fm_data
 # shellcheck disable=SC2086
 search cifar10-to-fmnist --transfer-from "$out/src-cifar10" --data $fm_data "${warm[@]}"
+# The control: a new supernet trained on the target with the transfer's images (its warm-up's
+# steps), searched with the transfer's shifting. What the transfer adds is the difference.
+short=(--shift immediate --shift-steps $shift_steps --shift-batch $shift_batch --shift-lr $shift_lr)
+# shellcheck disable=SC2086
+train short-cifar10 "$warm_total" --data $c10_data
+# shellcheck disable=SC2086
+search short-cifar10 --supernet "$out/short-cifar10" --data $c10_data "${short[@]}"
+# shellcheck disable=SC2086
+train short-fmnist "$warm_total" --data $fm_data
+# shellcheck disable=SC2086
+search short-fmnist --supernet "$out/short-fmnist" --data $fm_data "${short[@]}"
 
 python3 - "$out" "$steps" "$batch" "$pop" "$gens" "$shift_steps" "$shift_batch" <<'PY'
 import json, sys
@@ -89,10 +109,12 @@ scratch_images = steps * batch
 for target, src in [("cifar10", "fmnist"), ("fmnist", "cifar10")]:
     s, _ = best(f"scratch-{target}")
     t, rec = best(f"{src}-to-{target}")
+    short, _ = best(f"short-{target}")
     # Shifting: shift_steps x shift_batch images per evaluated candidate (pop x gens).
     images = rec["images"] + pop * gens * ss * sb
     print(json.dumps({"direction": f"{src} -> {target}", "scratch_best": round(s, 4),
         "transfer_best": round(t, 4), "ratio": round(t / s, 3), "target_ratio": 0.95,
+        "scratch_at_transfer_images_best": round(short, 4),
         "warmup_before": round(rec["accuracy_before"], 4), "warmup_after": round(rec["accuracy_after"], 4),
         "transfer_images": images, "scratch_images": scratch_images,
         "compute_share": round(images / scratch_images, 3), "target_share": 0.2,
