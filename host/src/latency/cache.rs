@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use serde::{Deserialize, Serialize};
 
 use super::Interval;
@@ -33,6 +33,19 @@ pub struct CacheKey {
     pub cores: String,
     /// Input shape, e.g. `1x3x224x224`.
     pub input_shape: String,
+}
+
+impl CacheKey {
+    /// The key's columns in the order the queries bind them (`?1` … `?5`).
+    fn params(&self) -> [&dyn ToSql; 5] {
+        [
+            &self.model_sha256,
+            &self.board_fingerprint,
+            &self.threads,
+            &self.cores,
+            &self.input_shape,
+        ]
+    }
 }
 
 /// One cached measurement.
@@ -295,13 +308,7 @@ impl Cache {
                 "SELECT p50_ms, report_json, measured_at, interval_low_ms, interval_high_ms, \
                  reference_sha256 FROM latency WHERE model_sha256 = ?1 AND board_fingerprint = ?2 \
                  AND threads = ?3 AND cores = ?4 AND input_shape = ?5",
-                params![
-                    key.model_sha256,
-                    key.board_fingerprint,
-                    key.threads,
-                    key.cores,
-                    key.input_shape
-                ],
+                key.params(),
                 |r| {
                     Ok(CacheEntry {
                         key: key.clone(),
@@ -327,13 +334,7 @@ impl Cache {
             .query_row(
                 "SELECT scale_ms FROM set_scale WHERE reference_sha256 = ?1 AND \
                  board_fingerprint = ?2 AND threads = ?3 AND cores = ?4 AND input_shape = ?5",
-                params![
-                    key.model_sha256,
-                    key.board_fingerprint,
-                    key.threads,
-                    key.cores,
-                    key.input_shape
-                ],
+                key.params(),
                 |r| r.get(0),
             )
             .optional()
@@ -350,15 +351,11 @@ impl Cache {
             .execute(
                 "INSERT OR REPLACE INTO set_scale (reference_sha256, board_fingerprint, threads, \
                  cores, input_shape, scale_ms, measured_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    key.model_sha256,
-                    key.board_fingerprint,
-                    key.threads,
-                    key.cores,
-                    key.input_shape,
-                    scale_ms,
-                    now_s()
-                ],
+                rusqlite::params_from_iter(
+                    key.params()
+                        .into_iter()
+                        .chain([&scale_ms as &dyn ToSql, &now_s()]),
+                ),
             )
             .with_context(|| format!("writing the latency cache {}", self.path.display()))?;
         Ok(())
