@@ -6,9 +6,9 @@
 //! Within a part each model's number is a *ratio* to the reference timed in the same rounds, so
 //! drift cancels. Parts measured on different boards (or at different times) see the reference
 //! at slightly different speeds; multiplying every ratio by the same scale keeps the order of
-//! the whole set that of the ratios. The scale is the caller's (the reference's estimate from an
-//! earlier set, so that sets measured at different times share it: [`crate::latency::cached`])
-//! or else the median of the parts' reference medians.
+//! the whole set that of the ratios. The scale is the caller's (the board's scale stored by its
+//! first set, so that sets measured at different times share it: [`crate::latency::cached`]) or
+//! else the median of the parts' reference medians.
 
 use std::sync::{Arc, Mutex};
 
