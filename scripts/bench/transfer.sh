@@ -44,7 +44,8 @@ batch=64
 # The warm-up's steps: the 1/5 budget less the shifting images, 5/16 of it head-only.
 warm_total=$(( (steps * batch / 5 - pop * gens * shift_steps * shift_batch) / warm_batch ))
 [ "$warm_total" -ge 2 ] || { echo "transfer.sh: --steps $steps leaves no warm-up in the 1/5 budget" >&2; exit 2; }
-warm_probe=$(( warm_total * 5 / 16 )) warm_ft=$(( warm_total - warm_total * 5 / 16 ))
+warm_probe=$(( warm_total * 5 / 16 ))
+warm_ft=$(( warm_total - warm_probe ))
 mkdir -p "$out"
 
 # train NAME STEPS DATA...: a supernet trained STEPS steps (resumes a killed one).
