@@ -91,11 +91,34 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
+/// Runs `check` on every copy of the kernels this CPU can run: the AVX-512 one where it has
+/// AVX-512F, and the AVX2/baseline one.
+fn on_each_path(check: impl Fn(&str)) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use shiftnas_kernels::infer::avx512;
+        if avx512::enabled() {
+            check("AVX-512");
+            avx512::set_enabled(false);
+            check("AVX2");
+            avx512::set_enabled(true);
+            return;
+        }
+        eprintln!("this CPU has no AVX-512F: only the AVX2/baseline kernels are checked");
+    }
+    check("portable");
+}
+
 #[test]
 fn depthwise_matches_reference_for_every_kernel_stride_and_channel_tail() {
+    on_each_path(depthwise_cases);
+}
+
+fn depthwise_cases(path: &str) {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    // 13 and 21 channels exercise the scalar tail after the 8-lane blocks; 2×2 the tiny planes.
-    for (c, size) in [(13, 7), (16, 2), (21, 5), (8, 1)] {
+    // 13, 21 and 37 channels leave tails after the 8- and 16-lane blocks; 2×2 the tiny planes;
+    // 12 and 19 pixels wide rows with interior tiles of four and a remainder.
+    for (c, size) in [(13, 7), (16, 2), (21, 5), (8, 1), (37, 12), (32, 19)] {
         for k in [3, 5, 7] {
             for stride in [1, 2] {
                 for act in [Activation::None, Activation::Relu, Activation::Relu6] {
@@ -118,7 +141,7 @@ fn depthwise_matches_reference_for_every_kernel_stride_and_channel_tail() {
                     assert_close(
                         &out,
                         &want,
-                        &format!("dw c{c} {size}px k{k} s{stride} {act:?}"),
+                        &format!("{path}: dw c{c} {size}px k{k} s{stride} {act:?}"),
                     );
                 }
             }
@@ -173,8 +196,23 @@ fn dense_stem_matches_reference() {
 
 #[test]
 fn pointwise_reads_strided_channels_and_writes_into_a_wider_buffer() {
+    on_each_path(|path| {
+        // Output channel counts below, at and past the 16- and 32-wide register blocks; row counts
+        // with remainders of 5, 0, 1 and 3 after blocks of 8.
+        for (rows, cin, cout, width, off) in [
+            (37, 11, 9, 20, 6),
+            (16, 40, 32, 32, 0),
+            (25, 23, 53, 60, 3),
+            (3, 5, 16, 17, 1),
+        ] {
+            pointwise_case(path, rows, cin, cout, width, off);
+        }
+    });
+}
+
+fn pointwise_case(path: &str, rows: usize, cin: usize, cout: usize, width: usize, off: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let (rows, c, cout, width, off) = (37, 2 * 11, 9, 20, 6);
+    let c = 2 * cin;
     let x = rand_vec(rows * c, &mut rng);
     let w = rand_vec(cout * c / 2, &mut rng);
     let bias = rand_vec(cout, &mut rng);
@@ -202,7 +240,7 @@ fn pointwise_reads_strided_channels_and_writes_into_a_wider_buffer() {
             if o < off || o >= off + cout {
                 assert_eq!(
                     got, -7.0,
-                    "row {r} column {o} outside the output was written"
+                    "{path}: row {r} column {o} outside the output was written"
                 );
                 continue;
             }
@@ -214,7 +252,7 @@ fn pointwise_reads_strided_channels_and_writes_into_a_wider_buffer() {
             let want = s.max(0.0) as f32;
             assert!(
                 (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                "row {r} col {o}: {got} vs {want}"
+                "{path}: {rows}×{cin}→{cout}: row {r} col {o}: {got} vs {want}"
             );
         }
     }

@@ -80,6 +80,12 @@ pub fn depthwise_nhwc(
         s.batch * oh * ow * s.c,
         "depthwise_nhwc: output size"
     );
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::enabled() {
+        // SAFETY: AVX-512F is there; the sizes were checked above.
+        unsafe { super::avx512::depthwise(x, s, taps, bias, act, out) };
+        return;
+    }
     dw(x, s, taps, bias, act, out);
 }
 

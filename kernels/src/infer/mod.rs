@@ -2,8 +2,10 @@
 //! candle tensors and no autograd bookkeeping.
 //!
 //! Activations are channels-last (NHWC): a `[pixels, channels]` matrix per image batch, so a 1×1
-//! conv is one gemm, a depthwise conv runs 8 channels per SIMD lane group with its accumulators in
-//! registers, and the SPOS channel split and concat are strided copies. Measured on a 2-core AMD
+//! conv is one gemm, a depthwise conv runs 8 channels per SIMD lane group (16 with AVX-512) with
+//! its accumulators in registers, and the SPOS channel split and concat are strided copies. On a
+//! CPU with AVX-512F the 1×1 and depthwise convs run hand-written AVX-512 copies ([`avx512`]);
+//! elsewhere the `gemm` crate and AVX2/baseline loops. Measured on a 2-core AMD
 //! EPYC (docs/benchmarks.md, "Supernet training step (CPU)") this beat the NCHW training kernels
 //! on every shape of the SPOS spaces. Each kernel is single-threaded: the caller runs a few images
 //! through the whole network per rayon job, which keeps their activations in the core's L2 cache.
@@ -11,6 +13,8 @@
 //! Every kernel checks its buffer sizes and panics with the shapes on a mismatch (a wiring bug,
 //! not a user error).
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 pub mod batchnorm;
 pub mod channels;
 pub mod dense;

@@ -56,6 +56,25 @@ pub fn pointwise_nhwc(
         "pointwise_nhwc: output of {} values is too small for {rows}×{cout} (rs {out_rs})",
         out.len()
     );
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::enabled() {
+        // SAFETY: AVX-512F is there; the asserts above bound every element read and written.
+        unsafe {
+            super::avx512::pointwise(
+                x.data.as_ptr(),
+                x.rs,
+                x.cs,
+                rows,
+                cin,
+                weight.as_ptr(),
+                bias,
+                act,
+                out.as_mut_ptr(),
+                out_rs,
+            )
+        };
+        return;
+    }
     // SAFETY: the asserts above bound every element the gemm reads (x: rows×cin with strides
     // rs/cs; weight: cin×cout) and writes (out: rows×cout, row stride
     // out_rs, all written since read_dst is false and cin ≥ 1).
