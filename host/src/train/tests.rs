@@ -177,8 +177,10 @@ fn gradient_descent_on_one_batch_lowers_its_loss() {
         &Device::Cpu,
     )
     .unwrap();
+    // At lr 0.05 the loss of this batch spikes by ~0.5 within 8 steps (with either gemm build),
+    // so whether step 7 sat below step 0 depended on rounding; at 0.02 every step descends.
     let mut sgd = Sgd::new(SgdConfig {
-        lr: 0.05,
+        lr: 0.02,
         momentum: 0.0,
         weight_decay: 0.0,
     });
@@ -189,6 +191,7 @@ fn gradient_descent_on_one_batch_lowers_its_loss() {
         sgd.step(&g).unwrap();
     }
     eprintln!("{losses:?}");
+    assert!(losses.windows(2).all(|w| w[1] < w[0]), "{losses:?}");
     assert!(losses[7] < losses[0] - 0.3, "{losses:?}");
 }
 
