@@ -149,7 +149,8 @@ pub(crate) fn keep_if(g: f32, keep: bool) -> f32 {
 
 /// Set by tests to run the baseline copies of [`simd_fn`] functions on an AVX2 machine.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-static BASELINE_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+pub(crate) static BASELINE_ONLY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Whether [`simd_fn`] functions run their AVX2 copy: this x86-64 CPU has AVX2 (std caches the
 /// answer after the first check).

@@ -19,6 +19,7 @@ pub mod dwconv;
 pub mod glue;
 pub mod infer;
 pub mod init;
+mod layout;
 pub mod pointwise;
 pub mod tuning;
 

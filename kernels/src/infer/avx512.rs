@@ -18,7 +18,9 @@ static OFF: AtomicBool = AtomicBool::new(false);
 /// Whether the inference kernels run their AVX-512 copies: the CPU has AVX-512F and they were not
 /// turned off with [`set_enabled`].
 pub fn enabled() -> bool {
-    !OFF.load(Ordering::Relaxed) && std::arch::is_x86_feature_detected!("avx512f")
+    !OFF.load(Ordering::Relaxed)
+        && crate::cpu::has_avx2()
+        && std::arch::is_x86_feature_detected!("avx512f")
 }
 
 /// Turns the AVX-512 copies off (or back on) for the whole process, so that tests and benchmarks
@@ -181,12 +183,25 @@ impl Panel {
 /// fall inside the image): each tap's weights are loaded once for all of them.
 const DW_TILE: usize = 4;
 
-/// The depthwise conv as [`super::depthwise_nhwc`] documents it.
+/// `acc + x · w`: one fused multiply-add when `FUSED`, else a product and a sum each rounded (the
+/// bits of the AVX2 and baseline loops).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn mul_add<const FUSED: bool>(x: __m512, w: __m512, acc: __m512) -> __m512 {
+    if FUSED {
+        _mm512_fmadd_ps(x, w, acc)
+    } else {
+        _mm512_add_ps(acc, _mm512_mul_ps(x, w))
+    }
+}
+
+/// The depthwise conv as [`super::depthwise_nhwc`] documents it, its taps added in (ky, kx) order
+/// (with `FUSED` false: bit for bit the result of the portable loop).
 ///
 /// # Safety
 /// The CPU has AVX-512F; the caller has checked the buffer sizes against `s`.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn depthwise(
+pub(crate) unsafe fn depthwise<const FUSED: bool>(
     x: &[f32],
     s: DwShape,
     taps: &[f32],
@@ -232,7 +247,7 @@ pub(crate) unsafe fn depthwise(
                                 for (j, a) in acc.iter_mut().enumerate() {
                                     let ix = (ox + j) * st + kx - p;
                                     let xv = unsafe { _mm512_maskz_loadu_ps(m, irow.add(ix * c)) };
-                                    *a = _mm512_fmadd_ps(xv, wv, *a);
+                                    *a = mul_add::<FUSED>(xv, wv, *a);
                                 }
                             }
                         }
@@ -260,7 +275,7 @@ pub(crate) unsafe fn depthwise(
                                         _mm512_maskz_loadu_ps(m, tp.add((ky * k + kx) * c + cb));
                                     let xv =
                                         _mm512_maskz_loadu_ps(m, img.add((iy * s.w + ix) * c + cb));
-                                    a = _mm512_fmadd_ps(xv, wv, a);
+                                    a = mul_add::<FUSED>(xv, wv, a);
                                 }
                             }
                         }

@@ -67,6 +67,24 @@ pub fn depthwise_nhwc(
     act: Activation,
     out: &mut [f32],
 ) {
+    run::<true>(x, s, taps, bias, act, out);
+}
+
+/// [`depthwise_nhwc`] without bias, activation or fused multiply-adds: each product rounded, then
+/// added in (ky, kx) order, so every CPU gives the same bits (the training op's forward).
+pub(crate) fn depthwise_nhwc_unfused(x: &[f32], s: DwShape, taps: &[f32], out: &mut [f32]) {
+    run::<false>(x, s, taps, &vec![0.0; s.c], Activation::None, out);
+}
+
+/// [`depthwise_nhwc`]; fused multiply-adds where `FUSED` and the CPU has them in AVX-512.
+fn run<const FUSED: bool>(
+    x: &[f32],
+    s: DwShape,
+    taps: &[f32],
+    bias: &[f32],
+    act: Activation,
+    out: &mut [f32],
+) {
     let (oh, ow) = s.out_hw();
     assert_eq!(
         x.len(),
@@ -83,7 +101,7 @@ pub fn depthwise_nhwc(
     #[cfg(target_arch = "x86_64")]
     if super::avx512::enabled() {
         // SAFETY: AVX-512F is there; the sizes were checked above.
-        unsafe { super::avx512::depthwise(x, s, taps, bias, act, out) };
+        unsafe { super::avx512::depthwise::<FUSED>(x, s, taps, bias, act, out) };
         return;
     }
     dw(x, s, taps, bias, act, out);
