@@ -14,6 +14,7 @@ pub mod conv;
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod dw_cuda;
+mod dw_rows;
 pub mod dw_shift;
 pub mod dwconv;
 pub mod glue;

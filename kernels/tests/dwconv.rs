@@ -135,6 +135,12 @@ fn problems() -> Vec<DwConvProblem> {
                 out.push(DwConvProblem::new(2, 3, h, w, k, s, seed));
                 seed += 1;
             }
+            // 19 channels: two 8-lane blocks and a tail, one 16-lane register and a tail; 9
+            // images: two parts of the kernel gradient's sum.
+            for (b, h, w) in [(2, 8, 8), (9, 5, 6), (2, 2, 2)] {
+                out.push(DwConvProblem::new(b, 19, h, w, k, s, seed));
+                seed += 1;
+            }
         }
     }
     out
