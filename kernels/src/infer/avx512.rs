@@ -5,7 +5,8 @@
 //! [`enabled`]); the callers have checked every buffer bound.
 //!
 //! Results differ from the AVX2/baseline copies by rounding only (a fused multiply-add rounds
-//! once): both are tested against the same f64 reference.
+//! once): both are tested against the same f64 reference. The depthwise training op runs the
+//! depthwise kernel without fusing (`FUSED = false`), which gives the portable loop's bits.
 
 use std::arch::x86_64::*;
 use std::sync::atomic::{AtomicBool, Ordering};
