@@ -13,21 +13,15 @@ use super::infer::depthwise::{DwShape, depthwise_nhwc_unfused, taps_major};
 use super::layout::transpose;
 
 /// The depthwise conv of `b` NCHW images (`s` gives one image's shape, `s.batch` is ignored) with
-/// OIHW `weight` `[c, 1, k, k]`: an image per rayon job, through the inference path's
-/// channels-last kernel (products added in (ky, kx) order).
+/// OIHW `weight` `[c, 1, k, k]`, through the inference path's channels-last kernel (products
+/// added in (ky, kx) order).
 pub(crate) fn conv_nchw(x: &[f32], b: usize, s: DwShape, weight: &[f32]) -> Vec<f32> {
     let s = DwShape { batch: 1, ..s };
     let (oh, ow) = s.out_hw();
-    let (c, hw, ohw) = (s.c, s.h * s.w, oh * ow);
-    let taps = taps_major(weight, c, s.k);
-    // SAFETY: every job writes its whole image (the last transpose covers it).
-    unsafe {
-        par_filled(b * c * ohw, c * ohw, Rows::default, |r, n, o| {
-            r.fill(&x[n * c * hw..(n + 1) * c * hw], c, hw, c * ohw);
-            depthwise_nhwc_unfused(&r.a, s, &taps, &mut r.b);
-            transpose(&r.b, ohw, c, o);
-        })
-    }
+    let taps = taps_major(weight, s.c, s.k);
+    per_image(x, b, s.c, s.h * s.w, oh * ow, |r, o| {
+        depthwise_nhwc_unfused(r, s, &taps, o)
+    })
 }
 
 /// The input gradient of the conv of `s` (an input image's shape) for `b` NCHW output gradients
@@ -37,14 +31,29 @@ pub(crate) fn conv_nchw(x: &[f32], b: usize, s: DwShape, weight: &[f32]) -> Vec<
 pub(crate) fn grad_input_nchw(go: &[f32], b: usize, s: DwShape, weight: &[f32]) -> Vec<f32> {
     let s = DwShape { batch: 1, ..s };
     let (oh, ow) = s.out_hw();
-    let (c, hw, ohw) = (s.c, s.h * s.w, oh * ow);
-    let taps = taps_major(weight, c, s.k);
+    let taps = taps_major(weight, s.c, s.k);
+    per_image(go, b, s.c, oh * ow, s.h * s.w, |r, o| {
+        grad_input_rows(r, s, &taps, o)
+    })
+}
+
+/// `b` images of `c` NCHW planes of `n_in` pixels → `b` images of `c` planes of `n_out` pixels,
+/// an image per rayon job: its planes transposed to `[n_in, c]` rows, `f(rows, out_rows)` writing
+/// all `[n_out, c]` of `out_rows`, and those transposed back.
+fn per_image(
+    src: &[f32],
+    b: usize,
+    c: usize,
+    n_in: usize,
+    n_out: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
     // SAFETY: every job writes its whole image (the last transpose covers it).
     unsafe {
-        par_filled(b * c * hw, c * hw, Rows::default, |r, n, o| {
-            r.fill(&go[n * c * ohw..(n + 1) * c * ohw], c, ohw, c * hw);
-            grad_input_rows(&r.a, s, &taps, &mut r.b);
-            transpose(&r.b, hw, c, o);
+        par_filled(b * c * n_out, c * n_out, Rows::default, |r, n, o| {
+            r.fill(&src[n * c * n_in..(n + 1) * c * n_in], c, n_in, c * n_out);
+            f(&r.a, &mut r.b);
+            transpose(&r.b, n_out, c, o);
         })
     }
 }
