@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""The retraining ceiling: how well can any supernet rank archs against retrained accuracy?
+
+Retrains the same archs with several seeds (`shiftnas retrain`, one recipe) and ranks each seed's
+accuracies against every other seed's with `shiftnas rank`: retraining noise alone caps the
+Kendall τ-b a supernet can reach against a single-seed truth at about the seeds' mutual τ-b.
+Resumable: each finished retrain is one line of `results.csv` (and a run dir that `--resume`
+continues after a kill); rerun the same command to go on, or with `--report-only` for the figures.
+
+  python3 experiments/ceiling.py --out experiments/runs/ceiling/fm-tiny-1000 \\
+      --data idx:/work/shared/datasets/fashion-mnist --space tiny --archs 10 --seeds 0 1 2 \\
+      --steps 1000 --batch 64
+
+Outputs in --out: `results.csv` (arch, seed, accuracy %, wall s), `seed-<s>.csv` (arch, accuracy:
+`shiftnas rank` input), `mean-without-<s>.csv` (the other seeds' mean), `rank/*.json` (`shiftnas
+rank` of one seed against another or against the others' mean) and `ceiling.json` (the summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def args_() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--binary", default=str(ROOT / "target/release/shiftnas"))
+    p.add_argument("--data", required=True)
+    p.add_argument("--space", default="tiny")
+    p.add_argument("--archs", type=int, default=10, help="uniform random archs (arch seed 0)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--bn-images", type=int, default=2000)
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                   help="further `shiftnas retrain` flags (e.g. --convert-channels --resize)")
+    p.add_argument("--report-only", action="store_true")
+    return p.parse_args()
+
+
+def shiftnas(a: argparse.Namespace, *args: str) -> dict:
+    out = subprocess.run([a.binary, "--json", "--no-progress", *args], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def archs_of(a: argparse.Namespace) -> list[str]:
+    """`--archs` uniform archs of the space, drawn with seed 0 (the same for every run)."""
+    space = shiftnas(a, "space", "show", a.space)[0]
+    blocks = sum(s["repeats"] for s in space["stages"])
+    rng = random.Random(0)
+    return ["".join(str(rng.randrange(len(space["choices"]))) for _ in range(blocks))
+            for _ in range(a.archs)]
+
+
+def done(out: Path) -> dict[tuple[str, int], float]:
+    path = out / "results.csv"
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        return {(r["arch"], int(r["seed"])): float(r["accuracy"]) for r in csv.DictReader(f)}
+
+
+def append(out: Path, row: list) -> None:
+    path = out / "results.csv"
+    new = not path.exists()
+    with path.open("a") as f:
+        if new:
+            f.write("arch,seed,accuracy,wall_s\n")
+        f.write(",".join(str(v) for v in row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def retrain(a: argparse.Namespace, arch: str, seed: int) -> float:
+    run = a.out / "retrain" / f"{arch}-{seed}"
+    if (run / "config.toml").exists():
+        args = ["--resume", str(run)]
+    else:
+        args = ["--space", a.space, "--data", a.data, "--arch", arch, "--seed", str(seed),
+                "--steps", str(a.steps), "--batch", str(a.batch), "--out", str(run), *a.extra]
+        if a.lr is not None:
+            args += ["--lr", str(a.lr)]
+    res = shiftnas(a, "retrain", *args, "--bn-images", str(a.bn_images))
+    return 100 * res["test"]["top1"]
+
+
+def report(a: argparse.Namespace, archs: list[str]) -> dict:
+    have = done(a.out)
+    seeds = [s for s in a.seeds if all((x, s) in have for x in archs)]
+    (a.out / "rank").mkdir(exist_ok=True)
+    for s in seeds:
+        with (a.out / f"seed-{s}.csv").open("w") as f:
+            f.write("arch,accuracy\n" + "".join(f"{x},{have[(x, s)]}\n" for x in archs))
+    pairs = {}
+    for s, t in itertools.permutations(seeds, 2):
+        r = shiftnas(a, "rank", "--archs", str(a.out / f"seed-{s}.csv"),
+                     "--truth", str(a.out / f"seed-{t}.csv"))
+        (a.out / "rank" / f"{s}-vs-{t}.json").write_text(json.dumps(r, indent=1) + "\n")
+        pairs[f"{s}-vs-{t}"] = r
+    # Each seed against the mean of the others: the truth a study with one more seed would use.
+    for s in seeds if len(seeds) > 2 else []:
+        others = [t for t in seeds if t != s]
+        with (a.out / f"mean-without-{s}.csv").open("w") as f:
+            f.write("arch,accuracy\n" + "".join(
+                f"{x},{statistics.mean(have[(x, t)] for t in others):.3f}\n" for x in archs))
+        r = shiftnas(a, "rank", "--archs", str(a.out / f"seed-{s}.csv"),
+                     "--truth", str(a.out / f"mean-without-{s}.csv"))
+        (a.out / "rank" / f"{s}-vs-mean-of-others.json").write_text(json.dumps(r, indent=1) + "\n")
+        pairs[f"{s}-vs-mean-of-others"] = r
+    acc = {x: [have[(x, s)] for s in seeds] for x in archs}
+    summary = {
+        "data": a.data, "space": a.space, "archs": len(archs), "seeds": seeds, "steps": a.steps,
+        "batch": a.batch, "lr": a.lr, "bn_images": a.bn_images,
+        "pairs": {k: {m: v.get(m) for m in ("tau_b", "spearman_rho", "global", "local_tau_b")}
+                  for k, v in pairs.items()},
+        "accuracy_range": [min(min(v) for v in acc.values()), max(max(v) for v in acc.values())],
+    }
+    taus = [v["tau_b"] for k, v in summary["pairs"].items() if "mean" not in k]
+    if taus:
+        summary["tau_b_mean"] = statistics.mean(taus)
+        summary["tau_b_range"] = [min(taus), max(taus)]
+    if len(seeds) > 1:
+        # Normal model: accuracy = the arch's true value + seed noise. Between-arch variance of the
+        # seed means less the noise's share gives the true spread; a supernet that ranked by the
+        # true values would reach τ-b = (2/π)·asin(r) against an m-seed mean, r² = true / (true +
+        # noise/m) (Greiner's relation).
+        noise = statistics.mean(statistics.variance(v) for v in acc.values())
+        true = statistics.variance([statistics.mean(v) for v in acc.values()]) - noise / len(seeds)
+        summary["noise_sd"] = noise ** 0.5
+        summary["true_sd"] = max(true, 0.0) ** 0.5
+        summary["model_ceiling_vs_m_seed_mean"] = {
+            m: 2 / math.pi * math.asin((max(true, 0.0) / (max(true, 0.0) + noise / m)) ** 0.5)
+            for m in (1, 2, 3, 5, 8)}
+    (a.out / "ceiling.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def main() -> None:
+    a = args_()
+    a.out.mkdir(parents=True, exist_ok=True)
+    archs = archs_of(a)
+    if not a.report_only:
+        have = done(a.out)
+        todo = [(x, s) for s in a.seeds for x in archs if (x, s) not in have]
+        for i, (x, s) in enumerate(todo):
+            t0 = time.time()
+            acc = retrain(a, x, s)
+            append(a.out, [x, s, f"{acc:.2f}", f"{time.time() - t0:.0f}"])
+            print(f"{i + 1}/{len(todo)} {x} seed {s}: {acc:.2f} % "
+                  f"({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    print(json.dumps(report(a, archs), indent=1))
+
+
+if __name__ == "__main__":
+    main()
