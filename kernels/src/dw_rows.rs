@@ -68,19 +68,15 @@ pub(crate) fn grad_weight_nchw(x: &[f32], go: &[f32], b: usize, s: DwShape) -> V
     let (c, kk, hw, ohw) = (s.c, s.k * s.k, s.h * s.w, oh * ow);
     let parts: Vec<Vec<f32>> = (0..b.div_ceil(IMAGES_PER_PART))
         .into_par_iter()
-        .map_init(
-            || (Rows::default(), Vec::new()),
-            |(r, gr), part| {
-                let mut acc = vec![0f32; kk * c];
-                for n in part * IMAGES_PER_PART..((part + 1) * IMAGES_PER_PART).min(b) {
-                    r.fill(&x[n * c * hw..(n + 1) * c * hw], c, hw, 0);
-                    gr.resize(c * ohw, 0.0);
-                    transpose(&go[n * c * ohw..(n + 1) * c * ohw], c, ohw, gr);
-                    add_grad_weight_rows(&r.a, gr, s, &mut acc);
-                }
-                acc
-            },
-        )
+        .map_init(Rows::default, |r, part| {
+            let mut acc = vec![0f32; kk * c];
+            for n in part * IMAGES_PER_PART..((part + 1) * IMAGES_PER_PART).min(b) {
+                r.fill(&x[n * c * hw..(n + 1) * c * hw], c, hw, c * ohw);
+                transpose(&go[n * c * ohw..(n + 1) * c * ohw], c, ohw, &mut r.b);
+                add_grad_weight_rows(&r.a, &r.b, s, &mut acc);
+            }
+            acc
+        })
         .collect();
     let mut gw = vec![0f32; c * kk];
     for part in &parts {
@@ -93,7 +89,7 @@ pub(crate) fn grad_weight_nchw(x: &[f32], go: &[f32], b: usize, s: DwShape) -> V
     gw
 }
 
-/// Per-thread buffers: an image's input rows `a` and its result rows `b`.
+/// Per-thread buffers: an image's input rows `a` and its result (or output-gradient) rows `b`.
 #[derive(Default)]
 struct Rows {
     a: Vec<f32>,
