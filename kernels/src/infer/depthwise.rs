@@ -1,9 +1,9 @@
 //! Depthwise k×k conv (padding k/2, any stride) on channels-last images.
 //!
-//! Channels are innermost, so 8 neighbouring channels share one SIMD register: each output pixel
-//! keeps its accumulators in registers over the k² taps and is stored once. (The NCHW training op
-//! walks one plane at a time, whose 2×2 to 16×16 planes are too small to vectorise well: it ran
-//! 1.5–6.7× slower than PyTorch per shape.)
+//! Channels are innermost, so 8 neighbouring channels (16 with AVX-512) share one SIMD register:
+//! each output pixel keeps its accumulators in registers over the k² taps and is stored once,
+//! however small the plane. The depthwise training op runs its forward through this kernel too
+//! (see `dw_rows`).
 
 use super::Activation;
 use crate::cpu::simd_fn;
