@@ -12,24 +12,23 @@ use super::cpu::{IMAGES_PER_PART, par_filled, simd_fn};
 use super::infer::depthwise::{DwShape, depthwise_nhwc_unfused, taps_major};
 use super::layout::transpose;
 
-/// The depthwise conv of `b` NCHW images (`s` gives one image's shape, `s.batch` is ignored) with
-/// OIHW `weight` `[c, 1, k, k]`, through the inference path's channels-last kernel (products
-/// added in (ky, kx) order).
-pub(crate) fn conv_nchw(x: &[f32], b: usize, s: DwShape, weight: &[f32]) -> Vec<f32> {
-    let s = DwShape { batch: 1, ..s };
+/// The depthwise conv of `s.batch` NCHW images of shape `s` with OIHW `weight` `[c, 1, k, k]`,
+/// through the inference path's channels-last kernel (products added in (ky, kx) order).
+pub(crate) fn conv_nchw(x: &[f32], s: DwShape, weight: &[f32]) -> Vec<f32> {
+    let (b, s) = (s.batch, DwShape { batch: 1, ..s });
     let (oh, ow) = s.out_hw();
-    let taps = taps_major(weight, s.c, s.k);
+    let (taps, zero) = (taps_major(weight, s.c, s.k), vec![0.0; s.c]);
     per_image(x, b, s.c, s.h * s.w, oh * ow, |r, o| {
-        depthwise_nhwc_unfused(r, s, &taps, o)
+        depthwise_nhwc_unfused(r, s, &taps, &zero, o)
     })
 }
 
-/// The input gradient of the conv of `s` (an input image's shape) for `b` NCHW output gradients
-/// `go`: `gx[iy][ix] = Σ_{ky, kx} go[oy][ox] · w[ky][kx]` over the taps with
-/// `oy·stride + ky − k/2 = iy` (likewise x), added in (ky, kx) order. At stride 1 the forward
+/// The input gradient of the conv of `s` (the inputs' shape) for its NCHW output gradients `go`:
+/// `gx[iy][ix] = Σ_{ky, kx} go[oy][ox] · w[ky][kx]` over the taps with `oy·stride + ky − k/2 =
+/// iy` (likewise x), added in (ky, kx) order. At stride 1 the forward
 /// conv with the kernel flipped gives the same sums with fewer checks; use [`conv_nchw`] there.
-pub(crate) fn grad_input_nchw(go: &[f32], b: usize, s: DwShape, weight: &[f32]) -> Vec<f32> {
-    let s = DwShape { batch: 1, ..s };
+pub(crate) fn grad_input_nchw(go: &[f32], s: DwShape, weight: &[f32]) -> Vec<f32> {
+    let (b, s) = (s.batch, DwShape { batch: 1, ..s });
     let (oh, ow) = s.out_hw();
     let taps = taps_major(weight, s.c, s.k);
     per_image(go, b, s.c, oh * ow, s.h * s.w, |r, o| {
@@ -58,12 +57,12 @@ fn per_image(
     }
 }
 
-/// The kernel gradient `[c, 1, k, k]` of the conv of `s` over `b` NCHW inputs `x` and output
+/// The kernel gradient `[c, 1, k, k]` of the conv of `s` over its NCHW inputs `x` and output
 /// gradients `go`. Each image's sum over its pixels is added to its part of
 /// [`IMAGES_PER_PART`] images (parts run in parallel), and the parts' sums are added in order:
 /// the same bits for any thread count.
-pub(crate) fn grad_weight_nchw(x: &[f32], go: &[f32], b: usize, s: DwShape) -> Vec<f32> {
-    let s = DwShape { batch: 1, ..s };
+pub(crate) fn grad_weight_nchw(x: &[f32], go: &[f32], s: DwShape) -> Vec<f32> {
+    let (b, s) = (s.batch, DwShape { batch: 1, ..s });
     let (oh, ow) = s.out_hw();
     let (c, kk, hw, ohw) = (s.c, s.k * s.k, s.h * s.w, oh * ow);
     let parts: Vec<Vec<f32>> = (0..b.div_ceil(IMAGES_PER_PART))

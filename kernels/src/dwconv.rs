@@ -100,14 +100,14 @@ impl CustomOp2 for DwConv {
         let x = contiguous_f32(s1, l1, OP, "input")?;
         let wt = contiguous_f32(s2, l2, OP, "weight")?;
         let s = DwShape {
-            batch: 1,
+            batch: b,
             h,
             w,
             c,
             k: self.k,
             stride: self.stride,
         };
-        let out = conv_nchw(x, b, s, wt);
+        let out = conv_nchw(x, s, wt);
         let (oh, ow) = s.out_hw();
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
     }
@@ -192,9 +192,9 @@ impl CustomOp2 for DwConvGradInput {
                 .flat_map(|k| k.iter().rev())
                 .copied()
                 .collect();
-            conv_nchw(go, b, s, &flipped)
+            conv_nchw(go, s, &flipped)
         } else {
-            grad_input_nchw(go, b, s, wt)
+            grad_input_nchw(go, s, wt)
         };
         Ok((CpuStorage::F32(gx), Shape::from((b, c, h, w))))
     }
@@ -240,7 +240,7 @@ impl CustomOp2 for DwConvGradWeight {
             k: self.k,
             stride: self.stride,
         };
-        let gw = grad_weight_nchw(x, go, b, s);
+        let gw = grad_weight_nchw(x, go, s);
         Ok((CpuStorage::F32(gw), Shape::from((c, 1, self.k, self.k))))
     }
 }

@@ -44,13 +44,7 @@ pub fn taps_major(weight: &[f32], c: usize, k: usize) -> Vec<f32> {
         c * k * k,
         "taps_major: weight must be [c, 1, k, k]"
     );
-    let mut t = vec![0f32; c * k * k];
-    for ch in 0..c {
-        for tap in 0..k * k {
-            t[tap * c + ch] = weight[ch * k * k + tap];
-        }
-    }
-    t
+    super::pointwise::transpose(weight, c, k * k)
 }
 
 /// `out[n][oy][ox][ch] = act(bias[ch] + Σ_{ky,kx} x[n][iy][ix][ch] · taps[ky·k + kx][ch])`
@@ -70,10 +64,17 @@ pub fn depthwise_nhwc(
     run::<true>(x, s, taps, bias, act, out);
 }
 
-/// [`depthwise_nhwc`] without bias, activation or fused multiply-adds: each product rounded, then
-/// added in (ky, kx) order, so every CPU gives the same bits (the training op's forward).
-pub(crate) fn depthwise_nhwc_unfused(x: &[f32], s: DwShape, taps: &[f32], out: &mut [f32]) {
-    run::<false>(x, s, taps, &vec![0.0; s.c], Activation::None, out);
+/// [`depthwise_nhwc`] without activation or fused multiply-adds: each product rounded, then added
+/// to `bias` in (ky, kx) order, so every CPU gives the same bits (the training op's forward, with
+/// a zero bias).
+pub(crate) fn depthwise_nhwc_unfused(
+    x: &[f32],
+    s: DwShape,
+    taps: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+) {
+    run::<false>(x, s, taps, bias, Activation::None, out);
 }
 
 /// [`depthwise_nhwc`]; fused multiply-adds where `FUSED` and the CPU has them in AVX-512.

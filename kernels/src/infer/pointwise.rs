@@ -107,12 +107,7 @@ pub fn pointwise_nhwc(
 /// `[rows, cols]` row-major → `[cols, rows]` row-major (an OIHW 1×1 or dense weight `[cout, k]`
 /// to the `[k, cout]` the kernels read).
 pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    assert_eq!(m.len(), rows * cols, "transpose: size");
     let mut t = vec![0f32; m.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = m[r * cols + c];
-        }
-    }
+    crate::layout::transpose(m, rows, cols, &mut t);
     t
 }
