@@ -59,7 +59,7 @@ pub const DEFAULT_CONFIDENCE: f64 = 0.95;
 /// Relative half-width at which measuring stops unless the caller asks otherwise: ±1 %.
 pub const DEFAULT_PRECISION: f64 = 0.01;
 
-fn check_confidence(confidence: f64) -> Result<()> {
+pub(crate) fn check_confidence(confidence: f64) -> Result<()> {
     if confidence.is_finite() && confidence > 0.0 && confidence < 1.0 {
         Ok(())
     } else {

@@ -218,6 +218,46 @@ pub fn share_within(predicted: &[f64], measured: &[f64], tolerance: f64) -> Resu
     Ok(hits as f64 / predicted.len() as f64)
 }
 
+/// The mean of paired differences `other − base` with its Student-t confidence interval: what
+/// one setting changes over another when both ran with the same seeds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairedDifference {
+    /// Pairs.
+    pub n: usize,
+    /// Mean difference.
+    pub mean: f64,
+    /// Sample standard deviation of the differences (n − 1).
+    pub sd: f64,
+    /// Lower end of the interval.
+    pub low: f64,
+    /// Upper end of the interval.
+    pub high: f64,
+}
+
+/// Mean of `other[i] − base[i]` and its two-sided `confidence` interval from Student's t with
+/// n − 1 degrees of freedom (the paired t-test's interval, `scipy.stats.ttest_rel(other,
+/// base).confidence_interval(confidence)`). Needs two pairs; equal differences give a point.
+pub fn paired_difference(base: &[f64], other: &[f64], confidence: f64) -> Result<PairedDifference> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    check_pair(base, other, "base", "other", "paired difference")?;
+    crate::interleaved::check_confidence(confidence)?;
+    let d: Vec<f64> = other.iter().zip(base).map(|(o, b)| o - b).collect();
+    let n = d.len();
+    let m = mean(&d);
+    let sd = (d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
+        .expect("n − 1 ≥ 1 degrees of freedom")
+        .inverse_cdf(0.5 + confidence / 2.0);
+    let half = t * sd / (n as f64).sqrt();
+    Ok(PairedDifference {
+        n,
+        mean: m,
+        sd,
+        low: m - half,
+        high: m + half,
+    })
+}
+
 /// All statistics of predicted against measured latencies, as written to reports and predictor
 /// files. Correlations are `None` when undefined (a constant series).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -276,6 +316,37 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paired_difference_matches_scipy_ttest_rel() {
+        // scipy 1.16.3: r = stats.ttest_rel(other, base); r.confidence_interval(c)
+        let base = [0.10, -0.20, 0.05, 0.30, 0.00];
+        let other = [0.25, 0.05, 0.10, 0.35, 0.20];
+        let d = paired_difference(&base, &other, 0.95).unwrap();
+        assert_eq!(d.n, 5);
+        assert!((d.mean - 0.14).abs() < 1e-12);
+        assert!((d.sd - 0.08944271909999159).abs() < 1e-12);
+        assert!((d.low - 0.028942195792088038).abs() < 1e-9, "{d:?}");
+        assert!((d.high - 0.2510578042079119).abs() < 1e-9, "{d:?}");
+        let d = paired_difference(&base, &other, 0.9).unwrap();
+        assert!((d.low - 0.05472612854693398).abs() < 1e-9, "{d:?}");
+        assert!((d.high - 0.22527387145306593).abs() < 1e-9, "{d:?}");
+        // Three seeds: t with 2 degrees of freedom (4.303).
+        let d = paired_difference(&[88.1, 87.9, 88.4], &[88.6, 88.0, 89.3], 0.95).unwrap();
+        assert!((d.low - -0.49365508468781943).abs() < 1e-9, "{d:?}");
+        assert!((d.high - 1.49365508468781).abs() < 1e-9, "{d:?}");
+        // Equal differences: a point; one pair or a bad confidence: an error.
+        let d = paired_difference(&[1.0, 2.0], &[1.5, 2.5], 0.95).unwrap();
+        assert_eq!((d.low, d.high), (0.5, 0.5));
+        assert!(matches!(
+            paired_difference(&[1.0], &[2.0], 0.95),
+            Err(Error::TooFew { .. })
+        ));
+        assert!(matches!(
+            paired_difference(&[1.0, 2.0], &[2.0, 3.0], 95.0),
+            Err(Error::Setting { .. })
+        ));
+    }
 
     #[test]
     fn average_ranks_share_ties() {

@@ -336,6 +336,111 @@ pub fn read_truth(path: &Path, check: &mut ArchCheck) -> Result<Truth> {
     Ok(Truth { values, percent })
 }
 
+/// Distinct archs of `space` listed in `path`: its `arch` column when the first line is a
+/// header naming one, else the first field of every line.
+///
+/// # Errors
+/// An unreadable or empty file, an arch that does not fit `space` (naming its line).
+pub fn read_archs(path: &Path, space: &Space) -> Result<Vec<Arch>> {
+    let table = read_table(path)?;
+    let col = match &table.header {
+        Some(h) => column(path, h, "arch", "name the archs' column `arch`")?,
+        None => 0,
+    };
+    let mut check = ArchCheck::new(Some(space.clone()));
+    let mut out: Vec<Arch> = Vec::new();
+    for (line, fields) in &table.rows {
+        let at = format!("{} line {line}, column {}", path.display(), col + 1);
+        let field = fields
+            .get(col)
+            .with_context(|| format!("{at}: the line has no field there"))?;
+        let arch = check.parse(field, &at)?;
+        if !out.contains(&arch) {
+            out.push(arch);
+        }
+    }
+    if out.is_empty() {
+        bail!("{} lists no archs", path.display());
+    }
+    Ok(out)
+}
+
+/// Per-unit values of several settings, read from a `--paired` CSV: the header's first column
+/// names the unit the settings share (e.g. `seed`), the second the base setting, every further
+/// one a setting compared with the base.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairedTable {
+    /// The unit's column name.
+    pub unit: String,
+    /// The settings' column names, the base first.
+    pub settings: Vec<String>,
+    /// Per setting, its value for each unit (rows in file order).
+    pub values: Vec<Vec<f64>>,
+}
+
+/// Reads a `--paired` CSV (see [`PairedTable`]).
+///
+/// # Errors
+/// An unreadable file; fewer than three columns or two rows; a row of another length, a value
+/// that is not a finite number, a unit listed twice (each names the file, line and column).
+pub fn read_paired(path: &Path) -> Result<PairedTable> {
+    let mut table = read_table(path)?;
+    let (hline, header) = match table.header.take() {
+        Some(h) => h,
+        None if !table.rows.is_empty() => table.rows.remove(0),
+        None => bail!("{} has no lines", path.display()),
+    };
+    if header.len() < 3 {
+        bail!(
+            "{} line {hline}: {} column(s); a paired file needs the unit (e.g. `seed`), the base \
+             setting and at least one setting to compare, e.g. `seed,off,accumulate`",
+            path.display(),
+            header.len()
+        );
+    }
+    let mut values = vec![Vec::new(); header.len() - 1];
+    let mut units: HashMap<String, usize> = HashMap::new();
+    for (line, fields) in &table.rows {
+        let at = |c: usize| format!("{} line {line}, column {}", path.display(), c + 1);
+        if fields.len() != header.len() {
+            bail!(
+                "{} line {line}: {} field(s), the header (line {hline}) has {}",
+                path.display(),
+                fields.len(),
+                header.len()
+            );
+        }
+        if let Some(first) = units.insert(fields[0].clone(), *line) {
+            bail!(
+                "{}: {} {} is also on line {first}; give each unit one row",
+                at(0),
+                header[0],
+                fields[0]
+            );
+        }
+        for (c, f) in fields.iter().enumerate().skip(1) {
+            let v: f64 = f
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite())
+                .with_context(|| format!("{}: {} {f:?} is not a number", at(c), header[c]))?;
+            values[c - 1].push(v);
+        }
+    }
+    if table.rows.len() < 2 {
+        bail!(
+            "{}: {} data row(s); an interval needs at least two units",
+            path.display(),
+            table.rows.len()
+        );
+    }
+    Ok(PairedTable {
+        unit: header[0].clone(),
+        settings: header[1..].to_vec(),
+        values,
+    })
+}
+
 /// The archs both inputs have, with their values, plus those only one of them has.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Paired {
@@ -379,6 +484,64 @@ mod tests {
 
     fn err(r: Result<impl std::fmt::Debug>) -> String {
         format!("{:#}", r.unwrap_err())
+    }
+
+    #[test]
+    fn arch_lists_read_a_column_or_first_fields_and_check_the_space() {
+        let d = tempfile::tempdir().unwrap();
+        let tiny = Space::by_name("tiny").unwrap();
+        let (a, b) = ("0".repeat(20), "3".repeat(20));
+        let p = write(
+            d.path(),
+            "t.csv",
+            &format!("accuracy,arch\n90,{a}\n80,{b}\n81,{a}\n"),
+        );
+        let want: Vec<Arch> = vec![a.parse().unwrap(), b.parse().unwrap()];
+        assert_eq!(read_archs(&p, &tiny).unwrap(), want);
+        let p = write(d.path(), "l.txt", &format!("# tracked\n{a}\n{b}\n"));
+        assert_eq!(read_archs(&p, &tiny).unwrap(), want);
+        let p = write(d.path(), "bad.txt", &format!("{a}\n0123\n"));
+        let e = err(read_archs(&p, &tiny));
+        assert!(e.contains("bad.txt line 2, column 1"), "{e}");
+        let p = write(d.path(), "empty.txt", "# nothing\n");
+        assert!(err(read_archs(&p, &tiny)).contains("lists no archs"));
+    }
+
+    #[test]
+    fn paired_files_read_units_and_settings_and_errors_name_the_place() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "p.csv",
+            "# local tau-b per seed\nseed,off,accumulate,immediate\n1,0.1,0.25,0.3\n2,-0.2,0.05,0\n",
+        );
+        let t = read_paired(&p).unwrap();
+        assert_eq!(t.unit, "seed");
+        assert_eq!(t.settings, ["off", "accumulate", "immediate"]);
+        assert_eq!(
+            t.values,
+            [vec![0.1, -0.2], vec![0.25, 0.05], vec![0.3, 0.0]]
+        );
+        for (text, want) in [
+            ("seed,off\n1,2\n2,3\n", "line 1: 2 column(s)"),
+            ("seed,off,acc\n1,2,3\n", "1 data row(s)"),
+            (
+                "seed,off,acc\n1,2,3\n2,3\n",
+                "line 3: 2 field(s), the header (line 1) has 3",
+            ),
+            (
+                "seed,off,acc\n1,2,3\n2,x,3\n",
+                "line 3, column 2: off \"x\" is not a number",
+            ),
+            (
+                "seed,off,acc\n1,2,3\n1,3,4\n",
+                "line 3, column 1: seed 1 is also on line 2",
+            ),
+        ] {
+            let p = write(d.path(), "bad.csv", text);
+            let e = err(read_paired(&p));
+            assert!(e.contains("bad.csv") && e.contains(want), "{e}");
+        }
     }
 
     #[test]

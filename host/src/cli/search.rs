@@ -134,6 +134,13 @@ pub struct SearchArgs {
     /// and NPU top-1 on the same proxy images, i.e. what quantisation costs each arch.
     #[arg(long, value_name = "DTYPE", help_heading = "NPU")]
     pub npu_accuracy: Option<crate::npu::Dtype>,
+    /// Archs to follow through the search (one per line, or a CSV with an `arch` column such as
+    /// a retrained-accuracy file): scored under the current weights before the first generation
+    /// and after every one, into DIR/track/gen-NNN.csv for `shiftnas rank --archs`; shows how
+    /// shifting moves their order. Costs one BN calibration (--bn-images) and one proxy score
+    /// per arch per generation.
+    #[arg(long, value_name = "FILE")]
+    pub track: Option<PathBuf>,
     /// Proxy images --npu-accuracy scores (evenly spread over the proxy split; the simulator runs
     /// one image at a time).
     #[arg(long, value_name = "N", default_value_t = SearchArgs::default().npu_images, value_parser = at_least_one, requires = "npu_accuracy", help_heading = "NPU")]
@@ -178,6 +185,7 @@ impl Default for SearchArgs {
             force_predictor: false,
             remeasure: false,
             npu_accuracy: None,
+            track: None,
             npu_images: 1000,
             npu_calibration: 100,
         }

@@ -4,13 +4,15 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
+use shiftnas_calibration::interleaved::DEFAULT_CONFIDENCE;
 use shiftnas_calibration::ranking::{Figures, best_first, default_k, figures};
+use shiftnas_calibration::stats::paired_difference;
 use shiftnas_models::{Arch, Space};
 
 use super::{Context, ExitStatus};
 use crate::cli::rank::RankArgs;
 use crate::rank::{
-    ArchCheck, Paired, SupernetScores, Truth, pair, read_truth, scores_from_archive,
+    ArchCheck, Paired, SupernetScores, Truth, pair, read_paired, read_truth, scores_from_archive,
     scores_from_csv,
 };
 
@@ -84,9 +86,13 @@ fn load(args: &RankArgs, ctx: &Context) -> Result<Loaded> {
         (None, Some(file)) => (scores_from_csv(file, &mut check)?, file.clone()),
         (None, None) => bail!("give the supernet's scores with --run DIR or --archs FILE"),
     };
-    let truth = read_truth(&args.truth, &mut check)?;
+    let truth_file = args
+        .truth
+        .as_deref()
+        .context("give the retrained accuracies with --truth")?;
+    let truth = read_truth(truth_file, &mut check)?;
     let p = pair(&scores, &truth);
-    let (src, tru) = (source.display(), args.truth.display());
+    let (src, tru) = (source.display(), truth_file.display());
     if !p.no_score.is_empty() {
         ctx.printer.warn(format!(
             "{} of the {} archs in {tru} have no supernet score in {src} ({}); they are left out",
@@ -194,8 +200,71 @@ fn print_human(f: &Figures, p: &Paired, s: &SupernetScores, ctx: &Context) -> Re
     )
 }
 
+/// `shiftnas rank --paired`: each setting's mean difference from the base, with its interval.
+fn run_paired(path: &Path, confidence: f64, ctx: &Context) -> Result<ExitStatus> {
+    let t = read_paired(path)?;
+    let base = &t.values[0];
+    let diffs = (t.settings.iter().zip(&t.values).skip(1))
+        .map(|(name, v)| {
+            paired_difference(base, v, confidence)
+                .map(|d| (name, d))
+                .with_context(|| format!("--paired {}, column {name}", path.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if ctx.printer.json {
+        return ctx
+            .printer
+            .json(&json!({
+                "paired": path,
+                "unit": t.unit,
+                "base": t.settings[0],
+                "confidence": confidence,
+                "differences": diffs.iter().map(|(name, d)| {
+                    let mut v = serde_json::to_value(d).expect("plain numbers");
+                    v["setting"] = json!(name);
+                    v
+                }).collect::<Vec<_>>(),
+            }))
+            .map(|()| ExitStatus::Success);
+    }
+    ctx.printer.note(format!(
+        "{}: differences from {} over {} {}s, paired Student-t intervals",
+        path.display(),
+        t.settings[0],
+        base.len(),
+        t.unit
+    ));
+    let pct = 100.0 * confidence;
+    let rows: Vec<Vec<String>> = diffs
+        .iter()
+        .map(|(name, d)| {
+            vec![
+                format!("{name} − {}", t.settings[0]),
+                d.n.to_string(),
+                format!("{:+.3}", d.mean),
+                format!("{:.3}", d.sd),
+                format!("[{:+.3}, {:+.3}]", d.low, d.high),
+            ]
+        })
+        .collect();
+    ctx.printer.table(
+        &[
+            "difference",
+            "n",
+            "mean",
+            "sd",
+            &format!("{pct} % interval"),
+        ],
+        &rows,
+    )?;
+    Ok(ExitStatus::Success)
+}
+
 /// Runs `shiftnas rank`.
 pub fn run(args: RankArgs, ctx: &Context) -> Result<ExitStatus> {
+    if let Some(path) = &args.paired {
+        return run_paired(path, args.confidence.unwrap_or(DEFAULT_CONFIDENCE), ctx);
+    }
     let Loaded {
         scores,
         source,
@@ -229,7 +298,7 @@ pub fn run(args: RankArgs, ctx: &Context) -> Result<ExitStatus> {
             "supernet {} from {}; retrained accuracy from {} read as {}",
             scores.column,
             source.display(),
-            args.truth.display(),
+            args.truth.as_deref().unwrap_or(Path::new("")).display(),
             if truth.percent { "%" } else { "fractions" }
         ));
         print_human(&f, &p, &scores, ctx)?;
@@ -257,9 +326,11 @@ mod tests {
         RankArgs {
             run: Some(run.to_path_buf()),
             archs: None,
-            truth: truth.to_path_buf(),
+            truth: Some(truth.to_path_buf()),
             top_k: None,
             space: None,
+            paired: None,
+            confidence: None,
         }
     }
 
@@ -357,5 +428,26 @@ mod tests {
         (a.run, a.archs, a.space) = (None, Some(t.clone()), Some("big".into()));
         let e = msg(a);
         assert!(e.contains("unknown space \"big\""), "{e}");
+    }
+
+    #[test]
+    fn paired_mode_compares_each_setting_with_the_base() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("tau.csv");
+        std::fs::write(
+            &p,
+            "seed,off,accumulate\n1,0.1,0.25\n2,-0.2,0.05\n3,0.05,0.1\n",
+        )
+        .unwrap();
+        let mut a = args(d.path(), d.path());
+        (a.run, a.truth, a.paired) = (None, None, Some(p.clone()));
+        assert_eq!(run_cmd(a), ExitStatus::Success);
+        let mut a = args(d.path(), d.path());
+        (a.run, a.truth, a.paired, a.confidence) = (None, None, Some(p), Some(1.5));
+        let e = format!("{:#}", super::run(a, &ctx()).unwrap_err());
+        assert!(
+            e.contains("tau.csv, column accumulate") && e.contains("confidence = 1.5"),
+            "{e}"
+        );
     }
 }

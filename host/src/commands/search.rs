@@ -147,6 +147,13 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
         },
         prescreen_margin: args.prescreen_margin,
         force_predictor: args.force_predictor,
+        track: match &args.track {
+            Some(file) => {
+                crate::rank::read_archs(file, &shiftnas_models::Space::by_name(&args.space)?)
+                    .with_context(|| format!("--track {}", file.display()))?
+            }
+            None => Vec::new(),
+        },
         npu_accuracy: args.npu_accuracy.map(|dtype| NpuScoring {
             dtype,
             images: args.npu_images,

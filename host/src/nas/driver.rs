@@ -23,7 +23,7 @@ use candle_core::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use shiftnas_models::{Space, Supernet};
+use shiftnas_models::{Arch, Space, Supernet};
 
 use super::algorithm::{Algorithm, ArchSearch, ArchSearchState};
 use super::arch_problem::{ArchProblem, Constraints, PhaseSeconds, timed};
@@ -115,6 +115,16 @@ pub struct SearchConfig {
     /// `--npu-accuracy`: also score the final front on rknn-toolkit2's simulator of the NPU.
     #[serde(default)]
     pub npu_accuracy: Option<NpuScoring>,
+    /// `--track`: archs scored under the current weights before the first generation and after
+    /// every one, into `track/gen-NNN.csv` (see [`track_file`]).
+    #[serde(default)]
+    pub track: Vec<Arch>,
+}
+
+/// The scores of the tracked archs (`--track`) after `generation` (0: before the first), in
+/// `run`: a CSV `arch,error,supernet_step` that `shiftnas rank --archs` reads.
+pub fn track_file(run: &Path, generation: usize) -> PathBuf {
+    run.join("track").join(format!("gen-{generation:03}.csv"))
 }
 
 /// Scoring the final front through the NPU simulator ([`crate::npu::simulated_accuracy`]).
@@ -279,6 +289,7 @@ pub fn run_until(
         rng: start.rng,
         seed: config.seed,
         npu,
+        track: config.track.clone(),
     };
     search.run(&MaxGenerations(config.gens), progress, stop_after)
 }
@@ -594,6 +605,8 @@ struct SearchLoop<'a> {
     seed: u64,
     /// `--npu-accuracy`, with the toolkit (checked before the search starts).
     npu: Option<(NpuScoring, crate::npu::Converter)>,
+    /// `--track`: archs scored after every generation.
+    track: Vec<Arch>,
 }
 
 impl SearchLoop<'_> {
@@ -606,6 +619,9 @@ impl SearchLoop<'_> {
         mut progress: Progress<'_>,
         stop_after: Option<usize>,
     ) -> Result<SearchOutcome> {
+        if self.algorithm.search().generation() == 0 {
+            self.score_tracked(0)?;
+        }
         while budget.progress(
             self.algorithm.search().generation(),
             self.algorithm.search().n_evals(),
@@ -619,6 +635,7 @@ impl SearchLoop<'_> {
                 return Err(SearchInterrupted::after(generation).into());
             }
             let summary = self.next_generation()?;
+            self.score_tracked(summary.generation)?;
             progress.on_generation(&summary, self.algorithm.search().population());
             checkpoint::save(
                 &self.run,
@@ -652,6 +669,22 @@ impl SearchLoop<'_> {
             archive::append(&self.archive_path, r)?;
         }
         Ok(summary)
+    }
+
+    /// Scores the `--track` archs under the current weights (BN calibrated as for the final
+    /// re-score; the time counts as re-scoring) into [`track_file`]. A kill before the
+    /// generation's checkpoint leaves a file that the resumed run writes again.
+    fn score_tracked(&mut self, generation: usize) -> Result<()> {
+        if self.track.is_empty() {
+            return Ok(());
+        }
+        let step = self.problem.step();
+        let mut csv = String::from("arch,error,supernet_step\n");
+        for arch in &self.track {
+            let error = self.problem.rescore(arch)? / 100.0;
+            csv += &format!("{arch},{error},{step}\n");
+        }
+        crate::run_dir::write_atomic(&track_file(self.run.path(), generation), csv.as_bytes())
     }
 
     /// Re-scores the final front under the final weights, keeps what is still non-dominated,
@@ -796,6 +829,7 @@ pub(crate) mod tests {
             prescreen_margin: None,
             force_predictor: false,
             npu_accuracy: None,
+            track: Vec::new(),
         }
     }
 
@@ -921,6 +955,10 @@ pub(crate) mod tests {
         let p = Printer::silent();
         let a = SearchConfig {
             share_bn,
+            track: vec![
+                "0".repeat(20).parse().unwrap(),
+                "3".repeat(20).parse().unwrap(),
+            ],
             ..config(&tmp.path().join("a"), &ckpt)
         };
         assert_eq!(a.shift.mode, ShiftMode::Accumulate);
@@ -933,6 +971,8 @@ pub(crate) mod tests {
         let arch_path = b.out.join("archive.jsonl");
         let first = archive::read(&arch_path).unwrap();
         archive::append(&arch_path, &first[0]).unwrap();
+        // A kill after generation 2's tracked scores but before its checkpoint.
+        fs::write(track_file(&b.out, 2), "torn").unwrap();
         let resumed = run(&b, true, &p, Box::new(FlopsSource)).unwrap();
         let ta = fs::read_to_string(a.out.join("archive.jsonl")).unwrap();
         let tb = fs::read_to_string(arch_path).unwrap();
@@ -945,6 +985,19 @@ pub(crate) mod tests {
         assert_eq!(steps.first(), Some(&7));
         assert_eq!(steps.last(), Some(&9));
         assert!(full.front.iter().all(|r| r.supernet_step == 10));
+        // The tracked archs: scored before generation 1 and after each, the same after the kill.
+        for generation in 0..=3 {
+            let ta = fs::read_to_string(track_file(&a.out, generation)).unwrap();
+            let tb = fs::read_to_string(track_file(&b.out, generation)).unwrap();
+            assert_eq!(ta, tb, "generation {generation}");
+            let step = (7 + generation).to_string();
+            let lines: Vec<&str> = ta.lines().collect();
+            assert_eq!(lines.len(), 3, "{ta}");
+            assert!(
+                lines[1..].iter().all(|l| l.ends_with(&format!(",{step}"))),
+                "{ta}"
+            );
+        }
         // The time split: shifting, scores and the re-score under the moved weights all ran.
         let t = full.seconds;
         assert!(
