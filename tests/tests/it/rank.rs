@@ -176,3 +176,36 @@ fn rank_bad_inputs_exit_2_naming_file_and_line() {
         "{err}"
     );
 }
+
+#[test]
+fn rank_paired_gives_scipys_paired_t_intervals() {
+    let t = TestDir::new();
+    t.write(
+        "tau.csv",
+        "seed,off,accumulate,immediate\n1,0.10,0.25,0.3\n2,-0.20,0.05,0\n3,0.05,0.10,0.2\n4,0.30,0.35,0.1\n5,0.00,0.20,0.4\n",
+    );
+    // python -c "from scipy import stats; off=[0.1,-0.2,0.05,0.3,0]; o=[...];
+    //   print(stats.ttest_rel(o, off).confidence_interval(0.95))"
+    let scipy = [
+        ("accumulate", 0.028942195792088038, 0.2510578042079119),
+        ("immediate", -0.12061439450014427, 0.4206143945001443),
+    ];
+    let out = json(&rank(&t, &["--json", "--paired", "tau.csv"]));
+    assert_eq!(
+        (out["unit"].as_str(), out["base"].as_str()),
+        (Some("seed"), Some("off"))
+    );
+    let diffs = out["differences"].as_array().unwrap();
+    assert_eq!(diffs.len(), 2);
+    for (d, (name, low, high)) in diffs.iter().zip(scipy) {
+        assert_eq!(d["setting"], name);
+        assert_eq!(d["n"], 5);
+        let (l, h) = (d["low"].as_f64().unwrap(), d["high"].as_f64().unwrap());
+        assert!(
+            (l - low).abs() < 1e-9 && (h - high).abs() < 1e-9,
+            "{name}: {l} {h}"
+        );
+    }
+    let out = rank(&t, &["--paired", "tau.csv", "--truth", "truth.csv"]);
+    assert_eq!(out.status.code(), Some(2));
+}

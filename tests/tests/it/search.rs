@@ -69,6 +69,13 @@ fn search_ctrl_c_exits_130_and_resume_ends_with_the_uninterrupted_archive() {
         .save(&ckpt, 7)
         .unwrap();
     let (pop, gens) = (4, 3);
+    // Two archs followed through the search (--track): the same scores after the resume.
+    let tracked = dir.path().join("tracked.txt");
+    std::fs::write(
+        &tracked,
+        format!("{}\n{}\n", "0".repeat(20), "3".repeat(20)),
+    )
+    .unwrap();
     let search = |out: &Path| -> Vec<String> {
         let mut v: Vec<String> = ["search", "--space", "tiny", "--data"]
             .map(String::from)
@@ -83,6 +90,7 @@ fn search_ctrl_c_exits_130_and_resume_ends_with_the_uninterrupted_archive() {
             ("--shift-batch", "32".into()),
             ("--bn-images", "64".into()),
             ("--seed", "1".into()),
+            ("--track", tracked.display().to_string()),
         ] {
             v.extend([flag.to_string(), value]);
         }
@@ -132,9 +140,16 @@ fn search_ctrl_c_exits_130_and_resume_ends_with_the_uninterrupted_archive() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(last_json(&out)["type"], "done");
-    for f in ["archive.jsonl", "pareto.csv", "hypervolume.csv"] {
+    let track: Vec<String> = (0..=gens)
+        .map(|g| format!("track/gen-{g:03}.csv"))
+        .collect();
+    for f in ["archive.jsonl", "pareto.csv", "hypervolume.csv"]
+        .into_iter()
+        .chain(track.iter().map(String::as_str))
+    {
         assert_eq!(read(run_dir.join(f)), read(reference.join(f)), "{f}");
     }
+    assert_eq!(read(reference.join("track/gen-003.csv")).lines().count(), 3);
 }
 
 #[test]

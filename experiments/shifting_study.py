@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Does Supernet Shifting rank and pick better, and does a transferred supernet find as good an
+arch? The paper's protocol (Zhang et al., CVPR 2024, "Boosting Order-Preserving and
+Transferability for Neural Architecture Search") at CPU scale, with ground truth from several
+retraining seeds and paired 95 % intervals over search seeds.
+
+Stages (each skipped when its output exists; a killed command resumes with its `--resume`):
+
+1. supernet: the target's supernet (`shiftnas train`).
+2. source: a supernet of the same space on the other data set, for the transfer arm.
+3. truth: `ranked` uniform archs (drawn as experiments/ceiling.py draws them, so a ceiling run's
+   archs are their first ones) retrained with every `truth_seeds` seed; their mean is the truth.
+4. search, per search seed: `--shift off`, `accumulate` and `immediate` from the same supernet,
+   and `--transfer-from` the source; each `--track`s the ranked archs (scores under the current
+   weights before the first generation and after every one: track/gen-NNN.csv).
+5. picks: each search's pick (lowest supernet error on its final front) retrained with the
+   `pick_seeds`.
+6. rank: `shiftnas rank --archs track/gen-NNN.csv --truth truth.csv --top-k K` per search and
+   generation; per-seed tables of the final figures; `shiftnas rank --paired` on them.
+7. report: docs/results/shifting-study/<preset>/ (raw CSVs, trajectory.svg, report.md,
+   summary.json); smoke's in its run dir.
+
+  python3 experiments/shifting_study.py --preset smoke     # minutes: every stage runs
+  python3 experiments/shifting_study.py --preset fm-mbv2   # the study; rerun to continue
+
+The binary is copied into experiments/runs/<preset>/bin/ on the first run, so a resumed run keeps
+using it (`--binary` or $SHIFTNAS pick it; default target/release/shiftnas).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ceiling  # noqa: E402  (the truth stage is a ceiling run over the ranked archs)
+
+ROOT = Path(__file__).resolve().parent.parent
+FMNIST = os.environ.get("FMNIST_DIR", "/work/shared/datasets/fashion-mnist")
+CIFAR = os.environ.get("CIFAR10_DIR", "/work/shared/datasets/cifar10")
+
+# Every knob that sizes the study.
+PRESETS: dict[str, dict] = {
+    # Minutes: every stage runs and the report is written. Numbers mean nothing.
+    "smoke": dict(
+        space="tiny", target="builtin:fashion-mnist",
+        source=[f"cifar10:{CIFAR}", "--convert-channels", "--resize"], transfer_label="CIFAR-10 → Fashion-MNIST",
+        supernet_steps=30, source_steps=30, batch=16, lr=None, proxy_size=200, bn_images=64,
+        ranked=5, top_k=3, truth_seeds=[0, 1], retrain_steps=6, retrain_batch=16, retrain_lr=None,
+        search_seeds=[1, 2], pop=4, gens=2, max_flops=None,
+        shift_lr=1e-3, shift_samples=32, shift_batch=16,
+        immediate_steps=1, immediate_lr=1e-3,
+        warmup_probe_steps=2, warmup_steps=3, warmup_batch=16, transfer_shift_lr=1e-2,
+        pick_seeds=[0],
+    ),
+}
+SHIFTS = ["off", "accumulate", "immediate"]
+ARMS = SHIFTS + ["transfer"]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Study:
+    def __init__(self, preset: str, binary: Path):
+        self.name, self.k = preset, PRESETS[preset]
+        self.dir = ROOT / "experiments" / "runs" / f"study-{preset}"
+        # Raw results and report: committed under docs/results/ (smoke's mean nothing: its run dir).
+        self.out = (self.dir / "report" if preset == "smoke"
+                    else ROOT / "docs" / "results" / "shifting-study" / preset)
+        self.bin = self.dir / "bin" / "shiftnas"
+        if not self.bin.exists():
+            self.bin.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(binary, self.bin.with_suffix(".tmp"))
+            self.bin.with_suffix(".tmp").replace(self.bin)
+
+    def shiftnas(self, *args: str) -> dict:
+        """Runs the frozen binary; its last JSON line."""
+        out = subprocess.run([str(self.bin), "--json", "--no-progress", *args], check=True,
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    def truth_args(self) -> argparse.Namespace:
+        """The truth stage as a ceiling run (experiments/ceiling.py) over the ranked archs."""
+        k = self.k
+        return argparse.Namespace(
+            out=self.dir / "truth", binary=str(self.bin), data=k["target"], space=k["space"],
+            archs=k["ranked"], seeds=k["truth_seeds"], steps=k["retrain_steps"],
+            batch=k["retrain_batch"], lr=k["retrain_lr"], bn_images=k["bn_images"], extra=[])
+
+
+def train(s: Study, name: str, data: list[str], steps: int) -> Path:
+    run = s.dir / name
+    k = s.k
+    if (run / "checkpoint" / "supernet.safetensors").exists() and json.loads(
+            (run / "checkpoint" / "state.json").read_text()).get("step") == steps:
+        return run
+    log(f"{name}: training {steps} steps")
+    if (run / "config.toml").exists():
+        s.shiftnas("train", "--resume", str(run))
+    else:
+        args = ["train", "--space", k["space"], "--data", *data, "--steps", str(steps),
+                "--batch", str(k["batch"]), "--proxy-size", str(k["proxy_size"]), "--seed", "0",
+                "--out", str(run)]
+        s.shiftnas(*args, *(["--lr", str(k["lr"])] if k["lr"] else []))
+    return run
+
+
+def truth(s: Study) -> dict[str, float]:
+    """arch -> mean retrained accuracy (%) over the truth seeds; writes truth.csv."""
+    a = s.truth_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    archs = ceiling.archs_of(a)
+    have = ceiling.done(a.out)
+    todo = [(x, sd) for sd in a.seeds for x in archs if (x, sd) not in have]
+    for i, (x, sd) in enumerate(todo):
+        t0 = time.time()
+        acc = ceiling.retrain(a, x, sd)
+        ceiling.append(a.out, [x, sd, f"{acc:.2f}", f"{time.time() - t0:.0f}"])
+        log(f"truth {i + 1}/{len(todo)}: {x} seed {sd}: {acc:.2f} %")
+    (a.out / "ranked.txt").write_text("\n".join(archs) + "\n")
+    have = ceiling.done(a.out)
+    mean = {x: statistics.mean(have[(x, sd)] for sd in a.seeds) for x in archs}
+    (a.out / "truth.csv").write_text(
+        "arch,accuracy\n" + "".join(f"{x},{v:.3f}\n" for x, v in mean.items()))
+    return mean
+
+
+def search(s: Study, arm: str, seed: int, supernet: Path, source: Path) -> Path:
+    run = s.dir / f"search-{arm}-s{seed}"
+    if (run / "pareto.json").exists():
+        return run
+    k = s.k
+    if (run / "config.toml").exists():
+        args = ["search", "--resume", str(run)]
+    else:
+        args = ["search", "--data", k["target"], "--space", k["space"], "--algorithm", "evolution",
+                "--latency", "flops", "--pop", str(k["pop"]), "--gens", str(k["gens"]),
+                "--seed", str(seed), "--bn-images", str(k["bn_images"]),
+                "--proxy-size", str(k["proxy_size"]), "--split-seed", "0",
+                "--track", str(s.dir / "truth" / "ranked.txt"), "--out", str(run)]
+        if k["max_flops"]:
+            args += ["--max-flops", f"{k['max_flops']:.0f}"]
+        if arm == "transfer":
+            args += ["--transfer-from", str(source), "--warmup-probe-steps",
+                     str(k["warmup_probe_steps"]), "--warmup-steps", str(k["warmup_steps"]),
+                     "--warmup-batch", str(k["warmup_batch"]),
+                     "--transfer-shift-lr", str(k["transfer_shift_lr"]),
+                     "--shift-steps", str(k["immediate_steps"]), "--shift-batch", str(k["batch"])]
+        else:
+            args += ["--supernet", str(supernet), "--shift", arm]
+            if arm == "accumulate":
+                args += ["--shift-lr", str(k["shift_lr"]), "--shift-samples",
+                         str(k["shift_samples"]), "--shift-batch", str(k["shift_batch"])]
+            if arm == "immediate":
+                args += ["--shift-lr", str(k["immediate_lr"]), "--shift-steps",
+                         str(k["immediate_steps"]), "--shift-batch", str(k["batch"])]
+    log(f"search {arm} seed {seed}")
+    s.shiftnas(*args)
+    return run
+
+
+def pick(run: Path) -> dict:
+    """The search's answer: the lowest supernet error on its final front (re-scored)."""
+    front = json.loads((run / "pareto.json").read_text())
+    return min(front, key=lambda r: (r["error"], r["flops"], r["arch"]))
+
+
+def picks(s: Study, runs: dict[tuple[str, int], Path]) -> dict[tuple[str, int], float]:
+    """(arm, search seed) -> the pick's mean retrained accuracy over the pick seeds."""
+    a = s.truth_args()
+    a.out = s.dir / "picks"
+    a.out.mkdir(parents=True, exist_ok=True)
+    have = ceiling.done(a.out)
+    out = {}
+    for (arm, seed), run in sorted(runs.items()):
+        x = pick(run)["arch"]
+        for sd in s.k["pick_seeds"]:
+            if (x, sd) not in have:
+                t0 = time.time()
+                have[(x, sd)] = ceiling.retrain(a, x, sd)
+                ceiling.append(a.out, [x, sd, f"{have[(x, sd)]:.2f}", f"{time.time() - t0:.0f}"])
+                log(f"pick of {arm} seed {seed}: {x} seed {sd}: {have[(x, sd)]:.2f} %")
+        out[(arm, seed)] = statistics.mean(have[(x, sd)] for sd in s.k["pick_seeds"])
+    return out
+
+
+def rank_generations(s: Study, run: Path) -> list[dict]:
+    """`shiftnas rank` of the tracked scores of every generation against the truth."""
+    out = []
+    for f in sorted((run / "track").glob("gen-*.csv")):
+        r = s.shiftnas("rank", "--archs", str(f), "--truth", str(s.dir / "truth" / "truth.csv"),
+                       "--space", s.k["space"], "--top-k", str(s.k["top_k"]))
+        r["generation"] = int(f.stem.split("-")[1])
+        out.append(r)
+    return out
+
+
+def paired(s: Study, name: str, rows: dict[int, dict[str, float]], arms: list[str]) -> dict:
+    """Writes `name`.csv (seed, one column per arm) and returns `shiftnas rank --paired` of it.
+    A seed whose figure is undefined in some arm (τ-b of tied scores) is left out, and said."""
+    path = s.out / f"{name}.csv"
+    with path.open("w") as f:
+        f.write(",".join(["seed", *arms]) + "\n")
+        for seed, v in sorted(rows.items()):
+            if any(v[a] is None for a in arms):
+                log(f"{name}: seed {seed} left out, undefined in {[a for a in arms if v[a] is None]}")
+                continue
+            f.write(",".join([str(seed), *(f"{v[a]:.6g}" for a in arms)]) + "\n")
+    return s.shiftnas("rank", "--paired", str(path))
+
+
+def svg_trajectory(path: Path, traj: dict[str, dict[int, list[float]]], k: int) -> None:
+    """Local τ-b within the true top-k per generation: each arm's seeds (thin) and mean (thick)."""
+    colors = {"off": "#777777", "accumulate": "#1f77b4", "immediate": "#d62728",
+              "transfer": "#2ca02c"}
+    gens = max(len(v) for arm in traj.values() for v in arm.values())
+    w, h, left, top, bottom, right = 640, 360, 60, 30, 50, 140
+    pw, ph = w - left - right, h - top - bottom
+
+    def x(g):
+        return left + pw * g / max(gens - 1, 1)
+
+    def y(t):
+        return top + ph * (1 - (t + 1) / 2)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>']
+    for t in [-1, -0.5, 0, 0.5, 1]:
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" '
+                   f'stroke="#ddd"/><text x="{left - 8}" y="{y(t) + 4:.1f}" '
+                   f'text-anchor="end">{t:g}</text>')
+    for g in range(gens):
+        out.append(f'<text x="{x(g):.1f}" y="{top + ph + 18}" text-anchor="middle">{g}</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{h - 8}" text-anchor="middle">generation '
+               '(0: before the first)</text>')
+    out.append(f'<text x="14" y="{top + ph / 2}" text-anchor="middle" '
+               f'transform="rotate(-90 14 {top + ph / 2})">local Kendall τ-b (true top-{k})</text>')
+    for i, (arm, seeds) in enumerate(traj.items()):
+        c = colors.get(arm, "black")
+        for v in seeds.values():
+            pts = " ".join(f"{x(g):.1f},{y(t):.1f}" for g, t in enumerate(v) if t is not None)
+            out.append(f'<polyline points="{pts}" fill="none" stroke="{c}" stroke-width="0.8" '
+                       'stroke-opacity="0.45"/>')
+        means = []
+        for g in range(gens):
+            vals = [v[g] for v in seeds.values() if g < len(v) and v[g] is not None]
+            means.append(statistics.mean(vals) if vals else None)
+        pts = " ".join(f"{x(g):.1f},{y(t):.1f}" for g, t in enumerate(means) if t is not None)
+        out.append(f'<polyline points="{pts}" fill="none" stroke="{c}" stroke-width="2.5"/>')
+        ly = top + 16 + 18 * i
+        out.append(f'<line x1="{left + pw + 12}" x2="{left + pw + 36}" y1="{ly}" y2="{ly}" '
+                   f'stroke="{c}" stroke-width="2.5"/><text x="{left + pw + 42}" y="{ly + 4}">'
+                   f'{arm}</text>')
+    out.append("</svg>")
+    path.write_text("\n".join(out) + "\n")
+
+
+def fmt_diff(d: dict) -> str:
+    return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
+    k, seeds = s.k, s.k["search_seeds"]
+    s.out.mkdir(parents=True, exist_ok=True)
+    # Raw results: the truth, the picks, every search's tracked scores.
+    for f in ["results.csv", "truth.csv", "ranked.txt"]:
+        shutil.copy(s.dir / "truth" / f, s.out / ("truth-" + f if f == "results.csv" else f))
+    shutil.copy(s.dir / "picks" / "results.csv", s.out / "picks-results.csv")
+    for (arm, seed), run in runs.items():
+        dst = s.out / "track" / f"{arm}-s{seed}"
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in (run / "track").glob("gen-*.csv"):
+            shutil.copy(f, dst / f.name)
+        (dst / "pick.json").write_text(json.dumps(pick(run)) + "\n")
+    final = {key: r[-1] for key, r in ranks.items()}
+    local = {sd: {a: final[a, sd]["local_tau_b"] for a in ARMS} for sd in seeds}
+    glob = {sd: {a: final[a, sd]["global"] for a in ARMS} for sd in seeds}
+    acc = {sd: {a: pick_acc[a, sd] for a in ARMS} for sd in seeds}
+    cmp = {"local": paired(s, "local-tau", local, SHIFTS), "global": paired(s, "global", glob, SHIFTS),
+           "pick": paired(s, "pick-accuracy", acc, SHIFTS),
+           "transfer": paired(s, "transfer-pick-accuracy", acc, ["accumulate", "transfer"])}
+    traj = {a: {sd: [r["local_tau_b"] for r in ranks[a, sd]] for sd in seeds} for a in ARMS}
+    svg_trajectory(s.out / "trajectory.svg", traj, k["top_k"])
+    (s.out / "summary.json").write_text(json.dumps(dict(
+        preset=s.name, knobs=k, final={f"{a}-s{sd}": final[a, sd] for a, sd in final},
+        picks={f"{a}-s{sd}": v for (a, sd), v in pick_acc.items()}, paired=cmp), indent=1) + "\n")
+    rel = s.out.relative_to(ROOT)
+    lines = [f"Preset `{s.name}`, {len(seeds)} search seeds, generated "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Truth: {k['ranked']} archs, "
+             f"mean of {len(k['truth_seeds'])} retraining seeds ({min(truth_mean.values()):.2f}–"
+             f"{max(truth_mean.values()):.2f} %).", "",
+             "| figure (final generation) | " + " | ".join(ARMS) + " |", "|---" * 5 + "|"]
+    for name, d in [("local τ-b", local), ("global top-k", glob), ("pick's retrained acc %", acc)]:
+        lines.append(f"| {name} | " + " | ".join(
+            f"{statistics.mean(v):.3f}" if (v := [d[sd][a] for sd in seeds if d[sd][a] is not None])
+            else "n/a" for a in ARMS) + " |")
+    lines += ["", "| difference (mean [95 % interval]) | value | command |", "|---|---|---|"]
+    for key, file in [("local", "local-tau"), ("global", "global"), ("pick", "pick-accuracy"),
+                      ("transfer", "transfer-pick-accuracy")]:
+        for d in cmp[key]["differences"]:
+            lines.append(f"| {key}: {d['setting']} − {cmp[key]['base']} | {fmt_diff(d)} | "
+                         f"`shiftnas rank --paired {rel}/{file}.csv` |")
+    lines += ["", f"![local τ-b per generation]({s.name}/trajectory.svg)", ""]
+    (s.out / "report.md").write_text("\n".join(lines) + "\n")
+    log(f"report: {s.out / 'report.md'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=list(PRESETS), required=True)
+    ap.add_argument("--binary", type=Path, default=Path(
+        os.environ.get("SHIFTNAS", ROOT / "target" / "release" / "shiftnas")))
+    ap.add_argument("--until", choices=["truth", "search", "picks", "report"], default="report")
+    a = ap.parse_args()
+    s = Study(a.preset, a.binary)
+    k = s.k
+    supernet = train(s, "supernet", [k["target"]], k["supernet_steps"])
+    source = train(s, "source", k["source"], k["source_steps"])
+    truth_mean = truth(s)
+    if a.until == "truth":
+        return
+    runs = {(arm, sd): search(s, arm, sd, supernet, source / "checkpoint" / "supernet.safetensors")
+            for sd in k["search_seeds"] for arm in ARMS}
+    if a.until == "search":
+        return
+    pick_acc = picks(s, runs)
+    if a.until == "picks":
+        return
+    ranks = {key: rank_generations(s, run) for key, run in runs.items()}
+    report(s, runs, ranks, pick_acc, truth_mean)
+
+
+if __name__ == "__main__":
+    main()
