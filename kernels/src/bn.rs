@@ -6,6 +6,8 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 
+use super::infer::Activation;
+
 /// ε added to the variance, as PyTorch's default.
 pub const BN_EPS: f64 = 1e-5;
 
@@ -59,17 +61,17 @@ impl BatchNorm {
 
     /// Normalises with the running statistics.
     pub fn forward_eval(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward_eval_act(x, false)
+        self.forward_eval_act(x, Activation::None)
     }
 
-    /// [`BatchNorm::forward_eval`] followed by a ReLU when `relu`, fused into one op on CPU.
-    pub fn forward_eval_act(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+    /// [`BatchNorm::forward_eval`] followed by `act`, fused into one op on CPU.
+    pub fn forward_eval_act(&self, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
         super::bn_op::bn_eval(
             x,
             &self.running_mean.as_detached_tensor(),
             &self.running_var.as_detached_tensor(),
             BN_EPS,
-            relu,
+            act,
         )
     }
 
@@ -78,16 +80,16 @@ impl BatchNorm {
     /// Fails when a channel has a single value (batch 1 at 1×1), as PyTorch does, since the
     /// unbiased variance is undefined.
     pub fn forward_train(&self, x: &Tensor, momentum: f64) -> candle_core::Result<Tensor> {
-        self.forward_train_act(x, momentum, false)
+        self.forward_train_act(x, momentum, Activation::None)
     }
 
-    /// [`BatchNorm::forward_train`] followed by a ReLU when `relu`: one fused op on CPU (f64
-    /// statistics, one-node backward), the plain-ops composition elsewhere.
+    /// [`BatchNorm::forward_train`] followed by `act`: one fused op on CPU (f64 statistics,
+    /// one-node backward), the plain-ops composition elsewhere.
     pub fn forward_train_act(
         &self,
         x: &Tensor,
         momentum: f64,
-        relu: bool,
+        act: Activation,
     ) -> candle_core::Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         if c != self.channels {
@@ -100,7 +102,7 @@ impl BatchNorm {
                 x.dims()
             );
         }
-        let (y, mean, var) = super::bn_op::bn_train(x, BN_EPS, relu)?;
+        let (y, mean, var) = super::bn_op::bn_train(x, BN_EPS, act)?;
         self.update(&mean, &var, n, momentum)?;
         Ok(y)
     }

@@ -1,4 +1,4 @@
-//! Fused train-mode batch norm with learnable scale γ and shift β (+ optional ReLU) as a candle
+//! Fused train-mode batch norm with learnable scale γ and shift β (+ optional ReLU or ReLU6) as a candle
 //! custom op on CPU: what the standalone (retraining) network runs at every BN.
 //!
 //! Composing the affine-free fused BN with `broadcast_mul`, `broadcast_add` and `relu` costs three
@@ -6,7 +6,7 @@
 //! the supernet's on the same path). Here the forward is one pass per channel plane after f64
 //! statistics, and the backward one op giving all three gradients:
 //! `gβ = Σ g'`, `gγ = Σ g'·x̂`, `gx = γ·invstd·(g' − gβ/N − x̂·gγ/N)` with `g'` the output gradient
-//! masked by the ReLU. Other devices or dtypes run the plain composition, which gives the same
+//! masked where the activation clipped. Other devices or dtypes run the plain composition, which gives the same
 //! numbers.
 
 use std::sync::{Arc, Mutex};
@@ -23,11 +23,12 @@ const OP: &str = "fused affine batch norm";
 
 use super::bn::{BN_EPS, BatchNorm};
 use super::bn_op::bn_train;
+use super::infer::Activation;
 
 /// `act(x̂ · γ + β)` with batch statistics; remembers them for the backward.
 struct BnAffineTrain {
     eps: f64,
-    relu: bool,
+    act: Activation,
     saved: Arc<Mutex<Option<BatchStats>>>,
 }
 
@@ -58,7 +59,7 @@ impl CustomOp3 for BnAffineTrain {
         }
         let hw = h * w;
         let BatchStats { mean, invstd, var } = batch_stats(x, b, c, hw, self.eps);
-        let mut y = vec![0f32; x.len()];
+        let (mut y, cap) = (vec![0f32; x.len()], self.act.cap());
         y.par_chunks_mut(hw.max(1))
             .enumerate()
             .for_each(|(i, out)| {
@@ -66,7 +67,7 @@ impl CustomOp3 for BnAffineTrain {
                 // y = (x − m)·is·γ + β = x·scale + shift
                 let scale = invstd[ch] * gamma[ch];
                 let shift = beta[ch] - mean[ch] * scale;
-                affine_plane(out, &x[i * hw..(i + 1) * hw], scale, shift, self.relu);
+                affine_plane(out, &x[i * hw..(i + 1) * hw], scale, shift, cap);
             });
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(BatchStats { mean, invstd, var });
@@ -94,11 +95,11 @@ impl CustomOp3 for BnAffineTrain {
         let n = (b * hw) as f64;
         let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
         let (xv, yv, gv, gam) = (flat(x)?, flat(res)?, flat(grad)?, flat(gamma)?);
-        let relu = self.relu;
+        let cap = self.act.cap();
         // Per channel: Σ g' (= gβ) and Σ g'·x̂ (= gγ).
         let sums: Vec<(f64, f64)> = channel_sums(b, c, |l, i| {
             let (xp, yp, gp) = (plane(&xv, hw, i), plane(&yv, hw, i), plane(&gv, hw, i));
-            affine_grad_sums(l, (xp, yp, gp), s.mean[i % c], s.invstd[i % c], relu)
+            affine_grad_sums(l, (xp, yp, gp), s.mean[i % c], s.invstd[i % c], cap)
         })
         .iter()
         .map(|s| (s[0], s[1]))
@@ -114,7 +115,7 @@ impl CustomOp3 for BnAffineTrain {
                 let k = gam[ch] * is;
                 let r = i * hw..(i + 1) * hw;
                 let planes = (&xv[r.clone()], &yv[r.clone()], &gv[r]);
-                affine_grad_plane(out, planes, (m, is, k, mb, mg), relu);
+                affine_grad_plane(out, planes, (m, is, k, mb, mg), cap);
             });
         let dev = x.device();
         let gb: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
@@ -128,11 +129,12 @@ impl CustomOp3 for BnAffineTrain {
 }
 
 simd_fn! {
-    /// `out = act(x · scale + shift)` over one plane, `act` the ReLU when `relu`.
-    fn affine_plane(out: &mut [f32], x: &[f32], scale: f32, shift: f32, relu: bool) {
-        if relu {
+    /// `out = act(x · scale + shift)` over one plane, `act` a rectifier clipped above at `cap`
+    /// when there is one.
+    fn affine_plane(out: &mut [f32], x: &[f32], scale: f32, shift: f32, cap: Option<f32>) {
+        if let Some(cap) = cap {
             for (o, &v) in out.iter_mut().zip(x) {
-                *o = (v * scale + shift).max(0.0);
+                *o = (v * scale + shift).max(0.0).min(cap);
             }
         } else {
             for (o, &v) in out.iter_mut().zip(x) {
@@ -144,19 +146,20 @@ simd_fn! {
 
 simd_fn! {
     /// Adds `g'` and `g'·x̂` over one plane of (x, y, g) to `lanes` (see [`chunks8`]), `g'` the
-    /// output gradient masked where the ReLU clipped (output `y ≤ 0`) when `relu`. Padding with
-    /// g = 0 adds nothing.
+    /// output gradient masked where a rectifier with upper clip `cap` clipped (output `y ≤ 0` or
+    /// `y ≥ cap`); no mask without one. Padding with g = 0 adds nothing.
     fn affine_grad_sums(
         lanes: &mut [[f32; 8]; 2],
         planes: (&[f32], &[f32], &[f32]),
         m: f32,
         is: f32,
-        relu: bool,
+        cap: Option<f32>,
     ) {
         let (x, y, g) = planes;
+        let (clip, hi) = (cap.is_some(), cap.unwrap_or(f32::INFINITY));
         for [xs, ys, gs] in chunks8([x, y, g], [0.0; 3]) {
             for i in 0..8 {
-                let gm = keep_if(gs[i], !relu || ys[i] > 0.0);
+                let gm = keep_if(gs[i], !clip || (ys[i] > 0.0 && ys[i] < hi));
                 lanes[0][i] += gm;
                 lanes[1][i] += gm * ((xs[i] - m) * is);
             }
@@ -171,36 +174,37 @@ simd_fn! {
         out: &mut [f32],
         planes: (&[f32], &[f32], &[f32]),
         stats: (f32, f32, f32, f32, f32),
-        relu: bool,
+        cap: Option<f32>,
     ) {
         let ((x, y, g), (m, is, k, mb, mg)) = (planes, stats);
+        let (clip, hi) = (cap.is_some(), cap.unwrap_or(f32::INFINITY));
         for ((o, &xv), (&yv, &gv)) in out.iter_mut().zip(x).zip(y.iter().zip(g)) {
             let xh = (xv - m) * is;
-            *o = k * (keep_if(gv, !relu || yv > 0.0) - mb - xh * mg);
+            *o = k * (keep_if(gv, !clip || (yv > 0.0 && yv < hi)) - mb - xh * mg);
         }
     }
 }
 
-/// Train-mode BN over `[b, c, h, w]` with scale `gamma` and shift `beta` `[c]` (+ ReLU when
-/// `relu`): returns the output, the batch mean `[c]` and the biased batch variance `[c]`
+/// Train-mode BN over `[b, c, h, w]` with scale `gamma` and shift `beta` `[c]`, then `act`:
+/// returns the output, the batch mean `[c]` and the biased batch variance `[c]`
 /// (detached). One fused op on CPU f32, the plain-ops composition elsewhere.
 pub fn bn_affine_train(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
-    relu: bool,
+    act: Activation,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     let (_, c, _, _) = x.dims4()?;
     let fused = [x, gamma, beta]
         .iter()
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
     if !fused {
-        let (z, mean, var) = bn_train(x, eps, false)?;
+        let (z, mean, var) = bn_train(x, eps, Activation::None)?;
         let z = z
             .broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?
             .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
-        return Ok((if relu { z.relu()? } else { z }, mean, var));
+        return Ok((act.apply_tensor(z)?, mean, var));
     }
     let saved = Arc::new(Mutex::new(None));
     let y = x.contiguous()?.apply_op3(
@@ -208,7 +212,7 @@ pub fn bn_affine_train(
         &beta.contiguous()?,
         BnAffineTrain {
             eps,
-            relu,
+            act,
             saved: saved.clone(),
         },
     )?;
@@ -228,7 +232,7 @@ pub fn bn_affine_train(
 }
 
 impl BatchNorm {
-    /// Train-mode BN with learnable `gamma`/`beta` `[c]` (+ ReLU when `relu`), moving the running
+    /// Train-mode BN with learnable `gamma`/`beta` `[c]`, then `act`, moving the running
     /// statistics by `momentum` as [`BatchNorm::forward_train`] does.
     ///
     /// # Errors
@@ -239,7 +243,7 @@ impl BatchNorm {
         gamma: &Tensor,
         beta: &Tensor,
         momentum: f64,
-        relu: bool,
+        act: Activation,
     ) -> candle_core::Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         if c != self.channels() {
@@ -252,7 +256,7 @@ impl BatchNorm {
                 x.dims()
             );
         }
-        let (y, mean, var) = bn_affine_train(x, gamma, beta, BN_EPS, relu)?;
+        let (y, mean, var) = bn_affine_train(x, gamma, beta, BN_EPS, act)?;
         self.update(&mean, &var, n, momentum)?;
         Ok(y)
     }
@@ -273,22 +277,23 @@ mod tests {
     }
 
     /// The fused op against the same formula with plain candle ops in f64 (forward, and the
-    /// gradients of x, γ, β through a random linear loss), with and without ReLU.
+    /// gradients of x, γ, β through a random linear loss), with each activation. γ up to 8 puts
+    /// outputs above ReLU6's cap.
     #[test]
     fn fused_affine_bn_matches_plain_ops() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let (b, c, h, w) = (3, 5, 4, 3);
         let x0 = rand(&[b, c, h, w], -2.0, 3.0, &mut rng);
-        let g0 = rand(&[c], 0.5, 1.5, &mut rng);
+        let g0 = rand(&[c], 0.5, 8.0, &mut rng);
         let b0 = rand(&[c], -0.5, 0.5, &mut rng);
         let r = rand(&[b, c, h, w], -1.0, 1.0, &mut rng);
-        for relu in [false, true] {
+        for act in [Activation::None, Activation::Relu, Activation::Relu6] {
             let run = |dtype: DType| {
                 let x = Var::from_tensor(&x0.to_dtype(dtype).unwrap()).unwrap();
                 let g = Var::from_tensor(&g0.to_dtype(dtype).unwrap()).unwrap();
                 let bt = Var::from_tensor(&b0.to_dtype(dtype).unwrap()).unwrap();
                 let (y, mean, var) =
-                    bn_affine_train(x.as_tensor(), g.as_tensor(), bt.as_tensor(), 1e-5, relu)
+                    bn_affine_train(x.as_tensor(), g.as_tensor(), bt.as_tensor(), 1e-5, act)
                         .unwrap();
                 let loss = (&y * r.to_dtype(dtype).unwrap())
                     .unwrap()
@@ -318,7 +323,12 @@ mod tests {
                     .unwrap()
                     .to_scalar::<f64>()
                     .unwrap();
-                assert!(d < 1e-4, "relu {relu}, output {k}: max diff {d}");
+                assert!(d < 1e-4, "{act:?}, output {k}: max diff {d}");
+            }
+            if act == Activation::Relu6 {
+                let y = fused[0].flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                let capped = y.iter().filter(|&&v| v == 6.0).count();
+                assert!(capped > 5, "only {capped} outputs reach the cap");
             }
         }
     }

@@ -1,11 +1,11 @@
-//! Fused affine-free batch norm (+ optional ReLU) as candle custom ops on CPU.
+//! Fused affine-free batch norm (+ optional ReLU or ReLU6) as candle custom ops on CPU.
 //!
 //! Plain candle ops build BN from ~8 graph nodes (mean, sub, sqr, mean, add, sqrt, div, relu),
 //! each with a full-size temporary forward and a `zeros_like + add` gradient accumulation
 //! backward. [`bn_train`] does the forward in one pass over each channel plane (f64 sums) and the
 //! backward in one op with the standard formula
-//! `dx = invstd · (g − mean(g) − x̂ · mean(g · x̂))` (g masked by the ReLU). [`bn_eval`] fuses the
-//! running-statistics normalisation and ReLU. Only contiguous f32 CPU tensors use the loops; other
+//! `dx = invstd · (g − mean(g) − x̂ · mean(g · x̂))` (g masked where the activation clipped).
+//! [`bn_eval`] fuses the running-statistics normalisation and activation. Only contiguous f32 CPU tensors use the loops; other
 //! devices or dtypes (CUDA) run the plain-ops composition, which gives the same numbers.
 
 use std::sync::{Arc, Mutex};
@@ -16,14 +16,15 @@ use super::cpu::{
     BatchStats, batch_stats, channel_sums, chunks8, contiguous_f32, keep_if, par_filled, plane,
     simd_fn,
 };
+use super::infer::Activation;
 
 /// Names the op in errors.
 const OP: &str = "fused batch norm";
 
-/// Train-mode BN(+ReLU): normalises with batch statistics, remembers them for the backward.
+/// Train-mode BN(+activation): normalises with batch statistics, remembers them for the backward.
 struct BnTrain {
     eps: f64,
-    relu: bool,
+    act: Activation,
     saved: Arc<Mutex<Option<BatchStats>>>,
 }
 
@@ -37,7 +38,7 @@ impl CustomOp1 for BnTrain {
         let x = contiguous_f32(s, l, OP, "input")?;
         let hw = h * w;
         let stats = batch_stats(x, b, c, hw, self.eps);
-        let y = normalize(x, c, hw, &stats.mean, &stats.invstd, self.relu);
+        let y = normalize(x, c, hw, &stats.mean, &stats.invstd, self.act);
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -55,7 +56,7 @@ impl CustomOp1 for BnTrain {
         let gx = x.apply_op2_no_bwd(
             &g,
             &BnTrainGrad {
-                relu: self.relu,
+                act: self.act,
                 saved,
             },
         )?;
@@ -66,7 +67,7 @@ impl CustomOp1 for BnTrain {
 
 /// Input gradient of [`BnTrain`]: (x, grad_y) → grad_x.
 struct BnTrainGrad {
-    relu: bool,
+    act: Activation,
     saved: BatchStats,
 }
 
@@ -88,11 +89,11 @@ impl CustomOp2 for BnTrainGrad {
         let hw = h * w;
         let n = (b * hw) as f64;
         let (mean, invstd) = (&self.saved.mean, &self.saved.invstd);
-        let relu = self.relu;
-        // Per channel: mean(g') and mean(g'·x̂), with g' = g masked where the ReLU clipped.
+        let cap = self.act.cap();
+        // Per channel: mean(g') and mean(g'·x̂), with g' = g masked where the activation clipped.
         let sums: Vec<(f32, f32)> = channel_sums(b, c, |l, i| {
             let (ch, xp, gp) = (i % c, plane(x, hw, i), plane(g, hw, i));
-            add_grad_sums(l, xp, gp, mean[ch], invstd[ch], relu)
+            add_grad_sums(l, xp, gp, mean[ch], invstd[ch], cap)
         })
         .iter()
         .map(|s| ((s[0] / n) as f32, (s[1] / n) as f32))
@@ -107,7 +108,7 @@ impl CustomOp2 for BnTrainGrad {
                     let ch = i % c;
                     let r = i * hw..(i + 1) * hw;
                     let stats = (mean[ch], invstd[ch], sums[ch].0, sums[ch].1);
-                    grad_plane(out, &x[r.clone()], &g[r], stats, relu);
+                    grad_plane(out, &x[r.clone()], &g[r], stats, cap);
                 },
             )
         };
@@ -117,16 +118,24 @@ impl CustomOp2 for BnTrainGrad {
 
 simd_fn! {
     /// Adds `g'` and `g'·x̂` over one plane to `lanes` (see [`chunks8`]), `g'` the output gradient
-    /// masked where the ReLU clipped (`x̂ ≤ 0`) when `relu`. Padding with g = 0 adds nothing.
-    fn add_grad_sums(lanes: &mut [[f32; 8]; 2], x: &[f32], g: &[f32], m: f32, is: f32, relu: bool) {
-        // Two loops, so each has a constant `relu` and vectorises to a blend.
-        if relu {
+    /// masked where a rectifier with upper clip `cap` clipped (`x̂ ≤ 0` or `x̂ ≥ cap`); no mask
+    /// without one. Padding with g = 0 adds nothing.
+    fn add_grad_sums(
+        lanes: &mut [[f32; 8]; 2],
+        x: &[f32],
+        g: &[f32],
+        m: f32,
+        is: f32,
+        cap: Option<f32>,
+    ) {
+        // Two loops, so each has a constant mask test and vectorises to a blend.
+        if let Some(cap) = cap {
             for [xs, gs] in chunks8([x, g], [0.0; 2]) {
-                grad_lanes::<true>(lanes, &xs, &gs, m, is);
+                grad_lanes::<true>(lanes, &xs, &gs, (m, is), cap);
             }
         } else {
             for [xs, gs] in chunks8([x, g], [0.0; 2]) {
-                grad_lanes::<false>(lanes, &xs, &gs, m, is);
+                grad_lanes::<false>(lanes, &xs, &gs, (m, is), f32::INFINITY);
             }
         }
     }
@@ -134,15 +143,16 @@ simd_fn! {
 
 /// Adds eight lanes of `g'` to `lanes[0]` and of `g'·x̂` to `lanes[1]` (see [`add_grad_sums`]).
 #[inline(always)]
-fn grad_lanes<const RELU: bool>(
+fn grad_lanes<const CLIP: bool>(
     lanes: &mut [[f32; 8]; 2],
     xs: &[f32; 8],
     gs: &[f32; 8],
-    m: f32,
-    is: f32,
+    (m, is): (f32, f32),
+    cap: f32,
 ) {
     let xh: [f32; 8] = std::array::from_fn(|i| (xs[i] - m) * is);
-    let gv: [f32; 8] = std::array::from_fn(|i| keep_if(gs[i], !RELU || xh[i] > 0.0));
+    let gv: [f32; 8] =
+        std::array::from_fn(|i| keep_if(gs[i], !CLIP || (xh[i] > 0.0 && xh[i] < cap)));
     for i in 0..8 {
         lanes[0][i] += gv[i];
         lanes[1][i] += gv[i] * xh[i];
@@ -152,22 +162,30 @@ fn grad_lanes<const RELU: bool>(
 simd_fn! {
     /// `gx = is · (g' − mean(g') − x̂ · mean(g'·x̂))` over one plane; `stats` is
     /// `(mean, invstd, mean(g'), mean(g'·x̂))` of its channel.
-    fn grad_plane(out: &mut [f32], x: &[f32], g: &[f32], stats: (f32, f32, f32, f32), relu: bool) {
+    fn grad_plane(
+        out: &mut [f32],
+        x: &[f32],
+        g: &[f32],
+        stats: (f32, f32, f32, f32),
+        cap: Option<f32>,
+    ) {
         let (m, is, mg, mgx) = stats;
+        let (clip, hi) = (cap.is_some(), cap.unwrap_or(f32::INFINITY));
         for ((o, &xv), &gv) in out.iter_mut().zip(x).zip(g) {
             let xh = (xv - m) * is;
-            let gv = keep_if(gv, !relu || xh > 0.0);
+            let gv = keep_if(gv, !clip || (xh > 0.0 && xh < hi));
             *o = is * (gv - mg - xh * mgx);
         }
     }
 }
 
 simd_fn! {
-    /// `out = act((x − m) · is)` over one plane, `act` the ReLU when `relu`.
-    fn normalize_plane(out: &mut [f32], x: &[f32], m: f32, is: f32, relu: bool) {
-        if relu {
+    /// `out = act((x − m) · is)` over one plane, `act` a rectifier clipped above at `cap` when
+    /// there is one.
+    fn normalize_plane(out: &mut [f32], x: &[f32], m: f32, is: f32, cap: Option<f32>) {
+        if let Some(cap) = cap {
             for (o, &v) in out.iter_mut().zip(x) {
-                *o = ((v - m) * is).max(0.0);
+                *o = ((v - m) * is).max(0.0).min(cap);
             }
         } else {
             for (o, &v) in out.iter_mut().zip(x) {
@@ -177,9 +195,17 @@ simd_fn! {
     }
 }
 
-/// `act((x − mean) · invstd)` per channel over an NCHW buffer `[b, c, hw]`, `act` the ReLU when
-/// `relu`: the forward of train-mode (batch statistics) and eval-mode (running statistics) BN.
-fn normalize(x: &[f32], c: usize, hw: usize, mean: &[f32], invstd: &[f32], relu: bool) -> Vec<f32> {
+/// `act((x − mean) · invstd)` per channel over an NCHW buffer `[b, c, hw]`: the forward of
+/// train-mode (batch statistics) and eval-mode (running statistics) BN.
+fn normalize(
+    x: &[f32],
+    c: usize,
+    hw: usize,
+    mean: &[f32],
+    invstd: &[f32],
+    act: Activation,
+) -> Vec<f32> {
+    let cap = act.cap();
     // SAFETY: `normalize_plane` writes every value of its plane.
     unsafe {
         par_filled(
@@ -188,7 +214,7 @@ fn normalize(x: &[f32], c: usize, hw: usize, mean: &[f32], invstd: &[f32], relu:
             || (),
             |_, i, out| {
                 let ch = i % c;
-                normalize_plane(out, &x[i * hw..(i + 1) * hw], mean[ch], invstd[ch], relu);
+                normalize_plane(out, &x[i * hw..(i + 1) * hw], mean[ch], invstd[ch], cap);
             },
         )
     }
@@ -199,22 +225,26 @@ fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 4
 }
 
-/// Train-mode affine-free BN over `[b, c, h, w]` (+ ReLU when `relu`): returns the output, the
+/// Train-mode affine-free BN over `[b, c, h, w]` followed by `act`: returns the output, the
 /// batch mean `[c]` and the biased batch variance `[c]` (both detached).
-pub fn bn_train(x: &Tensor, eps: f64, relu: bool) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+pub fn bn_train(
+    x: &Tensor,
+    eps: f64,
+    act: Activation,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     let (_, c, _, _) = x.dims4()?;
     if !fused(x) {
         let mean = x.mean_keepdim((0, 2, 3))?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim((0, 2, 3))?;
         let y = xc.broadcast_div(&(&var + eps)?.sqrt()?)?;
-        let y = if relu { y.relu()? } else { y };
+        let y = act.apply_tensor(y)?;
         return Ok((y, mean.detach().flatten_all()?, var.detach().flatten_all()?));
     }
     let saved = Arc::new(Mutex::new(None));
     let y = x.contiguous()?.apply_op1(BnTrain {
         eps,
-        relu,
+        act,
         saved: saved.clone(),
     })?;
     let s = saved
@@ -230,20 +260,19 @@ pub fn bn_train(x: &Tensor, eps: f64, relu: bool) -> candle_core::Result<(Tensor
     ))
 }
 
-/// Eval-mode BN(+ReLU) with given `mean` and `var` `[c]` (treated as constants).
+/// Eval-mode BN(+activation) with given `mean` and `var` `[c]` (treated as constants).
 pub fn bn_eval(
     x: &Tensor,
     mean: &Tensor,
     var: &Tensor,
     eps: f64,
-    relu: bool,
+    act: Activation,
 ) -> candle_core::Result<Tensor> {
     let (_, c, _, _) = x.dims4()?;
     if !fused(x) || !mean.device().is_cpu() {
         let m = mean.reshape((1, c, 1, 1))?;
         let inv = (var + eps)?.sqrt()?.recip()?.reshape((1, c, 1, 1))?;
-        let y = x.broadcast_sub(&m)?.broadcast_mul(&inv)?;
-        return if relu { y.relu() } else { Ok(y) };
+        return act.apply_tensor(x.broadcast_sub(&m)?.broadcast_mul(&inv)?);
     }
     let mean = mean.to_dtype(DType::F32)?.to_vec1::<f32>()?;
     let invstd = var
@@ -252,14 +281,14 @@ pub fn bn_eval(
         .into_iter()
         .map(|v| (1.0 / (v + eps).sqrt()) as f32)
         .collect();
-    x.contiguous()?.apply_op1(BnEval { mean, invstd, relu })
+    x.contiguous()?.apply_op1(BnEval { mean, invstd, act })
 }
 
-/// Eval-mode BN(+ReLU) with fixed statistics.
+/// Eval-mode BN(+activation) with fixed statistics.
 struct BnEval {
     mean: Vec<f32>,
     invstd: Vec<f32>,
-    relu: bool,
+    act: Activation,
 }
 
 impl CustomOp1 for BnEval {
@@ -271,18 +300,20 @@ impl CustomOp1 for BnEval {
         let (_, c, h, w) = l.shape().dims4()?;
         let x = contiguous_f32(s, l, OP, "input")?;
         let hw = h * w;
-        let y = normalize(x, c, hw, &self.mean, &self.invstd, self.relu);
+        let y = normalize(x, c, hw, &self.mean, &self.invstd, self.act);
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let c = self.mean.len();
         let inv = Tensor::from_slice(&self.invstd, (1, c, 1, 1), grad.device())?;
-        let g = grad.broadcast_mul(&inv)?;
-        Ok(Some(if self.relu {
-            g.mul(&y.gt(0f32)?.to_dtype(DType::F32)?)?
-        } else {
-            g
-        }))
+        let mut g = grad.broadcast_mul(&inv)?;
+        if let Some(cap) = self.act.cap() {
+            g = g.mul(&y.gt(0f32)?.to_dtype(DType::F32)?)?;
+            if cap.is_finite() {
+                g = g.mul(&y.lt(cap)?.to_dtype(DType::F32)?)?;
+            }
+        }
+        Ok(Some(g))
     }
 }

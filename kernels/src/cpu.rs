@@ -245,6 +245,7 @@ mod tests {
     use candle_core::{Device, Tensor, Var};
 
     use super::BASELINE_ONLY;
+    use crate::infer::Activation;
     use crate::{bn_affine::bn_affine_train, bn_op::bn_train, depthwise_conv2d};
 
     /// A fixed pseudo-random `[dims]` tensor (values `scale · sin(i · 0.7 + phase) + offset`).
@@ -268,10 +269,12 @@ mod tests {
             let x = input(&[3, 5, hw, hw], 1.0, 0.1, 0.0);
             let w = input(&[5, 1, k, k], 0.3, 0.0, 1.0);
             let y = depthwise_conv2d(x.as_tensor(), w.as_tensor(), stride).unwrap();
-            let (z, mean, var) = bn_train(&y, 1e-5, true).unwrap();
-            let g = input(&[5], 0.2, 1.0, 2.0);
+            let (z, mean, var) = bn_train(&y, 1e-5, Activation::Relu).unwrap();
+            // γ ≈ 3 puts outputs above ReLU6's cap on the stride-2 shapes.
+            let g = input(&[5], 0.2, 3.0, 2.0);
             let b = input(&[5], 0.2, 0.0, 3.0);
-            let (a, _, _) = bn_affine_train(&z, g.as_tensor(), b.as_tensor(), 1e-5, true).unwrap();
+            let act = [Activation::Relu, Activation::Relu6][stride - 1];
+            let (a, _, _) = bn_affine_train(&z, g.as_tensor(), b.as_tensor(), 1e-5, act).unwrap();
             let loss = (a.sqr().unwrap().sum_all().unwrap() + y.sum_all().unwrap()).unwrap();
             let grads = loss.backward().unwrap();
             for t in [&y, &z, &mean, &var, &a] {

@@ -42,6 +42,16 @@ pub enum Act {
     Relu6,
 }
 
+impl From<Act> for shiftnas_kernels::infer::Activation {
+    fn from(a: Act) -> Self {
+        match a {
+            Act::None => Self::None,
+            Act::Relu => Self::Relu,
+            Act::Relu6 => Self::Relu6,
+        }
+    }
+}
+
 /// FLOPs (multiply-adds) and parameters of a network or part of one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cost {

@@ -27,7 +27,6 @@ use shiftnas_kernels::infer::{
 };
 
 use crate::arch::Arch;
-use crate::cost::Act;
 use crate::error::{Error, Result};
 use crate::space::{BlockShape, Space, Wiring};
 use crate::subnet::{FoldedConv, Subnet};
@@ -102,11 +101,7 @@ impl Layer {
             stride: s.stride,
             in_size: s.in_size,
             out_size: s.out_size,
-            act: match s.act {
-                Act::None => Activation::None,
-                Act::Relu => Activation::Relu,
-                Act::Relu6 => Activation::Relu6,
-            },
+            act: s.act.into(),
             weight,
             bias: values(&c.bias)?,
         })

@@ -50,6 +50,28 @@ impl Activation {
             Activation::Relu6 => v.clamp(0.0, 6.0),
         }
     }
+
+    /// The upper clip of a rectifier (∞ for the ReLU, 6 for ReLU6); `None` for the identity.
+    /// A rectified value passes the gradient where `0 < v < cap`.
+    pub(crate) fn cap(self) -> Option<f32> {
+        match self {
+            Activation::None => None,
+            Activation::Relu => Some(f32::INFINITY),
+            Activation::Relu6 => Some(6.0),
+        }
+    }
+
+    /// `act(t)` with plain candle ops (the composition the fused ops are checked against).
+    ///
+    /// # Errors
+    /// A candle error.
+    pub fn apply_tensor(self, t: candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+        match self {
+            Activation::None => Ok(t),
+            Activation::Relu => t.relu(),
+            Activation::Relu6 => t.relu()?.minimum(6f32),
+        }
+    }
 }
 
 /// `act(x + bias)` on every row of `rows` rows of `bias.len()` values, row stride `rs`.

@@ -7,6 +7,7 @@ use rand::Rng;
 use crate::cost::{self, Act};
 use crate::error::{Error, Result};
 use crate::space::{BlockShape, Choice, Wiring};
+use shiftnas_kernels::infer::Activation;
 use shiftnas_kernels::{BatchNorm, conv, depthwise_conv2d, glue, init, pointwise_conv2d};
 
 /// How a [`ConvBn`] convolves.
@@ -153,11 +154,11 @@ impl ConvBn {
             ConvKind::Depthwise { stride } => depthwise_conv2d(x, &w, stride)?,
             ConvKind::Pointwise => pointwise_conv2d(x, &w)?,
         };
-        let relu = self.act != Act::None;
+        let act: Activation = self.act.into();
         let Some((gamma, beta)) = &self.affine else {
-            return self.cap(match mode {
-                BnMode::Eval => self.bn.forward_eval_act(&y, relu)?,
-                BnMode::Train { momentum } => self.bn.forward_train_act(&y, momentum, relu)?,
+            return Ok(match mode {
+                BnMode::Eval => self.bn.forward_eval_act(&y, act)?,
+                BnMode::Train { momentum } => self.bn.forward_train_act(&y, momentum, act)?,
             });
         };
         let (g, b) = if detach {
@@ -166,25 +167,16 @@ impl ConvBn {
             (gamma.as_tensor().clone(), beta.as_tensor().clone())
         };
         if let BnMode::Train { momentum } = mode {
-            return self.cap(self.bn.forward_train_affine(&y, &g, &b, momentum, relu)?);
+            return Ok(self.bn.forward_train_affine(&y, &g, &b, momentum, act)?);
         }
         // Eval: x̂ · γ + β, then the activation (not on the training hot path).
         let shape = (1, g.dim(0)?, 1, 1);
         let z = self
             .bn
-            .forward_eval_act(&y, false)?
+            .forward_eval_act(&y, Activation::None)?
             .broadcast_mul(&g.reshape(shape)?)?
             .broadcast_add(&b.reshape(shape)?)?;
-        self.cap(if relu { z.relu()? } else { z })
-    }
-
-    /// The upper clamp of ReLU6 on an already rectified `y` (identity for other activations).
-    fn cap(&self, y: Tensor) -> Result<Tensor> {
-        Ok(if self.act == Act::Relu6 {
-            y.minimum(6f32)?
-        } else {
-            y
-        })
+        Ok(act.apply_tensor(z)?)
     }
 
     /// `(name, tensor)` of the conv weight, both BN statistics and, when affine, BN γ and β.
