@@ -182,6 +182,14 @@ impl ArchProblem<'_> {
             self.evaluator.error(self.net, arch, step)
         })
     }
+
+    /// [`ArchProblem::rescore`] without the score cache (`--track`: a tracked arch's score must
+    /// not stand in for a candidate's); the time counts as re-scoring.
+    pub fn score_outside(&mut self, arch: &Arch) -> Result<f64> {
+        timed(&mut self.seconds.rescore, || {
+            self.evaluator.error_uncached(self.net, arch)
+        })
+    }
 }
 
 impl Problem for ArchProblem<'_> {

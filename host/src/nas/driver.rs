@@ -681,7 +681,7 @@ impl SearchLoop<'_> {
         let step = self.problem.step();
         let mut csv = String::from("arch,error,supernet_step\n");
         for arch in &self.track {
-            let error = self.problem.rescore(arch)? / 100.0;
+            let error = self.problem.score_outside(arch)? / 100.0;
             csv += &format!("{arch},{error},{step}\n");
         }
         crate::run_dir::write_atomic(&track_file(self.run.path(), generation), csv.as_bytes())
@@ -953,13 +953,26 @@ pub(crate) mod tests {
             .save(&ckpt, 7)
             .unwrap();
         let p = Printer::silent();
-        let a = SearchConfig {
+        // An untracked run, then the same run tracking every arch it scored: tracking happens at
+        // the step the next generation's candidates are scored at, so its scores must stay out
+        // of the candidates' cache for the archives to agree.
+        let plain = SearchConfig {
             share_bn,
-            track: vec![
-                "0".repeat(20).parse().unwrap(),
-                "3".repeat(20).parse().unwrap(),
-            ],
-            ..config(&tmp.path().join("a"), &ckpt)
+            ..config(&tmp.path().join("plain"), &ckpt)
+        };
+        run(&plain, false, &p, Box::new(FlopsSource)).unwrap();
+        let plain_archive = fs::read_to_string(plain.out.join("archive.jsonl")).unwrap();
+        let mut track: Vec<Arch> = archive::read(&plain.out.join("archive.jsonl"))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.arch)
+            .collect();
+        track.sort_by_key(|a| a.to_string());
+        track.dedup();
+        let a = SearchConfig {
+            out: tmp.path().join("a"),
+            track,
+            ..plain.clone()
         };
         assert_eq!(a.shift.mode, ShiftMode::Accumulate);
         let full = run(&a, false, &p, Box::new(FlopsSource)).unwrap();
@@ -977,6 +990,7 @@ pub(crate) mod tests {
         let ta = fs::read_to_string(a.out.join("archive.jsonl")).unwrap();
         let tb = fs::read_to_string(arch_path).unwrap();
         assert_eq!(ta, tb);
+        assert_eq!(ta, plain_archive);
         assert_eq!(full.evaluations, 12);
         assert_eq!(full.hypervolume, resumed.hypervolume);
         let recs = archive::read(&a.out.join("archive.jsonl")).unwrap();
@@ -992,7 +1006,7 @@ pub(crate) mod tests {
             assert_eq!(ta, tb, "generation {generation}");
             let step = (7 + generation).to_string();
             let lines: Vec<&str> = ta.lines().collect();
-            assert_eq!(lines.len(), 3, "{ta}");
+            assert_eq!(lines.len(), a.track.len() + 1, "{ta}");
             assert!(
                 lines[1..].iter().all(|l| l.ends_with(&format!(",{step}"))),
                 "{ta}"

@@ -83,12 +83,28 @@ impl<'a> Evaluator<'a> {
         self.score(net, arch, step, BnMode::None)
     }
 
+    /// Error % of `arch` under the current weights, BN calibrated as [`Evaluator::error`] does,
+    /// neither read from nor kept in the cache: a score outside the search (`--track`) that must
+    /// not stand in for a candidate's.
+    ///
+    /// # Errors
+    /// BN calibration or forward failures, naming the arch.
+    pub fn error_uncached(&self, net: &Supernet, arch: &Arch) -> Result<f64> {
+        self.measure(net, arch, self.bn)
+    }
+
     fn score(&mut self, net: &Supernet, arch: &Arch, step: u64, mode: BnMode) -> Result<f64> {
         if let Some(&(e, s)) = self.cache.get(arch)
             && s == step
         {
             return Ok(e);
         }
+        let e = self.measure(net, arch, mode)?;
+        self.cache.insert(arch.clone(), (e, step));
+        Ok(e)
+    }
+
+    fn measure(&self, net: &Supernet, arch: &Arch, mode: BnMode) -> Result<f64> {
         let bn = BnSource {
             data: self.data,
             indices: self.train,
@@ -105,8 +121,6 @@ impl<'a> Evaluator<'a> {
             bn,
             self.batch,
         )?;
-        let e = 100.0 * (1.0 - acc.top1);
-        self.cache.insert(arch.clone(), (e, step));
-        Ok(e)
+        Ok(100.0 * (1.0 - acc.top1))
     }
 }
