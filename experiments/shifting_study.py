@@ -8,11 +8,12 @@ Stages (each skipped when its output exists; a killed command resumes with its `
 
 1. supernet: the target's supernet (`shiftnas train`).
 2. source: a supernet of the same space on the other data set, for the transfer arm.
-3. truth: `ranked` uniform archs (drawn as experiments/ceiling.py draws them, so a ceiling run's
-   archs are their first ones) retrained with every `truth_seeds` seed; their mean is the truth.
-4. search, per search seed: `--shift off`, `accumulate` and `immediate` from the same supernet,
-   and `--transfer-from` the source; each `--track`s the ranked archs (scores under the current
-   weights before the first generation and after every one: track/gen-NNN.csv).
+3. search, per search seed: `--shift off`, `accumulate` and `immediate` from the same supernet,
+   and `--transfer-from` the source; each `--track`s the `ranked` uniform archs (drawn as
+   experiments/ceiling.py draws them, so a ceiling run's archs are their first ones): scores
+   under the current weights before the first generation and after every one
+   (track/gen-NNN.csv).
+4. truth: the ranked archs retrained with every `truth_seeds` seed; their mean is the truth.
 5. picks: each search's pick (lowest supernet error on its final front) retrained with the
    `pick_seeds`.
 6. rank: `shiftnas rank --archs track/gen-NNN.csv --truth truth.csv --top-k K` per search and
@@ -137,14 +138,22 @@ def train(s: Study, name: str, data: list[str], steps: int) -> Path:
     return run
 
 
+def ranked(s: Study) -> list[str]:
+    """The ranked archs, written to truth/ranked.txt (what every search tracks)."""
+    a = s.truth_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    archs = ceiling.archs_of(a)
+    (a.out / "ranked.txt").write_text("\n".join(archs) + "\n")
+    return archs
+
+
 def truth(s: Study) -> dict[str, float]:
     """arch -> mean retrained accuracy (%) over the truth seeds; writes truth.csv."""
     a = s.truth_args()
-    a.out.mkdir(parents=True, exist_ok=True)
     # A ceiling run with the same recipe holds the first archs' retrains already.
     if s.k["truth_from"] and not (a.out / "results.csv").exists():
         shutil.copy(ROOT / s.k["truth_from"], a.out / "results.csv")
-    archs = ceiling.archs_of(a)
+    archs = ranked(s)
     have = ceiling.done(a.out)
     todo = [(x, sd) for sd in a.seeds for x in archs if (x, sd) not in have]
     for i, (x, sd) in enumerate(todo):
@@ -152,7 +161,6 @@ def truth(s: Study) -> dict[str, float]:
         acc = ceiling.retrain(a, x, sd)
         ceiling.append(a.out, [x, sd, f"{acc:.2f}", f"{time.time() - t0:.0f}"])
         log(f"truth {i + 1}/{len(todo)}: {x} seed {sd}: {acc:.2f} %")
-    (a.out / "ranked.txt").write_text("\n".join(archs) + "\n")
     have = ceiling.done(a.out)
     mean = {x: statistics.mean(have[(x, sd)] for sd in a.seeds) for x in archs}
     (a.out / "truth.csv").write_text(
@@ -342,7 +350,7 @@ def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
     lines += ["", f"Transfer arm: {transfer:,} target images (warm-up and shifting) against the "
               f"target supernet's {images:,} ({images / transfer:.1f}x less); the source supernet "
               "is trained once and reused.",
-              "", f"![local τ-b per generation]({s.name}/trajectory.svg)", ""]
+              "", "![local τ-b per generation](trajectory.svg)", ""]
     (s.out / "report.md").write_text("\n".join(lines) + "\n")
     log(f"report: {s.out / 'report.md'}")
 
@@ -353,7 +361,7 @@ def main() -> None:
     ap.add_argument("--preset", choices=list(PRESETS), required=True)
     ap.add_argument("--binary", type=Path, default=Path(
         os.environ.get("SHIFTNAS", ROOT / "target" / "release" / "shiftnas")))
-    ap.add_argument("--until", choices=["train", "truth", "search", "picks", "report"],
+    ap.add_argument("--until", choices=["train", "search", "truth", "picks", "report"],
                     default="report")
     a = ap.parse_args()
     s = Study(a.preset, a.binary)
@@ -362,12 +370,13 @@ def main() -> None:
     source = train(s, "source", k["source"], k["source_steps"])
     if a.until == "train":
         return
-    truth_mean = truth(s)
-    if a.until == "truth":
-        return
+    ranked(s)
     runs = {(arm, sd): search(s, arm, sd, supernet, source / "checkpoint" / "supernet.safetensors")
             for sd in k["search_seeds"] for arm in ARMS}
     if a.until == "search":
+        return
+    truth_mean = truth(s)
+    if a.until == "truth":
         return
     pick_acc = picks(s, runs)
     if a.until == "picks":
