@@ -56,9 +56,10 @@ pub struct SearchArgs {
     /// supernet to new data needs a larger step than shifting it on its own data).
     #[arg(long, default_value_t = SearchArgs::default().transfer_shift_lr, value_parser = positive, allow_hyphen_values = true, help_heading = "Transfer")]
     pub transfer_shift_lr: f64,
-    /// Search-space preset (must match the supernet).
-    #[arg(long, default_value_t = SearchArgs::default().space, value_parser = space_name)]
-    pub space: String,
+    /// Search-space preset [default: the one the supernet checkpoint was trained in; a
+    /// different one is an error].
+    #[arg(long, value_parser = space_name)]
+    pub space: Option<String>,
     /// Search algorithm.
     #[arg(long, value_enum, default_value_t = SearchArgs::default().algorithm)]
     pub algorithm: Algorithm,
@@ -162,7 +163,7 @@ impl Default for SearchArgs {
             warmup_lr: WarmupConfig::default().finetune_lr,
             warmup_batch: WarmupConfig::default().batch,
             transfer_shift_lr: 1e-2,
-            space: "tiny".into(),
+            space: None,
             algorithm: Algorithm::Nsga2,
             latency: LatencySpec::Flops,
             pop: 50,

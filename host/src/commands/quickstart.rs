@@ -71,7 +71,7 @@ fn search_args(args: &QuickstartArgs, train_dir: PathBuf, dir: PathBuf) -> Searc
             data: DATA,
             ..DataArgs::default()
         },
-        space: SPACE.into(),
+        space: Some(SPACE.into()),
         algorithm: Algorithm::Nsga2,
         latency: args.latency.clone(),
         shift: ShiftArgs {

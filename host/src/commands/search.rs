@@ -90,11 +90,26 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
     if args.data.proxy_size == Some(0) {
         bail!("--proxy-size 0: the search scores archs on the proxy split; give at least 1");
     }
+    let space = match &args.space {
+        Some(name) => name.clone(),
+        None => {
+            let file = crate::nas::driver::supernet_file(&supernet);
+            shiftnas_models::Supernet::checkpoint_info(&file)
+                .with_context(|| format!("reading the space of {}", file.display()))?
+                .space
+                .name
+        }
+    };
+    let track = match &args.track {
+        Some(file) => crate::rank::read_archs(file, &shiftnas_models::Space::by_name(&space)?)
+            .with_context(|| format!("--track {}", file.display()))?,
+        None => Vec::new(),
+    };
     let s = &args.shift;
     Ok(SearchConfig {
         supernet,
         data: args.data.data.clone(),
-        space: args.space.clone(),
+        space,
         algorithm: args.algorithm,
         latency: args.latency.clone(),
         pop: args.pop,
@@ -147,13 +162,7 @@ fn config_from_args(args: &SearchArgs) -> Result<SearchConfig> {
         },
         prescreen_margin: args.prescreen_margin,
         force_predictor: args.force_predictor,
-        track: match &args.track {
-            Some(file) => {
-                crate::rank::read_archs(file, &shiftnas_models::Space::by_name(&args.space)?)
-                    .with_context(|| format!("--track {}", file.display()))?
-            }
-            None => Vec::new(),
-        },
+        track,
         npu_accuracy: args.npu_accuracy.map(|dtype| NpuScoring {
             dtype,
             images: args.npu_images,
@@ -291,13 +300,41 @@ mod tests {
     use crate::compute::Compute;
     use crate::output::Printer;
 
+    /// `shiftnas search --space tiny FLAGS` (the tests' checkpoints do not exist, so the space
+    /// cannot come from them).
     fn args(flags: &[&str]) -> SearchArgs {
-        let mut v = vec!["shiftnas", "search"];
+        let mut v = vec!["shiftnas", "search", "--space", "tiny"];
         v.extend_from_slice(flags);
+        parse(&v)
+    }
+
+    fn parse(v: &[&str]) -> SearchArgs {
         match Cli::try_parse_from(v).unwrap().command {
             Command::Search(a) => a,
             _ => unreachable!(),
         }
+    }
+
+    /// Without --space the search takes the checkpoint's; an unreadable one is named.
+    #[test]
+    fn the_space_comes_from_the_checkpoint_unless_given() {
+        let d = tempfile::tempdir().unwrap();
+        let ckpt = d.path().join("supernet.safetensors");
+        let space = crate::train::space_for("mbv2-tiny", 10).unwrap();
+        shiftnas_models::Supernet::new(&space, &candle_core::Device::Cpu, 1)
+            .unwrap()
+            .save(&ckpt, 3)
+            .unwrap();
+        let p = ckpt.to_str().unwrap();
+        let c = config_from_args(&parse(&["shiftnas", "search", "--supernet", p])).unwrap();
+        assert_eq!(c.space, "mbv2-tiny");
+        let c = config_from_args(&parse(&["shiftnas", "search", "--transfer-from", p])).unwrap();
+        assert_eq!(c.space, "mbv2-tiny");
+        let given = parse(&["shiftnas", "search", "--supernet", p, "--space", "tiny"]);
+        assert_eq!(config_from_args(&given).unwrap().space, "tiny");
+        let missing = parse(&["shiftnas", "search", "--supernet", "none.safetensors"]);
+        let e = format!("{:#}", config_from_args(&missing).unwrap_err());
+        assert!(e.contains("reading the space of none.safetensors"), "{e}");
     }
 
     /// `--shift` defaults to accumulate; `--transfer-from` implies immediate and refuses another
