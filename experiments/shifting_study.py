@@ -106,10 +106,16 @@ class Study:
             self.bin.with_suffix(".tmp").replace(self.bin)
 
     def shiftnas(self, *args: str) -> dict:
-        """Runs the frozen binary; its last JSON line."""
-        out = subprocess.run([str(self.bin), "--json", "--no-progress", *args], check=True,
-                             stdout=subprocess.PIPE, text=True, cwd=ROOT).stdout
-        return json.loads(out.strip().splitlines()[-1])
+        """Runs the frozen binary; its last JSON line. A command stopped by Ctrl-C or SIGINT
+        (exit 130, its checkpoint written) stops the study: rerun it to continue."""
+        run = subprocess.run([str(self.bin), "--json", "--no-progress", *args],
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        if run.returncode == 130:
+            log(f"interrupted in `shiftnas {args[0]}`; rerun the same command to continue")
+            sys.exit(130)
+        if run.returncode != 0:
+            sys.exit(f"`{self.bin} {' '.join(args)}` exited {run.returncode} (its messages above)")
+        return json.loads(run.stdout.strip().splitlines()[-1])
 
     def truth_args(self) -> argparse.Namespace:
         """The truth stage as a ceiling run (experiments/ceiling.py) over the ranked archs."""
