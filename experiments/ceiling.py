@@ -40,7 +40,12 @@ def args_() -> argparse.Namespace:
     p.add_argument("--binary", default=str(ROOT / "target/release/shiftnas"))
     p.add_argument("--data", required=True)
     p.add_argument("--space", default="tiny")
-    p.add_argument("--archs", type=int, default=10, help="uniform random archs (arch seed 0)")
+    p.add_argument("--archs", type=int, default=10, help="archs to retrain (arch seed 0)")
+    p.add_argument("--draw", choices=["uniform", "spread"], default="uniform",
+                   help="uniform: every choice equally likely; spread: arch i draws each block's "
+                   "choice index from Binomial(choices - 1, p_i), p_i the i-th term of the base-2 "
+                   "van der Corput sequence (0, 1/2, 1/4, 3/4, ...), so any first n archs run from "
+                   "the smallest choices to the largest [default: %(default)s]")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=64)
@@ -58,13 +63,28 @@ def shiftnas(a: argparse.Namespace, *args: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def van_der_corput(i: int) -> float:
+    """The i-th term of the base-2 van der Corput sequence: 0, 1/2, 1/4, 3/4, 1/8, ..."""
+    x, f = 0.0, 0.5
+    while i:
+        x, i, f = x + f * (i & 1), i >> 1, f / 2
+    return x
+
+
 def archs_of(a: argparse.Namespace) -> list[str]:
-    """`--archs` uniform archs of the space, drawn with seed 0 (the same for every run)."""
+    """`--archs` archs of the space drawn with seed 0 (`--draw`); the first n of a longer run are
+    a shorter run's archs."""
     space = shiftnas(a, "space", "show", a.space)[0]
-    blocks = sum(s["repeats"] for s in space["stages"])
+    blocks, n = sum(s["repeats"] for s in space["stages"]), len(space["choices"])
     rng = random.Random(0)
-    return ["".join(str(rng.randrange(len(space["choices"]))) for _ in range(blocks))
-            for _ in range(a.archs)]
+    if getattr(a, "draw", "uniform") == "uniform":
+        return ["".join(str(rng.randrange(n)) for _ in range(blocks)) for _ in range(a.archs)]
+    out = []
+    for i in range(a.archs):
+        p = van_der_corput(i)
+        out.append("".join(str(sum(rng.random() < p for _ in range(n - 1)))
+                           for _ in range(blocks)))
+    return out
 
 
 def done(out: Path) -> dict[tuple[str, int], float]:
@@ -124,7 +144,8 @@ def report(a: argparse.Namespace, archs: list[str]) -> dict:
         pairs[f"{s}-vs-mean-of-others"] = r
     acc = {x: [have[(x, s)] for s in seeds] for x in archs}
     summary = {
-        "data": a.data, "space": a.space, "archs": len(archs), "seeds": seeds, "steps": a.steps,
+        "data": a.data, "space": a.space, "draw": a.draw, "archs": len(archs), "seeds": seeds,
+        "steps": a.steps,
         "batch": a.batch, "lr": a.lr, "bn_images": a.bn_images,
         "pairs": {k: {m: v.get(m) for m in ("tau_b", "spearman_rho", "global", "local_tau_b")}
                   for k, v in pairs.items()},

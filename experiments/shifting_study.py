@@ -55,7 +55,7 @@ PRESETS: dict[str, dict] = {
         space="tiny", target="builtin:fashion-mnist",
         source=[f"cifar10:{CIFAR}", "--convert-channels", "--resize"],
         supernet_steps=30, source_steps=30, batch=16, lr=None, proxy_size=200, bn_images=64,
-        ranked=5, top_k=3, truth_seeds=[0, 1], retrain_steps=6, retrain_batch=16, retrain_lr=None,
+        ranked=5, draw="uniform", top_k=3, truth_seeds=[0, 1], retrain_steps=6, retrain_batch=16, retrain_lr=None,
         search_seeds=[1, 2], pop=4, gens=2, max_flops=None,
         shift_lr=1e-3, shift_samples=32, shift_batch=16,
         immediate_steps=1, immediate_lr=1e-3,
@@ -73,7 +73,7 @@ PRESETS: dict[str, dict] = {
         source=[f"cifar10:{CIFAR}", "--convert-channels", "--resize"],
         supernet_steps=4000, source_steps=4000, batch=64, lr=None, proxy_size=1000,
         bn_images=500,
-        ranked=30, top_k=10, truth_seeds=[0, 1, 2], retrain_steps=1000, retrain_batch=64,
+        ranked=30, draw="uniform", top_k=10, truth_seeds=[0, 1, 2], retrain_steps=1000, retrain_batch=64,
         retrain_lr=None,
         search_seeds=[1, 2, 3, 4, 5], pop=16, gens=8, max_flops=8e6,
         shift_lr=1e-3, shift_samples=256, shift_batch=64,
@@ -122,7 +122,7 @@ class Study:
         k = self.k
         return argparse.Namespace(
             out=self.dir / "truth", binary=str(self.bin), data=k["target"], space=k["space"],
-            archs=k["ranked"], seeds=k["truth_seeds"], steps=k["retrain_steps"],
+            archs=k["ranked"], draw=k["draw"], seeds=k["truth_seeds"], steps=k["retrain_steps"],
             batch=k["retrain_batch"], lr=k["retrain_lr"], bn_images=k["retrain_bn_images"],
             extra=[])
 
