@@ -15,7 +15,8 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu::{
-    BatchStats, batch_stats, channel_sums, chunks8, contiguous_f32, keep_if, plane, simd_fn,
+    BatchStats, batch_stats, channel_sums, chunks8, clip_mask, contiguous_f32, keep_if, passes,
+    plane, simd_fn,
 };
 
 /// Names the op in errors.
@@ -156,10 +157,10 @@ simd_fn! {
         cap: Option<f32>,
     ) {
         let (x, y, g) = planes;
-        let (clip, hi) = (cap.is_some(), cap.unwrap_or(f32::INFINITY));
+        let mask = clip_mask(cap);
         for [xs, ys, gs] in chunks8([x, y, g], [0.0; 3]) {
             for i in 0..8 {
-                let gm = keep_if(gs[i], !clip || (ys[i] > 0.0 && ys[i] < hi));
+                let gm = keep_if(gs[i], passes(ys[i], mask));
                 lanes[0][i] += gm;
                 lanes[1][i] += gm * ((xs[i] - m) * is);
             }
@@ -177,10 +178,10 @@ simd_fn! {
         cap: Option<f32>,
     ) {
         let ((x, y, g), (m, is, k, mb, mg)) = (planes, stats);
-        let (clip, hi) = (cap.is_some(), cap.unwrap_or(f32::INFINITY));
+        let mask = clip_mask(cap);
         for ((o, &xv), (&yv, &gv)) in out.iter_mut().zip(x).zip(y.iter().zip(g)) {
             let xh = (xv - m) * is;
-            *o = k * (keep_if(gv, !clip || (yv > 0.0 && yv < hi)) - mb - xh * mg);
+            *o = k * (keep_if(gv, passes(yv, mask)) - mb - xh * mg);
         }
     }
 }

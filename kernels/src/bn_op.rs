@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
 use super::cpu::{
-    BatchStats, batch_stats, channel_sums, chunks8, contiguous_f32, keep_if, par_filled, plane,
-    simd_fn,
+    BatchStats, batch_stats, channel_sums, chunks8, clip_mask, contiguous_f32, keep_if, par_filled,
+    passes, plane, simd_fn,
 };
 use super::infer::Activation;
 
@@ -151,8 +151,7 @@ fn grad_lanes<const CLIP: bool>(
     cap: f32,
 ) {
     let xh: [f32; 8] = std::array::from_fn(|i| (xs[i] - m) * is);
-    let gv: [f32; 8] =
-        std::array::from_fn(|i| keep_if(gs[i], !CLIP || (xh[i] > 0.0 && xh[i] < cap)));
+    let gv: [f32; 8] = std::array::from_fn(|i| keep_if(gs[i], passes(xh[i], (CLIP, cap))));
     for i in 0..8 {
         lanes[0][i] += gv[i];
         lanes[1][i] += gv[i] * xh[i];
@@ -170,10 +169,10 @@ simd_fn! {
         cap: Option<f32>,
     ) {
         let (m, is, mg, mgx) = stats;
-        let (clip, hi) = (cap.is_some(), cap.unwrap_or(f32::INFINITY));
+        let mask = clip_mask(cap);
         for ((o, &xv), &gv) in out.iter_mut().zip(x).zip(g) {
             let xh = (xv - m) * is;
-            let gv = keep_if(gv, !clip || (xh > 0.0 && xh < hi));
+            let gv = keep_if(gv, passes(xh, mask));
             *o = is * (gv - mg - xh * mgx);
         }
     }

@@ -140,6 +140,19 @@ impl<const K: usize> Iterator for Chunks8<'_, K> {
     }
 }
 
+/// The gradient mask of a rectifier clipped above at `cap` (`None`: no rectifier) as
+/// `(clips, cap)` for [`passes`], ∞ standing in for a missing cap.
+pub(crate) fn clip_mask(cap: Option<f32>) -> (bool, f32) {
+    (cap.is_some(), cap.unwrap_or(f32::INFINITY))
+}
+
+/// Whether the gradient passes a rectifier at value `v` (before or after it: 0 < v < cap);
+/// always when it `clips` nothing.
+#[inline(always)]
+pub(crate) fn passes(v: f32, (clips, cap): (bool, f32)) -> bool {
+    !clips || (v > 0.0 && v < cap)
+}
+
 /// `g` where `keep`, else 0.0, without a branch: a `?:` on data-dependent signs compiled to one
 /// mispredicted branch per lane and kept BN's backward from vectorising.
 #[inline(always)]
