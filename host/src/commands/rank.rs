@@ -64,6 +64,7 @@ struct Loaded {
     scores: SupernetScores,
     source: std::path::PathBuf,
     truth: Truth,
+    truth_file: std::path::PathBuf,
     paired: Paired,
     space: Option<Space>,
 }
@@ -126,6 +127,7 @@ fn load(args: &RankArgs, ctx: &Context) -> Result<Loaded> {
         scores,
         source,
         truth,
+        truth_file: truth_file.to_path_buf(),
         paired: p,
         space,
     })
@@ -269,6 +271,7 @@ pub fn run(args: RankArgs, ctx: &Context) -> Result<ExitStatus> {
         scores,
         source,
         truth,
+        truth_file,
         paired: p,
         space,
     } = load(&args, ctx)?;
@@ -298,7 +301,7 @@ pub fn run(args: RankArgs, ctx: &Context) -> Result<ExitStatus> {
             "supernet {} from {}; retrained accuracy from {} read as {}",
             scores.column,
             source.display(),
-            args.truth.as_deref().unwrap_or(Path::new("")).display(),
+            truth_file.display(),
             if truth.percent { "%" } else { "fractions" }
         ));
         print_human(&f, &p, &scores, ctx)?;
