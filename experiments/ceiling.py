@@ -119,6 +119,20 @@ def retrain(a: argparse.Namespace, arch: str, seed: int) -> float:
     return 100 * res["test"]["top1"]
 
 
+def retrain_missing(a: argparse.Namespace, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], float]:
+    """Retrains each (arch, seed) of `pairs` not yet in `--out`'s results.csv, one line there as
+    each finishes; returns every result there."""
+    have = done(a.out)
+    todo = [p for p in dict.fromkeys(pairs) if p not in have]
+    for i, (x, s) in enumerate(todo):
+        t0 = time.time()
+        have[(x, s)] = retrain(a, x, s)
+        append(a.out, [x, s, f"{have[(x, s)]:.2f}", f"{time.time() - t0:.0f}"])
+        print(f"{i + 1}/{len(todo)} {x} seed {s}: {have[(x, s)]:.2f} % "
+              f"({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return have
+
+
 def report(a: argparse.Namespace, archs: list[str]) -> dict:
     have = done(a.out)
     seeds = [s for s in a.seeds if all((x, s) in have for x in archs)]
@@ -176,14 +190,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     archs = archs_of(a)
     if not a.report_only:
-        have = done(a.out)
-        todo = [(x, s) for s in a.seeds for x in archs if (x, s) not in have]
-        for i, (x, s) in enumerate(todo):
-            t0 = time.time()
-            acc = retrain(a, x, s)
-            append(a.out, [x, s, f"{acc:.2f}", f"{time.time() - t0:.0f}"])
-            print(f"{i + 1}/{len(todo)} {x} seed {s}: {acc:.2f} % "
-                  f"({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+        retrain_missing(a, [(x, s) for s in a.seeds for x in archs])
     print(json.dumps(report(a, archs), indent=1))
 
 

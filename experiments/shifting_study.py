@@ -160,14 +160,8 @@ def truth(s: Study) -> dict[str, float]:
     if s.k["truth_from"] and not (a.out / "results.csv").exists():
         shutil.copy(ROOT / s.k["truth_from"], a.out / "results.csv")
     archs = ranked(s)
-    have = ceiling.done(a.out)
-    todo = [(x, sd) for sd in a.seeds for x in archs if (x, sd) not in have]
-    for i, (x, sd) in enumerate(todo):
-        t0 = time.time()
-        acc = ceiling.retrain(a, x, sd)
-        ceiling.append(a.out, [x, sd, f"{acc:.2f}", f"{time.time() - t0:.0f}"])
-        log(f"truth {i + 1}/{len(todo)}: {x} seed {sd}: {acc:.2f} %")
-    have = ceiling.done(a.out)
+    log("truth: retraining the ranked archs")
+    have = ceiling.retrain_missing(a, [(x, sd) for sd in a.seeds for x in archs])
     mean = {x: statistics.mean(have[(x, sd)] for sd in a.seeds) for x in archs}
     (a.out / "truth.csv").write_text(
         "arch,accuracy\n" + "".join(f"{x},{v:.3f}\n" for x, v in mean.items()))
@@ -219,18 +213,11 @@ def picks(s: Study, runs: dict[tuple[str, int], Path]) -> dict[tuple[str, int], 
     a = s.truth_args()
     a.out = s.dir / "picks"
     a.out.mkdir(parents=True, exist_ok=True)
-    have = ceiling.done(a.out)
-    out = {}
-    for (arm, seed), run in sorted(runs.items()):
-        x = pick(run)["arch"]
-        for sd in s.k["pick_seeds"]:
-            if (x, sd) not in have:
-                t0 = time.time()
-                have[(x, sd)] = ceiling.retrain(a, x, sd)
-                ceiling.append(a.out, [x, sd, f"{have[(x, sd)]:.2f}", f"{time.time() - t0:.0f}"])
-                log(f"pick of {arm} seed {seed}: {x} seed {sd}: {have[(x, sd)]:.2f} %")
-        out[(arm, seed)] = statistics.mean(have[(x, sd)] for sd in s.k["pick_seeds"])
-    return out
+    arch = {key: pick(run)["arch"] for key, run in sorted(runs.items())}
+    log("picks: retraining each search's pick")
+    have = ceiling.retrain_missing(a, [(x, sd) for x in arch.values() for sd in s.k["pick_seeds"]])
+    return {key: statistics.mean(have[(x, sd)] for sd in s.k["pick_seeds"])
+            for key, x in arch.items()}
 
 
 def rank_generations(s: Study, run: Path) -> list[dict]:
