@@ -48,11 +48,11 @@ ROOT = Path(__file__).resolve().parent.parent
 FMNIST = os.environ.get("FMNIST_DIR", "/work/shared/datasets/fashion-mnist")
 CIFAR = os.environ.get("CIFAR10_DIR", "/work/shared/datasets/cifar10")
 
-# Every knob that sizes the study.
+# Every knob that sizes the study. `target` and `source`: a `--data` value and its flags.
 PRESETS: dict[str, dict] = {
     # Minutes: every stage runs and the report is written. Numbers mean nothing.
     "smoke": dict(
-        space="tiny", target="builtin:fashion-mnist",
+        space="tiny", target=["builtin:fashion-mnist"],
         source=[f"cifar10:{CIFAR}", "--convert-channels", "--resize"],
         supernet_steps=30, source_steps=30, batch=16, lr=None, proxy_size=200, bn_images=64,
         ranked=5, draw="uniform", top_k=3, truth_seeds=[0, 1], retrain_steps=6, retrain_batch=16, retrain_lr=None,
@@ -69,7 +69,7 @@ PRESETS: dict[str, dict] = {
     # generations is most of it): ~6 h. Shifting lr 1e-3, 10x the paper's 1e-4: 8 generations
     # of 16 candidates instead of 20 of 50.
     "fm-mbv2": dict(
-        space="mbv2-tiny", target=f"idx:{FMNIST}",
+        space="mbv2-tiny", target=[f"idx:{FMNIST}"],
         source=[f"cifar10:{CIFAR}", "--convert-channels", "--resize"],
         supernet_steps=4000, source_steps=4000, batch=64, lr=None, proxy_size=1000,
         bn_images=500,
@@ -121,10 +121,10 @@ class Study:
         """The truth stage as a ceiling run (experiments/ceiling.py) over the ranked archs."""
         k = self.k
         return argparse.Namespace(
-            out=self.dir / "truth", binary=str(self.bin), data=k["target"], space=k["space"],
+            out=self.dir / "truth", binary=str(self.bin), data=k["target"][0], space=k["space"],
             archs=k["ranked"], draw=k["draw"], seeds=k["truth_seeds"], steps=k["retrain_steps"],
             batch=k["retrain_batch"], lr=k["retrain_lr"], bn_images=k["retrain_bn_images"],
-            extra=[])
+            extra=k["target"][1:])
 
 
 def train(s: Study, name: str, data: list[str], steps: int) -> Path:
@@ -176,7 +176,7 @@ def search(s: Study, arm: str, seed: int, supernet: Path, source: Path) -> Path:
     if (run / "config.toml").exists():
         args = ["search", "--resume", str(run)]
     else:
-        args = ["search", "--data", k["target"], "--space", k["space"], "--algorithm", "evolution",
+        args = ["search", "--data", *k["target"], "--space", k["space"], "--algorithm", "evolution",
                 "--latency", "flops", "--pop", str(k["pop"]), "--gens", str(k["gens"]),
                 "--seed", str(seed), "--bn-images", str(k["bn_images"]),
                 "--proxy-size", str(k["proxy_size"]), "--split-seed", "0",
@@ -359,7 +359,7 @@ def main() -> None:
     a = ap.parse_args()
     s = Study(a.preset, a.binary)
     k = s.k
-    supernet = train(s, "supernet", [k["target"]], k["supernet_steps"])
+    supernet = train(s, "supernet", k["target"], k["supernet_steps"])
     source = train(s, "source", k["source"], k["source_steps"])
     if a.until == "train":
         return
