@@ -180,7 +180,7 @@ def report(a: argparse.Namespace, archs: list[str]) -> dict:
         summary["true_sd"] = max(true, 0.0) ** 0.5
         summary["model_ceiling_vs_m_seed_mean"] = {
             m: 2 / math.pi * math.asin((max(true, 0.0) / (max(true, 0.0) + noise / m)) ** 0.5)
-            for m in (1, 2, 3, 5, 8)}
+            for m in sorted({1, 2, 3, 5, 8, len(seeds)})}
     (a.out / "ceiling.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -164,6 +164,7 @@ def truth(s: Study) -> dict[str, float]:
     log("truth: retraining the ranked archs")
     have = ceiling.retrain_missing(a, [(x, sd) for sd in a.seeds for x in archs])
     mean = {x: statistics.mean(have[(x, sd)] for sd in a.seeds) for x in archs}
+    ceiling.report(a, archs)  # this truth's own ceiling: truth/ceiling.json
     (a.out / "truth.csv").write_text(
         "arch,accuracy\n" + "".join(f"{x},{v:.3f}\n" for x, v in mean.items()))
     return mean
@@ -301,8 +302,9 @@ def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
     k, seeds = s.k, s.k["search_seeds"]
     s.out.mkdir(parents=True, exist_ok=True)
     # Raw results: the truth, the picks, every search's tracked scores.
-    for f in ["results.csv", "truth.csv", "ranked.txt"]:
-        shutil.copy(s.dir / "truth" / f, s.out / ("truth-" + f if f == "results.csv" else f))
+    for f in ["results.csv", "ceiling.json", "truth.csv", "ranked.txt"]:
+        shutil.copy(s.dir / "truth" / f, s.out / (f"truth-{f}" if f in ("results.csv", "ceiling.json") else f))
+    ceil = json.loads((s.dir / "truth" / "ceiling.json").read_text())
     shutil.copy(s.dir / "picks" / "results.csv", s.out / "picks-results.csv")
     for (arm, seed), run in runs.items():
         dst = s.out / "track" / f"{arm}-s{seed}"
@@ -326,7 +328,11 @@ def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
     lines = [f"Preset `{s.name}`, {len(seeds)} search seeds, generated "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Truth: {k['ranked']} archs, "
              f"mean of {len(k['truth_seeds'])} retraining seeds ({min(truth_mean.values()):.2f}–"
-             f"{max(truth_mean.values()):.2f} %).", "",
+             f"{max(truth_mean.values()):.2f} %). Its ceiling (truth-ceiling.json): seed against "
+             f"seed τ-b {ceil['tau_b_mean']:.2f} ({ceil['tau_b_range'][0]:.2f}–"
+             f"{ceil['tau_b_range'][1]:.2f}); the normal model's τ-b of the true order against "
+             f"the {len(ceil['seeds'])}-seed mean "
+             f"{ceil['model_ceiling_vs_m_seed_mean'][str(len(ceil['seeds']))]:.2f}.", "",
              "| figure (final generation) | " + " | ".join(ARMS) + " |", "|---" * 5 + "|"]
     for name, d in [("local τ-b", local), ("global top-k", glob), ("pick's retrained acc %", acc)]:
         lines.append(f"| {name} | " + " | ".join(
