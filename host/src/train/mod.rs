@@ -25,4 +25,4 @@ pub use schedule::LinearDecay;
 pub use sgd::{Gradients, Sgd, SgdConfig};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
