@@ -66,9 +66,9 @@ PRESETS: dict[str, dict] = {
     # truth is the mean of 5 seeds, which docs/results/ceiling.md models at a ceiling of 0.79
     # (3 seeds: 0.73). The transfer arm starts from gray 28x28 CIFAR-10. Estimated on the 2-core
     # Xeon: truth 150 retrains (the first 30 come from the ceiling run) x ~110 s, picks
-    # 20 x ~110 s, supernets 2 x ~15 min, 20 searches x ~7 min (tracking 30 archs over 9
-    # generations is most of it): ~7 h. Shifting lr 1e-3, 10x the paper's 1e-4: 8 generations
-    # of 16 candidates instead of 20 of 50.
+    # 20 x ~110 s, supernets 2 x ~15 min, 20 searches x 2-6 min (off fastest, transfer with its
+    # warm-up slowest): ~6.5 h. Shifting lr 1e-3, 10x the paper's 1e-4: 8 generations of 16
+    # candidates instead of 20 of 50.
     "fm-mbv2": dict(
         space="mbv2-tiny", target=[f"idx:{FMNIST}"],
         source=[f"cifar10:{CIFAR}", "--convert-channels", "--resize"],
