@@ -302,8 +302,9 @@ def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
     k, seeds = s.k, s.k["search_seeds"]
     s.out.mkdir(parents=True, exist_ok=True)
     # Raw results: the truth, the picks, every search's tracked scores.
-    for f in ["results.csv", "ceiling.json", "truth.csv", "ranked.txt"]:
-        shutil.copy(s.dir / "truth" / f, s.out / (f"truth-{f}" if f in ("results.csv", "ceiling.json") else f))
+    for f, to in [("results.csv", "truth-results.csv"), ("ceiling.json", "truth-ceiling.json"),
+                  ("truth.csv", "truth.csv"), ("ranked.txt", "ranked.txt")]:
+        shutil.copy(s.dir / "truth" / f, s.out / to)
     ceil = json.loads((s.dir / "truth" / "ceiling.json").read_text())
     shutil.copy(s.dir / "picks" / "results.csv", s.out / "picks-results.csv")
     for (arm, seed), run in runs.items():
