@@ -65,9 +65,9 @@ PRESETS: dict[str, dict] = {
     # The study: Fashion-MNIST (60k) in `mbv2-tiny`; the ranked set spans the space, and the
     # truth is the mean of 5 seeds, which docs/results/ceiling.md models at a ceiling of 0.79
     # (3 seeds: 0.73). The transfer arm starts from gray 28x28 CIFAR-10. Estimated on the 2-core
-    # Xeon: truth 150 retrains (the first 30 come from the ceiling run) x ~2 min, picks
-    # 20 x ~2 min, supernets 2 x ~15 min, 20 searches x 2-6 min (off fastest, transfer with its
-    # warm-up slowest): ~6.5 h. Shifting lr 1e-3, 10x the paper's 1e-4: 8 generations of 16
+    # Xeon: truth 150 retrains (the first 30 come from the ceiling run) x ~2.4 min, picks
+    # 20 x ~2.4 min, supernets 2 x ~15 min, 20 searches x 2-6 min (off fastest, transfer with
+    # its warm-up slowest): ~7 h. Shifting lr 1e-3, 10x the paper's 1e-4: 8 generations of 16
     # candidates instead of 20 of 50.
     "fm-mbv2": dict(
         space="mbv2-tiny", target=[f"idx:{FMNIST}"],
