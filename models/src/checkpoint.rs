@@ -69,6 +69,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, path).map_err(io_err(path))?;
+        // Makes the rename itself survive a power cut. Best effort: the new file is in place
+        // already, and some file systems refuse to fsync a directory.
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();
         }
