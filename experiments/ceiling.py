@@ -28,6 +28,7 @@ import random
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -62,9 +63,13 @@ def args_() -> argparse.Namespace:
 
 
 def shiftnas(a: argparse.Namespace, *args: str, env: dict | None = None) -> dict:
-    out = subprocess.run([a.binary, "--json", "--no-progress", *args], check=True,
-                         stdout=subprocess.PIPE, text=True, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    run = subprocess.run([a.binary, "--json", "--no-progress", *args],
+                         stdout=subprocess.PIPE, text=True, env=env)
+    if run.returncode == 130:  # Ctrl-C: the command kept its checkpoint
+        sys.exit(f"interrupted in `shiftnas {args[0]}`; rerun the same command to continue")
+    if run.returncode != 0:
+        sys.exit(f"`{a.binary} {' '.join(args)}` exited {run.returncode} (its messages above)")
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def van_der_corput(i: int) -> float:
@@ -133,9 +138,17 @@ def retrain_missing(a: argparse.Namespace, pairs: list[tuple[str, int]]) -> dict
     if jobs > 1:
         env = dict(os.environ, RAYON_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)))
 
+    failed = threading.Event()  # a failed or interrupted retrain starts no other
+
     def one(pair: tuple[str, int]) -> tuple[float, float]:
+        if failed.is_set():
+            raise RuntimeError("not started: another retrain failed")
         t0 = time.time()
-        return retrain(a, *pair, env=env), time.time() - t0
+        try:
+            return retrain(a, *pair, env=env), time.time() - t0
+        except BaseException:
+            failed.set()
+            raise
 
     pool = ThreadPoolExecutor(jobs)
     try:
@@ -146,7 +159,8 @@ def retrain_missing(a: argparse.Namespace, pairs: list[tuple[str, int]]) -> dict
             append(a.out, [x, s, f"{acc:.2f}", f"{wall:.0f}"])
             print(f"{i + 1}/{len(todo)} {x} seed {s}: {acc:.2f} % ({wall:.0f} s)",
                   file=sys.stderr, flush=True)
-    finally:  # a failed or interrupted retrain starts no other
+    finally:
+        failed.set()
         pool.shutdown(cancel_futures=True)
     return have
 
