@@ -156,12 +156,24 @@ def ranked(s: Study) -> list[str]:
     return archs
 
 
+def reuse(out: Path, *sources: Path | None) -> None:
+    """Starts `out`/results.csv from the first existing source: retrains are keyed by (arch,
+    seed), so any row of the same recipe counts, and a run dir lost after the raw results were
+    committed costs no retrain again."""
+    if not (out / "results.csv").exists():
+        for src in sources:
+            if src and src.exists():
+                shutil.copy(src, out / "results.csv")
+                return
+
+
 def truth(s: Study) -> dict[str, float]:
     """arch -> mean retrained accuracy (%) over the truth seeds; writes truth.csv."""
     a = s.truth_args()
-    # A ceiling run with the same recipe holds the first archs' retrains already.
-    if s.k["truth_from"] and not (a.out / "results.csv").exists():
-        shutil.copy(ROOT / s.k["truth_from"], a.out / "results.csv")
+    a.out.mkdir(parents=True, exist_ok=True)
+    # Retrains done before: this study's committed raw results, or a ceiling run with the same
+    # recipe (it holds the first archs').
+    reuse(a.out, s.out / "truth-results.csv", s.k["truth_from"] and ROOT / s.k["truth_from"])
     archs = ranked(s)
     log("truth: retraining the ranked archs")
     have = ceiling.retrain_missing(a, [(x, sd) for sd in a.seeds for x in archs])
@@ -217,6 +229,7 @@ def picks(s: Study, runs: dict[tuple[str, int], Path]) -> dict[tuple[str, int], 
     a = s.truth_args()
     a.out = s.dir / "picks"
     a.out.mkdir(parents=True, exist_ok=True)
+    reuse(a.out, s.out / "picks-results.csv")
     arch = {key: pick(run)["arch"] for key, run in sorted(runs.items())}
     log("picks: retraining each search's pick")
     have = ceiling.retrain_missing(a, [(x, sd) for x in arch.values() for sd in s.k["pick_seeds"]])
