@@ -63,9 +63,11 @@ def args_() -> argparse.Namespace:
 
 
 def shiftnas(a: argparse.Namespace, *args: str, env: dict | None = None) -> dict:
-    run = subprocess.run([a.binary, "--json", "--no-progress", *args],
+    """Runs `a.binary`; its last JSON line. A command stopped by Ctrl-C (exit 130, its
+    checkpoint written) or failing stops the script with one line: rerun it to continue."""
+    run = subprocess.run([str(a.binary), "--json", "--no-progress", *args],
                          stdout=subprocess.PIPE, text=True, env=env)
-    if run.returncode == 130:  # Ctrl-C: the command kept its checkpoint
+    if run.returncode == 130:
         sys.exit(f"interrupted in `shiftnas {args[0]}`; rerun the same command to continue")
     if run.returncode != 0:
         sys.exit(f"`{a.binary} {' '.join(args)}` exited {run.returncode} (its messages above)")

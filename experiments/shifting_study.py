@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -109,16 +108,8 @@ class Study:
             self.bin.with_suffix(".tmp").replace(self.bin)
 
     def shiftnas(self, *args: str) -> dict:
-        """Runs the frozen binary; its last JSON line. A command stopped by Ctrl-C or SIGINT
-        (exit 130, its checkpoint written) stops the study: rerun it to continue."""
-        run = subprocess.run([str(self.bin), "--json", "--no-progress", *args],
-                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        if run.returncode == 130:
-            log(f"interrupted in `shiftnas {args[0]}`; rerun the same command to continue")
-            sys.exit(130)
-        if run.returncode != 0:
-            sys.exit(f"`{self.bin} {' '.join(args)}` exited {run.returncode} (its messages above)")
-        return json.loads(run.stdout.strip().splitlines()[-1])
+        """Runs the frozen binary (as experiments/ceiling.py runs it); its last JSON line."""
+        return ceiling.shiftnas(argparse.Namespace(binary=self.bin), *args)
 
     def truth_args(self) -> argparse.Namespace:
         """The truth stage as a ceiling run (experiments/ceiling.py) over the ranked archs."""
