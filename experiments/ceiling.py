@@ -68,7 +68,9 @@ def shiftnas(a: argparse.Namespace, *args: str, env: dict | None = None) -> dict
     run = subprocess.run([str(a.binary), "--json", "--no-progress", *args],
                          stdout=subprocess.PIPE, text=True, env=env)
     if run.returncode == 130:
-        sys.exit(f"interrupted in `shiftnas {args[0]}`; rerun the same command to continue")
+        print(f"interrupted in `shiftnas {args[0]}`; rerun the same command to continue",
+              file=sys.stderr, flush=True)
+        sys.exit(130)
     if run.returncode != 0:
         sys.exit(f"`{a.binary} {' '.join(args)}` exited {run.returncode} (its messages above)")
     return json.loads(run.stdout.strip().splitlines()[-1])
