@@ -323,10 +323,13 @@ def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
     local = {sd: {a: final[a, sd]["local_tau_b"] for a in ARMS} for sd in seeds}
     glob = {sd: {a: final[a, sd]["global"] for a in ARMS} for sd in seeds}
     acc = {sd: {a: pick_acc[a, sd] for a in ARMS} for sd in seeds}
-    cmp = {"local": paired(s, "local-tau", local, SHIFTS), "global": paired(s, "global", glob, SHIFTS),
-           "pick": paired(s, "pick-accuracy", acc, SHIFTS),
-           # Same search (immediate shifting) from a transferred or a target-trained supernet.
-           "transfer": paired(s, "transfer-pick-accuracy", acc, ["immediate", "transfer"])}
+    # (name, CSV, figures, arms): the shifting arms against SPOS; the transfer arm against the
+    # same search (immediate shifting) from the supernet trained on the target.
+    comparisons = [(f"{pre}{name}", f"{pre}{file}", rows, arms)
+                   for pre, arms in [("", SHIFTS), ("transfer-", ["immediate", "transfer"])]
+                   for name, file, rows in [("local", "local-tau", local), ("global", "global", glob),
+                                            ("pick", "pick-accuracy", acc)]]
+    cmp = {name: paired(s, file, rows, arms) for name, file, rows, arms in comparisons}
     traj = {a: {sd: [r["local_tau_b"] for r in ranks[a, sd]] for sd in seeds} for a in ARMS}
     svg_trajectory(s.out / "trajectory.svg", traj, k["top_k"])
     (s.out / "summary.json").write_text(json.dumps(dict(
@@ -347,10 +350,10 @@ def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
             f"{statistics.mean(v):.3f}" if (v := [d[sd][a] for sd in seeds if d[sd][a] is not None])
             else "n/a" for a in ARMS) + " |")
     lines += ["", "| difference (mean [95 % interval]) | value | command |", "|---|---|---|"]
-    for key, file in [("local", "local-tau"), ("global", "global"), ("pick", "pick-accuracy"),
-                      ("transfer", "transfer-pick-accuracy")]:
-        for d in cmp[key]["differences"]:
-            lines.append(f"| {key}: {d['setting']} − {cmp[key]['base']} | {fmt_diff(d)} | "
+    for name, file, _, _ in comparisons:
+        for d in cmp[name]["differences"]:
+            lines.append(f"| {name.removeprefix('transfer-')}: {d['setting']} − "
+                         f"{cmp[name]['base']} | {fmt_diff(d)} | "
                          f"`shiftnas rank --paired {rel}/{file}.csv` |")
     images = k["supernet_steps"] * k["batch"]
     transfer = ((k["warmup_probe_steps"] + k["warmup_steps"]) * k["warmup_batch"]
