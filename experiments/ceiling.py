@@ -58,6 +58,9 @@ def args_() -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1,
                    help="retrains run at once, the cores shared among them (two 1-thread retrains "
                    "on 2 cores: 1.5x the throughput of one on both) [default: %(default)s]")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="the true top-k that `shiftnas rank` measures global and local order in "
+                   "[default: rank's]")
     p.add_argument("--report-only", action="store_true")
     return p.parse_args()
 
@@ -177,9 +180,10 @@ def report(a: argparse.Namespace, archs: list[str]) -> dict:
         with (a.out / f"seed-{s}.csv").open("w") as f:
             f.write("arch,accuracy\n" + "".join(f"{x},{have[(x, s)]}\n" for x in archs))
     pairs = {}
+    top_k = ["--top-k", str(a.top_k)] if a.top_k else []
     for s, t in itertools.permutations(seeds, 2):
         r = shiftnas(a, "rank", "--archs", str(a.out / f"seed-{s}.csv"),
-                     "--truth", str(a.out / f"seed-{t}.csv"))
+                     "--truth", str(a.out / f"seed-{t}.csv"), *top_k)
         (a.out / "rank" / f"{s}-vs-{t}.json").write_text(json.dumps(r, indent=1) + "\n")
         pairs[f"{s}-vs-{t}"] = r
     # Each seed against the mean of the others: the truth a study with one more seed would use.
@@ -189,13 +193,13 @@ def report(a: argparse.Namespace, archs: list[str]) -> dict:
             f.write("arch,accuracy\n" + "".join(
                 f"{x},{statistics.mean(have[(x, t)] for t in others):.3f}\n" for x in archs))
         r = shiftnas(a, "rank", "--archs", str(a.out / f"seed-{s}.csv"),
-                     "--truth", str(a.out / f"mean-without-{s}.csv"))
+                     "--truth", str(a.out / f"mean-without-{s}.csv"), *top_k)
         (a.out / "rank" / f"{s}-vs-mean-of-others.json").write_text(json.dumps(r, indent=1) + "\n")
         pairs[f"{s}-vs-mean-of-others"] = r
     acc = {x: [have[(x, s)] for s in seeds] for x in archs}
     summary = {
         "data": a.data, "space": a.space, "draw": a.draw, "archs": len(archs), "seeds": seeds,
-        "steps": a.steps,
+        "steps": a.steps, "top_k": a.top_k,
         "batch": a.batch, "lr": a.lr, "bn_images": a.bn_images,
         "pairs": {k: {m: v.get(m) for m in ("tau_b", "spearman_rho", "global", "local_tau_b")}
                   for k, v in pairs.items()},

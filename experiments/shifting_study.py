@@ -120,7 +120,7 @@ class Study:
             out=self.dir / "truth", binary=str(self.bin), data=k["target"][0], space=k["space"],
             archs=k["ranked"], draw=k["draw"], seeds=k["truth_seeds"], steps=k["retrain_steps"],
             batch=k["retrain_batch"], lr=k["retrain_lr"], bn_images=k["retrain_bn_images"],
-            extra=k["target"][1:], jobs=self.jobs)
+            extra=k["target"][1:], jobs=self.jobs, top_k=k["top_k"])
 
 
 def train(s: Study, name: str, data: list[str], steps: int) -> Path:
