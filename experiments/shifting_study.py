@@ -56,7 +56,8 @@ PRESETS: dict[str, dict] = {
         space="tiny", target=["builtin:fashion-mnist"],
         source=[f"cifar10:{CIFAR}", "--convert-channels", "--resize"],
         supernet_steps=30, source_steps=30, batch=16, lr=None, proxy_size=200, bn_images=64,
-        ranked=5, draw="uniform", top_k=3, truth_seeds=[0, 1], retrain_steps=6, retrain_batch=16, retrain_lr=None,
+        ranked=5, draw="uniform", top_k=3, truth_seeds=[0, 1, 2], retrain_steps=6, retrain_batch=16,
+        retrain_lr=None,
         search_seeds=[1, 2], pop=4, gens=2, max_flops=None,
         shift_lr=1e-3, shift_samples=32, shift_batch=16,
         immediate_steps=1, immediate_lr=1e-3,
@@ -332,6 +333,46 @@ def fmt_diff(d: dict) -> str:
     return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
 
 
+def order(final: dict, seeds: list[int]) -> tuple[dict, dict]:
+    """Per search seed and arm: local τ-b and global top-k of the final generation."""
+    return tuple({sd: {a: final[a, sd][m] for a in ARMS} for sd in seeds}
+                 for m in ("local_tau_b", "global"))
+
+
+def compare(local, glob, acc=None) -> list[tuple]:
+    """(name, CSV, figures, arms): the shifting arms against SPOS; the transfer arm against the
+    same search (immediate shifting) from the supernet trained on the target."""
+    figures = ([("local", "local-tau", local), ("global", "global", glob)] if local else []
+               ) + ([("pick", "pick-accuracy", acc)] if acc else [])
+    return [(f"{pre}{name}", f"{pre}{file}", rows, arms)
+            for pre, arms in [("", SHIFTS), ("transfer-", ["immediate", "transfer"])]
+            for name, file, rows in figures]
+
+
+def truth_jackknife(s: Study, seeds: list[int]) -> dict[int, dict]:
+    """The order comparisons again against each truth that leaves one retraining seed out: how
+    far the truth's own noise moves them (the paired intervals hold the truth fixed). Writes
+    truth-jackknife/truth-without-S.csv and the paired CSVs (…-without-S.csv) beside it."""
+    a, archs = s.truth_args(), ranked(s)
+    have = ceiling.done(a.out)
+    (s.out / "truth-jackknife").mkdir(exist_ok=True)
+    out = {}
+    for left in a.seeds if len(a.seeds) > 2 else []:
+        keep = [t for t in a.seeds if t != left]
+        truth = s.out / "truth-jackknife" / f"truth-without-{left}.csv"
+        truth.write_text("arch,accuracy\n" + "".join(
+            f"{x},{statistics.mean(have[(x, t)] for t in keep):.3f}\n" for x in archs))
+        final = {}
+        for arm in ARMS:
+            for sd in seeds:
+                last = sorted((s.out / "track" / f"{arm}-s{sd}").glob("gen-*.csv"))[-1]
+                final[arm, sd] = s.shiftnas("rank", "--archs", str(last), "--truth", str(truth),
+                                            "--space", s.k["space"], "--top-k", str(s.k["top_k"]))
+        out[left] = {name: paired(s, f"truth-jackknife/{file}-without-{left}", rows, arms)
+                     for name, file, rows, arms in compare(*order(final, seeds))}
+    return out
+
+
 def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
     k, seeds = s.k, s.k["search_seeds"]
     s.out.mkdir(parents=True, exist_ok=True)
@@ -348,21 +389,17 @@ def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
             shutil.copy(f, dst / f.name)
         (dst / "pick.json").write_text(json.dumps(pick(run)) + "\n")
     final = {key: r[-1] for key, r in ranks.items()}
-    local = {sd: {a: final[a, sd]["local_tau_b"] for a in ARMS} for sd in seeds}
-    glob = {sd: {a: final[a, sd]["global"] for a in ARMS} for sd in seeds}
+    local, glob = order(final, seeds)
     acc = {sd: {a: pick_acc[a, sd] for a in ARMS} for sd in seeds}
-    # (name, CSV, figures, arms): the shifting arms against SPOS; the transfer arm against the
-    # same search (immediate shifting) from the supernet trained on the target.
-    comparisons = [(f"{pre}{name}", f"{pre}{file}", rows, arms)
-                   for pre, arms in [("", SHIFTS), ("transfer-", ["immediate", "transfer"])]
-                   for name, file, rows in [("local", "local-tau", local), ("global", "global", glob),
-                                            ("pick", "pick-accuracy", acc)]]
+    comparisons = compare(local, glob) + compare(None, None, acc)
     cmp = {name: paired(s, file, rows, arms) for name, file, rows, arms in comparisons}
+    jack = truth_jackknife(s, seeds)
     traj = {a: {sd: [r["local_tau_b"] for r in ranks[a, sd]] for sd in seeds} for a in ARMS}
     svg_trajectory(s.out / "trajectory.svg", traj, k["top_k"])
     summary = dict(
         preset=s.name, knobs=k, final={f"{a}-s{sd}": final[a, sd] for a, sd in final},
-        picks={f"{a}-s{sd}": v for (a, sd), v in pick_acc.items()}, paired=cmp)
+        picks={f"{a}-s{sd}": v for (a, sd), v in pick_acc.items()}, paired=cmp,
+        truth_jackknife=jack)
     rel = s.out.relative_to(ROOT)
     # The truth's ceiling: what one seed scores against the mean of the others (measured), and
     # what a supernet ranking by the true values would score against this truth (modelled).
@@ -400,6 +437,20 @@ def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
             lines.append(f"| {name.removeprefix('transfer-')}: {d['setting']} − "
                          f"{cmp[name]['base']} | {fmt_diff(d)} | "
                          f"`shiftnas rank --paired {rel}/{file}.csv` |")
+    if jack:
+        lines += ["", "The intervals above hold the truth fixed. The same differences against each "
+                  "truth that leaves one retraining seed out (`shiftnas rank --paired "
+                  f"{rel}/truth-jackknife/<figure>-without-<seed>.csv`):", "",
+                  "| difference | " + " | ".join(f"without seed {t}" for t in jack)
+                  + " | the truth's SE (jackknife) |", "|---" * (len(jack) + 2) + "|"]
+        for name in jack[next(iter(jack))]:
+            for i, d in enumerate(cmp[name]["differences"]):
+                v = [j[name]["differences"][i] for j in jack.values()]
+                m = statistics.mean(x["mean"] for x in v)
+                se = ((len(v) - 1) / len(v) * sum((x["mean"] - m) ** 2 for x in v)) ** 0.5
+                lines.append(f"| {name.removeprefix('transfer-')}: {d['setting']} − "
+                             f"{cmp[name]['base']} | " + " | ".join(map(fmt_diff, v))
+                             + f" | {se:.3f} |")
     images = k["supernet_steps"] * k["batch"]
     transfer = ((k["warmup_probe_steps"] + k["warmup_steps"]) * k["warmup_batch"]
                 + k["pop"] * k["gens"] * k["immediate_steps"] * k["batch"])
