@@ -427,7 +427,9 @@ def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
                 f"{best['local_tau_b']:.2f}, global {best['global']:.2f}." if best else
                 "modelled: none, the seed noise explains all of the archs' spread."), "",
              "| figure (final generation) | " + " | ".join(ARMS) + " |", "|---" * 5 + "|"]
-    for name, d in [("local τ-b", local), ("global top-k", glob), ("pick's retrained acc %", acc)]:
+    tau = {sd: {a: final[a, sd]["tau_b"] for a in ARMS} for sd in seeds}
+    for name, d in [("τ-b, all archs", tau), ("global top-k", glob), ("local τ-b", local),
+                    ("pick's retrained acc %", acc)]:
         lines.append(f"| {name} | " + " | ".join(
             f"{statistics.mean(v):.3f}" if (v := [d[sd][a] for sd in seeds if d[sd][a] is not None])
             else "n/a" for a in ARMS) + " |")
