@@ -256,8 +256,9 @@ def paired(s: Study, name: str, rows: dict[int, dict[str, float]], arms: list[st
     return s.shiftnas("rank", "--paired", str(path))
 
 
-def svg_trajectory(path: Path, traj: dict[str, dict[int, list[float]]], k: int) -> None:
-    """Local τ-b within the true top-k per generation: each arm's seeds (thin) and mean (thick)."""
+def svg_trajectory(path: Path, traj: dict[str, dict[int, list[float]]], label: str,
+                   lo: float = -1.0) -> None:
+    """A figure per generation (y from `lo` to 1): each arm's seeds (thin) and mean (thick)."""
     colors = {"off": "#777777", "accumulate": "#1f77b4", "immediate": "#d62728",
               "transfer": "#2ca02c"}
     gens = max(len(v) for arm in traj.values() for v in arm.values())
@@ -268,12 +269,12 @@ def svg_trajectory(path: Path, traj: dict[str, dict[int, list[float]]], k: int) 
         return left + pw * g / max(gens - 1, 1)
 
     def y(t):
-        return top + ph * (1 - (t + 1) / 2)
+        return top + ph * (1 - (t - lo) / (1 - lo))
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
            f'font-family="sans-serif" font-size="12">',
            f'<rect width="{w}" height="{h}" fill="white"/>']
-    for t in [-1, -0.5, 0, 0.5, 1]:
+    for t in [lo + (1 - lo) * i / 4 for i in range(5)]:
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" '
                    f'stroke="#ddd"/><text x="{left - 8}" y="{y(t) + 4:.1f}" '
                    f'text-anchor="end">{t:g}</text>')
@@ -282,7 +283,7 @@ def svg_trajectory(path: Path, traj: dict[str, dict[int, list[float]]], k: int) 
     out.append(f'<text x="{left + pw / 2}" y="{h - 8}" text-anchor="middle">generation '
                '(0: before the first)</text>')
     out.append(f'<text x="14" y="{top + ph / 2}" text-anchor="middle" '
-               f'transform="rotate(-90 14 {top + ph / 2})">local Kendall τ-b (true top-{k})</text>')
+               f'transform="rotate(-90 14 {top + ph / 2})">{label}</text>')
     for i, (arm, seeds) in enumerate(traj.items()):
         c = colors.get(arm, "black")
         for v in seeds.values():
@@ -394,8 +395,10 @@ def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
     comparisons = compare(local, glob) + compare(None, None, acc)
     cmp = {name: paired(s, file, rows, arms) for name, file, rows, arms in comparisons}
     jack = truth_jackknife(s, seeds)
-    traj = {a: {sd: [r["local_tau_b"] for r in ranks[a, sd]] for sd in seeds} for a in ARMS}
-    svg_trajectory(s.out / "trajectory.svg", traj, k["top_k"])
+    for m, svg, label, lo in [("local_tau_b", "trajectory.svg", "local Kendall τ-b", -1.0),
+                              ("global", "trajectory-global.svg", "share of the top", 0.0)]:
+        svg_trajectory(s.out / svg, {a: {sd: [r[m] for r in ranks[a, sd]] for sd in seeds}
+                                     for a in ARMS}, f"{label} (true top-{k['top_k']})", lo)
     summary = dict(
         preset=s.name, knobs=k, final={f"{a}-s{sd}": final[a, sd] for a, sd in final},
         picks={f"{a}-s{sd}": v for (a, sd), v in pick_acc.items()}, paired=cmp,
@@ -459,7 +462,8 @@ def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
     lines += ["", f"Transfer arm: {transfer:,} target images (warm-up and shifting) against the "
               f"target supernet's {images:,} ({images / transfer:.1f}x less); the source supernet "
               "is trained once and reused.",
-              "", "![local τ-b per generation](trajectory.svg)", ""]
+              "", "![local τ-b per generation](trajectory.svg)",
+              "", "![global top-k overlap per generation](trajectory-global.svg)", ""]
     (s.out / "report.md").write_text("\n".join(lines) + "\n")
     log(f"report: {s.out / 'report.md'}")
 
