@@ -116,6 +116,11 @@ class Study:
         """Runs the frozen binary (as experiments/ceiling.py runs it); its last JSON line."""
         return ceiling.shiftnas(argparse.Namespace(binary=self.bin), *args)
 
+    def rank(self, archs: Path, truth: Path) -> dict:
+        """`shiftnas rank` of scored archs against a truth, in the study's space and top-k."""
+        return self.shiftnas("rank", "--archs", str(archs), "--truth", str(truth),
+                             "--space", self.k["space"], "--top-k", str(self.k["top_k"]))
+
     def truth_args(self) -> argparse.Namespace:
         """The truth stage as a ceiling run (experiments/ceiling.py) over the ranked archs."""
         k = self.k
@@ -237,8 +242,7 @@ def rank_generations(s: Study, run: Path) -> list[dict]:
     """`shiftnas rank` of the tracked scores of every generation against the truth."""
     out = []
     for f in sorted((run / "track").glob("gen-*.csv")):
-        r = s.shiftnas("rank", "--archs", str(f), "--truth", str(s.dir / "truth" / "truth.csv"),
-                       "--space", s.k["space"], "--top-k", str(s.k["top_k"]))
+        r = s.rank(f, s.dir / "truth" / "truth.csv")
         r["generation"] = int(f.stem.split("-")[1])
         out.append(r)
     return out
@@ -355,22 +359,16 @@ def compare(local, glob, acc=None) -> list[tuple]:
 def truth_jackknife(s: Study, seeds: list[int]) -> dict[int, dict]:
     """The order comparisons again against each truth that leaves one retraining seed out: how
     far the truth's own noise moves them (the paired intervals hold the truth fixed). Writes
-    truth-jackknife/truth-without-S.csv and the paired CSVs (…-without-S.csv) beside it."""
-    a, archs = s.truth_args(), ranked(s)
-    have = ceiling.done(a.out)
+    truth-jackknife/truth-without-S.csv (the truth stage's mean-without-S.csv) and the paired
+    CSVs (…-without-S.csv) beside it."""
     (s.out / "truth-jackknife").mkdir(exist_ok=True)
     out = {}
-    for left in a.seeds if len(a.seeds) > 2 else []:
-        keep = [t for t in a.seeds if t != left]
+    for left in s.k["truth_seeds"] if len(s.k["truth_seeds"]) > 2 else []:
         truth = s.out / "truth-jackknife" / f"truth-without-{left}.csv"
-        truth.write_text("arch,accuracy\n" + "".join(
-            f"{x},{statistics.mean(have[(x, t)] for t in keep):.3f}\n" for x in archs))
-        final = {}
-        for arm in ARMS:
-            for sd in seeds:
-                last = sorted((s.out / "track" / f"{arm}-s{sd}").glob("gen-*.csv"))[-1]
-                final[arm, sd] = s.shiftnas("rank", "--archs", str(last), "--truth", str(truth),
-                                            "--space", s.k["space"], "--top-k", str(s.k["top_k"]))
+        shutil.copy(s.dir / "truth" / f"mean-without-{left}.csv", truth)
+        final = {(arm, sd): s.rank(sorted((s.out / "track" / f"{arm}-s{sd}").glob("gen-*.csv"))[-1],
+                                   truth)
+                 for arm in ARMS for sd in seeds}
         out[left] = {name: paired(s, f"truth-jackknife/{file}-without-{left}", rows, arms)
                      for name, file, rows, arms in compare(*order(final, seeds))}
     return out
