@@ -12,7 +12,9 @@ Stages (each skipped when its output exists; a killed command resumes with its `
    and `--transfer-from` the source; each `--track`s the `ranked` archs (drawn as
    experiments/ceiling.py draws them, so a ceiling run's archs are their first ones): scores
    under the current weights before the first generation and after every one
-   (track/gen-NNN.csv).
+   (track/gen-NNN.csv). A finished search's tracks and pick are copied to the results at once
+   (track/<arm>-s<seed>/), so a run dir lost after them costs no search again (nor the
+   supernets, when every search is there).
 4. truth: the ranked archs retrained with every `truth_seeds` seed; their mean is the truth.
 5. picks: each search's pick (lowest supernet error on its final front) retrained with the
    `pick_seeds`.
@@ -185,10 +187,19 @@ def truth(s: Study) -> dict[str, float]:
     return mean
 
 
-def search(s: Study, arm: str, seed: int, supernet: Path, source: Path) -> Path:
+def searched(s: Study, arm: str, seed: int) -> Path:
+    """Where a finished search's raw results lie (in the committed results, so a run dir lost
+    after them costs no search again): its tracked scores (gen-NNN.csv) and pick.json."""
+    return s.out / "track" / f"{arm}-s{seed}"
+
+
+def search(s: Study, arm: str, seed: int, supernet: Path | None, source: Path | None) -> Path:
+    done = searched(s, arm, seed)
+    if (done / "pick.json").exists():
+        return done
     run = s.dir / f"search-{arm}-s{seed}"
     if (run / "pareto.json").exists():
-        return run
+        return save_search(run, done)
     k = s.k
     if (run / "config.toml").exists():
         args = ["search", "--resume", str(run)]
@@ -216,32 +227,44 @@ def search(s: Study, arm: str, seed: int, supernet: Path, source: Path) -> Path:
                          str(k["immediate_steps"]), "--shift-batch", str(k["batch"])]
     log(f"search {arm} seed {seed}")
     s.shiftnas(*args)
-    return run
+    return save_search(run, done)
 
 
-def pick(run: Path) -> dict:
-    """The search's answer: the lowest supernet error on its final front (re-scored)."""
+def save_search(run: Path, done: Path) -> Path:
+    """Copies a search's tracked scores and its pick (the lowest supernet error on its final
+    front, re-scored) to `done`, pick.json last: it marks the copy complete."""
+    done.mkdir(parents=True, exist_ok=True)
+    for f in (run / "track").glob("gen-*.csv"):
+        shutil.copy(f, done / f.name)
     front = json.loads((run / "pareto.json").read_text())
-    return min(front, key=lambda r: (r["error"], r["flops"], r["arch"]))
+    best = min(front, key=lambda r: (r["error"], r["flops"], r["arch"]))
+    (done / "pick.tmp").write_text(json.dumps(best) + "\n")
+    (done / "pick.tmp").replace(done / "pick.json")
+    return done
 
 
-def picks(s: Study, runs: dict[tuple[str, int], Path]) -> dict[tuple[str, int], float]:
+def pick(done: Path) -> dict:
+    """A finished search's answer (save_search)."""
+    return json.loads((done / "pick.json").read_text())
+
+
+def picks(s: Study, searches: dict[tuple[str, int], Path]) -> dict[tuple[str, int], float]:
     """(arm, search seed) -> the pick's mean retrained accuracy over the pick seeds."""
     a = s.truth_args()
     a.out = s.dir / "picks"
     a.out.mkdir(parents=True, exist_ok=True)
     reuse(a.out, s.out / "picks-results.csv")
-    arch = {key: pick(run)["arch"] for key, run in sorted(runs.items())}
+    arch = {key: pick(done)["arch"] for key, done in sorted(searches.items())}
     log("picks: retraining each search's pick")
     have = ceiling.retrain_missing(a, [(x, sd) for x in arch.values() for sd in s.k["pick_seeds"]])
     return {key: statistics.mean(have[(x, sd)] for sd in s.k["pick_seeds"])
             for key, x in arch.items()}
 
 
-def rank_generations(s: Study, run: Path) -> list[dict]:
+def rank_generations(s: Study, done: Path) -> list[dict]:
     """`shiftnas rank` of the tracked scores of every generation against the truth."""
     out = []
-    for f in sorted((run / "track").glob("gen-*.csv")):
+    for f in sorted(done.glob("gen-*.csv")):
         r = s.rank(f, s.dir / "truth" / "truth.csv")
         r["generation"] = int(f.stem.split("-")[1])
         out.append(r)
@@ -374,21 +397,15 @@ def truth_jackknife(s: Study, seeds: list[int]) -> dict[int, dict]:
     return out
 
 
-def report(s: Study, runs, ranks, pick_acc, truth_mean) -> None:
+def report(s: Study, ranks, pick_acc, truth_mean) -> None:
     k, seeds = s.k, s.k["search_seeds"]
     s.out.mkdir(parents=True, exist_ok=True)
-    # Raw results: the truth, the picks, every search's tracked scores.
+    # Raw results: the truth and the picks (every search's tracked scores are there already).
     for f, to in [("results.csv", "truth-results.csv"), ("ceiling.json", "truth-ceiling.json"),
                   ("truth.csv", "truth.csv"), ("ranked.txt", "ranked.txt")]:
         shutil.copy(s.dir / "truth" / f, s.out / to)
     ceil = json.loads((s.dir / "truth" / "ceiling.json").read_text())
     shutil.copy(s.dir / "picks" / "results.csv", s.out / "picks-results.csv")
-    for (arm, seed), run in runs.items():
-        dst = s.out / "track" / f"{arm}-s{seed}"
-        dst.mkdir(parents=True, exist_ok=True)
-        for f in (run / "track").glob("gen-*.csv"):
-            shutil.copy(f, dst / f.name)
-        (dst / "pick.json").write_text(json.dumps(pick(run)) + "\n")
     final = {key: r[-1] for key, r in ranks.items()}
     local, glob = order(final, seeds)
     acc = {sd: {a: pick_acc[a, sd] for a in ARMS} for sd in seeds}
@@ -482,23 +499,27 @@ def main() -> None:
     a = ap.parse_args()
     s = Study(a.preset, a.binary, a.jobs)
     k = s.k
-    supernet = train(s, "supernet", k["target"], k["supernet_steps"])
-    source = train(s, "source", k["source"], k["source_steps"])
+    keys = [(arm, sd) for sd in k["search_seeds"] for arm in ARMS]
+    # The supernets only serve searches: none is trained when every search is done.
+    supernet = source = None
+    if a.until == "train" or any(not (searched(s, *key) / "pick.json").exists() for key in keys):
+        supernet = train(s, "supernet", k["target"], k["supernet_steps"])
+        source = train(s, "source", k["source"], k["source_steps"]) / "checkpoint"
+        source /= "supernet.safetensors"
     if a.until == "train":
         return
     ranked(s)
-    runs = {(arm, sd): search(s, arm, sd, supernet, source / "checkpoint" / "supernet.safetensors")
-            for sd in k["search_seeds"] for arm in ARMS}
+    searches = {key: search(s, *key, supernet, source) for key in keys}
     if a.until == "search":
         return
     truth_mean = truth(s)
     if a.until == "truth":
         return
-    pick_acc = picks(s, runs)
+    pick_acc = picks(s, searches)
     if a.until == "picks":
         return
-    ranks = {key: rank_generations(s, run) for key, run in runs.items()}
-    report(s, runs, ranks, pick_acc, truth_mean)
+    ranks = {key: rank_generations(s, done) for key, done in searches.items()}
+    report(s, ranks, pick_acc, truth_mean)
 
 
 if __name__ == "__main__":
