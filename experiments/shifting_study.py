@@ -389,8 +389,7 @@ def truth_jackknife(s: Study, seeds: list[int]) -> dict[int, dict]:
     for left in s.k["truth_seeds"] if len(s.k["truth_seeds"]) > 2 else []:
         truth = s.out / "truth-jackknife" / f"truth-without-{left}.csv"
         shutil.copy(s.dir / "truth" / f"mean-without-{left}.csv", truth)
-        final = {(arm, sd): s.rank(sorted((s.out / "track" / f"{arm}-s{sd}").glob("gen-*.csv"))[-1],
-                                   truth)
+        final = {(arm, sd): s.rank(sorted(searched(s, arm, sd).glob("gen-*.csv"))[-1], truth)
                  for arm in ARMS for sd in seeds}
         out[left] = {name: paired(s, f"truth-jackknife/{file}-without-{left}", rows, arms)
                      for name, file, rows, arms in compare(*order(final, seeds))}
@@ -504,8 +503,8 @@ def main() -> None:
     supernet = source = None
     if a.until == "train" or any(not (searched(s, *key) / "pick.json").exists() for key in keys):
         supernet = train(s, "supernet", k["target"], k["supernet_steps"])
-        source = train(s, "source", k["source"], k["source_steps"]) / "checkpoint"
-        source /= "supernet.safetensors"
+        source = (train(s, "source", k["source"], k["source_steps"]) / "checkpoint"
+                  / "supernet.safetensors")
     if a.until == "train":
         return
     ranked(s)
