@@ -74,11 +74,11 @@ impl Observer<Arch> for Progress<'_> {
         let p = self.printer;
         if p.json {
             let _ = p.json(&json!({"type": "progress", "generation": s.generation, "evaluations": s.n_evals, "best_error": best, "front_size": s.front_size, "hypervolume": hv}));
-        } else if !p.progress && !p.quiet {
-            eprintln!(
+        } else if !p.progress {
+            p.note(format!(
                 "generation {}  best error {best:.2} %  front {}  HV {hv:.3}",
                 s.generation, s.front_size
-            );
+            ));
         }
     }
 }

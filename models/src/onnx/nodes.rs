@@ -13,7 +13,7 @@ use crate::subnet::FoldedConv;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SplitStyle {
     /// Two `Slice` nodes on the channel axis with step 2 (starts 0 and 1): one strided copy per
-    /// half and no reshapes. The default: fastest in ONNX Runtime (see `docs/export.md`).
+    /// half and no reshapes. The default: the fewest nodes (see `docs/export.md`).
     #[default]
     StridedSlice,
     /// `Reshape [b, c/2, 2, h, w]` → `Split` on axis 2 → a `Reshape` back per half, the layout of
