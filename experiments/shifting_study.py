@@ -461,17 +461,21 @@ def report(s: Study, ranks, pick_acc, truth_mean) -> None:
     if jack:
         lines += ["", "The intervals above hold the truth fixed. The same differences against each "
                   "truth that leaves one retraining seed out (`shiftnas rank --paired "
-                  f"{rel}/truth-jackknife/<figure>-without-<seed>.csv`):", "",
+                  f"{rel}/truth-jackknife/<figure>-without-<seed>.csv`), the range of their "
+                  "means, and how many of their intervals exclude 0. No standard error is drawn "
+                  "from them: a jackknife SE is not valid for figures that jump when the true "
+                  "top-k's membership changes, as local τ-b and the overlap do.", "",
                   "| difference | " + " | ".join(f"without seed {t}" for t in jack)
-                  + " | the truth's SE (jackknife) |", "|---" * (len(jack) + 2) + "|"]
+                  + " | range | excluding 0 |", "|---" * (len(jack) + 3) + "|"]
         for name in jack[next(iter(jack))]:
             for i, d in enumerate(cmp[name]["differences"]):
                 v = [j[name]["differences"][i] for j in jack.values()]
-                m = statistics.mean(x["mean"] for x in v)
-                se = ((len(v) - 1) / len(v) * sum((x["mean"] - m) ** 2 for x in v)) ** 0.5
+                means = [x["mean"] for x in v]
+                clear = sum(x["low"] > 0 or x["high"] < 0 for x in v)
                 lines.append(f"| {name.removeprefix('transfer-')}: {d['setting']} − "
                              f"{cmp[name]['base']} | " + " | ".join(map(fmt_diff, v))
-                             + f" | {se:.3f} |")
+                             + f" | {min(means):+.3f} to {max(means):+.3f} | "
+                             f"{clear} of {len(v)} |")
     images = k["supernet_steps"] * k["batch"]
     transfer = ((k["warmup_probe_steps"] + k["warmup_steps"]) * k["warmup_batch"]
                 + k["pop"] * k["gens"] * k["immediate_steps"] * k["batch"])
