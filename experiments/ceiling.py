@@ -172,6 +172,21 @@ def retrain_missing(a: argparse.Namespace, pairs: list[tuple[str, int]]) -> dict
     return have
 
 
+def normal_model(acc: list[list[float]]) -> tuple[float, float]:
+    """(seed noise, true spread) variances of accuracy = the arch's true value + seed noise, from
+    each arch's accuracies over the same seeds: the between-arch variance of the seed means less
+    the noise's share is the true spread (0 when the noise explains all of it)."""
+    noise = statistics.mean(statistics.variance(v) for v in acc)
+    true = statistics.variance([statistics.mean(v) for v in acc]) - noise / len(acc[0])
+    return noise, max(true, 0.0)
+
+
+def model_ceiling(noise: float, true: float, m: int) -> float:
+    """τ-b of a ranking by the true values against an m-seed mean: (2/π)·asin(r), r² = true /
+    (true + noise/m) (Greiner's relation)."""
+    return 2 / math.pi * math.asin((true / (true + noise / m)) ** 0.5) if true > 0 else 0.0
+
+
 def report(a: argparse.Namespace, archs: list[str]) -> dict:
     have = done(a.out)
     seeds = [s for s in a.seeds if all((x, s) in have for x in archs)]
@@ -210,17 +225,17 @@ def report(a: argparse.Namespace, archs: list[str]) -> dict:
         summary["tau_b_mean"] = statistics.mean(taus)
         summary["tau_b_range"] = [min(taus), max(taus)]
     if len(seeds) > 1:
-        # Normal model: accuracy = the arch's true value + seed noise. Between-arch variance of the
-        # seed means less the noise's share gives the true spread; a supernet that ranked by the
-        # true values would reach τ-b = (2/π)·asin(r) against an m-seed mean, r² = true / (true +
-        # noise/m) (Greiner's relation).
-        noise = statistics.mean(statistics.variance(v) for v in acc.values())
-        true = statistics.variance([statistics.mean(v) for v in acc.values()]) - noise / len(seeds)
+        noise, true = normal_model(list(acc.values()))
         summary["noise_sd"] = noise ** 0.5
-        summary["true_sd"] = max(true, 0.0) ** 0.5
+        summary["true_sd"] = true ** 0.5
         summary["model_ceiling_vs_m_seed_mean"] = {
-            m: 2 / math.pi * math.asin((max(true, 0.0) / (max(true, 0.0) + noise / m)) ** 0.5)
-            for m in sorted({1, 2, 3, 5, 8, len(seeds)})}
+            m: model_ceiling(noise, true, m) for m in sorted({1, 2, 3, 5, 8, len(seeds)})}
+        # How far the ceiling of this truth rests on which archs were drawn: a percentile
+        # bootstrap over the archs (2,000 resamples, fixed seed).
+        rng, values = random.Random(0), list(acc.values())
+        boot = sorted(model_ceiling(*normal_model(rng.choices(values, k=len(values))), len(seeds))
+                      for _ in range(2000))
+        summary["model_ceiling_95"] = [boot[49], boot[1950]]
     (a.out / "ceiling.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

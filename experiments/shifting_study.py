@@ -67,16 +67,15 @@ PRESETS: dict[str, dict] = {
         pick_seeds=[0], retrain_bn_images=64, truth_from=None,
     ),
     # The study: Fashion-MNIST (60k) in `mbv2-tiny`; the ranked set spans the space. The truth
-    # is the mean of 15 seeds: with 5, its ceiling measured 0.68 (seed noise SD 0.48 points, true
-    # spread 0.39), and the model puts 15 at 0.80 (docs/results/ceiling.md); the 10 more cost
-    # 300 retrains, ~8 h. The transfer arm starts from gray 28x28 CIFAR-10. 15 search seeds: in
-    # the first 5 the picks' accuracy differences between arms spread by an SD of up to 0.88
-    # points from seed to seed, and a paired 95 % interval of +-0.5 points at that SD needs 15.
-    # Measured on the 2-core Xeon with --jobs 2: supernets 2 x ~15 min, 60 searches x 2-5 min
-    # (off fastest, transfer with its warm-up slowest; ~11 min a seed), truth 150 retrains (the
-    # first 30 come from the ceiling run) and picks 60, ~100 s each: ~8.5 h with a 5-seed truth,
-    # ~17 h with 15. Shifting lr 1e-3,
-    # 10x the paper's 1e-4: 8 generations of 16 candidates instead of 20 of 50.
+    # is the mean of 15 seeds: with 5 its ceiling was 0.68 (seed noise SD 0.48 points, true
+    # spread 0.39); with 15 it is 0.81 (docs/results/ceiling.md). The transfer arm starts from
+    # gray 28x28 CIFAR-10. 15 search seeds: in the first 5 the picks' accuracy differences
+    # between arms spread by an SD of up to 0.88 points from seed to seed, and a paired 95 %
+    # interval of +-0.5 points at that SD needs 15. Measured on the 2-core Xeon with --jobs 2:
+    # supernets 2 x ~15 min, 60 searches x 2-5 min (off fastest, transfer with its warm-up
+    # slowest; ~11 min a seed), truth 450 retrains (the first 30 come from the ceiling run) and
+    # picks 60, ~70-100 s each: ~17 h in all. Shifting lr 1e-3, 10x the paper's 1e-4:
+    # 8 generations of 16 candidates instead of 20 of 50.
     "fm-mbv2": dict(
         space="mbv2-tiny", target=[f"idx:{FMNIST}"],
         source=[f"cifar10:{CIFAR}", "--convert-channels", "--resize"],
@@ -282,7 +281,9 @@ def paired(s: Study, name: str, rows: dict[int, dict[str, float]], arms: list[st
                 log(f"{name}: seed {seed} left out, undefined in {[a for a in arms if v[a] is None]}")
                 continue
             f.write(",".join([str(seed), *(f"{v[a]:.6g}" for a in arms)]) + "\n")
-    return s.shiftnas("rank", "--paired", str(path))
+    r = s.shiftnas("rank", "--paired", str(path))
+    r["paired"] = str(path.relative_to(ROOT))  # summary.json names files from the repo root
+    return r
 
 
 def svg_trajectory(path: Path, traj: dict[str, dict[int, list[float]]], label: str,
@@ -442,7 +443,9 @@ def report(s: Study, ranks, pick_acc, truth_mean) -> None:
              f"{ceil['tau_b_range'][1]:.2f}); one seed against the mean of the others τ-b "
              f"{span('tau_b')}, local {span('local_tau_b')}, global {span('global')}; "
              + (f"modelled, a supernet ranking by the true values against this "
-                f"{len(ceil['seeds'])}-seed truth: τ-b {best['tau_b']:.2f}, local "
+                f"{len(ceil['seeds'])}-seed truth: τ-b {best['tau_b']:.2f} (95 % over the "
+                f"archs drawn: {ceil['model_ceiling_95'][0]:.2f}–{ceil['model_ceiling_95'][1]:.2f}"
+                f"), local "
                 f"{best['local_tau_b']:.2f}, global {best['global']:.2f}." if best else
                 "modelled: none, the seed noise explains all of the archs' spread."), "",
              "| figure (final generation) | " + " | ".join(ARMS) + " |", "|---" * 5 + "|"]
