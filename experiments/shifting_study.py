@@ -74,7 +74,7 @@ PRESETS: dict[str, dict] = {
     # interval of +-0.5 points at that SD needs 15. Measured on the 2-core Xeon with --jobs 2:
     # supernets 2 x ~15 min, 60 searches x 2-5 min (off fastest, transfer with its warm-up
     # slowest; ~11 min a seed), truth 450 retrains (the first 30 come from the ceiling run) and
-    # picks 60, ~70-100 s each: ~17 h in all. Shifting lr 1e-3, 10x the paper's 1e-4:
+    # picks 60, ~75-100 s each: ~13-17 h in all. Shifting lr 1e-3, 10x the paper's 1e-4:
     # 8 generations of 16 candidates instead of 20 of 50.
     "fm-mbv2": dict(
         space="mbv2-tiny", target=[f"idx:{FMNIST}"],
