@@ -189,7 +189,7 @@ fn print_human(f: &Figures, p: &Paired, s: &SupernetScores, ctx: &Context) -> Re
                 (r + 1).to_string(),
                 p.archs[i].to_string(),
                 format!("{:.2}", p.accuracy[i] * 100.0),
-                format!("{}", p.supernet_raw[i]),
+                format!("{:.4}", p.supernet_raw[i]),
                 srank[i].to_string(),
             ]
         })
