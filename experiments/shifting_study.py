@@ -71,7 +71,7 @@ PRESETS: dict[str, dict] = {
     # spread 0.39); with 15 it is 0.81 (docs/results/ceiling.md). The transfer arm starts from
     # gray 28x28 CIFAR-10. 15 search seeds: in the first 5 the picks' accuracy differences
     # between arms spread by an SD of up to 0.88 points from seed to seed, and a paired 95 %
-    # interval of +-0.5 points at that SD needs 15. Measured on the 2-core Xeon with --jobs 2:
+    # interval of +-0.5 points at that SD needs 15. Measured on 2-core VMs with --jobs 2:
     # supernets 2 x ~15 min, 60 searches x 2-5 min (off fastest, transfer with its warm-up
     # slowest; ~11 min a seed), truth 450 retrains (the first 30 come from the ceiling run) and
     # picks 60, ~75-100 s each: ~13-17 h in all. Shifting lr 1e-3, 10x the paper's 1e-4:
