@@ -287,8 +287,9 @@ def paired(s: Study, name: str, rows: dict[int, dict[str, float]], arms: list[st
 
 
 def svg_trajectory(path: Path, traj: dict[str, dict[int, list[float]]], label: str,
-                   lo: float = -1.0) -> None:
-    """A figure per generation (y from `lo` to 1): each arm's seeds (thin) and mean (thick)."""
+                   lo: float = -1.0, refs: tuple[tuple[float, str], ...] = ()) -> None:
+    """A figure per generation (y from `lo` to 1): each arm's seeds (thin) and mean (thick), and
+    each of `refs` (value, name) as a dashed line."""
     colors = {"off": "#777777", "accumulate": "#1f77b4", "immediate": "#d62728",
               "transfer": "#2ca02c"}
     gens = max(len(v) for arm in traj.values() for v in arm.values())
@@ -314,6 +315,10 @@ def svg_trajectory(path: Path, traj: dict[str, dict[int, list[float]]], label: s
                '(0: before the first)</text>')
     out.append(f'<text x="14" y="{top + ph / 2}" text-anchor="middle" '
                f'transform="rotate(-90 14 {top + ph / 2})">{label}</text>')
+    for t, name in refs:
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" '
+                   f'stroke="black" stroke-dasharray="5 4"/><text x="{left + 4}" '
+                   f'y="{y(t) - 4:.1f}" font-size="10">{name}</text>')
     for i, (arm, seeds) in enumerate(traj.items()):
         c = colors.get(arm, "black")
         for v in seeds.values():
@@ -412,19 +417,23 @@ def report(s: Study, ranks, pick_acc, truth_mean) -> None:
     comparisons = compare(local, glob) + compare(None, None, acc)
     cmp = {name: paired(s, file, rows, arms) for name, file, rows, arms in comparisons}
     jack = truth_jackknife(s, seeds)
-    for m, svg, label, lo in [("local_tau_b", "trajectory.svg", "local Kendall τ-b", -1.0),
-                              ("global", "trajectory-global.svg", "share of the top", 0.0)]:
+    # The truth's ceiling: what one seed scores against the mean of the others (measured), and
+    # what a supernet ranking by the true values would score against this truth (modelled).
+    loo = [v for p, v in ceil["pairs"].items() if p.endswith("mean-of-others")]
+    best = oracle(ceil["true_sd"], ceil["noise_sd"], len(ceil["seeds"]), k["ranked"], k["top_k"])
+    perfect = "perfect ranking (model)"
+    for m, svg, label, lo, refs in [
+            ("local_tau_b", "trajectory.svg", "local Kendall τ-b", -1.0,
+             [(best["local_tau_b"], perfect)] if best else []),
+            ("global", "trajectory-global.svg", "share of the top", 0.0,
+             [(k["top_k"] / k["ranked"], "chance")] + ([(best["global"], perfect)] if best else []))]:
         svg_trajectory(s.out / svg, {a: {sd: [r[m] for r in ranks[a, sd]] for sd in seeds}
-                                     for a in ARMS}, f"{label} (true top-{k['top_k']})", lo)
+                                     for a in ARMS}, f"{label} (true top-{k['top_k']})", lo, refs)
     summary = dict(
         preset=s.name, knobs=k, final={f"{a}-s{sd}": final[a, sd] for a, sd in final},
         picks={f"{a}-s{sd}": v for (a, sd), v in pick_acc.items()}, paired=cmp,
         truth_jackknife=jack)
     rel = s.out.relative_to(ROOT)
-    # The truth's ceiling: what one seed scores against the mean of the others (measured), and
-    # what a supernet ranking by the true values would score against this truth (modelled).
-    loo = [v for p, v in ceil["pairs"].items() if p.endswith("mean-of-others")]
-    best = oracle(ceil["true_sd"], ceil["noise_sd"], len(ceil["seeds"]), k["ranked"], k["top_k"])
     summary["oracle"] = best
     (s.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
