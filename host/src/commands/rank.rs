@@ -213,6 +213,9 @@ fn run_paired(path: &Path, confidence: f64, ctx: &Context) -> Result<ExitStatus>
                 .with_context(|| format!("--paired {}, column {name}", path.display()))
         })
         .collect::<Result<Vec<_>>>()?;
+    let means: Vec<f64> = (t.values.iter())
+        .map(|v| v.iter().sum::<f64>() / v.len() as f64)
+        .collect();
     if ctx.printer.json {
         return ctx
             .printer
@@ -221,6 +224,9 @@ fn run_paired(path: &Path, confidence: f64, ctx: &Context) -> Result<ExitStatus>
                 "unit": t.unit,
                 "base": t.settings[0],
                 "confidence": confidence,
+                "means": t.settings.iter().zip(&means)
+                    .map(|(name, m)| json!({"setting": name, "mean": m}))
+                    .collect::<Vec<_>>(),
                 "differences": diffs.iter().map(|(name, d)| {
                     let mut v = serde_json::to_value(d).expect("plain numbers");
                     v["setting"] = json!(name);
@@ -235,6 +241,13 @@ fn run_paired(path: &Path, confidence: f64, ctx: &Context) -> Result<ExitStatus>
         t.settings[0],
         base.len(),
         t.unit
+    ));
+    ctx.printer.note(format!(
+        "means: {}",
+        (t.settings.iter().zip(&means))
+            .map(|(name, m)| format!("{name} {m:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     let pct = 100.0 * confidence;
     let rows: Vec<Vec<String>> = diffs

@@ -195,6 +195,18 @@ fn rank_paired_gives_scipys_paired_t_intervals() {
         (out["unit"].as_str(), out["base"].as_str()),
         (Some("seed"), Some("off"))
     );
+    // Each column's mean, by hand: off 0.25/5, accumulate 0.95/5, immediate 1.0/5.
+    let means: Vec<(&str, f64)> = (out["means"].as_array().unwrap().iter())
+        .map(|m| (m["setting"].as_str().unwrap(), m["mean"].as_f64().unwrap()))
+        .collect();
+    let hand = [("off", 0.05), ("accumulate", 0.19), ("immediate", 0.2)];
+    assert_eq!(means.len(), 3);
+    for ((name, m), (hname, h)) in means.iter().zip(hand) {
+        assert!(
+            *name == hname && (m - h).abs() < 1e-12,
+            "{name} {m}, by hand {hname} {h}"
+        );
+    }
     let diffs = out["differences"].as_array().unwrap();
     assert_eq!(diffs.len(), 2);
     for (d, (name, low, high)) in diffs.iter().zip(scipy) {
