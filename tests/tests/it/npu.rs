@@ -339,12 +339,13 @@ fn a_model_the_toolkit_cannot_read_is_a_named_error() {
 }
 
 /// The quantisation drop of trained subnets: a `tiny` supernet trained 300 steps on the embedded
-/// Fashion-MNIST, two archs (all k3; every choice in turn) exported with `shiftnas export --rknn` and scored on the whole proxy
-/// split (1,000 images) through the toolkit's simulator and through the fp32 subnet. The fp32
-/// side must equal `shiftnas eval` (the BN-folded inference path: another implementation) on the
-/// same images; int8 (100 calibration images) must stay within [`INT8_MAX_DROP_POINTS`] of it and
-/// give the same class on [`INT8_MIN_AGREEMENT`] of the images, fp16 within
-/// [`FP16_MAX_DROP_POINTS`] and [`FP16_MIN_AGREEMENT`]. Measured values are in docs/npu.md.
+/// Fashion-MNIST, two archs (all k3; every choice in turn) exported with `shiftnas export --rknn`
+/// and scored on the whole proxy split (1,000 images) through the toolkit's simulator and through
+/// the fp32 subnet. The fp32 side must equal `shiftnas eval` (the BN-folded inference path:
+/// another implementation) on the same images; int8 (100 calibration images) must stay within
+/// [`INT8_MAX_DROP_POINTS`] of it and give the same class on [`INT8_MIN_AGREEMENT`] of the images,
+/// fp16 within [`FP16_MAX_DROP_POINTS`] and [`FP16_MIN_AGREEMENT`]. Measured values are in
+/// docs/npu.md.
 #[test]
 fn trained_tiny_subnets_keep_their_accuracy_in_int8_and_fp16() {
     if toolkit().is_none() {
