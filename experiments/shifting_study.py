@@ -287,7 +287,7 @@ def paired(s: Study, name: str, rows: dict[int, dict[str, float]], arms: list[st
 
 
 def svg_trajectory(path: Path, traj: dict[str, dict[int, list[float]]], label: str,
-                   lo: float = -1.0, refs: tuple[tuple[float, str], ...] = ()) -> None:
+                   lo: float = -1.0, refs: list[tuple[float, str]] | None = None) -> None:
     """A figure per generation (y from `lo` to 1): each arm's seeds (thin) and mean (thick), and
     each of `refs` (value, name) as a dashed line."""
     colors = {"off": "#777777", "accumulate": "#1f77b4", "immediate": "#d62728",
@@ -315,7 +315,7 @@ def svg_trajectory(path: Path, traj: dict[str, dict[int, list[float]]], label: s
                '(0: before the first)</text>')
     out.append(f'<text x="14" y="{top + ph / 2}" text-anchor="middle" '
                f'transform="rotate(-90 14 {top + ph / 2})">{label}</text>')
-    for t, name in refs:
+    for t, name in refs or []:
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" '
                    f'stroke="black" stroke-dasharray="5 4"/><text x="{left + 4}" '
                    f'y="{y(t) - 4:.1f}" font-size="10">{name}</text>')
