@@ -311,16 +311,24 @@ fn cache_survives_kill_9_of_a_writer() {
         ])
         .env("SHIFTNAS_IT_CACHE_WRITER", &path)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(t.join("writer.stderr")).unwrap())
         .spawn()
         .unwrap();
-    // Let it commit some rows, then kill it without warning.
+    // Let it commit some rows, then kill it without warning. A writer that stops by itself (a
+    // failed open or put) or writes nothing for 60 s fails the test with its messages.
     let t0 = std::time::Instant::now();
-    while Cache::open(&path)
-        .and_then(|c| c.stats())
-        .map_or(true, |s| s.entries < 50)
-    {
-        assert!(t0.elapsed().as_secs() < 60, "the writer wrote nothing");
+    loop {
+        let seen = Cache::open(&path).and_then(|c| c.stats());
+        if seen.as_ref().is_ok_and(|s| s.entries >= 50) {
+            break;
+        }
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none() && t0.elapsed().as_secs() < 60,
+            "the writer wrote fewer than 50 rows (exit {exited:?}; read: {:?}): {}",
+            seen.map(|s| s.entries),
+            std::fs::read_to_string(t.join("writer.stderr")).unwrap_or_default()
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
