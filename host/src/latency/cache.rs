@@ -172,6 +172,26 @@ fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
 
 /// Creates the table in a new file, or adds the columns an older file lacks. Reads only when the
 /// schema is current, so a read-only cache of the current schema still opens.
+/// How long a connection waits for another's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Switches the file to WAL. While several processes open a new file at once, SQLite can answer
+/// the switch with `SQLITE_BUSY` at once, without calling the busy handler: retried here for up
+/// to [`BUSY_TIMEOUT`].
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let t0 = std::time::Instant::now();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && t0.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done => return done,
+        }
+    }
+}
+
 fn ensure_schema(conn: &mut Connection) -> rusqlite::Result<()> {
     let have = columns(conn, "latency")?;
     let current = !have.is_empty()
@@ -237,12 +257,10 @@ impl Cache {
             )
         };
         let mut conn = Connection::open(path).with_context(ctx)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .with_context(ctx)?;
+        conn.busy_timeout(BUSY_TIMEOUT).with_context(ctx)?;
         // WAL lets readers go on while one search writes; NORMAL sync is still crash-safe in WAL
         // (a power loss may drop the last transactions, never corrupt the file).
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .with_context(ctx)?;
+        set_wal(&conn).with_context(ctx)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .with_context(ctx)?;
         ensure_schema(&mut conn).with_context(|| {
