@@ -12,7 +12,7 @@
 //! original schema gains them when opened (in one transaction; its rows are kept, with `NULL`s).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
@@ -170,8 +170,6 @@ fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
     st.query_map([table], |r| r.get(0))?.collect()
 }
 
-/// Creates the table in a new file, or adds the columns an older file lacks. Reads only when the
-/// schema is current, so a read-only cache of the current schema still opens.
 /// How long a connection waits for another's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -179,7 +177,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// the switch with `SQLITE_BUSY` at once, without calling the busy handler: retried here for up
 /// to [`BUSY_TIMEOUT`].
 fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
-    let t0 = std::time::Instant::now();
+    let t0 = Instant::now();
     loop {
         match conn.pragma_update(None, "journal_mode", "WAL") {
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -192,6 +190,8 @@ fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
     }
 }
 
+/// Creates the table in a new file, or adds the columns an older file lacks. Reads only when the
+/// schema is current, so a read-only cache of the current schema still opens.
 fn ensure_schema(conn: &mut Connection) -> rusqlite::Result<()> {
     let have = columns(conn, "latency")?;
     let current = !have.is_empty()
