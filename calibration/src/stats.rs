@@ -57,7 +57,8 @@ fn check_nonzero(measured: &[f64], what: &'static str) -> Result<()> {
     }
 }
 
-fn mean(v: &[f64]) -> f64 {
+/// The arithmetic mean of `v` (NaN when empty).
+pub fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 

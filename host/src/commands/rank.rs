@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 use shiftnas_calibration::interleaved::DEFAULT_CONFIDENCE;
 use shiftnas_calibration::ranking::{Figures, best_first, default_k, figures};
-use shiftnas_calibration::stats::paired_difference;
+use shiftnas_calibration::stats::{mean, paired_difference};
 use shiftnas_models::{Arch, Space};
 
 use super::{Context, ExitStatus};
@@ -213,9 +213,7 @@ fn run_paired(path: &Path, confidence: f64, ctx: &Context) -> Result<ExitStatus>
                 .with_context(|| format!("--paired {}, column {name}", path.display()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let means: Vec<f64> = (t.values.iter())
-        .map(|v| v.iter().sum::<f64>() / v.len() as f64)
-        .collect();
+    let means: Vec<f64> = t.values.iter().map(|v| mean(v)).collect();
     if ctx.printer.json {
         return ctx
             .printer
